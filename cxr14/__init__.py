@@ -1,0 +1,1 @@
+"""cxr14: the NIH ChestX-ray14 workflow as an importable package."""

@@ -1,0 +1,43 @@
+"""Names fixed by the NIH ChestX-ray14 release, shared by every stage."""
+
+# The 14 findings in the order of Wang et al. 2017 (and CheXNet); column names as in Data_Entry.
+FINDINGS = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Effusion",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pneumonia",
+    "Pneumothorax",
+    "Consolidation",
+    "Edema",
+    "Emphysema",
+    "Fibrosis",
+    "Pleural_Thickening",
+    "Hernia",
+)
+NO_FINDING = "No Finding"
+SPLITS = ("train", "val", "test")
+
+# Metadata files of the release, besides the Data_Entry table named in the config.
+TRAIN_VAL_LIST = "train_val_list.txt"
+TEST_LIST = "test_list.txt"
+BBOX_LIST = "BBox_List_2017.csv"
+DATA_ENTRY_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
+
+METADATA_HELP = (
+    "The NIH metadata files are published beside the images at "
+    "https://nihcc.app.box.com/v/ChestXray-NIHCC (also on Kaggle as 'nih-chest-xrays/data'). "
+    "Download {names} and put them in {folder} (or set 'mirror' to a folder or URL that holds them)."
+)
+
+
+def box_name(index: int) -> str:
+    """File name of archive `index` on the NIH Box share."""
+    return f"images_{index:02d}.tar.gz"
+
+
+def kaggle_name(index: int) -> str:
+    """File name of archive `index` in the Kaggle copy of the dataset."""
+    return f"images_{index:03d}.zip"

@@ -1,0 +1,136 @@
+"""Safe extraction of the NIH image archives (Box tar.gz or Kaggle zip) into one flat folder each.
+
+Only PNG members are taken; absolute paths, `..` components and links refuse the whole archive.
+Images land in `<out_dir>.partial/` and the folder is renamed into place only when the archive is
+fully read and its image count checks out, so a failed run leaves nothing that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tarfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO, Iterator
+
+import pandas as pd
+
+
+class UnsafeArchive(RuntimeError):
+    """The archive holds a member that would escape the target folder, or a link."""
+
+
+class ImageCountError(RuntimeError):
+    """The archive does not hold the number of images the config expects."""
+
+
+def _check_name(archive: Path, name: str) -> None:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or (path.parts and ":" in path.parts[0]):
+        raise UnsafeArchive(f"{archive}: refusing member {name!r} (path traversal)")
+
+
+def _tar_members(archive: Path) -> Iterator[tuple[str, BinaryIO]]:
+    with tarfile.open(archive, mode="r|*") as tar:
+        for member in tar:
+            _check_name(archive, member.name)
+            if member.issym() or member.islnk():
+                raise UnsafeArchive(f"{archive}: refusing link member {member.name!r} -> {member.linkname!r}")
+            if member.isfile():
+                yield member.name, tar.extractfile(member)
+
+
+def _zip_members(archive: Path) -> Iterator[tuple[str, BinaryIO]]:
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            _check_name(archive, info.filename)
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise UnsafeArchive(f"{archive}: refusing link member {info.filename!r}")
+            if not info.is_dir():
+                with zf.open(info) as fh:
+                    yield info.filename, fh
+
+
+def members(archive: Path) -> Iterator[tuple[str, BinaryIO]]:
+    """(name, stream) for each regular member, whatever the archive format."""
+    archive = Path(archive)
+    if zipfile.is_zipfile(archive):
+        return _zip_members(archive)
+    if tarfile.is_tarfile(archive):
+        return _tar_members(archive)
+    raise ValueError(f"{archive}: neither a tar nor a zip archive")
+
+
+def read_manifest(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", dtype={"image_index": str, "bytes": "int64"})
+
+
+def _is_complete(out_dir: Path, manifest: Path) -> bool:
+    if not (out_dir.is_dir() and manifest.is_file()):
+        return False
+    table = read_manifest(manifest)
+    return all((out_dir / name).is_file() and (out_dir / name).stat().st_size == size
+               for name, size in zip(table.image_index, table.bytes))
+
+
+def extract_archive(
+    archive: Path,
+    out_dir: Path,
+    manifest: Path,
+    expected_images: int,
+    tolerance: float = 0.0,
+) -> dict:
+    """Extract the PNGs of `archive` flat into `out_dir`; write a manifest (image_index, bytes).
+
+    Idempotent: a finished extraction (folder and manifest agree) is not redone.
+    """
+    archive, out_dir, manifest = Path(archive), Path(out_dir), Path(manifest)
+    if _is_complete(out_dir, manifest):
+        table = read_manifest(manifest)
+        return {"archive": str(archive), "images": len(table), "skipped": 0, "reused": True}
+    staging = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        rows, skipped = _extract_pngs(archive, staging)
+        _check_count(archive, len(rows), expected_images, tolerance)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(staging, out_dir)
+    table = pd.DataFrame(rows, columns=["image_index", "bytes"]).sort_values("image_index")
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    staged = manifest.with_name(manifest.name + ".partial")
+    table.to_csv(staged, sep="\t", index=False)
+    os.replace(staged, manifest)
+    return {"archive": str(archive), "images": len(rows), "skipped": skipped, "reused": False}
+
+
+def _extract_pngs(archive: Path, staging: Path) -> tuple[list[tuple[str, int]], int]:
+    rows, skipped = [], 0
+    for name, stream in members(archive):
+        base = PurePosixPath(name).name
+        if not base.lower().endswith(".png"):
+            skipped += 1
+            continue
+        target = staging / base
+        if target.exists():
+            raise UnsafeArchive(f"{archive}: image {base} appears twice")
+        with open(target, "wb") as out:
+            shutil.copyfileobj(stream, out, 2**20)
+        rows.append((base, target.stat().st_size))
+    return rows, skipped
+
+
+def _check_count(archive, found: int, expected: int, tolerance: float) -> None:
+    low = expected * (1.0 - tolerance)
+    if found > expected or found < low:
+        raise ImageCountError(
+            f"{archive}: found {found} PNG images, expected {expected}"
+            + (f" (tolerance {tolerance:.0%}: at least {int(-(-low // 1))})" if tolerance else "")
+            + "; is it the right or a complete archive? Set extract.count_tolerance for a partial mirror."
+        )

@@ -1,0 +1,115 @@
+"""One function per workflow step, taking the config and paths: what the Snakemake scripts and the CLI call."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from pathlib import Path
+
+from . import config as cfg
+from .constants import BBOX_LIST, METADATA_HELP, TEST_LIST, TRAIN_VAL_LIST
+
+log = logging.getLogger("cxr14")
+
+
+@contextlib.contextmanager
+def logged(path: str | Path | None):
+    """Send logging, stdout and stderr (tqdm bars) of a step to its log file."""
+    if path is None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+        handler = logging.StreamHandler(fh)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        try:
+            yield
+        except Exception:
+            log.exception("step failed")
+            raise
+        finally:
+            root.removeHandler(handler)
+
+
+def metadata_files(config: dict) -> list[str]:
+    return [config["data_entry"], TRAIN_VAL_LIST, TEST_LIST, BBOX_LIST]
+
+
+def download_archive(config: dict, index: int, out: str | Path, checksum: str | Path) -> dict:
+    from . import download
+
+    entry = cfg.catalog_entry(config, index)
+    info = download.fetch_first(
+        download.archive_candidates(index, entry, config.get("mirror")),
+        Path(out),
+        settings=download.Settings.from_config(config),
+        expected_bytes=entry.get("bytes"),
+        sha256=entry.get("sha256"),
+        progress=True,
+    )
+    download.write_checksum(info, Path(checksum))
+    log.info("archive %d: %s bytes from %s, sha256 %s", index, info["bytes"], info["source"], info["sha256"])
+    return info
+
+
+def download_metadata(config: dict, name: str, out: str | Path) -> dict:
+    from . import download
+
+    help_text = METADATA_HELP.format(names=", ".join(metadata_files(config)), folder=config["metadata_dir"])
+    info = download.fetch_metadata(
+        download.metadata_candidates(name, config.get("mirror"), config["metadata_dir"]),
+        Path(out), help_text, settings=download.Settings.from_config(config), progress=False,
+    )
+    log.info("%s from %s", name, info["source"])
+    return info
+
+
+def extract(config: dict, index: int, archive: str | Path, out_dir: str | Path, manifest: str | Path) -> dict:
+    from .extract import extract_archive
+
+    result = extract_archive(
+        Path(archive), Path(out_dir), Path(manifest),
+        expected_images=cfg.catalog_entry(config, index)["images"],
+        tolerance=config["extract"]["count_tolerance"],
+    )
+    log.info("archive %d: %s", index, result)
+    return result
+
+
+def clean(config: dict, data_entry, train_val_list, test_list, manifests: dict, out, report_path) -> dict:
+    from . import metadata
+
+    params = config["clean"]
+    table, report = metadata.clean(
+        data_entry, train_val_list, test_list, manifests,
+        val_fraction=params["val_fraction"], seed=params["seed"], max_age=params["max_age"],
+    )
+    metadata.write_parquet(table, out)
+    metadata.write_json(report, report_path)
+    log.info("cleaned %d of %d rows; images per split %s", report["rows_out"], report["rows_in"], report["images"])
+    return report
+
+
+def demo_mirror(config: dict, out_dir: str | Path) -> dict:
+    from .demo import make_mirror
+
+    counts = {i: cfg.catalog_entry(config, i)["images"] for i in range(1, 13)}
+    result = make_mirror(out_dir, counts, size=config["demo"]["size"], seed=config["demo"]["seed"])
+    log.info("phantom mirror in %s: %s", out_dir, result)
+    return result
+
+
+def run_snakemake_script(snakemake, step) -> None:
+    """Entry point of the thin scripts/: validate the config, log to the rule's log, run `step`."""
+    config = cfg.validate(dict(snakemake.config))
+    with logged(snakemake.log[0] if snakemake.log else None):
+        step(config, snakemake)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use the `cxr14` command")

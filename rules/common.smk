@@ -1,0 +1,30 @@
+import os
+import sys
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# The rules' scripts import the cxr14 package from this checkout, locally and on cluster nodes.
+sys.path.insert(0, workflow.basedir)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
+)
+
+from cxr14 import config as cxr14_config
+from cxr14.stages import metadata_files
+
+cxr14_config.validate(config)
+
+ARCHIVES = [f"{i:02d}" for i in sorted(config["archives"])]
+METADATA_FILES = metadata_files(config)
+DEMO = bool(config.get("demo"))
+
+
+wildcard_constraints:
+    nn=r"\d{2}",
+
+
+def demo_source(name):
+    """In the demo the mirror is made by the workflow, so the download depends on it."""
+    return os.path.join(config["mirror"], name) if DEMO else []

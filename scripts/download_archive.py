@@ -1,0 +1,7 @@
+"""Snakemake entry point: download one archive (cxr14.download)."""
+from cxr14.stages import download_archive, run_snakemake_script
+
+run_snakemake_script(
+    snakemake,  # noqa: F821
+    lambda config, sm: download_archive(config, int(sm.wildcards.nn), sm.output.archive, sm.output.checksum),
+)

@@ -1,0 +1,85 @@
+"""The Snakemake DAG itself: dry runs, a tiny real run of the data stages, and what a change reruns."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+
+
+def tiny_config(images=6, archives=(1, 2)) -> dict:
+    return {
+        "demo": {"seed": 1, "size": 64},
+        "mirror": "results/demo/mirror",
+        "archives": list(archives),
+        "archive_catalog": {i: {"images": images} for i in range(1, 13)},
+        "clean": {"val_fraction": 0.2},
+    }
+
+
+def run(workdir: Path, *args, check=True) -> subprocess.CompletedProcess:
+    cmd = [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "test.yaml"), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+    if check and proc.returncode:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def planned_jobs(proc) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a dry run."""
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A finished tiny run of the data stages (module-scoped: it takes a few seconds)."""
+    wd = tmp_path_factory.mktemp("wf")
+    (wd / "test.yaml").write_text(yaml.safe_dump(tiny_config()))
+    run(wd, "results/metadata/images.parquet")
+    return wd
+
+
+def test_dry_run_plans_one_job_per_archive(tmp_path):
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(tiny_config(archives=(1, 2, 3))))
+    jobs = planned_jobs(run(tmp_path, "-n", "results/metadata/images.parquet"))
+    assert jobs["download_archive"] == 3 and jobs["extract"] == 3 and jobs["clean"] == 1
+
+
+def test_dry_run_on_the_real_config_needs_no_network(tmp_path):
+    (tmp_path / "test.yaml").write_text("{}\n")
+    jobs = planned_jobs(run(tmp_path, "-n", "results/metadata/images.parquet"))
+    assert jobs["download_archive"] == 12 and jobs["extract"] == 12
+
+
+def test_bad_config_is_refused(tmp_path):
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"archives": [13]}))
+    proc = run(tmp_path, "-n", check=False)
+    assert proc.returncode != 0 and "13 is greater than the maximum of 12" in proc.stdout + proc.stderr
+
+
+def test_tiny_run_writes_the_table_and_report(workdir):
+    table = pd.read_parquet(workdir / "results/metadata/images.parquet")
+    assert len(table) == 12 and set(table.archive) == {1, 2}
+    assert (workdir / "results/download/images_01.sha256").read_text().endswith("images_01.tar.gz\n")
+    assert (workdir / "logs/extract/images_02.log").exists()
+    assert (workdir / "benchmarks/download/images_01.tsv").exists()
+
+
+def test_changing_a_clean_parameter_reruns_clean_only(workdir):
+    assert planned_jobs(run(workdir, "-n", "results/metadata/images.parquet")) == {}
+    (workdir / "change.yaml").write_text(yaml.safe_dump({"clean": {"val_fraction": 0.3}}))
+    jobs = planned_jobs(run(workdir, "-n", "results/metadata/images.parquet", "--configfile",
+                            str(workdir / "test.yaml"), str(workdir / "change.yaml")))
+    assert jobs.get("clean") == 1
+    assert not {"download_archive", "download_metadata", "extract", "demo_mirror"} & set(jobs)
