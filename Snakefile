@@ -11,9 +11,11 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/shards.smk"
 
 
 rule all:
     input:
         "results/metadata/images.parquet",
         "results/metadata/cleaning_report.json",
+        SHARD_MANIFESTS,

@@ -95,6 +95,47 @@ def clean(config: dict, data_entry, train_val_list, test_list, manifests: dict, 
     return report
 
 
+def plan_shards(config: dict, table_path, out) -> dict:
+    import pandas as pd
+
+    from .metadata import write_parquet
+    from .shards import plan, shard_counts
+
+    params = config["shards"]
+    table = plan(pd.read_parquet(table_path), params["images_per_shard"], params["seed"])
+    write_parquet(table, out)
+    counts = shard_counts(table)
+    log.info("shards per split: %s", counts)
+    return counts
+
+
+def write_shard(config: dict, plan_path, split: str, shard: int, image_dir, out, info_out) -> dict:
+    import pandas as pd
+
+    from .metadata import write_json
+    from .shards import write_shard as write
+
+    params = config["shards"]
+    rows = pd.read_parquet(plan_path, filters=[("split", "==", split), ("shard", "==", shard)])
+    info = write(rows, image_dir, out, params["image_size"], params["encoding"], params["max_bad_images"])
+    write_json(info, info_out)
+    log.info("%s: %d images, %d bad, %d bytes", info["file"], info["images"], len(info["bad_images"]), info["bytes"])
+    return info
+
+
+def shard_manifest(config: dict, split: str, info_paths, out, bad_out) -> dict:
+    import json
+
+    from .shards import write_manifest
+
+    params = config["shards"]
+    infos = [json.loads(Path(p).read_text()) for p in sorted(info_paths)]
+    manifest = write_manifest(split, infos, params["image_size"], params["encoding"], out, bad_out,
+                              params["max_bad_images"])
+    log.info("%s: %d images in %d shards, %d bad", split, manifest["images"], len(infos), manifest["bad_images"])
+    return manifest
+
+
 def demo_mirror(config: dict, out_dir: str | Path) -> dict:
     from .demo import make_mirror
 

@@ -28,3 +28,27 @@ wildcard_constraints:
 def demo_source(name):
     """In the demo the mirror is made by the workflow, so the download depends on it."""
     return os.path.join(config["mirror"], name) if DEMO else []
+
+
+wildcard_constraints:
+    split="train|val|test",
+    shard=r"\d{5}",
+    num=r"\d{5}",
+
+
+def shard_infos(wildcards):
+    """The shard sidecars of a split, known once the plan checkpoint has run."""
+    import pandas as pd
+
+    plan = pd.read_parquet(
+        checkpoints.plan_shards.get().output[0], columns=["split", "num_shards"]
+    )
+    num = plan.loc[plan.split == wildcards.split, "num_shards"]
+    if num.empty:
+        raise ValueError(f"split {wildcards.split} has no images: nothing to shard")
+    n = int(num.iloc[0])
+    s = wildcards.split
+    return [f"results/shards/{s}/{s}-{i:05d}-of-{n:05d}.json" for i in range(n)]
+
+
+SHARD_MANIFESTS = expand("results/shards/{split}/manifest.json", split=["train", "val", "test"])

@@ -14,13 +14,14 @@ from conftest import REPO
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
 
-def tiny_config(images=6, archives=(1, 2)) -> dict:
+def tiny_config(images=12, archives=(1, 2)) -> dict:
     return {
         "demo": {"seed": 1, "size": 64},
         "mirror": "results/demo/mirror",
         "archives": list(archives),
         "archive_catalog": {i: {"images": images} for i in range(1, 13)},
         "clean": {"val_fraction": 0.2},
+        "shards": {"image_size": 32, "images_per_shard": 4},
     }
 
 
@@ -43,11 +44,21 @@ def planned_jobs(proc) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A finished tiny run of the data stages (module-scoped: it takes a few seconds)."""
+    """A finished tiny run of the data and shard stages (module-scoped: it takes a few seconds)."""
     wd = tmp_path_factory.mktemp("wf")
     (wd / "test.yaml").write_text(yaml.safe_dump(tiny_config()))
-    run(wd, "results/metadata/images.parquet")
+    run(wd, *SHARD_TARGETS)
     return wd
+
+
+SHARD_TARGETS = [f"results/shards/{s}/manifest.json" for s in ("train", "val", "test")]
+
+
+def rerun_plan(workdir, change: dict) -> dict[str, int]:
+    """The jobs a dry run plans after overriding the config with `change`."""
+    (workdir / "change.yaml").write_text(yaml.safe_dump(change))
+    return planned_jobs(run(workdir, "-n", *SHARD_TARGETS, "--configfile",
+                            str(workdir / "test.yaml"), str(workdir / "change.yaml")))
 
 
 def test_dry_run_plans_one_job_per_archive(tmp_path):
@@ -70,16 +81,38 @@ def test_bad_config_is_refused(tmp_path):
 
 def test_tiny_run_writes_the_table_and_report(workdir):
     table = pd.read_parquet(workdir / "results/metadata/images.parquet")
-    assert len(table) == 12 and set(table.archive) == {1, 2}
+    assert len(table) == 24 and set(table.archive) == {1, 2}
     assert (workdir / "results/download/images_01.sha256").read_text().endswith("images_01.tar.gz\n")
     assert (workdir / "logs/extract/images_02.log").exists()
     assert (workdir / "benchmarks/download/images_01.tsv").exists()
 
 
-def test_changing_a_clean_parameter_reruns_clean_only(workdir):
-    assert planned_jobs(run(workdir, "-n", "results/metadata/images.parquet")) == {}
-    (workdir / "change.yaml").write_text(yaml.safe_dump({"clean": {"val_fraction": 0.3}}))
-    jobs = planned_jobs(run(workdir, "-n", "results/metadata/images.parquet", "--configfile",
-                            str(workdir / "test.yaml"), str(workdir / "change.yaml")))
-    assert jobs.get("clean") == 1
-    assert not {"download_archive", "download_metadata", "extract", "demo_mirror"} & set(jobs)
+UPSTREAM_OF_CLEAN = {"download_archive", "download_metadata", "extract", "demo_mirror"}
+
+
+def test_nothing_to_do_after_a_finished_run(workdir):
+    assert planned_jobs(run(workdir, "-n", *SHARD_TARGETS)) == {}
+
+
+def test_changing_a_clean_parameter_reruns_clean_and_what_follows(workdir):
+    jobs = rerun_plan(workdir, {"clean": {"val_fraction": 0.3}})
+    assert jobs.get("clean") == 1 and jobs.get("plan_shards") == 1
+    assert not UPSTREAM_OF_CLEAN & set(jobs)
+
+
+def test_changing_image_size_reruns_the_shards_only(workdir):
+    jobs = rerun_plan(workdir, {"shards": {"image_size": 48}})
+    n_shards = sum(len(list((workdir / "results/shards" / s).glob("*.tfrecord"))) for s in ("train", "val", "test"))
+    assert jobs.get("shard") == n_shards > 3 and jobs.get("shard_manifest") == 3
+    assert not (UPSTREAM_OF_CLEAN | {"clean", "plan_shards"}) & set(jobs)
+
+
+def test_shards_of_the_tiny_run(workdir):
+    import json
+
+    total = 0
+    for split in ("train", "val", "test"):
+        manifest = json.loads((workdir / f"results/shards/{split}/manifest.json").read_text())
+        assert manifest["image_size"] == 32 and all(s["images"] <= 4 for s in manifest["shards"])
+        total += manifest["images"] + manifest["bad_images"]
+    assert total == len(pd.read_parquet(workdir / "results/metadata/images.parquet"))

@@ -1,0 +1,153 @@
+"""Resized, labelled TFRecord shards: a deterministic plan, one writer per shard, a manifest per split.
+
+Each tf.train.Example holds the resized image (raw uint8 pixels by default, or PNG bytes), the 14
+labels and the metadata evaluation needs per subgroup (image_index, patient_id, age_years, sex,
+view), so no stage after this one needs the Parquet table. Shards are written to a `.partial`
+name and renamed when complete; the same plan and images give byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .constants import FINDINGS, SPLITS
+from .images import BadImage, decode, resize
+
+ENCODINGS = ("raw", "png")
+
+
+class TooManyBadImages(RuntimeError):
+    """More images failed to decode than `max_bad_images` allows."""
+
+
+def shard_name(split: str, shard: int, num_shards: int) -> str:
+    return f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord"
+
+
+def plan(table: pd.DataFrame, images_per_shard: int, seed: int) -> pd.DataFrame:
+    """Assign every image to a shard: a seeded order within each split, then contiguous slices."""
+    parts = []
+    for split in SPLITS:
+        part = table[table.split == split].sort_values("image_index", ignore_index=True)
+        order = np.random.default_rng([seed, SPLITS.index(split)]).permutation(len(part))
+        part = part.iloc[order].reset_index(drop=True)
+        num = max(1, math.ceil(len(part) / images_per_shard))
+        part["shard"] = (np.arange(len(part)) * num // max(len(part), 1)).astype("int32")
+        part["num_shards"] = np.int32(num)
+        part["position"] = np.arange(len(part), dtype="int32")
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
+
+
+def shard_counts(plan_table: pd.DataFrame) -> dict[str, int]:
+    """Number of shards per split (0 for an empty split)."""
+    return {s: int(plan_table.loc[plan_table.split == s, "num_shards"].max())
+            if (plan_table.split == s).any() else 0 for s in SPLITS}
+
+
+def _example(row, pixels: np.ndarray, encoding: str):
+    import tensorflow as tf
+
+    from .images import encode_png
+
+    def b(v):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+    def i(v):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=v))
+
+    def f(v):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[v]))
+
+    age = float(row.age_years) if pd.notna(row.age_years) else float("nan")
+    data = pixels.tobytes() if encoding == "raw" else encode_png(pixels)
+    feature = {
+        "image": b(data),
+        "encoding": b(encoding.encode()),
+        "height": i([pixels.shape[0]]),
+        "width": i([pixels.shape[1]]),
+        "labels": i([int(getattr(row, name)) for name in FINDINGS]),
+        "image_index": b(row.image_index.encode()),
+        "patient_id": i([int(row.patient_id)]),
+        "age_years": f(age),
+        "sex": b(row.sex.encode()),
+        "view": b(row.view.encode()),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature))
+
+
+def write_shard(rows: pd.DataFrame, image_dir, out: str | Path, image_size: int, encoding: str = "raw",
+                max_bad_images: int = 0) -> dict:
+    """Write one shard from `rows` of the plan; images are read from `image_dir/images_NN/NAME`.
+
+    Bad images are skipped and listed; more than `max_bad_images` of them fails without output.
+    """
+    import tensorflow as tf
+
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, not {encoding!r}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = out.with_name(out.name + ".partial")
+    bad, count = [], 0
+    try:
+        with tf.io.TFRecordWriter(str(staged)) as writer:
+            for row in rows.sort_values("position").itertuples(index=False):
+                path = Path(image_dir) / f"images_{int(row.archive):02d}" / row.image_index
+                try:
+                    pixels = resize(decode(path.read_bytes()), image_size)
+                except (BadImage, OSError) as exc:
+                    bad.append({"image_index": row.image_index, "reason": str(exc)})
+                    continue
+                writer.write(_example(row, pixels, encoding).SerializeToString(deterministic=True))
+                count += 1
+        if len(bad) > max_bad_images:
+            raise TooManyBadImages(
+                f"{out.name}: {len(bad)} bad images (max_bad_images={max_bad_images}), e.g. "
+                + "; ".join(f"{b['image_index']}: {b['reason']}" for b in bad[:5])
+            )
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    os.replace(staged, out)
+    return {"file": out.name, "images": count, "bytes": out.stat().st_size, "sha256": _sha256(out),
+            "bad_images": bad}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(2**22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(split: str, shard_infos: list[dict], image_size: int, encoding: str, out: str | Path,
+                   bad_out: str | Path, max_bad_images: int) -> dict:
+    """Per-split manifest (counts, bytes, sha256 per shard, image size) and the list of bad images."""
+    bad = [b for info in shard_infos for b in info["bad_images"]]
+    pd.DataFrame(bad, columns=["image_index", "reason"]).to_csv(bad_out, sep="\t", index=False)
+    if len(bad) > max_bad_images:
+        raise TooManyBadImages(f"split {split}: {len(bad)} bad images (max_bad_images={max_bad_images}); see {bad_out}")
+    manifest = {
+        "split": split,
+        "image_size": image_size,
+        "encoding": encoding,
+        "labels": list(FINDINGS),
+        "images": sum(i["images"] for i in shard_infos),
+        "bytes": sum(i["bytes"] for i in shard_infos),
+        "bad_images": len(bad),
+        "shards": [{k: i[k] for k in ("file", "images", "bytes", "sha256")} for i in shard_infos],
+    }
+    out = Path(out)
+    staged = out.with_name(out.name + ".partial")
+    staged.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(staged, out)
+    return manifest
