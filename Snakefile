@@ -12,6 +12,7 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/shards.smk"
+include: "rules/train.smk"
 
 
 rule all:
@@ -19,3 +20,4 @@ rule all:
         "results/metadata/images.parquet",
         "results/metadata/cleaning_report.json",
         SHARD_MANIFESTS,
+        "results/model/model.keras",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -21,7 +22,13 @@ def logged(path: str | Path | None):
         yield
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "w", buffering=1) as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+        # Point the file descriptors there too, so TensorFlow's C++ messages land in the log.
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
         handler = logging.StreamHandler(fh)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root = logging.getLogger()
@@ -34,6 +41,11 @@ def logged(path: str | Path | None):
             raise
         finally:
             root.removeHandler(handler)
+            fh.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
 
 
 def metadata_files(config: dict) -> list[str]:
@@ -134,6 +146,12 @@ def shard_manifest(config: dict, split: str, info_paths, out, bad_out) -> dict:
                               params["max_bad_images"])
     log.info("%s: %d images in %d shards, %d bad", split, manifest["images"], len(infos), manifest["bad_images"])
     return manifest
+
+
+def train(config: dict, train_manifest, val_manifest, out_dir) -> dict:
+    from .train import train as run
+
+    return run(train_manifest, val_manifest, out_dir, config["train"])
 
 
 def demo_mirror(config: dict, out_dir: str | Path) -> dict:

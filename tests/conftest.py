@@ -83,3 +83,52 @@ def http_mirror(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def easy_example(rng, size):
+    """A 0/1 label vector and an image that shows it: finding k lights up cell k of a 4x4 grid."""
+    import numpy as np
+
+    labels = (rng.random(14) < 0.3).astype(int)
+    img = rng.integers(0, 40, (size, size)).astype(np.uint8)
+    cell = size // 4
+    for k in np.flatnonzero(labels):
+        r, c = divmod(int(k), 4)
+        img[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] += 150
+    return labels, img
+
+
+def write_easy_shards(root, splits=(("train", 160), ("val", 64)), size=32, per_shard=64, seed=0):
+    """Shards of easy synthetic images for each split, through the real shard writer; {split: manifest}."""
+    import cv2
+    import numpy as np
+    import pandas as pd
+
+    from cxr14 import shards
+    from cxr14.constants import FINDINGS
+
+    rng = np.random.default_rng(seed)
+    folder = root / "images" / "images_01"
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, pid = [], 0
+    for split, n in splits:
+        for _ in range(n):
+            pid += 1
+            labels, img = easy_example(rng, size)
+            name = f"{pid:08d}_000.png"
+            cv2.imwrite(str(folder / name), img)
+            rows.append({"image_index": name, "patient_id": pid, "follow_up": 0, "age_years": 40.0 + pid % 40,
+                         "sex": "MF"[pid % 2], "view": ("PA", "AP")[pid % 3 == 0], "archive": 1, "split": split,
+                         **dict(zip(FINDINGS, labels.tolist()))})
+    plan = shards.plan(pd.DataFrame(rows), per_shard, seed)
+    manifests = {}
+    for split, _ in splits:
+        part = plan[plan.split == split]
+        num = int(part.num_shards.iloc[0])
+        infos = [shards.write_shard(part[part.shard == s], root / "images",
+                                    root / "shards" / split / shards.shard_name(split, s, num), size)
+                 for s in range(num)]
+        out = root / "shards" / split / "manifest.json"
+        shards.write_manifest(split, infos, size, "raw", out, out.with_name("bad_images.tsv"), 0)
+        manifests[split] = out
+    return manifests

@@ -1,0 +1,180 @@
+"""Keras models for 14-finding multi-label classification of grayscale chest X-rays.
+
+Every model takes (size, size, 1) float32 pixels in 0..255, so training, evaluation, the batch
+predictor and the app all feed the same thing. Inside the graph: the model's metadata (`ModelInfo`),
+grayscale to 3 channels for ImageNet backbones, the backbone's own input scaling, the backbone
+(a sub-model named "backbone" whose output is its last convolutional feature map, which Grad-CAM
+uses), global average pooling, dropout and a 14-unit sigmoid head in float32.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+
+import keras
+from keras import layers
+
+from .constants import FINDINGS
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+CAFFE_MEAN_BGR = [103.939, 116.779, 123.68]
+
+
+class WeightsUnavailable(RuntimeError):
+    """Pretrained weights could not be had (no network, or a bad local file)."""
+
+
+def _densenet(size, weights):
+    return keras.applications.DenseNet121(include_top=False, weights=weights, input_shape=(size, size, 3))
+
+
+def _efficientnet(size, weights):
+    return keras.applications.EfficientNetB0(include_top=False, weights=weights, input_shape=(size, size, 3))
+
+
+def _resnet(size, weights):
+    return keras.applications.ResNet50(include_top=False, weights=weights, input_shape=(size, size, 3))
+
+
+def _mobilenet(size, weights):
+    return keras.applications.MobileNetV3Small(include_top=False, weights=weights, input_shape=(size, size, 3),
+                                               include_preprocessing=True)
+
+
+def _small_cnn(size, weights):
+    """A small CNN for CPU runs, tests and the demo (grayscale in, no pretrained weights)."""
+    inputs = keras.Input((size, size, 1))
+    x = layers.Rescaling(1.0 / 255)(inputs)
+    for k, filters in enumerate((16, 32, 64, 96, 128)):
+        x = layers.Conv2D(filters, 3, strides=2 if k == 0 else 1, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.ReLU()(x)
+        if 0 < k < 4:
+            x = layers.MaxPooling2D()(x)
+    return keras.Model(inputs, x, name="small_cnn")
+
+
+# name -> (builder, input scaling inside the graph, channels the backbone takes)
+BACKBONES = {
+    "densenet121": (_densenet, "torch", 3),
+    "efficientnetb0": (_efficientnet, "builtin", 3),
+    "resnet50": (_resnet, "caffe", 3),
+    "mobilenetv3small": (_mobilenet, "builtin", 3),
+    "small_cnn": (_small_cnn, "builtin", 1),
+}
+
+
+@keras.saving.register_keras_serializable(package="cxr14")
+class ModelInfo(layers.Layer):
+    """An identity layer that carries what inference needs: labels, input size, backbone, scaling."""
+
+    def __init__(self, info: dict | str, **kwargs):
+        super().__init__(**kwargs)
+        self.info = json.loads(info) if isinstance(info, str) else dict(info)
+
+    def call(self, inputs):
+        return inputs
+
+    def get_config(self):
+        return {**super().get_config(), "info": json.dumps(self.info, sort_keys=True)}
+
+
+def _backbone(name: str, size: int, weights: str | None):
+    builder, _, _ = BACKBONES[name]
+    if weights == "imagenet" and name == "small_cnn":
+        raise WeightsUnavailable("small_cnn has no ImageNet weights: set train.weights to none")
+    try:
+        net = builder(size, "imagenet" if weights == "imagenet" else None)
+    except Exception as exc:  # Keras reports a failed download as a bare Exception
+        if weights == "imagenet" and ("URL fetch failure" in str(exc) or isinstance(exc, (OSError, urllib.error.URLError))):
+            raise WeightsUnavailable(
+                f"could not download the ImageNet weights for {name} ({exc}). With no network, set "
+                "`train.weights: none` to train from scratch, or `train.weights: /path/to/weights.h5` "
+                "(a Keras application's no-top weights file, e.g. copied from ~/.keras/models on a "
+                "machine that has network)."
+            ) from exc
+        raise
+    if weights not in (None, "none", "imagenet"):
+        try:
+            net.load_weights(weights)
+        except Exception as exc:
+            raise WeightsUnavailable(f"{weights}: cannot load as {name} weights ({exc})") from exc
+    net.name = "backbone"
+    return net
+
+
+def build(backbone: str = "densenet121", image_size: int = 224, weights: str | None = "imagenet",
+          dropout: float = 0.2) -> keras.Model:
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
+    _, scaling, channels = BACKBONES[backbone]
+    info = {"labels": list(FINDINGS), "image_size": image_size, "backbone": backbone,
+            "input": "grayscale float32 0..255, shape (size, size, 1)", "scaling": scaling}
+    inputs = keras.Input((image_size, image_size, 1), name="image")
+    x = ModelInfo(info, name="cxr14_info")(inputs)
+    if channels == 3:
+        x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
+    if scaling == "torch":
+        x = layers.Rescaling(1.0 / 255, name="to_unit")(x)
+        x = layers.Normalization(mean=IMAGENET_MEAN, variance=[s * s for s in IMAGENET_STD], name="imagenet_norm")(x)
+    elif scaling == "caffe":
+        x = layers.Normalization(mean=CAFFE_MEAN_BGR, variance=[1.0, 1.0, 1.0], name="caffe_norm")(x)
+    features = _backbone(backbone, image_size, weights)(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(features)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(len(FINDINGS), activation="sigmoid", dtype="float32", name="findings")(x)
+    return keras.Model(inputs, outputs, name=f"cxr14_{backbone}")
+
+
+def info(model: keras.Model) -> dict:
+    """The metadata a cxr14 model carries."""
+    return model.get_layer("cxr14_info").info
+
+
+def load(path) -> keras.Model:
+    """A saved cxr14 model, for inference (no optimizer state needed)."""
+    return keras.saving.load_model(path, compile=False)
+
+
+@keras.saving.register_keras_serializable(package="cxr14")
+class WeightedBCE(keras.losses.Loss):
+    """Binary cross-entropy with per-class weights for positives and negatives (CheXNet's loss):
+    w+ = N_neg / N and w- = N_pos / N per finding, from the training split."""
+
+    def __init__(self, pos_weights, neg_weights, name="weighted_bce", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.pos_weights = [float(w) for w in pos_weights]
+        self.neg_weights = [float(w) for w in neg_weights]
+
+    def call(self, y_true, y_pred):
+        ops = keras.ops
+        eps = keras.config.epsilon()
+        y_pred = ops.clip(ops.cast(y_pred, "float32"), eps, 1.0 - eps)
+        y_true = ops.cast(y_true, "float32")
+        pos = ops.convert_to_tensor(self.pos_weights) * y_true * ops.log(y_pred)
+        neg = ops.convert_to_tensor(self.neg_weights) * (1.0 - y_true) * ops.log(1.0 - y_pred)
+        return -ops.mean(pos + neg, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "pos_weights": self.pos_weights, "neg_weights": self.neg_weights}
+
+
+def class_weights(positives, total) -> dict:
+    """Per-finding weights from the training split's label counts."""
+    pos = [max(int(p), 0) for p in positives]
+    pos_w = [(total - p) / total for p in pos]
+    neg_w = [p / total for p in pos]
+    return {"positives": dict(zip(FINDINGS, pos)), "total": int(total),
+            "pos_weights": dict(zip(FINDINGS, pos_w)), "neg_weights": dict(zip(FINDINGS, neg_w))}
+
+
+def make_loss(name: str, weights: dict | None = None, focal_gamma: float = 2.0):
+    if name == "weighted_bce":
+        return WeightedBCE([weights["pos_weights"][f] for f in FINDINGS], [weights["neg_weights"][f] for f in FINDINGS])
+    if name == "bce":
+        return keras.losses.BinaryCrossentropy()
+    if name == "focal":
+        return keras.losses.BinaryFocalCrossentropy(gamma=focal_gamma)
+    raise ValueError(f"unknown loss {name!r}; choose weighted_bce, bce or focal")

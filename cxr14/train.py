@@ -1,0 +1,189 @@
+"""Train a cxr14 model on the train/val shards: GPU-ready (mixed precision, MirroredStrategy),
+resumable (BackupAndRestore), with class-imbalance handling and per-finding validation AUROC."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .constants import FINDINGS
+
+log = logging.getLogger(__name__)
+
+
+def label_counts(shards) -> tuple[np.ndarray, int]:
+    """Positives per finding and the number of images in a split, read from its shards."""
+    import tensorflow as tf
+
+    spec = {"labels": tf.io.FixedLenFeature([len(FINDINGS)], tf.int64)}
+    ds = tf.data.TFRecordDataset(shards.files).batch(4096).map(lambda r: tf.io.parse_example(r, spec)["labels"])
+    pos, total = np.zeros(len(FINDINGS), np.int64), 0
+    for labels in ds:
+        pos += labels.numpy().sum(axis=0)
+        total += int(labels.shape[0])
+    return pos, total
+
+
+def per_class_auroc(y_true: np.ndarray, y_score: np.ndarray) -> dict[str, float | None]:
+    """AUROC per finding; None where the split has only one class for it."""
+    from sklearn.metrics import roc_auc_score
+
+    out = {}
+    for k, name in enumerate(FINDINGS):
+        col = y_true[:, k]
+        out[name] = float(roc_auc_score(col, y_score[:, k])) if 0 < col.sum() < len(col) else None
+    return out
+
+
+def mean_auroc(aurocs: dict) -> float:
+    values = [v for v in aurocs.values() if v is not None]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _validation_callback(val_ds, loss_fn):
+    import keras
+
+    class Validation(keras.callbacks.Callback):
+        """One pass over val per epoch: val_loss, val_mean_auroc and val_auroc_<finding> into the logs
+        (it runs before the callbacks that monitor them)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            ys, ps = [], []
+            for x, y in val_ds:
+                ps.append(keras.ops.convert_to_numpy(self.model(x, training=False)).astype(np.float32))
+                ys.append(y.numpy())
+            y, p = np.concatenate(ys), np.concatenate(ps)
+            aurocs = per_class_auroc(y, p)
+            logs["val_loss"] = float(np.mean(np.asarray(loss_fn(y, p))))
+            logs["val_mean_auroc"] = mean_auroc(aurocs)
+            for name, value in aurocs.items():
+                logs[f"val_auroc_{name}"] = float("nan") if value is None else value
+            log.info("epoch %d: val_loss %.4f val_mean_auroc %.4f", epoch + 1, logs["val_loss"], logs["val_mean_auroc"])
+
+    return Validation()
+
+
+def _strategy():
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        import keras
+
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        return tf.distribute.MirroredStrategy(), len(gpus)
+    return tf.distribute.get_strategy(), 0
+
+
+def _read_history(path):
+    import pandas as pd
+
+    return pd.read_csv(path).drop_duplicates("epoch", keep="last").reset_index(drop=True)
+
+
+def _sha256(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(2**22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def train(train_manifest, val_manifest, out_dir, params: dict, extra_callbacks=()) -> dict:
+    """Train with `params` (the config's `train` section); write model.keras, history.csv,
+    class_weights.json, training_summary.json, tensorboard/ and best/backup state under `out_dir`."""
+    import keras
+    import tensorflow as tf
+
+    from . import models
+    from .data import Augment, Shards, dataset
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(params["seed"])
+    train_src, val_src = Shards.from_manifest(train_manifest), Shards.from_manifest(val_manifest)
+    if train_src.image_size != val_src.image_size:
+        raise ValueError(f"train shards are {train_src.image_size} px but val shards {val_src.image_size} px")
+    strategy, n_gpus = _strategy()
+    replicas = strategy.num_replicas_in_sync
+    batch = params["batch_size"] * replicas
+
+    positives, total = label_counts(train_src)
+    weights = models.class_weights(positives, total)
+    (out_dir / "class_weights.json").write_text(json.dumps(weights, indent=2) + "\n")
+    loss_fn = models.make_loss(params["loss"], weights, params.get("focal_gamma", 2.0))
+
+    train_ds = dataset(train_src, batch, training=True, augment=Augment.from_config(params.get("augment")),
+                       seed=params["seed"], cache=params.get("cache", False))
+    val_ds = dataset(val_src, batch, cache=params.get("cache", False))
+    with strategy.scope():
+        model = models.build(params["backbone"], train_src.image_size, params["weights"], params["dropout"])
+        model.compile(optimizer=keras.optimizers.Adam(params["learning_rate"]), loss=loss_fn,
+                      metrics=[keras.metrics.AUC(multi_label=True, num_labels=len(FINDINGS), name="auroc")])
+
+    # State that survives a killed run (none of it is a Snakemake output, so none of it is deleted).
+    best_path, history_path, backup = out_dir / "best.keras", out_dir / "history.partial.csv", out_dir / "backup"
+    best_so_far = None
+    if backup.exists() and history_path.exists():
+        best_so_far = float(_read_history(history_path).val_mean_auroc.max())
+        log.info("resuming from %s (best val mean AUROC so far %.4f)", backup, best_so_far)
+    else:
+        best_path.unlink(missing_ok=True)
+        history_path.unlink(missing_ok=True)
+    callbacks = [
+        _validation_callback(val_ds, loss_fn),
+        keras.callbacks.BackupAndRestore(str(backup)),
+        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_mean_auroc", mode="max", save_best_only=True,
+                                        initial_value_threshold=best_so_far),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=params["lr_factor"], patience=params["lr_patience"],
+                                          min_lr=params["learning_rate"] * 1e-3),
+        keras.callbacks.EarlyStopping(monitor="val_mean_auroc", mode="max", patience=params["early_stopping_patience"]),
+        keras.callbacks.CSVLogger(str(history_path), append=True),
+        keras.callbacks.TensorBoard(str(out_dir / "tensorboard"), write_graph=False, profile_batch=0),
+        *extra_callbacks,
+    ]
+    start = time.perf_counter()
+    history = model.fit(train_ds, epochs=params["epochs"], callbacks=callbacks, verbose=2)
+    seconds = time.perf_counter() - start
+
+    best = models.load(best_path) if best_path.exists() else model
+    staged = out_dir / "model.partial.keras"
+    best.save(staged)
+    os.replace(staged, out_dir / "model.keras")
+    hist = _read_history(history_path)
+    hist.to_csv(out_dir / "history.csv", index=False)
+    shutil.rmtree(backup, ignore_errors=True)
+
+    best_row = hist.loc[hist.val_mean_auroc.idxmax()]
+    summary = {
+        "backbone": params["backbone"],
+        "image_size": train_src.image_size,
+        "epochs_run": int(len(hist)),
+        "best_epoch": int(best_row.epoch) + 1,
+        "best_val_mean_auroc": float(best_row.val_mean_auroc),
+        "best_val_auroc": {f: (None if np.isnan(best_row[f"val_auroc_{f}"]) else float(best_row[f"val_auroc_{f}"]))
+                           for f in FINDINGS},
+        "train_images": total,
+        "val_images": val_src.images,
+        "class_weights": weights,
+        "config": params,
+        "data": {"train": [s["sha256"] for s in train_src.manifest["shards"]],
+                 "val": [s["sha256"] for s in val_src.manifest["shards"]]},
+        "device": {"gpus": n_gpus, "replicas": replicas, "global_batch": batch,
+                   "mixed_precision": keras.mixed_precision.global_policy().name},
+        "seconds_this_run": round(seconds, 1),
+        "epochs_this_run": len(history.epoch),
+        "model_sha256": _sha256(out_dir / "model.keras"),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
+    (out_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("best val mean AUROC %.4f at epoch %d", summary["best_val_mean_auroc"], summary["best_epoch"])
+    return summary

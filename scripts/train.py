@@ -1,0 +1,9 @@
+"""Snakemake entry point: train the model (cxr14.train)."""
+from pathlib import Path
+
+from cxr14.stages import run_snakemake_script, train
+
+run_snakemake_script(
+    snakemake,  # noqa: F821
+    lambda config, sm: train(config, sm.input.train, sm.input.val, Path(sm.output.model).parent),
+)

@@ -1,0 +1,138 @@
+import json
+import urllib.error
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import write_easy_shards
+from cxr14 import models
+from cxr14.constants import FINDINGS
+from cxr14.data import Shards, dataset
+from cxr14.train import train
+
+PARAMS = {"backbone": "small_cnn", "weights": "none", "loss": "weighted_bce", "focal_gamma": 2.0, "epochs": 4,
+          "batch_size": 16, "learning_rate": 0.003, "lr_factor": 0.5, "lr_patience": 2,
+          "early_stopping_patience": 10, "dropout": 0.0, "seed": 1, "cache": True, "augment": None}
+
+
+@pytest.fixture(scope="module")
+def easy(tmp_path_factory):
+    return write_easy_shards(tmp_path_factory.mktemp("easy"))
+
+
+@pytest.fixture(scope="module")
+def trained(easy, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model")
+    return out, train(easy["train"], easy["val"], out, PARAMS)
+
+
+def test_loss_falls_and_val_auroc_rises_above_chance(trained):
+    out, summary = trained
+    hist = pd.read_csv(out / "history.csv")
+    assert len(hist) == 4 and list(hist.epoch) == [0, 1, 2, 3]
+    assert hist.loss.iloc[-1] < hist.loss.iloc[0]
+    assert summary["best_val_mean_auroc"] > 0.8
+    assert set(summary["best_val_auroc"]) == set(FINDINGS)
+    for name in ("model.keras", "class_weights.json", "training_summary.json"):
+        assert (out / name).exists()
+    assert not (out / "backup").exists()
+
+
+def test_saved_model_reloads_and_predicts_the_same(trained, easy):
+    out, _ = trained
+    model = models.load(out / "model.keras")
+    info = models.info(model)
+    assert info["labels"] == list(FINDINGS) and info["image_size"] == 32 and info["backbone"] == "small_cnn"
+    x, _ = next(iter(dataset(Shards.from_manifest(easy["val"]), 8)))
+    again = models.load(out / "model.keras")
+    np.testing.assert_allclose(model.predict(x, verbose=0), again.predict(x, verbose=0), rtol=0, atol=1e-6)
+
+
+def test_summary_records_data_weights_and_config(trained, easy):
+    _, summary = trained
+    manifest = json.loads(easy["train"].read_text())
+    assert summary["data"]["train"] == [s["sha256"] for s in manifest["shards"]]
+    assert summary["config"] == PARAMS and summary["train_images"] == 160
+    assert summary["class_weights"]["total"] == 160
+    assert summary["epochs_run"] == 4 and summary["device"]["gpus"] == 0
+
+
+def test_weighted_bce_matches_a_hand_computation():
+    y = np.array([[1.0, 0.0], [0.0, 0.0]], np.float32)
+    p = np.array([[0.8, 0.3], [0.4, 0.1]], np.float32)
+    pos_w, neg_w = [0.9, 0.7], [0.1, 0.3]
+    by_hand = np.mean([
+        -(0.9 * np.log(0.8) + 0.3 * np.log(1 - 0.3)) / 2,
+        -(0.1 * np.log(1 - 0.4) + 0.3 * np.log(1 - 0.1)) / 2,
+    ])
+    assert float(models.WeightedBCE(pos_w, neg_w)(y, p)) == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_class_weights_from_counts():
+    w = models.class_weights([10] + [0] * 13, 100)
+    assert w["pos_weights"]["Atelectasis"] == pytest.approx(0.9) and w["neg_weights"]["Atelectasis"] == pytest.approx(0.1)
+    assert w["pos_weights"]["Hernia"] == 1.0 and w["neg_weights"]["Hernia"] == 0.0
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise _Killed()
+
+
+class _RecordEpochs(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_a_run_killed_after_epoch_1_resumes_at_epoch_2(easy, tmp_path):
+    params = {**PARAMS, "epochs": 3}
+    # BackupAndRestore saves at the end of an epoch before later callbacks run, so this "kill" comes after it.
+    with pytest.raises(_Killed):
+        train(easy["train"], easy["val"], tmp_path, params, extra_callbacks=[_KillAfterFirstEpoch()])
+    assert (tmp_path / "backup").exists() and not (tmp_path / "model.keras").exists()
+    record = _RecordEpochs()
+    summary = train(easy["train"], easy["val"], tmp_path, params, extra_callbacks=[record])
+    assert record.epochs == [1, 2]
+    assert list(pd.read_csv(tmp_path / "history.csv").epoch) == [0, 1, 2]
+    assert summary["epochs_run"] == 3 and summary["epochs_this_run"] == 2
+
+
+def test_imagenet_weights_offline_fail_with_a_clear_message(monkeypatch, tmp_path):
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(file_utils, "urlretrieve", offline)
+    with pytest.raises(models.WeightsUnavailable, match=r"weights: none.*weights file|weights: none"):
+        models.build("mobilenetv3small", 64, "imagenet")
+
+
+def test_local_weights_file_is_used(tmp_path):
+    net = models.BACKBONES["small_cnn"][0](32, None)
+    net.save_weights(tmp_path / "w.weights.h5")
+    model = models.build("small_cnn", 32, str(tmp_path / "w.weights.h5"))
+    for a, b in zip(model.get_layer("backbone").get_weights(), net.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(models.WeightsUnavailable, match="missing.h5"):
+        models.build("small_cnn", 32, str(tmp_path / "missing.h5"))
+
+
+@pytest.mark.parametrize("backbone", ["mobilenetv3small", "densenet121"])
+def test_imagenet_backbones_take_grayscale(backbone):
+    model = models.build(backbone, 64 if backbone == "mobilenetv3small" else 32, "none")
+    size = model.input_shape[1]
+    out = model.predict(np.full((2, size, size, 1), 128.0, np.float32), verbose=0)
+    assert out.shape == (2, 14) and out.dtype == np.float32 and np.all((out > 0) & (out < 1))
+    assert len(model.get_layer("backbone").output.shape) == 4
