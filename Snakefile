@@ -9,10 +9,14 @@ import os
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/shards.smk"
 include: "rules/train.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:
@@ -21,3 +25,4 @@ rule all:
         "results/metadata/cleaning_report.json",
         SHARD_MANIFESTS,
         "results/model/model.keras",
+        "results/eval/report.html",

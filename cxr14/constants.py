@@ -24,6 +24,8 @@ SPLITS = ("train", "val", "test")
 TRAIN_VAL_LIST = "train_val_list.txt"
 TEST_LIST = "test_list.txt"
 BBOX_LIST = "BBox_List_2017.csv"
+# Google's expert labels (Majkowska et al. 2020), published apart from the NIH release.
+EXPERT_LABELS = "google2019_nih-chest-xray-labels.csv"
 DATA_ENTRY_FILES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 
 METADATA_HELP = (

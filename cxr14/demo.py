@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .constants import BBOX_LIST, FINDINGS, TEST_LIST, TRAIN_VAL_LIST, box_name
+from .constants import BBOX_LIST, EXPERT_LABELS, FINDINGS, TEST_LIST, TRAIN_VAL_LIST, box_name
 
 # Demo prevalence per finding (far above the real one, so a small demo has positives for each).
 PREVALENCE = {
@@ -227,3 +227,25 @@ def _write_tables(out_dir: Path, rows, box_rows, train_val, test) -> None:
         boxes.to_csv(fh, header=False, index=False, lineterminator="\n", float_format="%.6f")
     for name, items in ((TRAIN_VAL_LIST, train_val), (TEST_LIST, test)):
         (out_dir / name).write_text("\n".join(sorted(items)))  # no final newline, like the real lists
+    _write_expert_labels(out_dir, entry, set(test), header)
+
+
+def _write_expert_labels(out_dir: Path, entry: pd.DataFrame, test: set, header: str) -> None:
+    """A Google-2019-style expert label file for the test images: the planted truth, with 3% of the
+    reads flipped the way radiologists and the NLP labels disagree."""
+    rng = np.random.default_rng(2019)
+    rows = entry[entry[0].isin(test)].copy()
+    labels = rows[1].str.split("|")
+
+    def read(present):
+        flipped = present ^ (rng.random(len(present)) < 0.03)
+        return np.where(flipped, "YES", "NO")
+
+    rows["Fracture"] = "NO"
+    rows["Pneumothorax"] = read(labels.map(lambda n: "Pneumothorax" in n).to_numpy())
+    rows["Airspace opacity"] = read(labels.map(lambda n: bool({"Consolidation", "Pneumonia"} & set(n))).to_numpy())
+    rows["Nodule or mass"] = read(labels.map(lambda n: bool({"Nodule", "Mass"} & set(n))).to_numpy())
+    rows["Set Id"] = "test"
+    with open(out_dir / EXPERT_LABELS, "w", newline="") as fh:
+        fh.write(header + ",Fracture,Pneumothorax,Airspace opacity,Nodule or mass,Set Id\n")
+        rows.to_csv(fh, header=False, index=False, lineterminator="\n")

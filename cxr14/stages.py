@@ -49,7 +49,8 @@ def logged(path: str | Path | None):
 
 
 def metadata_files(config: dict) -> list[str]:
-    return [config["data_entry"], TRAIN_VAL_LIST, TEST_LIST, BBOX_LIST]
+    extra = [config["expert_labels"]] if config.get("expert_labels") else []
+    return [config["data_entry"], TRAIN_VAL_LIST, TEST_LIST, BBOX_LIST, *extra]
 
 
 def download_archive(config: dict, index: int, out: str | Path, checksum: str | Path) -> dict:
@@ -152,6 +153,25 @@ def train(config: dict, train_manifest, val_manifest, out_dir) -> dict:
     from .train import train as run
 
     return run(train_manifest, val_manifest, out_dir, config["train"])
+
+
+def evaluate(config: dict, model, val_manifest, test_manifest, table, cleaning_report, boxes, expert,
+             out_dir) -> dict:
+    import json
+
+    import pandas as pd
+
+    from .evaluate import evaluate as run
+    from .report import render
+
+    params = config["evaluate"]
+    out_dir = Path(out_dir)
+    result = run(model, val_manifest, test_manifest, out_dir, boxes_csv=boxes, expert_csv=expert,
+                 n_boot=params["n_boot"], seed=params["seed"], gallery_k=params["gallery_k"],
+                 batch_size=params["batch_size"])
+    render(result, pd.read_parquet(table), json.loads(Path(cleaning_report).read_text()),
+           out_dir / "report.html", out_dir / "figures")
+    return result["metrics"]
 
 
 def demo_mirror(config: dict, out_dir: str | Path) -> dict:

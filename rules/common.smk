@@ -52,3 +52,9 @@ def shard_infos(wildcards):
 
 
 SHARD_MANIFESTS = expand("results/shards/{split}/manifest.json", split=["train", "val", "test"])
+
+EXPERT_INPUT = (
+    f"results/download/metadata/{config['expert_labels']}"
+    if config.get("expert_labels")
+    else []
+)

@@ -1,0 +1,253 @@
+"""Evaluate a trained model on the official test split: predictions, every metric of the report,
+val-chosen operating points, subgroups, expert labels, Grad-CAM galleries and box localisation."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import metrics
+from .constants import FINDINGS
+
+log = logging.getLogger(__name__)
+
+# Published per-finding test AUROCs, in FINDINGS order.
+PUBLISHED = {
+    "Wang et al. 2017 (ChestX-ray8, official patient-wise split)": [
+        0.700, 0.810, 0.759, 0.661, 0.693, 0.669, 0.658, 0.799, 0.703, 0.805, 0.833, 0.786, 0.684, 0.872],
+    "CheXNet, Rajpurkar et al. 2017 (random patient split, not the official one)": [
+        0.8094, 0.9248, 0.8638, 0.7345, 0.8676, 0.7802, 0.7680, 0.8887, 0.7901, 0.8878, 0.9371, 0.8047, 0.8062, 0.9164],
+}
+BOX_LABELS = {"Infiltrate": "Infiltration"}  # BBox_List_2017 spells one finding differently
+
+
+def predict(model, shards, batch_size: int = 64) -> pd.DataFrame:
+    """One row per image: its metadata, labels y_<finding> and probabilities p_<finding>."""
+    from .data import dataset
+
+    rows = []
+    for x, y, meta in dataset(shards, batch_size, with_metadata=True):
+        p = np.asarray(model.predict_on_batch(x), np.float32)
+        frame = pd.DataFrame({
+            "image_index": [s.decode() for s in meta["image_index"].numpy()],
+            "patient_id": meta["patient_id"].numpy(),
+            "age_years": meta["age_years"].numpy().astype(np.float64),
+            "sex": [s.decode() for s in meta["sex"].numpy()],
+            "view": [s.decode() for s in meta["view"].numpy()],
+        })
+        for k, name in enumerate(FINDINGS):
+            frame[f"y_{name}"] = y.numpy()[:, k].astype(np.int8)
+            frame[f"p_{name}"] = p[:, k]
+        rows.append(frame)
+    return pd.concat(rows, ignore_index=True).sort_values("image_index", ignore_index=True)
+
+
+def _arrays(pred: pd.DataFrame):
+    return pred[[f"y_{f}" for f in FINDINGS]].to_numpy(), pred[[f"p_{f}" for f in FINDINGS]].to_numpy(np.float64)
+
+
+def _nan_to_none(value):
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def operating_points(val: pd.DataFrame, test: pd.DataFrame) -> dict:
+    """Thresholds chosen on val only (max F1, Youden's J), then the test figures at each."""
+    out = {}
+    for name in FINDINGS:
+        y_val, p_val = val[f"y_{name}"].to_numpy(), val[f"p_{name}"].to_numpy()
+        y_test, p_test = test[f"y_{name}"].to_numpy(), test[f"p_{name}"].to_numpy()
+        chosen = metrics.thresholds(y_val, p_val)
+        out[name] = {rule: metrics.at_threshold(y_test, p_test, t) for rule, t in chosen.items()}
+    return out
+
+
+def subgroups(test: pd.DataFrame) -> dict:
+    """AUROC per finding and its mean for each sex, age band and view, with counts."""
+    groups = {"sex": test.sex.to_numpy(), "age": metrics.age_band(test.age_years.to_numpy()),
+              "view": test.view.to_numpy()}
+    y, p = _arrays(test)
+    out = {}
+    for kind, values in groups.items():
+        out[kind] = {}
+        for value in sorted(set(values)):
+            mask = values == value
+            aurocs = [metrics.weighted_auroc(y[mask, j], p[mask, j]) for j in range(len(FINDINGS))]
+            finite = [a for a in aurocs if np.isfinite(a)]
+            out[kind][str(value)] = {
+                "images": int(mask.sum()), "patients": int(test.patient_id[mask].nunique()),
+                "positives": dict(zip(FINDINGS, y[mask].sum(axis=0).astype(int).tolist())),
+                "auroc": dict(zip(FINDINGS, aurocs)),
+                "mean_auroc": float(np.mean(finite)) if finite else float("nan"),
+            }
+    return out
+
+
+def expert_comparison(test: pd.DataFrame, expert_csv) -> dict | None:
+    """AUROC against the Google 2019 expert labels beside the NLP labels, on the same test images."""
+    if expert_csv is None:
+        return None
+    expert = pd.read_csv(expert_csv)
+    expert = expert.rename(columns={"Image Index": "image_index"})
+    merged = test.merge(expert[["image_index", "Pneumothorax", "Nodule or mass"]].rename(
+        columns={"Pneumothorax": "expert_ptx", "Nodule or mass": "expert_nm"}), on="image_index")
+    out = {"images": int(len(merged))}
+    targets = {
+        "Pneumothorax": (merged.get("expert_ptx"), merged["p_Pneumothorax"], merged["y_Pneumothorax"]),
+        "Nodule or mass": (merged.get("expert_nm"), np.maximum(merged["p_Nodule"], merged["p_Mass"]),
+                           merged["y_Nodule"] | merged["y_Mass"]),
+    }
+    for name, (exp, score, nlp) in targets.items():
+        exp = (exp.astype(str).str.upper() == "YES").to_numpy() if exp is not None else np.zeros(0, bool)
+        score, nlp = np.asarray(score, float), np.asarray(nlp).astype(bool)
+        out[name] = {"images": int(len(exp)), "expert_positives": int(exp.sum()), "nlp_positives": int(nlp.sum()),
+                     "auroc_expert": metrics.weighted_auroc(exp, score) if len(exp) else float("nan"),
+                     "auroc_nlp": metrics.weighted_auroc(nlp, score) if len(exp) else float("nan"),
+                     "label_agreement": float(np.mean(exp == nlp)) if len(exp) else float("nan")}
+    return out
+
+
+def read_boxes(path) -> pd.DataFrame:
+    """BBox_List_2017.csv as image_index, finding (our spelling), x, y, w, h (1024-px space)."""
+    raw = pd.read_csv(path, header=None, skiprows=1, usecols=range(6),
+                      names=["image_index", "finding", "x", "y", "w", "h"])
+    raw["finding"] = raw.finding.replace(BOX_LABELS)
+    unknown = set(raw.finding) - set(FINDINGS)
+    if unknown:
+        raise ValueError(f"{path}: unknown finding(s) {sorted(unknown)}")
+    return raw
+
+
+def collect_images(shards, names: set[str]) -> dict[str, np.ndarray]:
+    """The (S, S, 1) pixels of the named images, in one pass over the shards."""
+    from .data import dataset
+
+    found = {}
+    for x, _, meta in dataset(shards, 256, with_metadata=True):
+        idx = [s.decode() for s in meta["image_index"].numpy()]
+        for k, name in enumerate(idx):
+            if name in names:
+                found[name] = x[k].numpy()
+    return found
+
+
+def gallery_picks(test: pd.DataFrame, thresholds: dict, k: int) -> list[tuple[str, str, str, float]]:
+    """Per finding, the k most confident true positives, false positives and false negatives
+    at the val-chosen max-F1 threshold: (finding, kind, image_index, probability)."""
+    picks = []
+    for name in FINDINGS:
+        t = thresholds[name]["max_f1"]["threshold"]
+        y, p = test[f"y_{name}"], test[f"p_{name}"]
+        for kind, mask, ascending in (("TP", (y == 1) & (p >= t), False), ("FP", (y == 0) & (p >= t), False),
+                                      ("FN", (y == 1) & (p < t), True)):
+            top = test[mask].sort_values(f"p_{name}", ascending=ascending).head(k)
+            picks += [(name, kind, r.image_index, float(getattr(r, f"p_{name}"))) for r in top.itertuples()]
+    return picks
+
+
+def localisation(model, boxes: pd.DataFrame, images: dict, size: int) -> tuple[dict, list]:
+    """Pointing-game hit rate and mean IoU per finding on the test images with boxes."""
+    from .gradcam import box_to_pixels, gradcam, iou, pointing_hit
+
+    boxes = boxes[boxes.image_index.isin(images)].reset_index(drop=True)
+    per_finding, examples = {}, []
+    for start in range(0, len(boxes), 32):
+        chunk = boxes.iloc[start:start + 32]
+        x = np.stack([images[n] for n in chunk.image_index])
+        cams, _ = gradcam(model, x, np.array([FINDINGS.index(f) for f in chunk.finding]))
+        for cam, row, img in zip(cams, chunk.itertuples(), x):
+            box = box_to_pixels((row.x, row.y, row.w, row.h), size)
+            stats = per_finding.setdefault(row.finding, {"boxes": 0, "hits": 0, "iou_sum": 0.0})
+            hit = pointing_hit(cam, box)
+            stats["boxes"] += 1
+            stats["hits"] += int(hit)
+            stats["iou_sum"] += iou(cam, box)
+            if len(examples) < 12:
+                examples.append((row.finding, row.image_index, img, cam, box, hit))
+    out = {f: {"boxes": s["boxes"], "pointing_game": s["hits"] / s["boxes"], "mean_iou": s["iou_sum"] / s["boxes"]}
+           for f, s in sorted(per_finding.items(), key=lambda kv: FINDINGS.index(kv[0]))}
+    return out, examples
+
+
+def evaluate(model_path, val_manifest, test_manifest, out_dir, *, boxes_csv=None, expert_csv=None,
+             n_boot: int = 1000, seed: int = 0, gallery_k: int = 2, batch_size: int = 64) -> dict:
+    """Write predictions.parquet, metrics.json and thresholds.json under `out_dir`; return the
+    metrics plus the in-memory material (curves, Grad-CAM examples) the report draws."""
+    from . import models
+    from .data import Shards
+    from .gradcam import gradcam
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = models.load(model_path)
+    info = models.info(model)
+    val_src, test_src = Shards.from_manifest(val_manifest), Shards.from_manifest(test_manifest)
+    if info["image_size"] != test_src.image_size:
+        raise ValueError(f"{model_path} takes {info['image_size']} px but the shards are {test_src.image_size} px")
+    val, test = predict(model, val_src, batch_size), predict(model, test_src, batch_size)
+    pred = pd.concat([val.assign(split="val"), test.assign(split="test")], ignore_index=True)
+    staged = out_dir / "predictions.partial.parquet"
+    pred.to_parquet(staged, index=False)
+    os.replace(staged, out_dir / "predictions.parquet")
+
+    y, p = _arrays(test)
+    boot = metrics.bootstrap_auroc(y, p, test.patient_id.to_numpy(), n_boot=n_boot, seed=seed)
+    points = operating_points(val, test)
+    curves = {f: metrics.curves(y[:, j], p[:, j]) for j, f in enumerate(FINDINGS)}
+    calibration = {f: metrics.reliability(y[:, j], p[:, j]) for j, f in enumerate(FINDINGS)}
+    result = {
+        "split": "test (official test_list.txt)",
+        "images": int(len(test)), "patients": int(test.patient_id.nunique()),
+        "auroc": dict(zip(FINDINGS, boot["auroc"])),
+        "auroc_ci": dict(zip(FINDINGS, boot["ci"])),
+        "mean_auroc": boot["mean_auroc"], "mean_auroc_ci": boot["mean_ci"],
+        "bootstrap": {"replicates": n_boot, "unit": "patient", "level": 0.95, "seed": seed},
+        "auprc": {f: curves[f]["auprc"] for f in FINDINGS},
+        "positives": dict(zip(FINDINGS, y.sum(axis=0).astype(int).tolist())),
+        "thresholds": {f: {rule: v["threshold"] for rule, v in points[f].items()} for f in FINDINGS},
+        "operating_points": points,
+        "calibration": {f: {k: calibration[f][k] for k in ("ece", "brier")} for f in FINDINGS},
+        "published": {name: {"auroc": dict(zip(FINDINGS, vals)), "mean_auroc": float(np.mean(vals))}
+                      for name, vals in PUBLISHED.items()},
+        "subgroups": subgroups(test),
+        "expert_labels": expert_comparison(test, expert_csv),
+        "model": info,
+    }
+    picks = gallery_picks(test, points, gallery_k)
+    boxes = read_boxes(boxes_csv) if boxes_csv else pd.DataFrame(columns=["image_index", "finding", "x", "y", "w", "h"])
+    boxes = boxes[boxes.image_index.isin(set(test.image_index))]
+    images = collect_images(test_src, {n for _, _, n, _ in picks} | set(boxes.image_index))
+    result["localisation"], loc_examples = localisation(model, boxes, images, test_src.image_size)
+    gallery = []
+    for start in range(0, len(picks), 32):
+        chunk = picks[start:start + 32]
+        x = np.stack([images[n] for _, _, n, _ in chunk])
+        cams, _ = gradcam(model, x, np.array([FINDINGS.index(f) for f, _, _, _ in chunk]))
+        gallery += [(*pick, img, cam) for pick, img, cam in zip(chunk, x, cams)]
+    result = _nan_to_none(result)
+    _write_json(result, out_dir / "metrics.json")
+    _write_json({"max_f1": {f: result["thresholds"][f]["max_f1"] for f in FINDINGS},
+                 "youden": {f: result["thresholds"][f]["youden"] for f in FINDINGS},
+                 "chosen_on": "val"}, out_dir / "thresholds.json")
+    log.info("test mean AUROC %.4f (95%% CI %.4f-%.4f) on %d images", result["mean_auroc"],
+             *result["mean_auroc_ci"], result["images"])
+    return {"metrics": result, "curves": curves, "calibration": calibration, "gallery": gallery,
+            "localisation_examples": loc_examples, "predictions": pred}
+
+
+def _write_json(obj, path: Path) -> None:
+    staged = path.with_name(path.name + ".partial")
+    staged.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(staged, path)

@@ -1,0 +1,138 @@
+"""The numbers of the evaluation report, on plain numpy arrays (scikit-learn where it has them)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
+
+
+def weighted_auroc(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """AUROC with per-sample weights (ties count one half), in O(n log n).
+
+    A patient bootstrap is a reweighting (each image weighs the number of times its patient was
+    drawn), so this computes every bootstrap replicate without copying data. Equals scikit-learn's
+    roc_auc_score(y, score, sample_weight=weight). NaN when either class has zero weight.
+    """
+    weight = np.ones(len(y)) if weight is None else np.asarray(weight, np.float64)
+    return float(_SortedScores(y, score).auroc(weight[None, :])[0])
+
+
+class _SortedScores:
+    """Scores sorted once, so many weightings (bootstrap replicates) cost one pass each."""
+
+    def __init__(self, y, score):
+        score = np.asarray(score, np.float64)
+        self.order = np.argsort(score, kind="mergesort")
+        s = score[self.order]
+        self.positive = np.asarray(y).astype(bool)[self.order]
+        # Tied scores form a group: a positive beats the negatives below its group and ties its own.
+        self.starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+
+    def auroc(self, weights: np.ndarray) -> np.ndarray:
+        """AUROC for each row of `weights` (m, n)."""
+        w = weights[:, self.order]
+        pos_w = np.add.reduceat(np.where(self.positive, w, 0.0), self.starts, axis=1)
+        neg_w = np.add.reduceat(np.where(self.positive, 0.0, w), self.starts, axis=1)
+        total_pos, total_neg = pos_w.sum(axis=1), neg_w.sum(axis=1)
+        neg_below = np.cumsum(neg_w, axis=1) - neg_w
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.sum(pos_w * (neg_below + 0.5 * neg_w), axis=1) / (total_pos * total_neg)
+        return np.where((total_pos > 0) & (total_neg > 0), out, np.nan)
+
+
+def patient_bootstrap_weights(patients: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_images) weights: draw patients with replacement; an image weighs its patient's draws."""
+    _, inverse = np.unique(patients, return_inverse=True)
+    n_patients = inverse.max() + 1
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=n_boot)
+    return draws[:, inverse].astype(np.float64)
+
+
+def bootstrap_auroc(y: np.ndarray, score: np.ndarray, patients: np.ndarray, n_boot: int = 1000,
+                    seed: int = 0, level: float = 0.95) -> dict:
+    """Point AUROC per column and percentile CIs from a bootstrap that resamples patients.
+
+    y, score: (n, k). Returns {"auroc": [k], "ci": [[lo, hi]] * k, "mean_auroc", "mean_ci"}; the mean's
+    CI comes from the same replicates (the mean over findings of each replicate).
+    """
+    y, score = np.atleast_2d(y.T).T, np.atleast_2d(score.T).T
+    k = y.shape[1]
+    point = np.array([weighted_auroc(y[:, j], score[:, j]) for j in range(k)])
+    weights = patient_bootstrap_weights(patients, n_boot, seed)
+    reps = np.empty((n_boot, k))
+    for j in range(k):
+        sorted_scores = _SortedScores(y[:, j], score[:, j])
+        for lo in range(0, n_boot, 100):  # chunks keep memory at 100 x n
+            reps[lo:lo + 100, j] = sorted_scores.auroc(weights[lo:lo + 100])
+    alpha = (1 - level) / 2
+    ci = [[float(np.nanquantile(reps[:, j], alpha)), float(np.nanquantile(reps[:, j], 1 - alpha))]
+          if np.isfinite(reps[:, j]).any() else [float("nan")] * 2 for j in range(k)]
+    valid = np.isfinite(point)
+    mean_reps = np.nanmean(reps[:, valid], axis=1) if valid.any() else np.full(n_boot, np.nan)
+    return {"auroc": point.tolist(), "ci": ci, "mean_auroc": float(np.mean(point[valid])) if valid.any() else float("nan"),
+            "mean_ci": [float(np.nanquantile(mean_reps, alpha)), float(np.nanquantile(mean_reps, 1 - alpha))]}
+
+
+def thresholds(y: np.ndarray, score: np.ndarray) -> dict:
+    """Operating points on one finding: the threshold of maximum F1 and of maximum Youden's J."""
+    if y.min() == y.max():
+        return {"max_f1": 0.5, "youden": 0.5}
+    precision, recall, thr = precision_recall_curve(y, score)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)[:-1]
+    fpr, tpr, roc_thr = roc_curve(y, score)
+    j = tpr - fpr
+    finite = np.isfinite(roc_thr)
+    return {"max_f1": float(thr[int(np.argmax(f1))]),
+            "youden": float(roc_thr[finite][int(np.argmax(j[finite]))])}
+
+
+def at_threshold(y: np.ndarray, score: np.ndarray, threshold: float) -> dict:
+    """Confusion counts and the usual rates when `score >= threshold` is called positive."""
+    pred = score >= threshold
+    y = y.astype(bool)
+    tp, fp = int(np.sum(pred & y)), int(np.sum(pred & ~y))
+    fn, tn = int(np.sum(~pred & y)), int(np.sum(~pred & ~y))
+
+    def ratio(a, b):
+        return float(a / b) if b else float("nan")
+
+    precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
+    return {"threshold": float(threshold), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+            "precision": precision, "sensitivity": recall, "specificity": ratio(tn, tn + fp),
+            "f1": ratio(2 * tp, 2 * tp + fp + fn)}
+
+
+def reliability(y: np.ndarray, score: np.ndarray, bins: int = 10) -> dict:
+    """Equal-width reliability bins, expected calibration error and Brier score for one finding."""
+    edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.digitize(score, edges[1:-1]), 0, bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    conf = np.bincount(idx, weights=score, minlength=bins)
+    acc = np.bincount(idx, weights=y.astype(float), minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_conf, frac_pos = conf / count, acc / count
+    ece = float(np.sum(count[count > 0] * np.abs(mean_conf[count > 0] - frac_pos[count > 0])) / len(y))
+    return {"ece": ece, "brier": float(np.mean((score - y) ** 2)), "count": count.tolist(),
+            "mean_predicted": [None if c == 0 else float(v) for c, v in zip(count, mean_conf)],
+            "fraction_positive": [None if c == 0 else float(v) for c, v in zip(count, frac_pos)]}
+
+
+def curves(y: np.ndarray, score: np.ndarray) -> dict:
+    """ROC and precision-recall curves and AUPRC for one finding (None when one class is absent)."""
+    if y.min() == y.max():
+        return {"fpr": None, "tpr": None, "precision": None, "recall": None, "auprc": None, "auroc": None}
+    fpr, tpr, _ = roc_curve(y, score)
+    precision, recall, _ = precision_recall_curve(y, score)
+    return {"fpr": fpr, "tpr": tpr, "precision": precision, "recall": recall,
+            "auprc": float(average_precision_score(y, score)), "auroc": float(roc_auc_score(y, score))}
+
+
+AGE_BANDS = [(0, 20, "<20"), (20, 40, "20-39"), (40, 60, "40-59"), (60, 80, "60-79"), (80, 200, "80+")]
+
+
+def age_band(age: np.ndarray) -> np.ndarray:
+    out = np.full(len(age), "unknown", dtype=object)
+    for lo, hi, name in AGE_BANDS:
+        out[(age >= lo) & (age < hi)] = name
+    return out

@@ -1,0 +1,242 @@
+"""Figures (matplotlib, saved as PNG) and the self-contained HTML report (Jinja2 template)."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import io
+import os
+from pathlib import Path
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
+
+from .constants import FINDINGS, SPLITS  # noqa: E402
+from .gradcam import overlay  # noqa: E402
+
+DISCLAIMER = ("cxr14 is a research tool. It is not a medical device, its output is not medical advice, "
+              "and it must not be used to diagnose or treat anyone.")
+
+
+def _grid(n=14, cols=5, size=2.6):
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes.flat
+
+
+def roc_grid(curves, metrics):
+    fig, axes = _grid()
+    for ax, name in zip(axes, FINDINGS):
+        c = curves[name]
+        ax.plot([0, 1], [0, 1], color="0.8", lw=1)
+        if c["fpr"] is not None:
+            lo, hi = metrics["auroc_ci"][name]
+            ax.plot(c["fpr"], c["tpr"], lw=1.5, label=f"AUROC {c['auroc']:.3f}\n[{lo:.3f}, {hi:.3f}]")
+            ax.legend(loc="lower right", fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("1 - specificity", fontsize=7)
+        ax.set_ylabel("sensitivity", fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def pr_grid(curves, metrics):
+    fig, axes = _grid()
+    for ax, name in zip(axes, FINDINGS):
+        c = curves[name]
+        if c["precision"] is not None:
+            ax.plot(c["recall"], c["precision"], lw=1.5, label=f"AUPRC {c['auprc']:.3f}")
+            prevalence = metrics["positives"][name] / metrics["images"]
+            ax.axhline(prevalence, color="0.8", lw=1, label=f"prevalence {prevalence:.3f}")
+            ax.legend(loc="upper right", fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("recall", fontsize=7)
+        ax.set_ylabel("precision", fontsize=7)
+        ax.set_ylim(0, 1.02)
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_grid(calibration):
+    fig, axes = _grid()
+    for ax, name in zip(axes, FINDINGS):
+        c = calibration[name]
+        ax.plot([0, 1], [0, 1], color="0.8", lw=1)
+        pts = [(m, f) for m, f in zip(c["mean_predicted"], c["fraction_positive"]) if m is not None]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=3, lw=1.2)
+        ax.set_title(f"{name}\nECE {c['ece']:.3f}, Brier {c['brier']:.3f}", fontsize=8)
+        ax.set_xlabel("mean predicted", fontsize=7)
+        ax.set_ylabel("fraction positive", fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def auroc_comparison(metrics):
+    fig, ax = plt.subplots(figsize=(10, 4))
+    x = np.arange(len(FINDINGS))
+    series = {"this model (official split)": [metrics["auroc"][f] or 0 for f in FINDINGS]}
+    series.update({name.split(",")[0].split(" (")[0]: [v["auroc"][f] for f in FINDINGS]
+                   for name, v in metrics["published"].items()})
+    width = 0.8 / len(series)
+    for k, (name, vals) in enumerate(series.items()):
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, vals, width, label=name)
+    lo = [metrics["auroc"][f] - metrics["auroc_ci"][f][0] if metrics["auroc"][f] is not None else 0 for f in FINDINGS]
+    hi = [metrics["auroc_ci"][f][1] - metrics["auroc"][f] if metrics["auroc"][f] is not None else 0 for f in FINDINGS]
+    ax.errorbar(x - (len(series) - 1) / 2 * width, series["this model (official split)"], yerr=[lo, hi],
+                fmt="none", ecolor="k", lw=0.8)
+    ax.set_xticks(x, FINDINGS, rotation=40, ha="right", fontsize=8)
+    ax.set_ylim(0.5, 1.0)
+    ax.set_ylabel("test AUROC")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def subgroup_figure(subgroups):
+    fig, axes = plt.subplots(1, len(subgroups), figsize=(4 * len(subgroups), 3.2), squeeze=False)
+    for ax, (kind, groups) in zip(axes.flat, subgroups.items()):
+        names = list(groups)
+        vals = [groups[g]["mean_auroc"] or 0 for g in names]
+        ax.bar(names, vals, color="tab:blue")
+        for k, g in enumerate(names):
+            ax.text(k, 0.51, f"n={groups[g]['images']}", ha="center", fontsize=7, rotation=90, color="w")
+        ax.set_ylim(0.5, 1.0)
+        ax.set_title(f"mean AUROC by {kind}", fontsize=9)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def prevalence_figure(table: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    x = np.arange(len(FINDINGS))
+    for k, split in enumerate(SPLITS):
+        part = table[table.split == split]
+        ax.bar(x + (k - 1) * 0.27, part[list(FINDINGS)].mean().to_numpy() * 100, 0.27, label=f"{split} (n={len(part)})")
+    ax.set_xticks(x, FINDINGS, rotation=40, ha="right", fontsize=8)
+    ax.set_ylabel("prevalence (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def cooccurrence_figure(table: pd.DataFrame):
+    y = table[list(FINDINGS)].to_numpy(np.float64)
+    counts = y.T @ y
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cond = counts / np.diag(counts)[:, None]  # P(column | row)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    im = ax.imshow(np.nan_to_num(cond), cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(FINDINGS)), FINDINGS, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(FINDINGS)), FINDINGS, fontsize=7)
+    ax.set_title("P(column finding | row finding), all splits", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def demographics_figure(table: pd.DataFrame):
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
+    for split in SPLITS:
+        ages = table.loc[table.split == split, "age_years"].dropna()
+        a.hist(ages, bins=np.arange(0, 101, 5), histtype="step", density=True, label=split)
+    a.set_xlabel("age (years)")
+    a.set_title("age distribution", fontsize=9)
+    a.legend(fontsize=8)
+    sex = table.groupby(["split", "sex"]).size().unstack(fill_value=0).reindex(list(SPLITS))
+    view = table.groupby(["split", "view"]).size().unstack(fill_value=0).reindex(list(SPLITS))
+    frac = pd.concat([sex, view], axis=1).div(sex.sum(axis=1), axis=0) * 100
+    frac.plot.bar(ax=b, rot=0, fontsize=8)
+    b.set_ylabel("% of images")
+    b.set_title("sex and view position per split", fontsize=9)
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def gallery_figure(gallery, name):
+    items = [g for g in gallery if g[0] == name]
+    if not items:
+        return None
+    fig, axes = plt.subplots(1, len(items), figsize=(1.9 * len(items), 2.2), squeeze=False)
+    for ax, (_, kind, image_index, prob, img, cam) in zip(axes.flat, items):
+        ax.imshow(overlay(img, cam))
+        ax.set_title(f"{kind} p={prob:.2f}\n{image_index}", fontsize=6)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def localisation_figure(examples):
+    if not examples:
+        return None
+    fig, axes = plt.subplots(1, len(examples), figsize=(1.9 * len(examples), 2.2), squeeze=False)
+    for ax, (finding, image_index, img, cam, box, hit) in zip(axes.flat, examples):
+        pic = overlay(img, cam).copy()
+        cv2.rectangle(pic, box[:2], (box[2] - 1, box[3] - 1), (0, 255, 0), 1)
+        ax.imshow(pic)
+        ax.set_title(f"{finding}\n{'hit' if hit else 'miss'}", fontsize=6)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+class Figures:
+    """Saves each figure as a PNG and keeps its base64 for embedding."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.embedded: dict[str, str] = {}
+
+    def add(self, name: str, fig) -> str | None:
+        if fig is None:
+            return None
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+        plt.close(fig)
+        data = buf.getvalue()
+        (self.folder / f"{name}.png").write_bytes(data)
+        self.embedded[name] = base64.b64encode(data).decode()
+        return name
+
+
+def render(evaluation: dict, table: pd.DataFrame, cleaning_report: dict, out_html, figures_dir, title="cxr14 evaluation") -> Path:
+    """Draw every figure and write the one-file HTML report."""
+    m = evaluation["metrics"]
+    figs = Figures(figures_dir)
+    figs.add("auroc_comparison", auroc_comparison(m))
+    figs.add("roc_curves", roc_grid(evaluation["curves"], m))
+    figs.add("pr_curves", pr_grid(evaluation["curves"], m))
+    figs.add("calibration", reliability_grid(evaluation["calibration"]))
+    figs.add("subgroups", subgroup_figure(m["subgroups"]))
+    figs.add("prevalence", prevalence_figure(table))
+    figs.add("cooccurrence", cooccurrence_figure(table))
+    figs.add("demographics", demographics_figure(table))
+    figs.add("localisation_examples", localisation_figure(evaluation["localisation_examples"]))
+    gallery = [(f, figs.add(f"gallery_{f}", gallery_figure(evaluation["gallery"], f))) for f in FINDINGS]
+    env = Environment(loader=PackageLoader("cxr14", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    env.filters["f3"] = lambda v: "–" if v is None else f"{v:.3f}"
+    env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.1f}%"
+    html = env.get_template("report.html.j2").render(
+        title=title, disclaimer=DISCLAIMER, m=m, findings=FINDINGS, figs=figs.embedded, gallery=gallery,
+        report=cleaning_report, splits=SPLITS,
+        created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+    out_html = Path(out_html)
+    staged = out_html.with_name(out_html.name + ".partial")
+    staged.write_text(html)
+    os.replace(staged, out_html)
+    return out_html
