@@ -8,14 +8,23 @@ import numpy as np
 
 
 def _forward(model, x):
-    """Run a cxr14 model layer by layer, returning (backbone feature map, probabilities).
+    """Run a cxr14 model layer by layer, returning (backbone feature map, logits).
 
     The backbone is a nested model, whose inner tensors a loaded model does not expose, so the
     outer chain (info, gray_to_rgb, scaling, backbone, pool, dropout, head) is replayed instead.
+    The head is applied without its sigmoid: Grad-CAM differentiates the class score (logit),
+    since a saturated probability has no gradient.
     """
+    import tensorflow as tf
+
     h, features = x, None
     for layer in model.layers[1:]:
-        h = layer([h, h, h]) if layer.name == "gray_to_rgb" else layer(h, training=False)
+        if layer.name == "findings":
+            h = tf.matmul(tf.cast(h, layer.kernel.dtype), layer.kernel) + layer.bias
+        elif layer.name == "gray_to_rgb":
+            h = layer([h, h, h])
+        else:
+            h = layer(h, training=False)
         if layer.name == "backbone":
             features = h
     return features, h
@@ -32,8 +41,8 @@ def gradcam(model, images: np.ndarray, class_index: int | np.ndarray) -> tuple[n
     classes = np.broadcast_to(np.asarray(class_index), (len(images),))
     x = tf.convert_to_tensor(images)
     with tf.GradientTape() as tape:
-        features, probs = _forward(model, x)
-        target = tf.gather(probs, classes, axis=1, batch_dims=1)
+        features, logits = _forward(model, x)
+        target = tf.gather(logits, classes, axis=1, batch_dims=1)
     grads = tape.gradient(target, features)
     weights = tf.reduce_mean(tf.cast(grads, tf.float32), axis=(1, 2), keepdims=True)
     cams = tf.nn.relu(tf.reduce_sum(weights * tf.cast(features, tf.float32), axis=-1)).numpy()
@@ -43,7 +52,7 @@ def gradcam(model, images: np.ndarray, class_index: int | np.ndarray) -> tuple[n
         cam = cv2.resize(cam, (size, size), interpolation=cv2.INTER_LINEAR)
         top = cam.max()
         out[k] = cam / top if top > 0 else cam
-    return out, np.asarray(probs, np.float32)
+    return out, np.asarray(tf.sigmoid(tf.cast(logits, tf.float32)), np.float32)
 
 
 def overlay(gray: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -66,7 +75,9 @@ def box_to_pixels(box_1024, size: int) -> tuple[int, int, int, int]:
 
 
 def pointing_hit(cam: np.ndarray, box_px) -> bool:
-    """Pointing game: is the heatmap's maximum inside the box?"""
+    """Pointing game: is the heatmap's maximum inside the box? (A flat map points nowhere.)"""
+    if cam.max() <= max(cam.min(), 0):
+        return False
     y, x = np.unravel_index(int(np.argmax(cam)), cam.shape)
     x0, y0, x1, y1 = box_px
     return bool(x0 <= x < x1 and y0 <= y < y1)

@@ -108,6 +108,8 @@ def train(train_manifest, val_manifest, out_dir, params: dict, extra_callbacks=(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(params["seed"])
+    if params.get("deterministic"):
+        tf.config.experimental.enable_op_determinism()
     train_src, val_src = Shards.from_manifest(train_manifest), Shards.from_manifest(val_manifest)
     if train_src.image_size != val_src.image_size:
         raise ValueError(f"train shards are {train_src.image_size} px but val shards {val_src.image_size} px")

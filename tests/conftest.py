@@ -95,11 +95,31 @@ def easy_example(rng, size):
     for k in np.flatnonzero(labels):
         r, c = divmod(int(k), 4)
         img[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] += 150
-    return labels, img
+    return labels, img, None
 
 
-def write_easy_shards(root, splits=(("train", 160), ("val", 64)), size=32, per_shard=64, seed=0):
-    """Shards of easy synthetic images for each split, through the real shard writer; {split: manifest}."""
+def spot_example(rng, size):
+    """Atelectasis (only) is a bright square at a random place, so a model must find it to see it;
+    the box is its (x, y, w, h) in NIH 1024-px coordinates."""
+    import numpy as np
+
+    labels = np.zeros(14, int)
+    img = rng.integers(0, 40, (size, size)).astype(np.uint8)
+    side = size // 5
+    box = None
+    if rng.random() < 0.5:
+        labels[0] = 1
+        x, y = rng.integers(0, size - side, 2)
+        img[y:y + side, x:x + side] += 150
+        scale = 1024 / size
+        box = (x * scale, y * scale, side * scale, side * scale)
+    return labels, img, box
+
+
+def write_easy_shards(root, splits=(("train", 160), ("val", 64)), size=32, per_shard=64, seed=0,
+                      example=easy_example):
+    """Shards of synthetic images for each split, through the real shard writer; {split: manifest}.
+    The table (with any box) is saved as root/table.parquet."""
     import cv2
     import numpy as np
     import pandas as pd
@@ -114,13 +134,15 @@ def write_easy_shards(root, splits=(("train", 160), ("val", 64)), size=32, per_s
     for split, n in splits:
         for _ in range(n):
             pid += 1
-            labels, img = easy_example(rng, size)
+            labels, img, box = example(rng, size)
             name = f"{pid:08d}_000.png"
             cv2.imwrite(str(folder / name), img)
             rows.append({"image_index": name, "patient_id": pid, "follow_up": 0, "age_years": 40.0 + pid % 40,
                          "sex": "MF"[pid % 2], "view": ("PA", "AP")[pid % 3 == 0], "archive": 1, "split": split,
-                         **dict(zip(FINDINGS, labels.tolist()))})
-    plan = shards.plan(pd.DataFrame(rows), per_shard, seed)
+                         "box": box, **dict(zip(FINDINGS, labels.tolist()))})
+    table = pd.DataFrame(rows)
+    table.to_parquet(root / "table.parquet")
+    plan = shards.plan(table.drop(columns="box"), per_shard, seed)
     manifests = {}
     for split, _ in splits:
         part = plan[plan.split == split]

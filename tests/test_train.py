@@ -14,7 +14,7 @@ from cxr14.train import train
 
 PARAMS = {"backbone": "small_cnn", "weights": "none", "loss": "weighted_bce", "focal_gamma": 2.0, "epochs": 4,
           "batch_size": 16, "learning_rate": 0.003, "lr_factor": 0.5, "lr_patience": 2,
-          "early_stopping_patience": 10, "dropout": 0.0, "seed": 1, "cache": True, "augment": None}
+          "early_stopping_patience": 10, "dropout": 0.0, "seed": 1, "cache": True, "augment": None, "deterministic": True}
 
 
 @pytest.fixture(scope="module")

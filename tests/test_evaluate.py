@@ -1,0 +1,219 @@
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import spot_example, write_easy_shards
+from cxr14 import evaluate, gradcam, metrics, models
+from cxr14.constants import FINDINGS
+
+
+def test_auroc_by_hand_and_with_ties_and_weights():
+    y = np.array([0, 0, 1, 1])
+    assert metrics.weighted_auroc(y, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+    assert metrics.weighted_auroc(y, np.array([0.5, 0.5, 0.5, 0.5])) == pytest.approx(0.5)
+    # Weight 2 on the misranked negative: pairs (pos, neg) weigh w_pos * w_neg.
+    w = np.array([1, 2, 1, 1])
+    assert metrics.weighted_auroc(y, np.array([0.1, 0.4, 0.35, 0.8]), w) == pytest.approx((1 + 0 + 1 + 2) / 6)
+    assert np.isnan(metrics.weighted_auroc(np.array([1, 1]), np.array([0.2, 0.3])))
+
+
+def test_patient_bootstrap_resamples_patients_not_images():
+    patients = np.array([7, 7, 7, 3, 9, 9])
+    w = metrics.patient_bootstrap_weights(patients, 500, seed=0)
+    assert w.shape == (500, 6)
+    assert np.all(w[:, 0] == w[:, 1]) and np.all(w[:, 1] == w[:, 2]) and np.all(w[:, 4] == w[:, 5])
+    # Each replicate draws 3 patients: the draws of (7, 3, 9) sum to 3.
+    assert np.all(w[:, 0] + w[:, 3] + w[:, 4] == 3)
+
+
+def test_bootstrap_by_patient_is_wider_than_by_image_when_images_of_a_patient_agree():
+    rng = np.random.default_rng(0)
+    y = (rng.random((40, 2)) < 0.4).astype(int)
+    s = y + rng.normal(0, 0.8, y.shape)
+    y, s = np.repeat(y, 10, axis=0), np.repeat(s, 10, axis=0)  # 40 patients with 10 alike images each
+    many = metrics.bootstrap_auroc(y, s, np.arange(400), n_boot=300, seed=1)  # as if each image were a patient
+    few = metrics.bootstrap_auroc(y, s, np.arange(400) // 10, n_boot=300, seed=1)
+    for j in range(2):
+        lo, hi = many["ci"][j]
+        assert lo < many["auroc"][j] < hi
+        assert (few["ci"][j][1] - few["ci"][j][0]) > (hi - lo)
+    assert many["mean_ci"][0] < many["mean_auroc"] < many["mean_ci"][1]
+
+
+def test_thresholds_are_chosen_on_val_and_applied_on_test():
+    val = pd.DataFrame({f"y_{f}": [0, 0, 1, 1] for f in FINDINGS} | {f"p_{f}": [0.1, 0.3, 0.6, 0.9] for f in FINDINGS})
+    test = pd.DataFrame({f"y_{f}": [0, 1, 1, 0] for f in FINDINGS} | {f"p_{f}": [0.2, 0.65, 0.5, 0.7] for f in FINDINGS})
+    points = evaluate.operating_points(val, test)
+    op = points["Mass"]["max_f1"]
+    assert op["threshold"] == pytest.approx(0.6)  # perfect separation on val
+    assert (op["tp"], op["fp"], op["tn"], op["fn"]) == (1, 1, 1, 1)
+    assert op["precision"] == 0.5 and op["sensitivity"] == 0.5 and op["specificity"] == 0.5 and op["f1"] == 0.5
+    assert points["Mass"]["youden"]["threshold"] == pytest.approx(0.6)
+
+
+def test_ece_and_brier_by_hand():
+    y = np.array([0, 1, 1, 1])
+    s = np.array([0.05, 0.15, 0.95, 0.85])
+    r = metrics.reliability(y, s, bins=2)
+    # bin [0, .5): mean conf .1, frac pos .5; bin [.5, 1]: mean conf .9, frac pos 1.
+    assert r["ece"] == pytest.approx((2 * 0.4 + 2 * 0.1) / 4)
+    assert r["brier"] == pytest.approx(np.mean((s - y) ** 2))
+    assert r["count"] == [2, 2]
+
+
+def test_pointing_game_and_iou_on_synthetic_boxes():
+    cam = np.zeros((64, 64), np.float32)
+    cam[10:20, 30:40] = 1.0
+    cam[15, 35] = 2.0
+    inside = gradcam.box_to_pixels((30 * 16, 10 * 16, 10 * 16, 10 * 16), 64)  # 1024-px coords
+    assert inside == (30, 10, 40, 20)
+    assert gradcam.pointing_hit(cam, inside)
+    assert not gradcam.pointing_hit(cam, (0, 0, 10, 10))
+    assert gradcam.iou(cam / cam.max(), inside, threshold=0.4) == pytest.approx(1.0)
+    assert gradcam.iou(cam / cam.max(), (30, 10, 40, 30), threshold=0.4) == pytest.approx(0.5)
+
+
+def test_box_list_spelling_is_mapped(tmp_path):
+    path = tmp_path / "boxes.csv"
+    path.write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\na.png,Infiltrate,1,2,3,4\nb.png,Mass,5,6,7,8\n")
+    boxes = evaluate.read_boxes(path)
+    assert boxes.finding.tolist() == ["Infiltration", "Mass"] and boxes.w.tolist() == [3, 7]
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """A small CNN trained to find a bright square anywhere (Atelectasis), evaluated end to end with
+    the squares as boxes."""
+    from cxr14.report import render
+    from cxr14.train import train
+
+    root = tmp_path_factory.mktemp("eval")
+    manifests = write_easy_shards(root, (("train", 320), ("val", 96), ("test", 96)), size=128, per_shard=128,
+                                  example=spot_example)
+    params = {"backbone": "small_cnn", "weights": "none", "loss": "weighted_bce", "focal_gamma": 2.0, "epochs": 8,
+              "batch_size": 16, "learning_rate": 0.003, "lr_factor": 0.5, "lr_patience": 3,
+              "early_stopping_patience": 10, "dropout": 0.0, "seed": 0, "cache": True, "augment": None, "deterministic": True}
+    train(manifests["train"], manifests["val"], root / "model", params)
+    table = pd.read_parquet(root / "table.parquet")
+    boxes = root / "boxes.csv"
+    boxed = table[(table.split == "test") & (table.Atelectasis == 1)]
+    boxes.write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n" + "".join(
+        f"{r.image_index},Infiltrate,600,600,1,1\n{r.image_index},Atelectasis,{','.join(map(str, r.box))}\n"
+        for r in boxed.itertuples()))
+    ev = evaluate.evaluate(root / "model/model.keras", manifests["val"], manifests["test"], root / "eval",
+                           boxes_csv=boxes, n_boot=50, gallery_k=1)
+    report = {"images": {"train": 320, "val": 96, "test": 96}, "patients": {"train": 320, "val": 96, "test": 96},
+              "data_entry": "synthetic", "rows_in": 512, "rows_out": 512, "leakage_patients": 0,
+              "changed": {}, "dropped": {}}
+    render(ev, table, report, root / "eval/report.html", root / "eval/figures")
+    return root, ev, len(boxed)
+
+
+def test_evaluation_outputs(evaluated):
+    root, ev, _ = evaluated
+    m = json.loads((root / "eval/metrics.json").read_text())
+    assert set(m["auroc"]) == set(FINDINGS) and set(m["auroc_ci"]) == set(FINDINGS)
+    assert m["mean_auroc"] > 0.9 and m["images"] == 96
+    for f in FINDINGS:
+        if m["auroc"][f] is not None:
+            assert m["auroc_ci"][f][0] <= m["auroc"][f] <= m["auroc_ci"][f][1]
+    assert set(m["thresholds"]["Mass"]) == {"max_f1", "youden"}
+    assert set(m["subgroups"]) == {"sex", "age", "view"}
+    pred = pd.read_parquet(root / "eval/predictions.parquet")
+    assert set(pred.split) == {"val", "test"} and len(pred) == 192
+    assert json.loads((root / "eval/thresholds.json").read_text())["chosen_on"] == "val"
+
+
+def test_localisation_scores_the_boxes(evaluated):
+    from cxr14.data import Shards
+
+    root, ev, n_boxes = evaluated
+    loc = ev["metrics"]["localisation"]
+    assert list(loc) == ["Atelectasis", "Infiltration"]  # "Infiltrate" in the box list is mapped
+    assert loc["Atelectasis"]["boxes"] == loc["Infiltration"]["boxes"] == n_boxes > 20
+    # The same figures, recomputed by hand from Grad-CAM and the boxes scaled from 1024 px to 128.
+    boxes = evaluate.read_boxes(root / "boxes.csv")
+    boxes = boxes[boxes.finding == "Atelectasis"]
+    images = evaluate.collect_images(Shards.from_manifest(root / "shards/test/manifest.json"), set(boxes.image_index))
+    model = models.load(root / "model/model.keras")
+    cams, _ = gradcam.gradcam(model, np.stack([images[n] for n in boxes.image_index]), 0)
+    px = [tuple(int(v) for v in np.array([r.x, r.y, r.x + r.w, r.y + r.h]) / 8) for r in boxes.itertuples()]
+    hits = np.mean([gradcam.pointing_hit(c, b) for c, b in zip(cams, px)])
+    ious = np.mean([gradcam.iou(c, b) for c, b in zip(cams, px)])
+    assert loc["Atelectasis"]["pointing_game"] == pytest.approx(hits)
+    assert loc["Atelectasis"]["mean_iou"] == pytest.approx(ious, abs=0.02)
+    # Real boxes on the finding the model learned beat 1-px boxes on one it never saw.
+    assert loc["Atelectasis"]["mean_iou"] > 0.05 and loc["Infiltration"]["pointing_game"] <= 0.1
+    assert loc["Atelectasis"]["pointing_game"] > loc["Infiltration"]["pointing_game"]
+
+
+def test_gradcam_peaks_where_the_planted_signal_is(evaluated):
+    root, _, _ = evaluated
+    model = models.load(root / "model/model.keras")
+    rng = np.random.default_rng(5)
+    hits = 0
+    for x, y in ((8, 8), (88, 12), (16, 80), (80, 88), (52, 52)):
+        img = rng.integers(0, 40, (1, 128, 128, 1)).astype(np.float32)
+        img[0, y:y + 25, x:x + 25] += 150.0
+        cam, probs = gradcam.gradcam(model, img, 0)
+        assert cam.shape == (1, 128, 128) and 0 <= cam.min() and cam.max() <= 1.0 and probs.shape == (1, 14)
+        # Within the square, give or take the 16 px of one cell of the model's 8x8 feature map.
+        hits += gradcam.pointing_hit(cam[0], (x - 8, y - 8, x + 33, y + 33))
+    assert hits >= 4
+
+
+class _Sections(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.ids, self.images, self.external = set(), 0, []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self.ids.add(attrs.get("id"))
+        if tag == "img":
+            self.images += 1
+            if not attrs.get("src", "").startswith("data:image/png;base64,"):
+                self.external.append(attrs.get("src"))
+        if tag in ("link", "script") and (attrs.get("href") or attrs.get("src")):
+            self.external.append(attrs.get("href") or attrs.get("src"))
+
+
+REPORT_SECTIONS = {"summary", "auroc", "curves", "operating-points", "calibration", "comparison", "subgroups",
+                   "expert-labels", "gradcam", "localisation", "data"}
+
+
+def test_report_has_every_section_and_is_self_contained(evaluated):
+    root, _, _ = evaluated
+    html = (root / "eval/report.html").read_text()
+    parser = _Sections()
+    parser.feed(html)
+    assert REPORT_SECTIONS <= parser.ids
+    assert parser.external == [] and parser.images >= 9
+    assert "not medical advice" in html and "Wang et al. 2017" in html and "CheXNet" in html
+    assert (root / "eval/figures/roc_curves.png").exists()
+
+
+def test_report_opens_in_headless_chromium_without_errors(evaluated):
+    import shutil
+
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (./run.sh test installs it where it can)")
+    from playwright.sync_api import sync_playwright
+
+    root, _, _ = evaluated
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page()
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto((root / "eval/report.html").as_uri())
+        broken = page.evaluate("Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).length")
+        assert page.locator("section#auroc table").count() == 1
+        browser.close()
+    assert errors == [] and broken == 0
