@@ -17,6 +17,7 @@ include: "rules/data.smk"
 include: "rules/shards.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/serve.smk"
 
 
 rule all:

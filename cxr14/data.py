@@ -75,24 +75,38 @@ def _decode(encoding: str, size: int):
     return decode_batch
 
 
-def augmenter(aug: Augment, seed: int):
-    """A Keras preprocessing pipeline applied to float batches in [0, 255]."""
-    import keras
+def augment_batch(images, aug: Augment, seed: int):
+    """Random rotation, zoom and translation as one fused affine warp per image (one op for the
+    batch, far cheaper than a layer each), then brightness and contrast; images in 0..255."""
+    shape = tf.shape(images)
+    batch, size = shape[0], tf.cast(shape[1], tf.float32)
 
-    layers = []
+    offsets = {"angle": 1, "zoom": 2, "tx": 3, "ty": 4, "contrast": 5, "brightness": 6}
+
+    def uniform(limit, name):
+        return tf.random.uniform([batch], -limit, limit, seed=seed * 10 + offsets[name])
+
+    angle = uniform(aug.rotation_deg * 3.141592653589793 / 180.0, "angle")
+    scale = 1.0 / (1.0 + uniform(aug.zoom, "zoom"))  # output -> input coordinates
+    tx, ty = uniform(aug.translate, "tx") * size, uniform(aug.translate, "ty") * size
+    cos, sin = tf.cos(angle) * scale, tf.sin(angle) * scale
+    c = (size - 1.0) / 2.0
+    zeros = tf.zeros_like(cos)
+    transforms = tf.stack([cos, -sin, c - cos * c + sin * c + tx,
+                           sin, cos, c - sin * c - cos * c + ty, zeros, zeros], axis=1)
+    images = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
+        interpolation="BILINEAR", fill_mode="CONSTANT")
     if aug.horizontal_flip:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed))
-    if aug.rotation_deg:
-        layers.append(keras.layers.RandomRotation(aug.rotation_deg / 360.0, fill_mode="constant", seed=seed))
-    if aug.zoom:
-        layers.append(keras.layers.RandomZoom(aug.zoom, fill_mode="constant", seed=seed))
-    if aug.translate:
-        layers.append(keras.layers.RandomTranslation(aug.translate, aug.translate, fill_mode="constant", seed=seed))
-    if aug.brightness:
-        layers.append(keras.layers.RandomBrightness(aug.brightness, value_range=(0, 255), seed=seed))
+        flip = tf.random.uniform([batch, 1, 1, 1], seed=seed * 10 + 7) < 0.5
+        images = tf.where(flip, tf.reverse(images, axis=[2]), images)
     if aug.contrast:
-        layers.append(keras.layers.RandomContrast(aug.contrast, value_range=(0, 255), seed=seed))
-    return keras.Sequential(layers, name="augment")
+        mean = tf.reduce_mean(images, axis=[1, 2, 3], keepdims=True)
+        factor = 1.0 + tf.reshape(uniform(aug.contrast, "contrast"), [-1, 1, 1, 1])
+        images = (images - mean) * factor + mean
+    if aug.brightness:
+        images = images + 255.0 * tf.reshape(uniform(aug.brightness, "brightness"), [-1, 1, 1, 1])
+    return tf.clip_by_value(images, 0.0, 255.0)
 
 
 def dataset(
@@ -131,13 +145,13 @@ def dataset(
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=training, num_parallel_calls=AUTOTUNE, deterministic=not training)
     decode = _decode(shards.encoding, shards.image_size)
-    aug = augmenter(augment, seed) if (training and augment) else None
+    aug = augment if training else None
 
     def parse(records):
         ex = tf.io.parse_example(records, FEATURES)
         images = tf.cast(decode(ex["image"]), tf.float32)
         if aug is not None:
-            images = tf.clip_by_value(aug(images, training=True), 0.0, 255.0)
+            images = augment_batch(images, aug, seed)
         if scale == "unit":
             images = images / 255.0
         elif scale != "none":

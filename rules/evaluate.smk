@@ -31,7 +31,7 @@ rule evaluate:
     benchmark:
         "benchmarks/eval/evaluate.tsv"
     conda:
-        "../envs/tensorflow.yaml"
+        "../envs/report.yaml"
     threads: workflow.cores
     resources:
         mem_mb=16000,

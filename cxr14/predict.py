@@ -1,0 +1,88 @@
+"""Batch prediction over files, folders and globs: one CSV row per image, bad files reported and skipped."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .constants import FINDINGS
+from .images import BadImage
+from .inference import DEFAULT_MAX_MB, IMAGE_SUFFIXES, Predictor, read_gray
+
+log = logging.getLogger(__name__)
+
+
+def expand(paths: list[str]) -> list[Path]:
+    """Files as given, image files under folders (recursively) and glob matches, sorted, unique."""
+    found: list[Path] = []
+    for item in paths:
+        matches = [Path(p) for p in sorted(glob.glob(item, recursive=True))] if glob.has_magic(item) else [Path(item)]
+        for path in matches:
+            if path.is_dir():
+                found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            else:
+                found.append(path)
+    return list(dict.fromkeys(found))
+
+
+def predict_files(predictor: Predictor, files: list[Path], out_csv, *, gradcam_dir=None, batch_size: int = 16,
+                  max_mb: float = DEFAULT_MAX_MB, progress: bool = True) -> tuple[int, list[tuple[str, str]]]:
+    """Write `out_csv`; return (images predicted, [(file, reason)] for the files skipped)."""
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    if gradcam_dir:
+        Path(gradcam_dir).mkdir(parents=True, exist_ok=True)
+    staged = out_csv.with_name(out_csv.name + ".partial")
+    errors, done = [], 0
+    with open(staged, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "image", *[f"p_{f}" for f in FINDINGS], "findings"])
+        for start in tqdm(range(0, len(files), batch_size), desc="predict", unit="batch", disable=not progress):
+            batch, names = [], []
+            for path in files[start:start + batch_size]:
+                try:
+                    batch.append(predictor.prepare(read_gray(path.read_bytes(), max_mb)))
+                    names.append(path)
+                except (BadImage, OSError) as exc:
+                    errors.append((str(path), str(exc)))
+                    log.warning("skipped %s: %s", path, exc)
+            if not batch:
+                continue
+            probs = predictor.predict(np.stack(batch))
+            for path, prepared, p in zip(names, batch, probs):
+                found = predictor.above(p)
+                writer.writerow([str(path), path.name, *[f"{v:.6f}" for v in p], "|".join(found)])
+                if gradcam_dir:
+                    _save_gradcam(predictor, prepared, p, Path(gradcam_dir) / f"{path.stem}_gradcam.png")
+            done += len(batch)
+    os.replace(staged, out_csv)
+    return done, errors
+
+
+def _save_gradcam(predictor, prepared, probs, path: Path) -> None:
+    import cv2
+
+    top = FINDINGS[int(np.argmax(probs))]
+    cv2.imwrite(str(path), predictor.explain(prepared, top)[..., ::-1])
+
+
+def main(args) -> int:
+    files = expand(args.paths)
+    if not files:
+        print(f"no image files found in {' '.join(args.paths)}", file=sys.stderr)
+        return 2
+    predictor = Predictor(args.model, args.thresholds)
+    done, errors = predict_files(predictor, files, args.out, gradcam_dir=args.gradcam_dir,
+                                 batch_size=args.batch_size, max_mb=args.max_mb)
+    for path, reason in errors:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"{done} images predicted into {args.out}; {len(errors)} skipped. "
+          "Research use only, not medical advice.", file=sys.stderr)
+    return 0 if done else 1

@@ -1,0 +1,18 @@
+# Stage 7: the web app. `snakemake app` starts it on 127.0.0.1 (Ctrl-C stops it); it is not part of `all`.
+
+
+rule app:
+    input:
+        model="results/model/model.keras",
+        thresholds="results/eval/thresholds.json",
+    params:
+        port=config["app"]["port"],
+        share="--share-on-network" if config["app"]["share_on_network"] else "",
+    log:
+        "logs/app/app.log",
+    conda:
+        "../envs/app.yaml"
+    localrule: True
+    shell:
+        "python -m cxr14.cli app --model {input.model} --thresholds {input.thresholds} "
+        "--port {params.port} {params.share} 2>&1 | tee {log}"
