@@ -17,6 +17,20 @@ setup() {
     fi
 }
 
+system_deps() {
+    # The browser tests use Debian's chromium; the cluster test starts a one-node Slurm. Install them
+    # where we can (root with apt-get, as in CI); elsewhere those tests skip and say why.
+    local missing=""
+    command -v chromium >/dev/null || missing="$missing chromium"
+    command -v slurmctld >/dev/null || missing="$missing slurm-wlm"
+    command -v munged >/dev/null || missing="$missing munge"
+    if [ -n "$missing" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing$missing for the browser and Slurm tests" >&2
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null) \
+            || echo "warning: could not install$missing; those tests will skip" >&2
+    fi
+}
+
 case "${1:-}" in
     setup)
         setup ;;
@@ -26,6 +40,7 @@ case "${1:-}" in
         exec .venv/bin/snakemake --configfile config/demo.yaml "$@" ;;
     test)
         setup
+        system_deps
         shift
         exec .venv/bin/python -m pytest "$@" ;;
     *)
