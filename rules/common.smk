@@ -5,11 +5,8 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-# The rules' scripts import the cxr14 package from this checkout, locally and on cluster nodes.
+# The Snakefile itself imports the cxr14 package from this checkout.
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
-)
 
 from cxr14 import config as cxr14_config
 from cxr14.stages import metadata_files
@@ -51,7 +48,9 @@ def shard_infos(wildcards):
     return [f"results/shards/{s}/{s}-{i:05d}-of-{n:05d}.json" for i in range(n)]
 
 
-SHARD_MANIFESTS = expand("results/shards/{split}/manifest.json", split=["train", "val", "test"])
+SHARD_MANIFESTS = expand(
+    "results/shards/{split}/manifest.json", split=["train", "val", "test"]
+)
 
 EXPERT_INPUT = (
     f"results/download/metadata/{config['expert_labels']}"

@@ -32,9 +32,9 @@ rule download_archive:
         "logs/download/images_{nn}.log",
     benchmark:
         "benchmarks/download/images_{nn}.tsv"
+    retries: 3
     conda:
         "../envs/data.yaml"
-    retries: 3
     resources:
         downloads=1,
         mem_mb=500,
@@ -52,9 +52,9 @@ rule download_metadata:
         "logs/download/metadata/{name}.log",
     wildcard_constraints:
         name="|".join(re.escape(n) for n in METADATA_FILES),
+    retries: 3
     conda:
         "../envs/data.yaml"
-    retries: 3
     resources:
         downloads=1,
         mem_mb=500,
@@ -91,8 +91,6 @@ rule clean:
     output:
         table="results/metadata/images.parquet",
         report="results/metadata/cleaning_report.json",
-    params:
-        clean=config["clean"],
     log:
         "logs/metadata/clean.log",
     benchmark:
@@ -102,5 +100,7 @@ rule clean:
     resources:
         mem_mb=4000,
         runtime=20,
+    params:
+        clean=config["clean"],
     script:
         "../scripts/clean.py"

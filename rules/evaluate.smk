@@ -24,8 +24,6 @@ rule evaluate:
             patterns=["{name}.png"],
             category="Figures",
         ),
-    params:
-        evaluate=config["evaluate"],
     log:
         "logs/eval/evaluate.log",
     benchmark:
@@ -36,5 +34,7 @@ rule evaluate:
     resources:
         mem_mb=16000,
         runtime=120,
+    params:
+        evaluate=config["evaluate"],
     script:
         "../scripts/evaluate.py"

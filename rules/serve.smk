@@ -5,14 +5,15 @@ rule app:
     input:
         model="results/model/model.keras",
         thresholds="results/eval/thresholds.json",
+    log:
+        "logs/app/app.log",
+    localrule: True
+    conda:
+        "../envs/app.yaml"
     params:
         port=config["app"]["port"],
         share="--share-on-network" if config["app"]["share_on_network"] else "",
-    log:
-        "logs/app/app.log",
-    conda:
-        "../envs/app.yaml"
-    localrule: True
+        root=workflow.basedir,
     shell:
-        "python -m cxr14.cli app --model {input.model} --thresholds {input.thresholds} "
+        "PYTHONPATH={params.root}${{PYTHONPATH:+:$PYTHONPATH}} python -m cxr14.cli app --model {input.model} --thresholds {input.thresholds} "
         "--port {params.port} {params.share} 2>&1 | tee {log}"

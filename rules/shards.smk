@@ -6,9 +6,6 @@ checkpoint plan_shards:
         "results/metadata/images.parquet",
     output:
         "results/shards/plan.parquet",
-    params:
-        images_per_shard=config["shards"]["images_per_shard"],
-        seed=config["shards"]["seed"],
     log:
         "logs/shards/plan.log",
     conda:
@@ -16,6 +13,9 @@ checkpoint plan_shards:
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        images_per_shard=config["shards"]["images_per_shard"],
+        seed=config["shards"]["seed"],
     script:
         "../scripts/plan_shards.py"
 
@@ -27,10 +27,6 @@ rule shard:
     output:
         shard="results/shards/{split}/{split}-{shard}-of-{num}.tfrecord",
         info="results/shards/{split}/{split}-{shard}-of-{num}.json",
-    params:
-        image_size=config["shards"]["image_size"],
-        encoding=config["shards"]["encoding"],
-        max_bad_images=config["shards"]["max_bad_images"],
     log:
         "logs/shards/{split}/{split}-{shard}-of-{num}.log",
     benchmark:
@@ -40,6 +36,10 @@ rule shard:
     resources:
         mem_mb=3000,
         runtime=60,
+    params:
+        image_size=config["shards"]["image_size"],
+        encoding=config["shards"]["encoding"],
+        max_bad_images=config["shards"]["max_bad_images"],
     script:
         "../scripts/shard.py"
 

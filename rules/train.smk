@@ -10,8 +10,6 @@ rule train:
         summary="results/model/training_summary.json",
         history="results/model/history.csv",
         class_weights="results/model/class_weights.json",
-    params:
-        train=config["train"],
     log:
         "logs/model/train.log",
     benchmark:
@@ -23,5 +21,7 @@ rule train:
         gpu=1,
         mem_mb=16000,
         runtime=24 * 60,
+    params:
+        train=config["train"],
     script:
         "../scripts/train.py"

@@ -1,4 +1,5 @@
 """Snakemake entry point: clean the metadata to Parquet (cxr14.metadata)."""
+import _package  # noqa: F401  (makes cxr14 importable)
 from cxr14.stages import clean, run_snakemake_script
 
 

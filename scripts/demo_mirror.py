@@ -1,4 +1,5 @@
 """Snakemake entry point: build the synthetic phantom mirror (cxr14.demo)."""
+import _package  # noqa: F401  (makes cxr14 importable)
 from pathlib import Path
 
 from cxr14.stages import demo_mirror, run_snakemake_script

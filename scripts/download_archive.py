@@ -1,4 +1,5 @@
 """Snakemake entry point: download one archive (cxr14.download)."""
+import _package  # noqa: F401  (makes cxr14 importable)
 from cxr14.stages import download_archive, run_snakemake_script
 
 run_snakemake_script(

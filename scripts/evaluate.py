@@ -1,4 +1,5 @@
 """Snakemake entry point: evaluate the model and render the report (cxr14.evaluate, cxr14.report)."""
+import _package  # noqa: F401  (makes cxr14 importable)
 from cxr14.stages import evaluate, run_snakemake_script
 
 

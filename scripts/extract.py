@@ -1,4 +1,5 @@
 """Snakemake entry point: extract one archive's PNGs (cxr14.extract)."""
+import _package  # noqa: F401  (makes cxr14 importable)
 from cxr14.stages import extract, run_snakemake_script
 
 run_snakemake_script(

@@ -1,4 +1,5 @@
 """Snakemake entry point: write one TFRecord shard (cxr14.shards.write_shard)."""
+import _package  # noqa: F401  (makes cxr14 importable)
 from cxr14.stages import run_snakemake_script, write_shard
 
 run_snakemake_script(

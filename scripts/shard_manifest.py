@@ -1,4 +1,5 @@
 """Snakemake entry point: a split's shard manifest and bad-image list (cxr14.shards.write_manifest)."""
+import _package  # noqa: F401  (makes cxr14 importable)
 from cxr14.stages import run_snakemake_script, shard_manifest
 
 run_snakemake_script(
