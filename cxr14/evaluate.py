@@ -82,7 +82,8 @@ def subgroups(test: pd.DataFrame) -> dict:
     out = {}
     for kind, values in groups.items():
         out[kind] = {}
-        for value in sorted(set(values)):
+        order = [b for _, _, b in metrics.AGE_BANDS] + ["unknown"] if kind == "age" else sorted(set(values))
+        for value in [v for v in order if v in set(values)]:
             mask = values == value
             aurocs = [metrics.weighted_auroc(y[mask, j], p[mask, j]) for j in range(len(FINDINGS))]
             finite = [a for a in aurocs if np.isfinite(a)]
@@ -208,7 +209,7 @@ def evaluate(model_path, val_manifest, test_manifest, out_dir, *, boxes_csv=None
     curves = {f: metrics.curves(y[:, j], p[:, j]) for j, f in enumerate(FINDINGS)}
     calibration = {f: metrics.reliability(y[:, j], p[:, j]) for j, f in enumerate(FINDINGS)}
     result = {
-        "split": "test (official test_list.txt)",
+        "split": "official test split (test_list.txt)",
         "images": int(len(test)), "patients": int(test.patient_id.nunique()),
         "auroc": dict(zip(FINDINGS, boot["auroc"])),
         "auroc_ci": dict(zip(FINDINGS, boot["ci"])),
