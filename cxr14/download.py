@@ -8,7 +8,6 @@ failed attempt and the next one resumes it with an HTTP Range request.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import logging
 import os
 import shutil
@@ -24,6 +23,7 @@ from tqdm import tqdm
 from urllib3.util.retry import Retry
 
 from .constants import box_name, kaggle_name
+from .files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -155,14 +155,6 @@ def _open_local(path: Path, offset: int, settings) -> tuple[int, int, Iterator[b
                 yield block
 
     return total, offset, chunks()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(2**22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch(

@@ -3,7 +3,6 @@ val-chosen operating points, subgroups, expert labels, Grad-CAM galleries and bo
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -13,6 +12,7 @@ import pandas as pd
 
 from . import metrics
 from .constants import FINDINGS
+from .files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -238,17 +238,11 @@ def evaluate(model_path, val_manifest, test_manifest, out_dir, *, boxes_csv=None
         cams, _ = gradcam(model, x, np.array([FINDINGS.index(f) for f, _, _, _ in chunk]))
         gallery += [(*pick, img, cam) for pick, img, cam in zip(chunk, x, cams)]
     result = _nan_to_none(result)
-    _write_json(result, out_dir / "metrics.json")
-    _write_json({"max_f1": {f: result["thresholds"][f]["max_f1"] for f in FINDINGS},
+    write_json(result, out_dir / "metrics.json")
+    write_json({"max_f1": {f: result["thresholds"][f]["max_f1"] for f in FINDINGS},
                  "youden": {f: result["thresholds"][f]["youden"] for f in FINDINGS},
                  "chosen_on": "val"}, out_dir / "thresholds.json")
     log.info("test mean AUROC %.4f (95%% CI %.4f-%.4f) on %d images", result["mean_auroc"],
              *result["mean_auroc_ci"], result["images"])
     return {"metrics": result, "curves": curves, "calibration": calibration, "gallery": gallery,
             "localisation_examples": loc_examples, "predictions": pred}
-
-
-def _write_json(obj, path: Path) -> None:
-    staged = path.with_name(path.name + ".partial")
-    staged.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(staged, path)

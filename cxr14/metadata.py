@@ -13,7 +13,6 @@ Quirks handled, all found in the real files:
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -222,11 +221,4 @@ def write_parquet(table: pd.DataFrame, path: str | Path) -> None:
     arrow = pa.Table.from_pandas(table, preserve_index=False)
     staged = path.with_name(path.name + ".partial")
     pq.write_table(arrow, staged, compression="zstd", row_group_size=max(len(table), 1))
-    os.replace(staged, path)
-
-
-def write_json(obj: dict, path: str | Path) -> None:
-    path = Path(path)
-    staged = path.with_name(path.name + ".partial")
-    staged.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     os.replace(staged, path)

@@ -8,8 +8,6 @@ name and renamed when complete; the same plan and images give byte-identical sha
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 from pathlib import Path
@@ -18,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .constants import FINDINGS, SPLITS
+from .files import sha256_file, write_json
 from .images import BadImage, decode, resize
 
 ENCODINGS = ("raw", "png")
@@ -117,16 +116,8 @@ def write_shard(rows: pd.DataFrame, image_dir, out: str | Path, image_size: int,
         staged.unlink(missing_ok=True)
         raise
     os.replace(staged, out)
-    return {"file": out.name, "images": count, "bytes": out.stat().st_size, "sha256": _sha256(out),
+    return {"file": out.name, "images": count, "bytes": out.stat().st_size, "sha256": sha256_file(out),
             "bad_images": bad}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(2**22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_manifest(split: str, shard_infos: list[dict], image_size: int, encoding: str, out: str | Path,
@@ -146,8 +137,5 @@ def write_manifest(split: str, shard_infos: list[dict], image_size: int, encodin
         "bad_images": len(bad),
         "shards": [{k: i[k] for k in ("file", "images", "bytes", "sha256")} for i in shard_infos],
     }
-    out = Path(out)
-    staged = out.with_name(out.name + ".partial")
-    staged.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(staged, out)
+    write_json(manifest, out)
     return manifest

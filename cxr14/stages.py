@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from . import config as cfg
+from .files import write_json
 from .constants import BBOX_LIST, METADATA_HELP, TEST_LIST, TRAIN_VAL_LIST
 
 log = logging.getLogger("cxr14")
@@ -103,7 +104,7 @@ def clean(config: dict, data_entry, train_val_list, test_list, manifests: dict, 
         val_fraction=params["val_fraction"], seed=params["seed"], max_age=params["max_age"],
     )
     metadata.write_parquet(table, out)
-    metadata.write_json(report, report_path)
+    write_json(report, report_path)
     log.info("cleaned %d of %d rows; images per split %s", report["rows_out"], report["rows_in"], report["images"])
     return report
 
@@ -125,7 +126,6 @@ def plan_shards(config: dict, table_path, out) -> dict:
 def write_shard(config: dict, plan_path, split: str, shard: int, image_dir, out, info_out) -> dict:
     import pandas as pd
 
-    from .metadata import write_json
     from .shards import write_shard as write
 
     params = config["shards"]

@@ -3,8 +3,6 @@ resumable (BackupAndRestore), with class-imbalance handling and per-finding vali
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -14,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .constants import FINDINGS
+from .files import sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +87,6 @@ def _read_history(path):
     return pd.read_csv(path).drop_duplicates("epoch", keep="last").reset_index(drop=True)
 
 
-def _sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(2**22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def train(train_manifest, val_manifest, out_dir, params: dict, extra_callbacks=()) -> dict:
     """Train with `params` (the config's `train` section); write model.keras, history.csv,
     class_weights.json, training_summary.json, tensorboard/ and best/backup state under `out_dir`."""
@@ -119,7 +110,7 @@ def train(train_manifest, val_manifest, out_dir, params: dict, extra_callbacks=(
 
     positives, total = label_counts(train_src)
     weights = models.class_weights(positives, total)
-    (out_dir / "class_weights.json").write_text(json.dumps(weights, indent=2) + "\n")
+    write_json(weights, out_dir / "class_weights.json")
     loss_fn = models.make_loss(params["loss"], weights, params.get("focal_gamma", 2.0))
 
     train_ds = dataset(train_src, batch, training=True, augment=Augment.from_config(params.get("augment")),
@@ -182,10 +173,10 @@ def train(train_manifest, val_manifest, out_dir, params: dict, extra_callbacks=(
                    "mixed_precision": keras.mixed_precision.global_policy().name},
         "seconds_this_run": round(seconds, 1),
         "epochs_this_run": len(history.epoch),
-        "model_sha256": _sha256(out_dir / "model.keras"),
+        "model_sha256": sha256_file(out_dir / "model.keras"),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
-    (out_dir / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(summary, out_dir / "training_summary.json")
     log.info("best val mean AUROC %.4f at epoch %d", summary["best_val_mean_auroc"], summary["best_epoch"])
     return summary
