@@ -116,3 +116,18 @@ def test_shards_of_the_tiny_run(workdir):
         assert manifest["image_size"] == 32 and all(s["images"] <= 4 for s in manifest["shards"])
         total += manifest["images"] + manifest["bad_images"]
     assert total == len(pd.read_parquet(workdir / "results/metadata/images.parquet"))
+
+
+def test_stages_run_from_the_cli_without_snakemake(tmp_path):
+    """The demo mirror, a download and an extraction through `cxr14 <step>`, as a user would."""
+    cli = [sys.executable, "-m", "cxr14.cli"]
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump({**tiny_config(images=5), "mirror": str(tmp_path / "mirror")}))
+    args = ["--config", str(REPO / "config.yaml"), "--config", str(config)]
+    for step in (["demo-mirror", str(tmp_path / "mirror")],
+                 ["download-archive", "3", str(tmp_path / "a.archive"), str(tmp_path / "a.sha256")],
+                 ["extract", "3", str(tmp_path / "a.archive"), str(tmp_path / "img"), str(tmp_path / "m.tsv")]):
+        proc = subprocess.run([*cli, *step, *args], capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "img").glob("*.png"))) == 5
+    assert (tmp_path / "a.sha256").read_text().endswith("images_03.tar.gz\n")
