@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from . import config as cfg
-from .files import write_json
 from .constants import BBOX_LIST, METADATA_HELP, TEST_LIST, TRAIN_VAL_LIST
+from .files import write_json
 
 log = logging.getLogger("cxr14")
 
@@ -188,7 +188,3 @@ def run_snakemake_script(snakemake, step) -> None:
     config = cfg.validate(dict(snakemake.config))
     with logged(snakemake.log[0] if snakemake.log else None):
         step(config, snakemake)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use the `cxr14` command")
