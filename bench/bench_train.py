@@ -1,10 +1,10 @@
 """Training throughput on this machine, reading real shards vs the same batches from memory.
 
-    .venv/bin/python bench/bench_train.py [--steps 60] [--batch 16]
+    .venv/bin/python bench/bench_train.py [--steps 30] [--rounds 5] [--batch 16]
 
 For each model (the small CNN and MobileNetV3Small at 224 px, the small CNN at the demo's 96 px),
-one run times fit() on the same batches held in memory, on the tf.data reader over real TFRecord
-shards, and on the reader with training augmentation, and prints images/s and the input pipeline's
+one model is fed in turn, round after round, the same batches held in memory, the tf.data reader
+over real TFRecord shards, and the reader with training augmentation, and prints images/s and the input pipeline's
 cost (1 - reader/memory). On a CPU the reader shares the cores with the model. On a GPU machine the
 same command measures the GPU (mixed precision is switched on as in training).
 """
@@ -55,26 +55,33 @@ def make_shards(root: Path, n: int, size: int) -> Shards:
     return Shards(files, size, "raw", n)
 
 
-class EpochTimer(keras.callbacks.Callback):
-    def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds = time.perf_counter() - self.start
-
-
-def throughput(model_name, ds, steps, batch, size):
+def interleaved_rates(model_name, datasets: dict, steps, batch, size, rounds) -> dict:
+    """Images/s per input, median over `rounds`: one model, compiled once, fed each input in turn
+    each round, so drift and noise hit all inputs alike."""
     keras.utils.set_random_seed(0)
     model = models.build(model_name, size, "none")
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.BinaryCrossentropy())
-    timer = EpochTimer()
-    model.fit(ds, steps_per_epoch=steps, epochs=2, callbacks=[timer], verbose=0)  # epoch 1 = graph warm-up
-    return steps * batch / timer.seconds
+    iterators = {name: iter(ds) for name, ds in datasets.items()}  # each keeps prefetching between rounds
+
+    def run(it, n):
+        for _ in range(n):
+            model.train_on_batch(*next(it))
+
+    for it in iterators.values():  # warm-up: trace the train step, fill the shuffle buffers
+        run(it, 5)
+    times = {name: [] for name in datasets}
+    for _ in range(rounds):
+        for name, it in iterators.items():
+            start = time.perf_counter()
+            run(it, steps)
+            times[name].append(time.perf_counter() - start)
+    return {name: steps * batch / float(np.median(t)) for name, t in times.items()}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--images", type=int, default=512)
     args = parser.parse_args(argv)
@@ -82,20 +89,21 @@ def main(argv=None):
     if gpus:
         keras.mixed_precision.set_global_policy("mixed_float16")
     device = f"{len(gpus)} GPU(s)" if gpus else f"CPU, {os.cpu_count()} cores"
-    print(f"device: {device}; batch {args.batch}; {args.steps} timed steps after a warm-up epoch\n")
+    print(f"device: {device}; batch {args.batch}; median of {args.rounds} interleaved rounds of {args.steps} steps\n")
     print(f"  {'model':<18}{'px':>5}{'memory':>10}{'shards':>10}{'cost':>8}{'shards+aug':>12}{'cost':>8}   (img/s)")
     with tempfile.TemporaryDirectory() as tmp:
         for model_name, size in (("small_cnn", 96), ("small_cnn", 224), ("mobilenetv3small", 224)):
             src = make_shards(Path(tmp), args.images, size)
-            plain = dataset(src, args.batch, training=True, repeat=True)
-            augmented = dataset(src, args.batch, training=True, augment=Augment(), repeat=True)
             batches = list(dataset(src, args.batch, training=True, augment=Augment()).take(args.images // args.batch))
             xs = tf.concat([b[0] for b in batches], 0)
             ys = tf.concat([b[1] for b in batches], 0)
-            from_memory = tf.data.Dataset.from_tensor_slices((xs, ys)).batch(args.batch).repeat().prefetch(2)
-            memory = throughput(model_name, from_memory, args.steps, args.batch, size)
-            shard = throughput(model_name, plain, args.steps, args.batch, size)
-            aug = throughput(model_name, augmented, args.steps, args.batch, size)
+            rates = interleaved_rates(model_name, {
+                "memory": tf.data.Dataset.from_tensor_slices((xs, ys)).batch(args.batch, drop_remainder=True)
+                .repeat().prefetch(2),
+                "shards": dataset(src, args.batch, training=True, repeat=True),
+                "aug": dataset(src, args.batch, training=True, augment=Augment(), repeat=True),
+            }, args.steps, args.batch, size, args.rounds)
+            memory, shard, aug = rates["memory"], rates["shards"], rates["aug"]
             print(f"  {model_name:<18}{size:>5}{memory:>10.1f}{shard:>10.1f}{1 - shard / memory:>8.1%}"
                   f"{aug:>12.1f}{1 - aug / memory:>8.1%}", flush=True)
 
