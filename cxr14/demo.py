@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import tarfile
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .constants import BBOX_LIST, EXPERT_LABELS, FINDINGS, TEST_LIST, TRAIN_VAL_LIST, box_name
+from .files import atomic
 
 # Demo prevalence per finding (far above the real one, so a small demo has positives for each).
 PREVALENCE = {
@@ -165,14 +165,13 @@ def _png(img: np.ndarray) -> bytes:
 
 def _write_tar_gz(path: Path, members: list[tuple[str, bytes]]) -> None:
     """A gzip'd tar with fixed times and owners, so the same members give the same bytes."""
-    staged = path.with_name(path.name + ".partial")
-    with open(staged, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for name, data in members:
-                info = tarfile.TarInfo(name)
-                info.size, info.mtime, info.mode = len(data), 0, 0o644
-                tar.addfile(info, io.BytesIO(data))
-    os.replace(staged, path)
+    with atomic(path) as staged, open(staged, "wb") as raw, \
+            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
 
 
 def make_mirror(out_dir: str | Path, counts: dict[int, int], size: int = 256, seed: int = 0,

@@ -4,7 +4,6 @@ val-chosen operating points, subgroups, expert labels, Grad-CAM galleries and bo
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,7 @@ import pandas as pd
 
 from . import metrics
 from .constants import FINDINGS
-from .files import write_json
+from .files import atomic, write_json
 
 log = logging.getLogger(__name__)
 
@@ -199,9 +198,8 @@ def evaluate(model_path, val_manifest, test_manifest, out_dir, *, boxes_csv=None
         raise ValueError(f"{model_path} takes {info['image_size']} px but the shards are {test_src.image_size} px")
     val, test = predict(model, val_src, batch_size), predict(model, test_src, batch_size)
     pred = pd.concat([val.assign(split="val"), test.assign(split="test")], ignore_index=True)
-    staged = out_dir / "predictions.partial.parquet"
-    pred.to_parquet(staged, index=False)
-    os.replace(staged, out_dir / "predictions.parquet")
+    with atomic(out_dir / "predictions.parquet") as staged:
+        pred.to_parquet(staged, index=False)
 
     y, p = _arrays(test)
     boot = metrics.bootstrap_auroc(y, p, test.patient_id.to_numpy(), n_boot=n_boot, seed=seed)

@@ -17,6 +17,8 @@ from typing import BinaryIO, Iterator
 
 import pandas as pd
 
+from .files import atomic
+
 
 class UnsafeArchive(RuntimeError):
     """The archive holds a member that would escape the target folder, or a link."""
@@ -103,10 +105,8 @@ def extract_archive(
         shutil.rmtree(out_dir)
     os.replace(staging, out_dir)
     table = pd.DataFrame(rows, columns=["image_index", "bytes"]).sort_values("image_index")
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    staged = manifest.with_name(manifest.name + ".partial")
-    table.to_csv(staged, sep="\t", index=False)
-    os.replace(staged, manifest)
+    with atomic(manifest) as staged:
+        table.to_csv(staged, sep="\t", index=False)
     return {"archive": str(archive), "images": len(rows), "skipped": skipped, "reused": False}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,9 +17,21 @@ def sha256_file(path) -> str:
     return digest.hexdigest()
 
 
-def write_json(obj, path) -> None:
-    """Write JSON to `<path>.partial`, then rename it into place."""
+@contextlib.contextmanager
+def atomic(path):
+    """Yield `<path>.partial` to write; rename it to `path` when the block succeeds, delete it when
+    it fails. A reader, Snakemake included, never sees a half-written `path`."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     staged = path.with_name(path.name + ".partial")
-    staged.write_text(json.dumps(obj, indent=2) + "\n")
+    try:
+        yield staged
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
     os.replace(staged, path)
+
+
+def write_json(obj, path) -> None:
+    with atomic(path) as staged:
+        staged.write_text(json.dumps(obj, indent=2) + "\n")

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .constants import FINDINGS, NO_FINDING, SPLITS
+from .files import atomic
 
 RAW_COLUMNS = [
     "Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age",
@@ -216,9 +217,6 @@ def summary(table: pd.DataFrame) -> dict:
 
 def write_parquet(table: pd.DataFrame, path: str | Path) -> None:
     """Byte-identical for identical tables: fixed schema, no index, one row group, atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrow = pa.Table.from_pandas(table, preserve_index=False)
-    staged = path.with_name(path.name + ".partial")
-    pq.write_table(arrow, staged, compression="zstd", row_group_size=max(len(table), 1))
-    os.replace(staged, path)
+    with atomic(path) as staged:
+        pq.write_table(arrow, staged, compression="zstd", row_group_size=max(len(table), 1))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import glob
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .constants import FINDINGS
+from .files import atomic
 from .images import BadImage
 from .inference import DEFAULT_MAX_MB, IMAGE_SUFFIXES, Predictor, read_gray
 
@@ -35,13 +35,10 @@ def expand(paths: list[str]) -> list[Path]:
 def predict_files(predictor: Predictor, files: list[Path], out_csv, *, gradcam_dir=None, batch_size: int = 16,
                   max_mb: float = DEFAULT_MAX_MB, progress: bool = True) -> tuple[int, list[tuple[str, str]]]:
     """Write `out_csv`; return (images predicted, [(file, reason)] for the files skipped)."""
-    out_csv = Path(out_csv)
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
     if gradcam_dir:
         Path(gradcam_dir).mkdir(parents=True, exist_ok=True)
-    staged = out_csv.with_name(out_csv.name + ".partial")
     errors, done = [], 0
-    with open(staged, "w", newline="") as fh:
+    with atomic(out_csv) as staged, open(staged, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "image", *[f"p_{f}" for f in FINDINGS], "findings"])
         for start in tqdm(range(0, len(files), batch_size), desc="predict", unit="batch", disable=not progress):
@@ -62,7 +59,6 @@ def predict_files(predictor: Predictor, files: list[Path], out_csv, *, gradcam_d
                 if gradcam_dir:
                     _save_gradcam(predictor, prepared, p, Path(gradcam_dir) / f"{path.stem}_gradcam.png")
             done += len(batch)
-    os.replace(staged, out_csv)
     return done, errors
 
 

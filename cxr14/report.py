@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime
 import io
-import os
 from pathlib import Path
 
 import cv2
@@ -18,6 +17,7 @@ import pandas as pd  # noqa: E402
 from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 
 from .constants import FINDINGS, SPLITS  # noqa: E402
+from .files import atomic  # noqa: E402
 from .gradcam import overlay  # noqa: E402
 
 DISCLAIMER = ("cxr14 is a research tool. It is not a medical device, its output is not medical advice, "
@@ -235,8 +235,6 @@ def render(evaluation: dict, table: pd.DataFrame, cleaning_report: dict, out_htm
         report=cleaning_report, splits=SPLITS,
         created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
-    out_html = Path(out_html)
-    staged = out_html.with_name(out_html.name + ".partial")
-    staged.write_text(html)
-    os.replace(staged, out_html)
-    return out_html
+    with atomic(out_html) as staged:
+        staged.write_text(html)
+    return Path(out_html)

@@ -9,14 +9,13 @@ name and renamed when complete; the same plan and images give byte-identical sha
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .constants import FINDINGS, SPLITS
-from .files import sha256_file, write_json
+from .files import atomic, sha256_file, write_json
 from .images import BadImage, decode, resize
 
 ENCODINGS = ("raw", "png")
@@ -93,10 +92,8 @@ def write_shard(rows: pd.DataFrame, image_dir, out: str | Path, image_size: int,
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, not {encoding!r}")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staged = out.with_name(out.name + ".partial")
     bad, count = [], 0
-    try:
+    with atomic(out) as staged:
         with tf.io.TFRecordWriter(str(staged)) as writer:
             for row in rows.sort_values("position").itertuples(index=False):
                 path = Path(image_dir) / f"images_{int(row.archive):02d}" / row.image_index
@@ -112,10 +109,6 @@ def write_shard(rows: pd.DataFrame, image_dir, out: str | Path, image_size: int,
                 f"{out.name}: {len(bad)} bad images (max_bad_images={max_bad_images}), e.g. "
                 + "; ".join(f"{b['image_index']}: {b['reason']}" for b in bad[:5])
             )
-    except BaseException:
-        staged.unlink(missing_ok=True)
-        raise
-    os.replace(staged, out)
     return {"file": out.name, "images": count, "bytes": out.stat().st_size, "sha256": sha256_file(out),
             "bad_images": bad}
 
