@@ -157,25 +157,33 @@ def gallery_picks(test: pd.DataFrame, thresholds: dict, k: int) -> list[tuple[st
     return picks
 
 
+def gradcams(model, images: dict, pairs: list[tuple[str, str]], chunk: int = 32):
+    """(pixels, Grad-CAM map) for each (image_index, finding), computed `chunk` images at a time."""
+    from .gradcam import gradcam
+
+    for start in range(0, len(pairs), chunk):
+        part = pairs[start:start + chunk]
+        x = np.stack([images[name] for name, _ in part])
+        cams, _ = gradcam(model, x, np.array([FINDINGS.index(f) for _, f in part]))
+        yield from zip(x, cams)
+
+
 def localisation(model, boxes: pd.DataFrame, images: dict, size: int) -> tuple[dict, list]:
     """Pointing-game hit rate and mean IoU per finding on the test images with boxes."""
-    from .gradcam import box_to_pixels, gradcam, iou, pointing_hit
+    from .gradcam import box_to_pixels, iou, pointing_hit
 
     boxes = boxes[boxes.image_index.isin(images)].reset_index(drop=True)
     per_finding, examples = {}, []
-    for start in range(0, len(boxes), 32):
-        chunk = boxes.iloc[start:start + 32]
-        x = np.stack([images[n] for n in chunk.image_index])
-        cams, _ = gradcam(model, x, np.array([FINDINGS.index(f) for f in chunk.finding]))
-        for cam, row, img in zip(cams, chunk.itertuples(), x):
-            box = box_to_pixels((row.x, row.y, row.w, row.h), size)
-            stats = per_finding.setdefault(row.finding, {"boxes": 0, "hits": 0, "iou_sum": 0.0})
-            hit = pointing_hit(cam, box)
-            stats["boxes"] += 1
-            stats["hits"] += int(hit)
-            stats["iou_sum"] += iou(cam, box)
-            if len(examples) < 12:
-                examples.append((row.finding, row.image_index, img, cam, box, hit))
+    maps = gradcams(model, images, list(zip(boxes.image_index, boxes.finding)))
+    for row, (img, cam) in zip(boxes.itertuples(), maps):
+        box = box_to_pixels((row.x, row.y, row.w, row.h), size)
+        stats = per_finding.setdefault(row.finding, {"boxes": 0, "hits": 0, "iou_sum": 0.0})
+        hit = pointing_hit(cam, box)
+        stats["boxes"] += 1
+        stats["hits"] += int(hit)
+        stats["iou_sum"] += iou(cam, box)
+        if len(examples) < 12:
+            examples.append((row.finding, row.image_index, img, cam, box, hit))
     out = {f: {"boxes": s["boxes"], "pointing_game": s["hits"] / s["boxes"], "mean_iou": s["iou_sum"] / s["boxes"]}
            for f, s in sorted(per_finding.items(), key=lambda kv: FINDINGS.index(kv[0]))}
     return out, examples
@@ -187,7 +195,6 @@ def evaluate(model_path, val_manifest, test_manifest, out_dir, *, boxes_csv=None
     metrics plus the in-memory material (curves, Grad-CAM examples) the report draws."""
     from . import models
     from .data import Shards
-    from .gradcam import gradcam
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -229,12 +236,8 @@ def evaluate(model_path, val_manifest, test_manifest, out_dir, *, boxes_csv=None
     boxes = boxes[boxes.image_index.isin(set(test.image_index))]
     images = collect_images(test_src, {n for _, _, n, _ in picks} | set(boxes.image_index))
     result["localisation"], loc_examples = localisation(model, boxes, images, test_src.image_size)
-    gallery = []
-    for start in range(0, len(picks), 32):
-        chunk = picks[start:start + 32]
-        x = np.stack([images[n] for _, _, n, _ in chunk])
-        cams, _ = gradcam(model, x, np.array([FINDINGS.index(f) for f, _, _, _ in chunk]))
-        gallery += [(*pick, img, cam) for pick, img, cam in zip(chunk, x, cams)]
+    maps = gradcams(model, images, [(name, finding) for finding, _, name, _ in picks])
+    gallery = [(*pick, img, cam) for pick, (img, cam) in zip(picks, maps)]
     result = _nan_to_none(result)
     write_json(result, out_dir / "metrics.json")
     write_json({"max_f1": {f: result["thresholds"][f]["max_f1"] for f in FINDINGS},
