@@ -5,7 +5,8 @@
 import os
 
 
-# The defaults live beside this Snakefile; --configfile files override them key by key.
+# The site's archive catalog; --configfile files override it key by key. Every other key and its
+# default is in cxr14/schemas/config.schema.yaml.
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
@@ -13,17 +14,29 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
-include: "rules/data.smk"
+
+
+wildcard_constraints:
+    nn=r"\d{2}",
+    split="train|val|test",
+    shard=r"\d{5}",
+    num=r"\d{5}",
+
+
+include: "rules/demo.smk"
+include: "rules/download.smk"
+include: "rules/extract.smk"
+include: "rules/clean.smk"
 include: "rules/shards.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
-include: "rules/serve.smk"
+include: "rules/app.smk"
 
 
 rule all:
     input:
-        "results/metadata/images.parquet",
-        "results/metadata/cleaning_report.json",
+        "results/clean/images.parquet",
+        "results/clean/cleaning_report.json",
         SHARD_MANIFESTS,
-        "results/model/model.keras",
-        "results/eval/report.html",
+        "results/train/model.keras",
+        "results/evaluate/report.html",

@@ -37,7 +37,8 @@ case "${1:-}" in
     demo)
         setup
         shift
-        exec .venv/bin/snakemake --configfile config/demo.yaml "$@" ;;
+        # Targets and options first: --configfile takes every word after it.
+        exec .venv/bin/snakemake "$@" --configfile config/demo.yaml ;;
     test)
         setup
         system_deps

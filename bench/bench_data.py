@@ -72,11 +72,11 @@ def decode_bound(paths, workers):
 def _shard_job(args):
     rows, image_dir, out, size, encoding = args
     cv2.setNumThreads(1)
-    shards.write_shard(rows, image_dir, out, size, encoding)
+    shards.write_shard(rows, {1: image_dir}, out, size, encoding, max_bad_images=0)
 
 
 def shard_stage(table, image_dir, out_dir, size, encoding, workers):
-    plan = shards.plan(table, images_per_shard=max(1, len(table) // (2 * workers)), seed=0)
+    plan = shards.plan_table(table, images_per_shard=max(1, len(table) // (2 * workers)), seed=0)
     jobs = [(plan[plan.shard == s], image_dir, out_dir / f"{encoding}-{workers}-{s:05d}.tfrecord", size, encoding)
             for s in sorted(plan.shard.unique())]
     with mp.get_context("spawn").Pool(workers) as pool:
@@ -150,8 +150,8 @@ def main(argv=None):
         res["decode_n"] = decode_bound(paths, cores)
         files = {}
         for enc in ("raw", "png"):
-            res[f"shard_{enc}_1"], _ = shard_stage(table, tmp, tmp / "s1", args.size, enc, 1)
-            res[f"shard_{enc}_n"], files[enc] = shard_stage(table, tmp, tmp / "sn", args.size, enc, cores)
+            res[f"shard_{enc}_1"], _ = shard_stage(table, image_dir, tmp / "s1", args.size, enc, 1)
+            res[f"shard_{enc}_n"], files[enc] = shard_stage(table, image_dir, tmp / "sn", args.size, enc, cores)
         shard_bytes = {enc: sum(os.path.getsize(f) for f in fs) / args.images for enc, fs in files.items()}
         for enc in ("raw", "png"):
             res[f"read_{enc}_1"] = reader(files[enc], args.size, enc, args.images, 1)

@@ -29,7 +29,10 @@ import tensorflow as tf  # noqa: E402
 
 from cxr14 import demo, models, shards  # noqa: E402
 from cxr14.constants import FINDINGS  # noqa: E402
+from cxr14.config import defaults  # noqa: E402
 from cxr14.data import Augment, Shards, dataset  # noqa: E402
+
+AUGMENT = Augment(**defaults("train")["augment"])  # the training default
 
 
 def make_shards(root: Path, n: int, size: int) -> Shards:
@@ -46,11 +49,11 @@ def make_shards(root: Path, n: int, size: int) -> Shards:
         cv2.imwrite(str(folder / name), img)
         rows.append({"image_index": name, "patient_id": k + 1, "follow_up": 0, "age_years": 50.0, "sex": "F",
                      "view": "PA", "archive": 1, "split": "train", **{f: int(f in labels) for f in FINDINGS}})
-    plan = shards.plan(pd.DataFrame(rows), max(1, n // 4), 0)
+    plan = shards.plan_table(pd.DataFrame(rows), max(1, n // 4), 0)
     files = []
     for s in range(int(plan.num_shards.iloc[0])):
-        out = root / f"s{size}" / shards.shard_name("train", s, 4)
-        shards.write_shard(plan[plan.shard == s], root, out, size)
+        out = root / f"s{size}" / f"{shards.shard_stem('train', s, 4)}.tfrecord"
+        shards.write_shard(plan[plan.shard == s], {1: folder}, out, size, "raw", max_bad_images=0)
         files.append(str(out))
     return Shards(files, size, "raw", n)
 
@@ -59,7 +62,7 @@ def interleaved_rates(model_name, datasets: dict, steps, batch, size, rounds) ->
     """Images/s per input, median over `rounds`: one model, compiled once, fed each input in turn
     each round, so drift and noise hit all inputs alike."""
     keras.utils.set_random_seed(0)
-    model = models.build(model_name, size, "none")
+    model = models.build(model_name, size, "none", dropout=0.2)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.BinaryCrossentropy())
     iterators = {name: iter(ds) for name, ds in datasets.items()}  # each keeps prefetching between rounds
 
@@ -94,14 +97,14 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         for model_name, size in (("small_cnn", 96), ("small_cnn", 224), ("mobilenetv3small", 224)):
             src = make_shards(Path(tmp), args.images, size)
-            batches = list(dataset(src, args.batch, training=True, augment=Augment()).take(args.images // args.batch))
+            batches = list(dataset(src, args.batch, training=True, augment=AUGMENT).take(args.images // args.batch))
             xs = tf.concat([b[0] for b in batches], 0)
             ys = tf.concat([b[1] for b in batches], 0)
             rates = interleaved_rates(model_name, {
                 "memory": tf.data.Dataset.from_tensor_slices((xs, ys)).batch(args.batch, drop_remainder=True)
                 .repeat().prefetch(2),
                 "shards": dataset(src, args.batch, training=True, repeat=True),
-                "aug": dataset(src, args.batch, training=True, augment=Augment(), repeat=True),
+                "aug": dataset(src, args.batch, training=True, augment=AUGMENT, repeat=True),
             }, args.steps, args.batch, size, args.rounds)
             memory, shard, aug = rates["memory"], rates["shards"], rates["aug"]
             print(f"  {model_name:<18}{size:>5}{memory:>10.1f}{shard:>10.1f}{1 - shard / memory:>8.1%}"

@@ -10,10 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .constants import FINDINGS
+from .constants import DISCLAIMER, FINDINGS
 from .images import BadImage
 from .inference import DEFAULT_MAX_MB, Predictor, read_gray
-from .report import DISCLAIMER
 
 log = logging.getLogger(__name__)
 

@@ -1,66 +1,56 @@
-"""The `cxr14` command: every workflow stage without Snakemake, plus `predict` and `app`."""
+"""The `cxr14` command: `predict` (batch) and `app` (web) for a trained model.
+
+The workflow's steps run through Snakemake, each alone as a target too:
+`snakemake results/shards/val/manifest.json`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from . import config as cfg
-
-
-def _config(args) -> dict:
-    return cfg.load(*(args.config or [Path(__file__).resolve().parents[1] / "config.yaml"]))
+from .constants import DISCLAIMER
 
 
-def _stage(name):
-    """Run a cxr14.stages function with the config and the remaining arguments."""
-    def run(args):
-        from . import stages
+def parser() -> argparse.ArgumentParser:
+    from .config import defaults
+    from .inference import DEFAULT_MAX_MB
 
-        with stages.logged(None):
-            getattr(stages, name)(_config(args), *args.args)
-        return 0
-    return run
+    app_defaults = defaults("app")
+    top = argparse.ArgumentParser(prog="cxr14", description=f"NIH ChestX-ray14 models: batch prediction and a web app. {DISCLAIMER}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("predict", help="predict the 14 findings for image files, folders or globs into a CSV",
+                       description="Predict the 14 findings for PNG, JPEG or DICOM files into a CSV, one row per "
+                                   f"image; bad files are reported and skipped. {DISCLAIMER}")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
+    p.add_argument("--model", required=True, metavar="MODEL.keras", help="a trained model (results/train/model.keras)")
+    p.add_argument("--out", default="predictions.csv", metavar="CSV", help="where to write the predictions (default: %(default)s)")
+    p.add_argument("--thresholds", default="results/evaluate/thresholds.json", metavar="JSON",
+                   help="operating points chosen on val by the evaluate step; 0.5 where missing (default: %(default)s)")
+    p.add_argument("--gradcam-dir", metavar="DIR", help="also write a Grad-CAM overlay of each image's top finding here")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default: %(default)s)")
+    p.add_argument("--max-mb", type=float, default=DEFAULT_MAX_MB, metavar="MB",
+                   help="skip files larger than this (default: %(default)s)")
+    p.set_defaults(run=lambda a: __import__("cxr14.predict", fromlist=["main"]).main(a))
+
+    a = sub.add_parser("app", help="start the web app (127.0.0.1 unless --share-on-network)",
+                       description=f"A Gradio app: upload a chest X-ray, see the model's findings and Grad-CAM. {DISCLAIMER}")
+    a.add_argument("--model", default="results/train/model.keras", metavar="MODEL.keras",
+                   help="a trained model (default: %(default)s)")
+    a.add_argument("--thresholds", default="results/evaluate/thresholds.json", metavar="JSON",
+                   help="operating points chosen on val by the evaluate step (default: %(default)s)")
+    a.add_argument("--port", type=int, default=app_defaults["port"], help="port to listen on (default: %(default)s)")
+    a.add_argument("--share-on-network", action="store_true", default=app_defaults["share_on_network"],
+                   help="listen on all interfaces, not only 127.0.0.1")
+    a.add_argument("--max-mb", type=float, default=DEFAULT_MAX_MB, metavar="MB",
+                   help="refuse uploads larger than this (default: %(default)s)")
+    a.set_defaults(run=lambda a: __import__("cxr14.app", fromlist=["main"]).main(a))
+    return top
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="cxr14", description="NIH ChestX-ray14 workflow (research use only, not medical advice).")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("predict", help="predict findings for image files, folders or globs into a CSV")
-    p.add_argument("paths", nargs="+")
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", default="predictions.csv")
-    p.add_argument("--thresholds", default="results/eval/thresholds.json",
-                   help="operating points from the evaluation stage (0.5 where missing)")
-    p.add_argument("--gradcam-dir", help="also write a Grad-CAM overlay of the top finding per image here")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-mb", type=float, default=64)
-    p.set_defaults(run=lambda a: __import__("cxr14.predict", fromlist=["main"]).main(a))
-
-    a = sub.add_parser("app", help="start the web app on 127.0.0.1")
-    a.add_argument("--model", default="results/model/model.keras")
-    a.add_argument("--thresholds", default="results/eval/thresholds.json")
-    a.add_argument("--port", type=int, default=7860)
-    a.add_argument("--share-on-network", action="store_true", help="listen on all interfaces, not only 127.0.0.1")
-    a.add_argument("--max-mb", type=float, default=64, help="refuse uploads larger than this")
-    a.set_defaults(run=lambda a: __import__("cxr14.app", fromlist=["main"]).main(a))
-
-    stage_help = {
-        "download_archive": "INDEX OUT CHECKSUM", "download_metadata": "NAME OUT",
-        "extract": "INDEX ARCHIVE OUT_DIR MANIFEST", "plan_shards": "TABLE OUT",
-        "write_shard": "PLAN SPLIT SHARD IMAGE_DIR OUT INFO_OUT", "train": "TRAIN_MANIFEST VAL_MANIFEST OUT_DIR",
-        "demo_mirror": "OUT_DIR",
-    }
-    for name, usage in stage_help.items():
-        s = sub.add_parser(name.replace("_", "-"), help=f"run the {name} step: {usage}")
-        s.add_argument("args", nargs="*", metavar="ARG", help=usage)
-        s.add_argument("--config", action="append", help="config files, merged in order (default: config.yaml)")
-        s.set_defaults(run=_stage(name))
-    args = parser.parse_args(argv)
-    if getattr(args, "args", None) is not None:
-        args.args = [int(v) if v.isdigit() else v for v in args.args]
+    args = parser().parse_args(argv)
     return args.run(args)
 
 

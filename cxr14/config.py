@@ -1,38 +1,83 @@
-"""Load and validate the workflow configuration the same way for Snakemake and the CLI."""
+"""The workflow configuration: its schema (the one home of every default) and its validation.
+
+The Snakefile validates the config once, with defaults filled in; rules hand each step the values it
+uses as params, so no step reads the config itself.
+"""
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
-from pathlib import Path
 
 import yaml
 
 SCHEMA = resources.files("cxr14") / "schemas" / "config.schema.yaml"
 
 
+@functools.cache
+def schema() -> dict:
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def _types(node: dict) -> set[str]:
+    kind = node.get("type", [])
+    return {kind} if isinstance(kind, str) else set(kind)
+
+
+def coerce(value, node: dict | None = None):
+    """Turn strings into what the schema asks for, the way YAML would read them.
+
+    `snakemake --config archives=[1]` hands over ['1'] (Snakemake parses --config values with
+    YAML's BaseLoader, which keeps every scalar a string); a config file gives [1]. Both mean the same.
+    """
+    node = schema() if node is None else node
+    types = _types(node)
+    if isinstance(value, str):
+        if value in ("null", "~") and "null" in types:
+            return None
+        if "string" in types or "enum" in node:
+            return value
+        try:
+            parsed = yaml.safe_load(value)
+            if isinstance(parsed, str) and "number" in types:
+                parsed = float(value)  # YAML 1.1 reads 1e-3 as a string
+        except (yaml.YAMLError, ValueError):
+            return value  # validation names the key and what it wants
+        return value if isinstance(parsed, str) else coerce(parsed, node)
+    if isinstance(value, dict):
+        props, extra = node.get("properties", {}), node.get("additionalProperties")
+        for key in list(value):
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                value[key] = coerce(value[key], sub)
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        value[:] = [coerce(v, node["items"]) for v in value]
+    return value
+
+
 def validate(config: dict) -> dict:
-    """Validate `config` in place against the schema, filling in defaults; return it."""
+    """Coerce shell strings, then validate `config` in place against the schema, filling in defaults."""
     from snakemake.utils import validate as sm_validate
 
+    coerce(config)
     sm_validate(config, str(SCHEMA), set_default=True)
     return config
 
 
-def load(*paths: str | Path) -> dict:
-    """Merge YAML files left to right (nested keys override) and validate the result."""
-    config: dict = {}
-    for path in paths:
-        with open(path) as fh:
-            _merge(config, yaml.safe_load(fh) or {})
-    return validate(config)
+def defaults(section: str) -> dict:
+    """The schema's defaults of one section, nested objects filled in: what validation gives a
+    config that leaves the section out (for the CLI and tests, without Snakemake)."""
+    return _default(schema()["properties"][section])
 
 
-def _merge(base: dict, new: dict) -> None:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
+def _default(node: dict):
+    value = node.get("default")
+    if "properties" in node and isinstance(value, dict):
+        value = dict(value)
+        for key, sub in node["properties"].items():
+            if key not in value and ("default" in sub or "properties" in sub):
+                value[key] = _default(sub)
+    return value
 
 
 def catalog_entry(config: dict, index: int) -> dict:

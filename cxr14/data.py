@@ -28,16 +28,24 @@ FEATURES = {
 }
 
 
+def use_threads(threads: int | None) -> None:
+    """Run TensorFlow on the rule's `threads` (all cores when None); call before any TF op."""
+    if threads:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
 @dataclass(frozen=True)
 class Augment:
-    """Training-time augmentation. Horizontal flip is off by default: it moves the heart to the right."""
+    """Training-time augmentation (the config's `train.augment`; horizontal flip is off there by
+    default: it moves the heart to the right)."""
 
-    rotation_deg: float = 5.0
-    zoom: float = 0.1
-    translate: float = 0.05
-    brightness: float = 0.1
-    contrast: float = 0.1
-    horizontal_flip: bool = False
+    rotation_deg: float
+    zoom: float
+    translate: float
+    brightness: float
+    contrast: float
+    horizontal_flip: bool
 
     @classmethod
     def from_config(cls, cfg: dict | None) -> "Augment | None":

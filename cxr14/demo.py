@@ -11,8 +11,10 @@ written exactly in the formats of the NIH Box share, byte for byte reproducibly 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
+import logging
 import tarfile
 from pathlib import Path
 
@@ -20,8 +22,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .constants import BBOX_LIST, EXPERT_LABELS, FINDINGS, TEST_LIST, TRAIN_VAL_LIST, box_name
+from .constants import FINDINGS
 from .files import atomic
+
+log = logging.getLogger(__name__)
 
 # Demo prevalence per finding (far above the real one, so a small demo has positives for each).
 PREVALENCE = {
@@ -174,30 +178,34 @@ def _write_tar_gz(path: Path, members: list[tuple[str, bytes]]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def make_mirror(out_dir: str | Path, counts: dict[int, int], size: int = 256, seed: int = 0,
-                test_fraction: float = 0.25) -> dict:
-    """Write the phantom mirror: `images_NN.tar.gz` with `counts[NN]` images each, and the metadata."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+TEST_FRACTION = 0.25  # of the patients, like the official split
+
+
+def demo_mirror(*, archives: list, data_entry, train_val_list, test_list, bbox_list, expert_labels,
+                images_per_archive: list[int], size: int, seed: int) -> dict:
+    """Step `demo_mirror`: the phantom mirror. `archives[k]` gets archive k+1 (Box format) with
+    `images_per_archive[k]` images; the metadata files go to the paths named, in the NIH formats."""
+    if len(archives) != len(images_per_archive):
+        raise ValueError(f"{len(archives)} archive paths for {len(images_per_archive)} image counts")
     rng = np.random.default_rng(seed)
     rows, box_rows, test, train_val = [], [], [], []
     patient, follow_up, patient_info = 0, 0, None
-    for index in sorted(counts):
+    for index, (path, count) in enumerate(zip(archives, images_per_archive), start=1):
         members = []
-        for slot in range(counts[index]):
+        for slot in range(count):
             if patient_info is None or follow_up >= patient_info["visits"]:
                 patient += 1
                 follow_up = 0
                 patient_info = {"visits": int(rng.integers(1, 5)), "sex": str(rng.choice(["M", "F"])),
-                                "age": int(rng.integers(18, 90)), "test": bool(rng.random() < test_fraction)}
+                                "age": int(rng.integers(18, 90)), "test": bool(rng.random() < TEST_FRACTION)}
             name = f"{patient:08d}_{follow_up:03d}.png"
             findings = draw_labels(rng)
             img, boxes = render(findings, rng, size)
             view = str(rng.choice(["PA", "AP"], p=[0.6, 0.4]))
             data = _png(img)
-            if index == min(counts) and slot == RGBA_IMAGE_SLOT:
+            if index == 1 and slot == RGBA_IMAGE_SLOT:
                 data = _png(cv2.cvtColor(img, cv2.COLOR_GRAY2BGRA))
-            if index == min(counts) and slot == TRUNCATED_IMAGE_SLOT:
+            if index == 1 and slot == TRUNCATED_IMAGE_SLOT:
                 data = data[: len(data) // 2]
             members.append((f"images/{name}", data))
             labels = "|".join(f for f in FINDINGS if f in findings) or "No Finding"
@@ -208,28 +216,32 @@ def make_mirror(out_dir: str | Path, counts: dict[int, int], size: int = 256, se
             for finding, (x, y, w, h) in boxes.items():
                 box_rows.append((name, BOX_NAMES[finding], x * scale, y * scale, w * scale, h * scale))
             follow_up += 1
-        _write_tar_gz(out_dir / box_name(index), members)
-    _write_tables(out_dir, rows, box_rows, train_val, test)
-    return {"images": len(rows), "patients": patient, "test": len(test), "boxes": len(box_rows)}
-
-
-def _write_tables(out_dir: Path, rows, box_rows, train_val, test) -> None:
+        _write_tar_gz(Path(path), members)
     header = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
               "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
     entry = pd.DataFrame(rows)
-    with open(out_dir / "Data_Entry_2017_v2020.csv", "w", newline="") as fh:
+    with _text(data_entry) as fh:
         fh.write(header + "\n")
         entry.to_csv(fh, header=False, index=False, lineterminator="\n")
-    boxes = pd.DataFrame(box_rows)
-    with open(out_dir / BBOX_LIST, "w", newline="") as fh:
+    with _text(bbox_list) as fh:
         fh.write("Image Index,Finding Label,Bbox [x,y,w,h],,,\n")
-        boxes.to_csv(fh, header=False, index=False, lineterminator="\n", float_format="%.6f")
-    for name, items in ((TRAIN_VAL_LIST, train_val), (TEST_LIST, test)):
-        (out_dir / name).write_text("\n".join(sorted(items)))  # no final newline, like the real lists
-    _write_expert_labels(out_dir, entry, set(test), header)
+        pd.DataFrame(box_rows).to_csv(fh, header=False, index=False, lineterminator="\n", float_format="%.6f")
+    for path, items in ((train_val_list, train_val), (test_list, test)):
+        with _text(path) as fh:
+            fh.write("\n".join(sorted(items)))  # no final newline, like the real lists
+    _write_expert_labels(expert_labels, entry, set(test), header)
+    result = {"images": len(rows), "patients": patient, "test": len(test), "boxes": len(box_rows)}
+    log.info("phantom mirror: %s", result)
+    return result
 
 
-def _write_expert_labels(out_dir: Path, entry: pd.DataFrame, test: set, header: str) -> None:
+@contextlib.contextmanager
+def _text(path):
+    with atomic(path) as staged, open(staged, "w", newline="") as fh:
+        yield fh
+
+
+def _write_expert_labels(path, entry: pd.DataFrame, test: set, header: str) -> None:
     """A Google-2019-style expert label file for the test images: the planted truth, with 3% of the
     reads flipped the way radiologists and the NLP labels disagree."""
     rng = np.random.default_rng(2019)
@@ -245,6 +257,6 @@ def _write_expert_labels(out_dir: Path, entry: pd.DataFrame, test: set, header: 
     rows["Airspace opacity"] = read(labels.map(lambda n: bool({"Consolidation", "Pneumonia"} & set(n))).to_numpy())
     rows["Nodule or mass"] = read(labels.map(lambda n: bool({"Nodule", "Mass"} & set(n))).to_numpy())
     rows["Set Id"] = "test"
-    with open(out_dir / EXPERT_LABELS, "w", newline="") as fh:
+    with _text(path) as fh:
         fh.write(header + ",Fracture,Pneumothorax,Airspace opacity,Nodule or mass,Set Id\n")
         rows.to_csv(fh, header=False, index=False, lineterminator="\n")

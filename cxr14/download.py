@@ -22,7 +22,7 @@ from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 from urllib3.util.retry import Retry
 
-from .constants import box_name, kaggle_name
+from .constants import METADATA_HELP, box_name, kaggle_name
 from .files import sha256_file
 
 log = logging.getLogger(__name__)
@@ -41,14 +41,12 @@ class DownloadError(RuntimeError):
 
 @dataclass(frozen=True)
 class Settings:
-    retries: int = 5
-    backoff: float = 1.0
-    timeout: float = 60.0
-    chunk_mb: float = 4.0
+    """How to talk to the server (the config's `download` section, where their defaults live)."""
 
-    @classmethod
-    def from_config(cls, config: dict) -> "Settings":
-        return cls(**config.get("download", {}))
+    retries: int
+    backoff: float
+    timeout: float
+    chunk_mb: float
 
 
 def is_url(location: str) -> bool:
@@ -161,7 +159,7 @@ def fetch(
     source: str,
     dest: Path,
     *,
-    settings: Settings = Settings(),
+    settings: Settings,
     expected_bytes: int | None = None,
     sha256: str | None = None,
     progress: bool = True,
@@ -258,3 +256,25 @@ def write_checksum(info: dict, path: Path) -> None:
     """Record what was downloaded in `sha256sum` format, next to the file."""
     name = os.path.basename(urlparse(info["source"]).path or info["source"])
     Path(path).write_text(f"{info['sha256']}  {name}\n")
+
+
+def download_archive(*, sources: list[str], archive, checksum, expected_bytes: int | None, sha256: str | None,
+                     retries: int, backoff: float, timeout: float, chunk_mb: float) -> dict:
+    """Step `download_archive`: the first of `sources` that exists, verified, to `archive`; its
+    sha256 to `checksum`."""
+    info = fetch_first(sources, Path(archive), expected_bytes=expected_bytes, sha256=sha256, progress=True,
+                       settings=Settings(retries=retries, backoff=backoff, timeout=timeout, chunk_mb=chunk_mb))
+    write_checksum(info, Path(checksum))
+    log.info("%s: %s bytes from %s, sha256 %s", Path(archive).name, info["bytes"], info["source"], info["sha256"])
+    return info
+
+
+def download_metadata(*, sources: list[str], out, metadata_dir: str, retries: int, backoff: float,
+                      timeout: float, chunk_mb: float) -> dict:
+    """Step `download_metadata`: one metadata file from the first of `sources`, un-gzipped, to `out`;
+    a missing file says where to get it and where to put it."""
+    help_text = METADATA_HELP.format(name=Path(out).name, folder=metadata_dir)
+    info = fetch_metadata(sources, Path(out), help_text, progress=False,
+                          settings=Settings(retries=retries, backoff=backoff, timeout=timeout, chunk_mb=chunk_mb))
+    log.info("%s from %s", Path(out).name, info["source"])
+    return info

@@ -3,6 +3,7 @@ val-chosen operating points, subgroups, expert labels, Grad-CAM galleries and bo
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -189,15 +190,35 @@ def localisation(model, boxes: pd.DataFrame, images: dict, size: int) -> tuple[d
     return out, examples
 
 
-def evaluate(model_path, val_manifest, test_manifest, out_dir, *, boxes_csv=None, expert_csv=None,
-             n_boot: int = 1000, seed: int = 0, gallery_k: int = 2, batch_size: int = 64) -> dict:
-    """Write predictions.parquet, metrics.json and thresholds.json under `out_dir`; return the
-    metrics plus the in-memory material (curves, Grad-CAM examples) the report draws."""
+def evaluate(*, model, val_manifest, test_manifest, table, cleaning_report, boxes, expert_labels, metrics,
+             thresholds, predictions, report, figures, n_boot: int, seed: int, gallery_k: int, batch_size: int,
+             threads: int | None = None) -> dict:
+    """Step `evaluate`: the model on the official test split (operating points chosen on val) to
+    `predictions` (Parquet), `metrics` and `thresholds` (JSON), and the HTML `report` with its
+    `figures/`. `expert_labels` may be None (that section is left out)."""
+    from .data import use_threads
+    from .report import render
+
+    use_threads(threads)
+    result = assess(model, val_manifest, test_manifest, boxes_csv=boxes, expert_csv=expert_labels or None, n_boot=n_boot,
+                    seed=seed, gallery_k=gallery_k, batch_size=batch_size)
+    with atomic(predictions) as staged:
+        result["predictions"].to_parquet(staged, index=False)
+    write_json(result["metrics"], metrics)
+    points = result["metrics"]["thresholds"]
+    write_json({rule: {f: points[f][rule] for f in FINDINGS} for rule in ("max_f1", "youden")} | {"chosen_on": "val"},
+               thresholds)
+    render(result, pd.read_parquet(table), json.loads(Path(cleaning_report).read_text()), report, figures)
+    return result["metrics"]
+
+
+def assess(model_path, val_manifest, test_manifest, *, boxes_csv, expert_csv, n_boot: int, seed: int,
+           gallery_k: int, batch_size: int) -> dict:
+    """Every metric of the report, plus the in-memory material it draws (curves, Grad-CAM examples)
+    and the predictions on val and test."""
     from . import models
     from .data import Shards
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     model = models.load(model_path)
     info = models.info(model)
     val_src, test_src = Shards.from_manifest(val_manifest), Shards.from_manifest(test_manifest)
@@ -205,8 +226,6 @@ def evaluate(model_path, val_manifest, test_manifest, out_dir, *, boxes_csv=None
         raise ValueError(f"{model_path} takes {info['image_size']} px but the shards are {test_src.image_size} px")
     val, test = predict(model, val_src, batch_size), predict(model, test_src, batch_size)
     pred = pd.concat([val.assign(split="val"), test.assign(split="test")], ignore_index=True)
-    with atomic(out_dir / "predictions.parquet") as staged:
-        pred.to_parquet(staged, index=False)
 
     y, p = _arrays(test)
     boot = metrics.bootstrap_auroc(y, p, test.patient_id.to_numpy(), n_boot=n_boot, seed=seed)
@@ -239,10 +258,6 @@ def evaluate(model_path, val_manifest, test_manifest, out_dir, *, boxes_csv=None
     maps = gradcams(model, images, [(name, finding) for finding, _, name, _ in picks])
     gallery = [(*pick, img, cam) for pick, (img, cam) in zip(picks, maps)]
     result = _nan_to_none(result)
-    write_json(result, out_dir / "metrics.json")
-    write_json({"max_f1": {f: result["thresholds"][f]["max_f1"] for f in FINDINGS},
-                 "youden": {f: result["thresholds"][f]["youden"] for f in FINDINGS},
-                 "chosen_on": "val"}, out_dir / "thresholds.json")
     log.info("test mean AUROC %.4f (95%% CI %.4f-%.4f) on %d images", result["mean_auroc"],
              *result["mean_auroc_ci"], result["images"])
     return {"metrics": result, "curves": curves, "calibration": calibration, "gallery": gallery,

@@ -7,6 +7,7 @@ fully read and its image count checks out, so a failed run leaves nothing that l
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import stat
@@ -19,6 +20,7 @@ import pandas as pd
 
 from .files import atomic
 
+log = logging.getLogger(__name__)
 
 class UnsafeArchive(RuntimeError):
     """The archive holds a member that would escape the target folder, or a link."""
@@ -77,27 +79,20 @@ def _is_complete(out_dir: Path, manifest: Path) -> bool:
                for name, size in zip(table.image_index, table.bytes))
 
 
-def extract_archive(
-    archive: Path,
-    out_dir: Path,
-    manifest: Path,
-    expected_images: int,
-    tolerance: float = 0.0,
-) -> dict:
-    """Extract the PNGs of `archive` flat into `out_dir`; write a manifest (image_index, bytes).
-
-    Idempotent: a finished extraction (folder and manifest agree) is not redone.
+def extract(*, archive, images, manifest, expected_images: int, count_tolerance: float) -> dict:
+    """Step `extract`: the PNGs of `archive` flat into the folder `images`, and a manifest
+    (image_index, bytes). Idempotent: a finished extraction (folder and manifest agree) is not redone.
     """
-    archive, out_dir, manifest = Path(archive), Path(out_dir), Path(manifest)
+    archive, out_dir, manifest = Path(archive), Path(images), Path(manifest)
     if _is_complete(out_dir, manifest):
-        table = read_manifest(manifest)
-        return {"archive": str(archive), "images": len(table), "skipped": 0, "reused": True}
+        log.info("%s: already extracted to %s", archive, out_dir)
+        return {"archive": str(archive), "images": len(read_manifest(manifest)), "skipped": 0, "reused": True}
     staging = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
         rows, skipped = _extract_pngs(archive, staging)
-        _check_count(archive, len(rows), expected_images, tolerance)
+        _check_count(archive, len(rows), expected_images, count_tolerance)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -107,6 +102,7 @@ def extract_archive(
     table = pd.DataFrame(rows, columns=["image_index", "bytes"]).sort_values("image_index")
     with atomic(manifest) as staged:
         table.to_csv(staged, sep="\t", index=False)
+    log.info("%s: %d images to %s, %d other members skipped", archive, len(rows), out_dir, skipped)
     return {"archive": str(archive), "images": len(rows), "skipped": skipped, "reused": False}
 
 

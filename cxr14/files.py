@@ -19,11 +19,12 @@ def sha256_file(path) -> str:
 
 @contextlib.contextmanager
 def atomic(path):
-    """Yield `<path>.partial` to write; rename it to `path` when the block succeeds, delete it when
-    it fails. A reader, Snakemake included, never sees a half-written `path`."""
+    """Yield `<stem>.partial<suffix>` to write; rename it to `path` when the block succeeds, delete
+    it when it fails. A reader, Snakemake included, never sees a half-written `path`. The suffix is
+    kept for writers that insist on it (Keras saves only to `.keras`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(path.name + ".partial")
+    staged = path.with_name(f"{path.stem}.partial{path.suffix}")
     try:
         yield staged
     except BaseException:

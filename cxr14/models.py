@@ -107,8 +107,7 @@ def _backbone(name: str, size: int, weights: str | None):
     return net
 
 
-def build(backbone: str = "densenet121", image_size: int = 224, weights: str | None = "imagenet",
-          dropout: float = 0.2) -> keras.Model:
+def build(backbone: str, image_size: int, weights: str | None, dropout: float) -> keras.Model:
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
     _, scaling, channels = BACKBONES[backbone]
@@ -172,7 +171,7 @@ def class_weights(positives, total) -> dict:
             "pos_weights": dict(zip(FINDINGS, pos_w)), "neg_weights": dict(zip(FINDINGS, neg_w))}
 
 
-def make_loss(name: str, weights: dict | None = None, focal_gamma: float = 2.0):
+def make_loss(name: str, weights: dict | None, focal_gamma: float):
     if name == "weighted_bce":
         return WeightedBCE([weights["pos_weights"][f] for f in FINDINGS], [weights["neg_weights"][f] for f in FINDINGS])
     if name == "bce":

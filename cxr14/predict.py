@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .constants import FINDINGS
+from .constants import DISCLAIMER, FINDINGS
 from .files import atomic
 from .images import BadImage
 from .inference import DEFAULT_MAX_MB, IMAGE_SUFFIXES, Predictor, read_gray
@@ -79,6 +79,5 @@ def main(args) -> int:
                                  batch_size=args.batch_size, max_mb=args.max_mb)
     for path, reason in errors:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    print(f"{done} images predicted into {args.out}; {len(errors)} skipped. "
-          "Research use only, not medical advice.", file=sys.stderr)
+    print(f"{done} images predicted into {args.out}; {len(errors)} skipped. {DISCLAIMER}", file=sys.stderr)
     return 0 if done else 1

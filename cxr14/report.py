@@ -16,12 +16,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 
-from .constants import FINDINGS, SPLITS  # noqa: E402
+from .constants import DISCLAIMER, FINDINGS, SPLITS  # noqa: E402
 from .files import atomic  # noqa: E402
 from .gradcam import overlay  # noqa: E402
 
-DISCLAIMER = ("cxr14 is a research tool. It is not a medical device, its output is not medical advice, "
-              "and it must not be used to diagnose or treat anyone.")
 
 
 def _grid(n=14, cols=5, size=2.6):

@@ -8,6 +8,8 @@ name and renamed when complete; the same plan and images give byte-identical sha
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from .constants import FINDINGS, SPLITS
 from .files import atomic, sha256_file, write_json
 from .images import BadImage, decode, resize
 
+log = logging.getLogger(__name__)
 ENCODINGS = ("raw", "png")
 
 
@@ -25,11 +28,48 @@ class TooManyBadImages(RuntimeError):
     """More images failed to decode than `max_bad_images` allows."""
 
 
-def shard_name(split: str, shard: int, num_shards: int) -> str:
-    return f"{split}-{shard:05d}-of-{num_shards:05d}.tfrecord"
+def shard_stem(split, shard, num_shards) -> str:
+    """`train-00003-of-00012`, the one spelling of a shard's name. Numbers are zero-padded and
+    wildcard names pass through unchanged, so the rules build their patterns from it too."""
+    return f"{split}-{shard:0>5}-of-{num_shards:0>5}"
 
 
-def plan(table: pd.DataFrame, images_per_shard: int, seed: int) -> pd.DataFrame:
+def plan_shards(*, table, plan, images_per_shard: int, seed: int) -> dict[str, int]:
+    """Step `plan_shards`: which image goes to which shard (`plan`, Parquet), from the clean `table`."""
+    from .clean import write_parquet
+
+    planned = plan_table(pd.read_parquet(table), images_per_shard, seed)
+    write_parquet(planned, plan)
+    counts = shard_counts(planned)
+    log.info("shards per split: %s", counts)
+    return counts
+
+
+def shard(*, plan, images: list, archives: list[int], tfrecord, info, split: str, index: int, image_size: int,
+          encoding: str, max_bad_images: int) -> dict:
+    """Step `shard`: shard `index` of `split` from the plan to `tfrecord`, and its sidecar `info`
+    (counts, sha256, bad images). `images` are the extracted folders of `archives`, in order."""
+    if len(images) != len(archives):
+        raise ValueError(f"{len(images)} image folders for {len(archives)} archives")
+    rows = pd.read_parquet(plan, filters=[("split", "==", split), ("shard", "==", index)])
+    written = write_shard(rows, dict(zip(archives, images)), tfrecord, image_size, encoding, max_bad_images)
+    write_json(written, info)
+    log.info("%s: %d images, %d bad, %d bytes", written["file"], written["images"], len(written["bad_images"]),
+             written["bytes"])
+    return written
+
+
+def shard_manifest(*, infos: list, manifest, bad_images, split: str, image_size: int, encoding: str,
+                   max_bad_images: int) -> dict:
+    """Step `shard_manifest`: a split's manifest (counts, bytes, sha256 per shard) and bad-image list."""
+    written = write_manifest(split, [json.loads(Path(p).read_text()) for p in sorted(infos)], image_size,
+                             encoding, manifest, bad_images, max_bad_images)
+    log.info("%s: %d images in %d shards, %d bad", split, written["images"], len(written["shards"]),
+             written["bad_images"])
+    return written
+
+
+def plan_table(table: pd.DataFrame, images_per_shard: int, seed: int) -> pd.DataFrame:
     """Assign every image to a shard: a seeded order within each split, then contiguous slices."""
     parts = []
     for split in SPLITS:
@@ -81,9 +121,9 @@ def _example(row, pixels: np.ndarray, encoding: str):
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def write_shard(rows: pd.DataFrame, image_dir, out: str | Path, image_size: int, encoding: str = "raw",
-                max_bad_images: int = 0) -> dict:
-    """Write one shard from `rows` of the plan; images are read from `image_dir/images_NN/NAME`.
+def write_shard(rows: pd.DataFrame, image_dirs: dict, out: str | Path, image_size: int, encoding: str,
+                max_bad_images: int) -> dict:
+    """Write one shard from `rows` of the plan; an image is read from `image_dirs[its archive]/NAME`.
 
     Bad images are skipped and listed; more than `max_bad_images` of them fails without output.
     """
@@ -96,7 +136,7 @@ def write_shard(rows: pd.DataFrame, image_dir, out: str | Path, image_size: int,
     with atomic(out) as staged:
         with tf.io.TFRecordWriter(str(staged)) as writer:
             for row in rows.sort_values("position").itertuples(index=False):
-                path = Path(image_dir) / f"images_{int(row.archive):02d}" / row.image_index
+                path = Path(image_dirs[int(row.archive)]) / row.image_index
                 try:
                     pixels = resize(decode(path.read_bytes()), image_size)
                 except (BadImage, OSError) as exc:

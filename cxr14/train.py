@@ -3,8 +3,8 @@ resumable (BackupAndRestore), with class-imbalance handling and per-finding vali
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .constants import FINDINGS
-from .files import sha256_file, write_json
+from .files import atomic, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -81,82 +81,105 @@ def _strategy():
     return tf.distribute.get_strategy(), 0
 
 
+def _check_settings(settings: dict) -> None:
+    from .config import defaults
+
+    expected = set(defaults("train"))
+    if set(settings) != expected:
+        raise TypeError(f"train() needs exactly the config's train settings; missing {sorted(expected - set(settings))}, "
+                        f"unknown {sorted(set(settings) - expected)}")
+
+
 def _read_history(path):
     import pandas as pd
 
     return pd.read_csv(path).drop_duplicates("epoch", keep="last").reset_index(drop=True)
 
 
-def train(train_manifest, val_manifest, out_dir, params: dict, extra_callbacks=()) -> dict:
-    """Train with `params` (the config's `train` section); write model.keras, history.csv,
-    class_weights.json, training_summary.json, tensorboard/ and best/backup state under `out_dir`."""
+def train(*, train_manifest, val_manifest, model, summary, history, class_weights, tensorboard, resume_dir,
+          threads: int | None = None, extra_callbacks=(), **settings) -> dict:
+    """Step `train`: fit on the train shards, pick the best epoch by val mean AUROC, and write
+    `model` (.keras), `summary` (JSON), `history` (CSV), `class_weights` (JSON) and `tensorboard/`.
+
+    `settings` are exactly the keys of the config's `train` section (the schema holds their defaults).
+    A killed run resumes from its last finished epoch: that state lives in `resume_dir`, which is not
+    a Snakemake output, so Snakemake does not delete it before the rerun.
+    """
+    _check_settings(settings)
     import keras
     import tensorflow as tf
 
     from . import models
-    from .data import Augment, Shards, dataset
+    from .data import Augment, Shards, dataset, use_threads
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    keras.utils.set_random_seed(params["seed"])
-    if params.get("deterministic"):
+    use_threads(threads)
+    resume_dir = Path(resume_dir)
+    resume_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(settings["seed"])
+    if settings["deterministic"]:
         tf.config.experimental.enable_op_determinism()
     train_src, val_src = Shards.from_manifest(train_manifest), Shards.from_manifest(val_manifest)
     if train_src.image_size != val_src.image_size:
         raise ValueError(f"train shards are {train_src.image_size} px but val shards {val_src.image_size} px")
     strategy, n_gpus = _strategy()
     replicas = strategy.num_replicas_in_sync
-    batch = params["batch_size"] * replicas
+    batch = settings["batch_size"] * replicas
 
     positives, total = label_counts(train_src)
     weights = models.class_weights(positives, total)
-    write_json(weights, out_dir / "class_weights.json")
-    loss_fn = models.make_loss(params["loss"], weights, params.get("focal_gamma", 2.0))
+    write_json(weights, class_weights)
+    loss_fn = models.make_loss(settings["loss"], weights, settings["focal_gamma"])
 
-    train_ds = dataset(train_src, batch, training=True, augment=Augment.from_config(params.get("augment")),
-                       seed=params["seed"], cache=params.get("cache", False))
-    val_ds = dataset(val_src, batch, cache=params.get("cache", False))
+    train_ds = dataset(train_src, batch, training=True, augment=Augment.from_config(settings["augment"]),
+                       seed=settings["seed"], cache=settings["cache"])
+    val_ds = dataset(val_src, batch, cache=settings["cache"])
     with strategy.scope():
-        model = models.build(params["backbone"], train_src.image_size, params["weights"], params["dropout"])
-        model.compile(optimizer=keras.optimizers.Adam(params["learning_rate"]), loss=loss_fn,
-                      metrics=[keras.metrics.AUC(multi_label=True, num_labels=len(FINDINGS), name="auroc")])
+        net = models.build(settings["backbone"], train_src.image_size, settings["weights"], settings["dropout"])
+        net.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]), loss=loss_fn,
+                    metrics=[keras.metrics.AUC(multi_label=True, num_labels=len(FINDINGS), name="auroc")])
 
-    # State that survives a killed run (none of it is a Snakemake output, so none of it is deleted).
-    best_path, history_path, backup = out_dir / "best.keras", out_dir / "history.partial.csv", out_dir / "backup"
+    # State that survives a killed run (not a Snakemake output, so Snakemake leaves it alone). It is
+    # only resumed for the same settings and data: a changed learning rate starts afresh.
+    best_path, history_path, backup = resume_dir / "best.keras", resume_dir / "history.csv", resume_dir / "backup"
+    run_key = {"settings": settings, "train": [s["sha256"] for s in train_src.manifest["shards"]],
+               "val": [s["sha256"] for s in val_src.manifest["shards"]]}
+    key_path = resume_dir / "run.json"
     best_so_far = None
-    if backup.exists() and history_path.exists():
+    if backup.exists() and history_path.exists() and key_path.exists() and json.loads(key_path.read_text()) == run_key:
         best_so_far = float(_read_history(history_path).val_mean_auroc.max())
         log.info("resuming from %s (best val mean AUROC so far %.4f)", backup, best_so_far)
     else:
-        best_path.unlink(missing_ok=True)
-        history_path.unlink(missing_ok=True)
+        if backup.exists():
+            log.info("%s holds a run with other settings or data: starting afresh", resume_dir)
+        shutil.rmtree(resume_dir)
+        resume_dir.mkdir(parents=True)
+        write_json(run_key, key_path)
     callbacks = [
         _validation_callback(val_ds, loss_fn),
         keras.callbacks.BackupAndRestore(str(backup)),
         keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_mean_auroc", mode="max", save_best_only=True,
                                         initial_value_threshold=best_so_far),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=params["lr_factor"], patience=params["lr_patience"],
-                                          min_lr=params["learning_rate"] * 1e-3),
-        keras.callbacks.EarlyStopping(monitor="val_mean_auroc", mode="max", patience=params["early_stopping_patience"]),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=settings["lr_factor"], patience=settings["lr_patience"],
+                                          min_lr=settings["learning_rate"] * 1e-3),
+        keras.callbacks.EarlyStopping(monitor="val_mean_auroc", mode="max", patience=settings["early_stopping_patience"]),
         keras.callbacks.CSVLogger(str(history_path), append=True),
-        keras.callbacks.TensorBoard(str(out_dir / "tensorboard"), write_graph=False, profile_batch=0),
+        keras.callbacks.TensorBoard(str(tensorboard), write_graph=False, profile_batch=0),
         *extra_callbacks,
     ]
     start = time.perf_counter()
-    history = model.fit(train_ds, epochs=params["epochs"], callbacks=callbacks, verbose=2)
+    fitted = net.fit(train_ds, epochs=settings["epochs"], callbacks=callbacks, verbose=2)
     seconds = time.perf_counter() - start
 
-    best = models.load(best_path) if best_path.exists() else model
-    staged = out_dir / "model.partial.keras"
-    best.save(staged)
-    os.replace(staged, out_dir / "model.keras")
+    best = models.load(best_path) if best_path.exists() else net
+    with atomic(model) as staged:
+        best.save(staged)
     hist = _read_history(history_path)
-    hist.to_csv(out_dir / "history.csv", index=False)
-    shutil.rmtree(backup, ignore_errors=True)
+    with atomic(history) as staged:
+        hist.to_csv(staged, index=False)
 
     best_row = hist.loc[hist.val_mean_auroc.idxmax()]
-    summary = {
-        "backbone": params["backbone"],
+    result = {
+        "backbone": settings["backbone"],
         "image_size": train_src.image_size,
         "epochs_run": int(len(hist)),
         "best_epoch": int(best_row.epoch) + 1,
@@ -166,17 +189,18 @@ def train(train_manifest, val_manifest, out_dir, params: dict, extra_callbacks=(
         "train_images": total,
         "val_images": val_src.images,
         "class_weights": weights,
-        "config": params,
+        "config": settings,
         "data": {"train": [s["sha256"] for s in train_src.manifest["shards"]],
                  "val": [s["sha256"] for s in val_src.manifest["shards"]]},
         "device": {"gpus": n_gpus, "replicas": replicas, "global_batch": batch,
                    "mixed_precision": keras.mixed_precision.global_policy().name},
         "seconds_this_run": round(seconds, 1),
-        "epochs_this_run": len(history.epoch),
-        "model_sha256": sha256_file(out_dir / "model.keras"),
+        "epochs_this_run": len(fitted.epoch),
+        "model_sha256": sha256_file(model),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
-    write_json(summary, out_dir / "training_summary.json")
-    log.info("best val mean AUROC %.4f at epoch %d", summary["best_val_mean_auroc"], summary["best_epoch"])
-    return summary
+    write_json(result, summary)
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    log.info("best val mean AUROC %.4f at epoch %d", result["best_val_mean_auroc"], result["best_epoch"])
+    return result

@@ -1,3 +1,4 @@
+# Helpers shared by the rule files (the validated config, the archives in use, file names).
 import os
 import sys
 
@@ -5,32 +6,74 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-# The Snakefile itself imports the cxr14 package from this checkout.
+# The workflow imports the cxr14 package from this checkout.
 sys.path.insert(0, workflow.basedir)
 
 from cxr14 import config as cxr14_config
-from cxr14.stages import metadata_files
+from cxr14.constants import (
+    BBOX_LIST,
+    EXPERT_LABELS,
+    TEST_LIST,
+    TRAIN_VAL_LIST,
+    box_name,
+)
+from cxr14.download import archive_candidates, metadata_candidates
+from cxr14.shards import shard_stem
 
+# Once, for every job: strings from `--config` read as the schema's types, checked, defaults filled in.
 cxr14_config.validate(config)
 
-ARCHIVES = [f"{i:02d}" for i in sorted(config["archives"])]
-METADATA_FILES = metadata_files(config)
-DEMO = bool(config.get("demo"))
+ARCHIVES = sorted(config["archives"])
+NN = [f"{i:02d}" for i in ARCHIVES]  # the {nn} wildcard of each
+DEMO = config.get("demo") is not None
+
+# The metadata files by role; each is fetched to results/download/metadata/<name>.
+METADATA = {
+    "data_entry": config["data_entry"],
+    "train_val_list": TRAIN_VAL_LIST,
+    "test_list": TEST_LIST,
+    "bbox_list": BBOX_LIST,
+}
+if config["expert_labels"]:
+    METADATA["expert_labels"] = config["expert_labels"]
 
 
-wildcard_constraints:
-    nn=r"\d{2}",
+def metadata(role):
+    """The downloaded metadata file of a role (`data_entry`, `test_list`, ...)."""
+    return f"results/download/metadata/{METADATA[role]}"
 
 
 def demo_source(name):
-    """In the demo the mirror is made by the workflow, so the download depends on it."""
+    """In the demo the mirror is made by the workflow, so a download depends on it."""
     return os.path.join(config["mirror"], name) if DEMO else []
 
 
-wildcard_constraints:
-    split="train|val|test",
-    shard=r"\d{5}",
-    num=r"\d{5}",
+def archive_entry(wildcards):
+    return cxr14_config.catalog_entry(config, int(wildcards.nn))
+
+
+def archive_sources(wildcards):
+    """Where archive NN is fetched from: its official URL, or its Box then Kaggle name on the mirror."""
+    return archive_candidates(
+        int(wildcards.nn), archive_entry(wildcards), config["mirror"]
+    )
+
+
+def metadata_sources(wildcards):
+    return metadata_candidates(wildcards.name, config["mirror"], config["metadata_dir"])
+
+
+def shard_path(split, shard, num, root="results"):
+    """A shard's files, less the suffix: results/shards/train/train-00003-of-00012 (or its log's)."""
+    return f"{root}/shards/{split}/{shard_stem(split, shard, num)}"
+
+
+SHARD = shard_path("{split}", "{shard}", "{num}")
+SHARD_LOG = shard_path("{split}", "{shard}", "{num}", root="logs")
+SHARD_BENCHMARK = shard_path("{split}", "{shard}", "{num}", root="benchmarks")
+SHARD_MANIFESTS = expand(
+    "results/shards/{split}/manifest.json", split=["train", "val", "test"]
+)
 
 
 def shard_infos(wildcards):
@@ -38,22 +81,10 @@ def shard_infos(wildcards):
     import pandas as pd
 
     plan = pd.read_parquet(
-        checkpoints.plan_shards.get().output[0], columns=["split", "num_shards"]
+        checkpoints.plan_shards.get().output.plan, columns=["split", "num_shards"]
     )
     num = plan.loc[plan.split == wildcards.split, "num_shards"]
     if num.empty:
         raise ValueError(f"split {wildcards.split} has no images: nothing to shard")
     n = int(num.iloc[0])
-    s = wildcards.split
-    return [f"results/shards/{s}/{s}-{i:05d}-of-{n:05d}.json" for i in range(n)]
-
-
-SHARD_MANIFESTS = expand(
-    "results/shards/{split}/manifest.json", split=["train", "val", "test"]
-)
-
-EXPERT_INPUT = (
-    f"results/download/metadata/{config['expert_labels']}"
-    if config.get("expert_labels")
-    else []
-)
+    return [f"{shard_path(wildcards.split, i, n)}.json" for i in range(n)]

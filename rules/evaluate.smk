@@ -3,38 +3,38 @@
 
 rule evaluate:
     input:
-        model="results/model/model.keras",
-        val="results/shards/val/manifest.json",
-        test="results/shards/test/manifest.json",
-        table="results/metadata/images.parquet",
-        cleaning_report="results/metadata/cleaning_report.json",
-        boxes="results/download/metadata/BBox_List_2017.csv",
-        expert=EXPERT_INPUT,
+        model="results/train/model.keras",
+        val_manifest="results/shards/val/manifest.json",
+        test_manifest="results/shards/test/manifest.json",
+        table="results/clean/images.parquet",
+        cleaning_report="results/clean/cleaning_report.json",
+        boxes=metadata("bbox_list"),
+        expert_labels=metadata("expert_labels") if "expert_labels" in METADATA else [],
     output:
-        metrics="results/eval/metrics.json",
-        thresholds="results/eval/thresholds.json",
-        predictions="results/eval/predictions.parquet",
+        metrics="results/evaluate/metrics.json",
+        thresholds="results/evaluate/thresholds.json",
+        predictions="results/evaluate/predictions.parquet",
         report=report(
-            "results/eval/report.html",
+            "results/evaluate/report.html",
             category="Evaluation",
             caption="../report/evaluation.rst",
         ),
         figures=report(
-            directory("results/eval/figures"),
+            directory("results/evaluate/figures"),
             patterns=["{name}.png"],
             category="Figures",
         ),
     log:
-        "logs/eval/evaluate.log",
+        "logs/evaluate/evaluate.log",
     benchmark:
-        "benchmarks/eval/evaluate.tsv"
+        "benchmarks/evaluate/evaluate.tsv"
     conda:
-        "../envs/report.yaml"
+        "../envs/evaluate.yaml"
     threads: workflow.cores
     resources:
         mem_mb=16000,
         runtime=120,
     params:
-        evaluate=config["evaluate"],
+        **config["evaluate"],
     script:
         "../scripts/evaluate.py"

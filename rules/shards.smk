@@ -3,13 +3,13 @@
 
 checkpoint plan_shards:
     input:
-        "results/metadata/images.parquet",
+        table="results/clean/images.parquet",
     output:
-        "results/shards/plan.parquet",
+        plan="results/shards/plan.parquet",
     log:
         "logs/shards/plan.log",
     conda:
-        "../envs/data.yaml"
+        "../envs/shards.yaml"
     resources:
         mem_mb=2000,
         runtime=10,
@@ -23,20 +23,23 @@ checkpoint plan_shards:
 rule shard:
     input:
         plan="results/shards/plan.parquet",
-        manifests=expand("results/images/images_{nn}.manifest.tsv", nn=ARCHIVES),
+        images=expand("results/extract/images_{nn}", nn=NN),
     output:
-        shard="results/shards/{split}/{split}-{shard}-of-{num}.tfrecord",
-        info="results/shards/{split}/{split}-{shard}-of-{num}.json",
+        tfrecord=f"{SHARD}.tfrecord",
+        info=f"{SHARD}.json",
     log:
-        "logs/shards/{split}/{split}-{shard}-of-{num}.log",
+        f"{SHARD_LOG}.log",
     benchmark:
-        "benchmarks/shards/{split}/{split}-{shard}-of-{num}.tsv"
+        f"{SHARD_BENCHMARK}.tsv"
     conda:
-        "../envs/tensorflow.yaml"
+        "../envs/shards.yaml"
     resources:
         mem_mb=3000,
         runtime=60,
     params:
+        split="{split}",
+        index=lambda wildcards: int(wildcards.shard),
+        archives=ARCHIVES,
         image_size=config["shards"]["image_size"],
         encoding=config["shards"]["encoding"],
         max_bad_images=config["shards"]["max_bad_images"],
@@ -46,16 +49,21 @@ rule shard:
 
 rule shard_manifest:
     input:
-        shard_infos,
+        infos=shard_infos,
     output:
         manifest="results/shards/{split}/manifest.json",
-        bad="results/shards/{split}/bad_images.tsv",
+        bad_images="results/shards/{split}/bad_images.tsv",
     log:
         "logs/shards/{split}/manifest.log",
     conda:
-        "../envs/data.yaml"
+        "../envs/shards.yaml"
     resources:
         mem_mb=500,
         runtime=5,
+    params:
+        split="{split}",
+        image_size=config["shards"]["image_size"],
+        encoding=config["shards"]["encoding"],
+        max_bad_images=config["shards"]["max_bad_images"],
     script:
         "../scripts/shard_manifest.py"

@@ -3,25 +3,28 @@
 
 rule train:
     input:
-        train="results/shards/train/manifest.json",
-        val="results/shards/val/manifest.json",
+        train_manifest="results/shards/train/manifest.json",
+        val_manifest="results/shards/val/manifest.json",
     output:
-        model="results/model/model.keras",
-        summary="results/model/training_summary.json",
-        history="results/model/history.csv",
-        class_weights="results/model/class_weights.json",
+        model="results/train/model.keras",
+        summary="results/train/training_summary.json",
+        history="results/train/history.csv",
+        class_weights="results/train/class_weights.json",
+        tensorboard=directory("results/train/tensorboard"),
     log:
-        "logs/model/train.log",
+        "logs/train/train.log",
     benchmark:
-        "benchmarks/model/train.tsv"
+        "benchmarks/train/train.tsv"
     conda:
-        "../envs/tensorflow.yaml"
+        "../envs/train.yaml"
     threads: workflow.cores
     resources:
         gpu=1,
         mem_mb=16000,
         runtime=24 * 60,
     params:
-        train=config["train"],
+        **config["train"],
+        # Not an output: a killed run resumes from the state kept here (Snakemake keeps it too).
+        resume_dir="results/train/resume",
     script:
         "../scripts/train.py"

@@ -1,11 +1,7 @@
-"""Snakemake entry point: clean the metadata to Parquet (cxr14.metadata)."""
+"""Rule `clean` -> cxr14.clean.clean: the rule's named input, output and params are its keyword arguments."""
 import _package  # noqa: F401  (makes cxr14 importable)
-from cxr14.stages import clean, run_snakemake_script
+from cxr14.clean import clean
+from cxr14.logs import logged
 
-
-def _run(config, sm):
-    manifests = {int(p.rsplit("images_", 1)[1][:2]): p for p in sm.input.manifests}
-    clean(config, sm.input.data_entry, sm.input.train_val, sm.input.test, manifests, sm.output.table, sm.output.report)
-
-
-run_snakemake_script(snakemake, _run)  # noqa: F821
+with logged(snakemake.log[0]):  # noqa: F821
+    clean(**snakemake.input, **snakemake.output, **snakemake.params)  # noqa: F821

@@ -1,7 +1,7 @@
-"""Snakemake entry point: build the synthetic phantom mirror (cxr14.demo)."""
+"""Rule `demo_mirror` -> cxr14.demo.demo_mirror: the rule's named input, output and params are its keyword arguments."""
 import _package  # noqa: F401  (makes cxr14 importable)
-from pathlib import Path
+from cxr14.demo import demo_mirror
+from cxr14.logs import logged
 
-from cxr14.stages import demo_mirror, run_snakemake_script
-
-run_snakemake_script(snakemake, lambda config, sm: demo_mirror(config, Path(sm.output.archives[0]).parent))  # noqa: F821
+with logged(snakemake.log[0]):  # noqa: F821
+    demo_mirror(**snakemake.input, **snakemake.output, **snakemake.params)  # noqa: F821

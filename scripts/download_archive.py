@@ -1,8 +1,7 @@
-"""Snakemake entry point: download one archive (cxr14.download)."""
+"""Rule `download_archive` -> cxr14.download.download_archive: the rule's named input, output and params are its keyword arguments."""
 import _package  # noqa: F401  (makes cxr14 importable)
-from cxr14.stages import download_archive, run_snakemake_script
+from cxr14.download import download_archive
+from cxr14.logs import logged
 
-run_snakemake_script(
-    snakemake,  # noqa: F821
-    lambda config, sm: download_archive(config, int(sm.wildcards.nn), sm.output.archive, sm.output.checksum),
-)
+with logged(snakemake.log[0]):  # noqa: F821
+    download_archive(**snakemake.input, **snakemake.output, **snakemake.params)  # noqa: F821

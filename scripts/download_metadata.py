@@ -1,5 +1,7 @@
-"""Snakemake entry point: fetch one metadata file (cxr14.download)."""
+"""Rule `download_metadata` -> cxr14.download.download_metadata: the rule's named input, output and params are its keyword arguments."""
 import _package  # noqa: F401  (makes cxr14 importable)
-from cxr14.stages import download_metadata, run_snakemake_script
+from cxr14.download import download_metadata
+from cxr14.logs import logged
 
-run_snakemake_script(snakemake, lambda config, sm: download_metadata(config, sm.wildcards.name, sm.output[0]))  # noqa: F821
+with logged(snakemake.log[0]):  # noqa: F821
+    download_metadata(**snakemake.input, **snakemake.output, **snakemake.params)  # noqa: F821

@@ -1,12 +1,7 @@
-"""Snakemake entry point: evaluate the model and render the report (cxr14.evaluate, cxr14.report)."""
+"""Rule `evaluate` -> cxr14.evaluate.evaluate: the rule's named input, output and params are its keyword arguments."""
 import _package  # noqa: F401  (makes cxr14 importable)
-from cxr14.stages import evaluate, run_snakemake_script
+from cxr14.evaluate import evaluate
+from cxr14.logs import logged
 
-
-def _run(config, sm):
-    i = sm.input
-    evaluate(config, i.model, i.val, i.test, i.table, i.cleaning_report, i.boxes, i.expert or None,
-             sm.output.figures.rsplit("/", 1)[0])
-
-
-run_snakemake_script(snakemake, _run)  # noqa: F821
+with logged(snakemake.log[0]):  # noqa: F821
+    evaluate(**snakemake.input, **snakemake.output, **snakemake.params, threads=snakemake.threads)  # noqa: F821

@@ -1,8 +1,7 @@
-"""Snakemake entry point: extract one archive's PNGs (cxr14.extract)."""
+"""Rule `extract` -> cxr14.extract.extract: the rule's named input, output and params are its keyword arguments."""
 import _package  # noqa: F401  (makes cxr14 importable)
-from cxr14.stages import extract, run_snakemake_script
+from cxr14.extract import extract
+from cxr14.logs import logged
 
-run_snakemake_script(
-    snakemake,  # noqa: F821
-    lambda config, sm: extract(config, int(sm.wildcards.nn), sm.input[0], sm.output.images, sm.output.manifest),
-)
+with logged(snakemake.log[0]):  # noqa: F821
+    extract(**snakemake.input, **snakemake.output, **snakemake.params)  # noqa: F821

@@ -1,5 +1,7 @@
-"""Snakemake entry point: assign images to shards (cxr14.shards.plan)."""
+"""Rule `plan_shards` -> cxr14.shards.plan_shards: the rule's named input, output and params are its keyword arguments."""
 import _package  # noqa: F401  (makes cxr14 importable)
-from cxr14.stages import plan_shards, run_snakemake_script
+from cxr14.shards import plan_shards
+from cxr14.logs import logged
 
-run_snakemake_script(snakemake, lambda config, sm: plan_shards(config, sm.input[0], sm.output[0]))  # noqa: F821
+with logged(snakemake.log[0]):  # noqa: F821
+    plan_shards(**snakemake.input, **snakemake.output, **snakemake.params)  # noqa: F821

@@ -1,9 +1,7 @@
-"""Snakemake entry point: write one TFRecord shard (cxr14.shards.write_shard)."""
+"""Rule `shard` -> cxr14.shards.shard: the rule's named input, output and params are its keyword arguments."""
 import _package  # noqa: F401  (makes cxr14 importable)
-from cxr14.stages import run_snakemake_script, write_shard
+from cxr14.shards import shard
+from cxr14.logs import logged
 
-run_snakemake_script(
-    snakemake,  # noqa: F821
-    lambda config, sm: write_shard(config, sm.input.plan, sm.wildcards.split, int(sm.wildcards.shard),
-                                   "results/images", sm.output.shard, sm.output.info),
-)
+with logged(snakemake.log[0]):  # noqa: F821
+    shard(**snakemake.input, **snakemake.output, **snakemake.params)  # noqa: F821

@@ -1,8 +1,7 @@
-"""Snakemake entry point: a split's shard manifest and bad-image list (cxr14.shards.write_manifest)."""
+"""Rule `shard_manifest` -> cxr14.shards.shard_manifest: the rule's named input, output and params are its keyword arguments."""
 import _package  # noqa: F401  (makes cxr14 importable)
-from cxr14.stages import run_snakemake_script, shard_manifest
+from cxr14.shards import shard_manifest
+from cxr14.logs import logged
 
-run_snakemake_script(
-    snakemake,  # noqa: F821
-    lambda config, sm: shard_manifest(config, sm.wildcards.split, sm.input, sm.output.manifest, sm.output.bad),
-)
+with logged(snakemake.log[0]):  # noqa: F821
+    shard_manifest(**snakemake.input, **snakemake.output, **snakemake.params)  # noqa: F821

@@ -1,10 +1,7 @@
-"""Snakemake entry point: train the model (cxr14.train)."""
+"""Rule `train` -> cxr14.train.train: the rule's named input, output and params are its keyword arguments."""
 import _package  # noqa: F401  (makes cxr14 importable)
-from pathlib import Path
+from cxr14.train import train
+from cxr14.logs import logged
 
-from cxr14.stages import run_snakemake_script, train
-
-run_snakemake_script(
-    snakemake,  # noqa: F821
-    lambda config, sm: train(config, sm.input.train, sm.input.val, Path(sm.output.model).parent),
-)
+with logged(snakemake.log[0]):  # noqa: F821
+    train(**snakemake.input, **snakemake.output, **snakemake.params, threads=snakemake.threads)  # noqa: F821

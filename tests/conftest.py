@@ -142,15 +142,28 @@ def write_easy_shards(root, splits=(("train", 160), ("val", 64)), size=32, per_s
                          "box": box, **dict(zip(FINDINGS, labels.tolist()))})
     table = pd.DataFrame(rows)
     table.to_parquet(root / "table.parquet")
-    plan = shards.plan(table.drop(columns="box"), per_shard, seed)
+    plan = shards.plan_table(table.drop(columns="box"), per_shard, seed)
     manifests = {}
     for split, _ in splits:
         part = plan[plan.split == split]
         num = int(part.num_shards.iloc[0])
-        infos = [shards.write_shard(part[part.shard == s], root / "images",
-                                    root / "shards" / split / shards.shard_name(split, s, num), size)
+        infos = [shards.write_shard(part[part.shard == s], {1: folder},
+                                    root / "shards" / split / f"{shards.shard_stem(split, s, num)}.tfrecord", size, "raw", 0)
                  for s in range(num)]
         out = root / "shards" / split / "manifest.json"
         shards.write_manifest(split, infos, size, "raw", out, out.with_name("bad_images.tsv"), 0)
         manifests[split] = out
     return manifests
+
+
+def train_into(out, train_manifest, val_manifest, **settings):
+    """cxr14.train.train with its outputs laid out in one folder as the rule lays them out; `settings`
+    override the schema's train defaults."""
+    from cxr14.config import defaults
+    from cxr14.train import train
+
+    out = Path(out)
+    return train(train_manifest=train_manifest, val_manifest=val_manifest, model=out / "model.keras",
+                 summary=out / "training_summary.json", history=out / "history.csv",
+                 class_weights=out / "class_weights.json", tensorboard=out / "tensorboard", resume_dir=out / "resume",
+                 **{**defaults("train"), **settings})

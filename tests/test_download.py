@@ -106,13 +106,10 @@ def test_official_url_is_used_without_a_mirror():
 
 
 def test_missing_metadata_says_where_to_get_it(tmp_path):
-    from cxr14.stages import download_metadata
-    from cxr14 import config as cfg
-
-    config = cfg.load("config.yaml")
-    config["metadata_dir"] = str(tmp_path / "nowhere")
-    with pytest.raises(DownloadError, match=r"test_list\.txt is missing.*nihcc.*put them in .*nowhere"):
-        download_metadata(config, "test_list.txt", tmp_path / "test_list.txt")
+    nowhere = str(tmp_path / "nowhere")
+    with pytest.raises(DownloadError, match=r"test_list\.txt is missing.*nihcc.*put it in .*nowhere"):
+        download.download_metadata(sources=download.metadata_candidates("test_list.txt", None, nowhere),
+                                   out=tmp_path / "test_list.txt", metadata_dir=nowhere, **vars(FAST))
     assert not (tmp_path / "test_list.txt").exists()
 
 

@@ -5,8 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import spot_example, write_easy_shards
+from conftest import spot_example, train_into, write_easy_shards
 from cxr14 import evaluate, gradcam, metrics, models
+from cxr14.config import defaults
 from cxr14.constants import FINDINGS
 
 
@@ -87,33 +88,33 @@ def test_box_list_spelling_is_mapped(tmp_path):
 def evaluated(tmp_path_factory):
     """A small CNN trained to find a bright square anywhere (Atelectasis), evaluated end to end with
     the squares as boxes."""
-    from cxr14.report import render
-    from cxr14.train import train
-
     root = tmp_path_factory.mktemp("eval")
     manifests = write_easy_shards(root, (("train", 320), ("val", 96), ("test", 96)), size=128, per_shard=128,
                                   example=spot_example)
-    params = {"backbone": "small_cnn", "weights": "none", "loss": "weighted_bce", "focal_gamma": 2.0, "epochs": 8,
-              "batch_size": 16, "learning_rate": 0.003, "lr_factor": 0.5, "lr_patience": 3,
-              "early_stopping_patience": 10, "dropout": 0.0, "seed": 0, "cache": True, "augment": None, "deterministic": True}
-    train(manifests["train"], manifests["val"], root / "model", params)
+    train_into(root / "model", manifests["train"], manifests["val"], backbone="small_cnn", weights="none", epochs=8,
+               learning_rate=0.003, lr_factor=0.5, lr_patience=3, early_stopping_patience=10, dropout=0.0, seed=0,
+               cache=True, augment=None, deterministic=True)
     table = pd.read_parquet(root / "table.parquet")
     boxes = root / "boxes.csv"
     boxed = table[(table.split == "test") & (table.Atelectasis == 1)]
     boxes.write_text("Image Index,Finding Label,Bbox [x,y,w,h],,,\n" + "".join(
         f"{r.image_index},Infiltrate,600,600,1,1\n{r.image_index},Atelectasis,{','.join(map(str, r.box))}\n"
         for r in boxed.itertuples()))
-    ev = evaluate.evaluate(root / "model/model.keras", manifests["val"], manifests["test"], root / "eval",
-                           boxes_csv=boxes, n_boot=50, gallery_k=1)
     report = {"images": {"train": 320, "val": 96, "test": 96}, "patients": {"train": 320, "val": 96, "test": 96},
               "data_entry": "synthetic", "rows_in": 512, "rows_out": 512, "leakage_patients": 0,
               "changed": {}, "dropped": {}}
-    render(ev, table, report, root / "eval/report.html", root / "eval/figures")
-    return root, ev, len(boxed)
+    (root / "cleaning_report.json").write_text(json.dumps(report))
+    out = root / "eval"
+    m = evaluate.evaluate(
+        model=root / "model/model.keras", val_manifest=manifests["val"], test_manifest=manifests["test"],
+        table=root / "table.parquet", cleaning_report=root / "cleaning_report.json", boxes=boxes, expert_labels=[],
+        metrics=out / "metrics.json", thresholds=out / "thresholds.json", predictions=out / "predictions.parquet",
+        report=out / "report.html", figures=out / "figures", **{**defaults("evaluate"), "n_boot": 50, "gallery_k": 1})
+    return root, m, len(boxed)
 
 
 def test_evaluation_outputs(evaluated):
-    root, ev, _ = evaluated
+    root, _, _ = evaluated
     m = json.loads((root / "eval/metrics.json").read_text())
     assert set(m["auroc"]) == set(FINDINGS) and set(m["auroc_ci"]) == set(FINDINGS)
     assert m["mean_auroc"] > 0.9 and m["images"] == 96
@@ -130,8 +131,8 @@ def test_evaluation_outputs(evaluated):
 def test_localisation_scores_the_boxes(evaluated):
     from cxr14.data import Shards
 
-    root, ev, n_boxes = evaluated
-    loc = ev["metrics"]["localisation"]
+    root, m, n_boxes = evaluated
+    loc = m["localisation"]
     assert list(loc) == ["Atelectasis", "Infiltration"]  # "Infiltrate" in the box list is mapped
     assert loc["Atelectasis"]["boxes"] == loc["Infiltration"]["boxes"] == n_boxes > 20
     # The same figures, recomputed by hand from Grad-CAM and the boxes scaled from 1024 px to 128.

@@ -26,7 +26,7 @@ def served(tmp_path_factory):
     """An untrained small model (the app and predictor do not care how good it is) and shards."""
     root = tmp_path_factory.mktemp("serve")
     manifests = write_easy_shards(root, (("test", 12),), size=48, per_shard=12)
-    model = models.build("small_cnn", 48, "none")
+    model = models.build("small_cnn", 48, "none", dropout=0.2)
     model.save(root / "model.keras")
     thresholds = {"max_f1": {f: 0.5 for f in FINDINGS}, "youden": {f: 0.5 for f in FINDINGS}, "chosen_on": "val"}
     (root / "thresholds.json").write_text(__import__("json").dumps(thresholds))

@@ -5,6 +5,7 @@ import pytest
 
 from conftest import NIH_SAMPLE
 from cxr14 import images, shards
+from cxr14.config import defaults
 from cxr14.constants import FINDINGS
 from cxr14.data import Augment, Shards, dataset
 
@@ -17,6 +18,11 @@ def _table(n=10, split="train"):
                      "age_years": float(20 + k) if k != 3 else np.nan, "sex": "MF"[k % 2],
                      "view": ("PA", "AP")[k % 2], "archive": 1, "split": split, **labels})
     return pd.DataFrame(rows)
+
+
+def _dirs(tmp_path):
+    """The extracted folder of each archive, as the shard step takes them (the tables use archive 1)."""
+    return {1: tmp_path / "img" / "images_01"}
 
 
 def _write_pngs(root, table, size=100, rng=np.random.default_rng(0)):
@@ -39,9 +45,10 @@ def _manifest(tmp_path, infos, split="train", size=32, encoding="raw"):
 def test_round_trip_keeps_pixels_labels_and_metadata(tmp_path, encoding):
     table = _table()
     pixels = _write_pngs(tmp_path / "img", table)
-    plan = shards.plan(table, images_per_shard=4, seed=0)
-    infos = [shards.write_shard(plan[plan.shard == s], tmp_path / "img", tmp_path / shards.shard_name("train", s, 3),
-                                32, encoding) for s in range(3)]
+    plan = shards.plan_table(table, images_per_shard=4, seed=0)
+    infos = [shards.write_shard(plan[plan.shard == s], _dirs(tmp_path),
+                                tmp_path / f"{shards.shard_stem('train', s, 3)}.tfrecord", 32, encoding, 0)
+             for s in range(3)]
     assert [i["images"] for i in infos] == [4, 3, 3]
     ds = dataset(_manifest(tmp_path, infos, encoding=encoding), 4, with_metadata=True)
     seen = 0
@@ -67,10 +74,10 @@ def test_round_trip_keeps_pixels_labels_and_metadata(tmp_path, encoding):
 def test_shards_are_byte_identical_and_the_plan_is_seeded(tmp_path):
     table = _table(12)
     _write_pngs(tmp_path / "img", table)
-    a = shards.plan(table, 5, seed=1)
-    assert a.equals(shards.plan(table, 5, seed=1)) and not a.equals(shards.plan(table, 5, seed=2))
-    shards.write_shard(a[a.shard == 0], tmp_path / "img", tmp_path / "a.tfrecord", 16)
-    shards.write_shard(a[a.shard == 0], tmp_path / "img", tmp_path / "b.tfrecord", 16)
+    a = shards.plan_table(table, 5, seed=1)
+    assert a.equals(shards.plan_table(table, 5, seed=1)) and not a.equals(shards.plan_table(table, 5, seed=2))
+    shards.write_shard(a[a.shard == 0], _dirs(tmp_path), tmp_path / "a.tfrecord", 16, "raw", 0)
+    shards.write_shard(a[a.shard == 0], _dirs(tmp_path), tmp_path / "b.tfrecord", 16, "raw", 0)
     assert (tmp_path / "a.tfrecord").read_bytes() == (tmp_path / "b.tfrecord").read_bytes()
     assert shards.shard_counts(a) == {"train": 3, "val": 0, "test": 0}
 
@@ -81,14 +88,14 @@ def test_bad_images_are_skipped_listed_and_capped(tmp_path):
     path = tmp_path / "img/images_01" / table.image_index[1]
     path.write_bytes(path.read_bytes()[:200])  # truncated
     (tmp_path / "img/images_01" / table.image_index[2]).unlink()  # missing
-    plan = shards.plan(table, 10, 0)
-    info = shards.write_shard(plan, tmp_path / "img", tmp_path / "s.tfrecord", 16, max_bad_images=2)
+    plan = shards.plan_table(table, 10, 0)
+    info = shards.write_shard(plan, _dirs(tmp_path), tmp_path / "s.tfrecord", 16, "raw", max_bad_images=2)
     assert info["images"] == 2
     assert {b["image_index"] for b in info["bad_images"]} == set(table.image_index[1:3])
     assert any("truncated" in b["reason"] for b in info["bad_images"])
     with pytest.raises(shards.TooManyBadImages, match="2 bad images"):
-        shards.write_shard(plan, tmp_path / "img", tmp_path / "t.tfrecord", 16, max_bad_images=1)
-    assert not (tmp_path / "t.tfrecord").exists() and not (tmp_path / "t.tfrecord.partial").exists()
+        shards.write_shard(plan, _dirs(tmp_path), tmp_path / "t.tfrecord", 16, "raw", max_bad_images=1)
+    assert not (tmp_path / "t.tfrecord").exists() and not (tmp_path / "t.partial.tfrecord").exists()
     shards.write_manifest("train", [info], 16, "raw", tmp_path / "m.json", tmp_path / "bad.tsv", 5)
     assert len(pd.read_csv(tmp_path / "bad.tsv", sep="\t")) == 2
 
@@ -134,11 +141,11 @@ def test_real_nih_pngs_decode():
 def test_training_reader_shapes_range_and_channels(tmp_path):
     table = _table(10)
     _write_pngs(tmp_path / "img", table)
-    plan = shards.plan(table, 5, 0)
-    infos = [shards.write_shard(plan[plan.shard == s], tmp_path / "img", tmp_path / f"s{s}.tfrecord", 32)
+    plan = shards.plan_table(table, 5, 0)
+    infos = [shards.write_shard(plan[plan.shard == s], _dirs(tmp_path), tmp_path / f"s{s}.tfrecord", 32, "raw", 0)
              for s in range(2)]
     src = _manifest(tmp_path, infos)
-    batches = list(dataset(src, 4, training=True, augment=Augment(), channels=3, scale="unit"))
+    batches = list(dataset(src, 4, training=True, augment=Augment(**defaults("train")["augment"]), channels=3, scale="unit"))
     assert len(batches) == 2  # training drops the last partial batch
     x, y = batches[0]
     assert x.shape == (4, 32, 32, 3) and x.dtype.name == "float32" and y.shape == (4, 14)

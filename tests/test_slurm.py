@@ -40,14 +40,14 @@ def test_data_stages_through_the_slurm_profile(cluster, tmp_path):
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
            "--profile", str(REPO / "profiles/slurm"), "--configfile", str(tmp_path / "test.yaml"),
            "--slurm-init-seconds-before-status-checks", "5", "--jobs", "4",
-           "results/metadata/images.parquet"]
+           "results/clean/images.parquet"]
     env = {**cluster.env, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:] + cluster.logs()
-    table = pd.read_parquet(tmp_path / "results/metadata/images.parquet")
+    table = pd.read_parquet(tmp_path / "results/clean/images.parquet")
     assert len(table) == 16
     # The jobs really went through Slurm (demo mirror, 2 downloads, 3 metadata files, 2 extracts, clean).
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", proc.stdout + proc.stderr, re.I)
     assert len(set(submitted)) >= 9, proc.stderr[-3000:]
-    report = json.loads((tmp_path / "results/metadata/cleaning_report.json").read_text())
+    report = json.loads((tmp_path / "results/clean/cleaning_report.json").read_text())
     assert report["leakage_patients"] == 0

@@ -6,11 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import write_easy_shards
+from conftest import train_into, write_easy_shards
 from cxr14 import models
 from cxr14.constants import FINDINGS
 from cxr14.data import Shards, dataset
-from cxr14.train import train
 
 PARAMS = {"backbone": "small_cnn", "weights": "none", "loss": "weighted_bce", "focal_gamma": 2.0, "epochs": 4,
           "batch_size": 16, "learning_rate": 0.003, "lr_factor": 0.5, "lr_patience": 2,
@@ -25,7 +24,7 @@ def easy(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(easy, tmp_path_factory):
     out = tmp_path_factory.mktemp("model")
-    return out, train(easy["train"], easy["val"], out, PARAMS)
+    return out, train_into(out, easy["train"], easy["val"], **PARAMS)
 
 
 def test_loss_falls_and_val_auroc_rises_above_chance(trained):
@@ -37,7 +36,7 @@ def test_loss_falls_and_val_auroc_rises_above_chance(trained):
     assert set(summary["best_val_auroc"]) == set(FINDINGS)
     for name in ("model.keras", "class_weights.json", "training_summary.json"):
         assert (out / name).exists()
-    assert not (out / "backup").exists()
+    assert not (out / "resume").exists()
 
 
 def test_saved_model_reloads_and_predicts_the_same(trained, easy):
@@ -98,10 +97,10 @@ def test_a_run_killed_after_epoch_1_resumes_at_epoch_2(easy, tmp_path):
     params = {**PARAMS, "epochs": 3}
     # BackupAndRestore saves at the end of an epoch before later callbacks run, so this "kill" comes after it.
     with pytest.raises(_Killed):
-        train(easy["train"], easy["val"], tmp_path, params, extra_callbacks=[_KillAfterFirstEpoch()])
-    assert (tmp_path / "backup").exists() and not (tmp_path / "model.keras").exists()
+        train_into(tmp_path, easy["train"], easy["val"], **params, extra_callbacks=[_KillAfterFirstEpoch()])
+    assert (tmp_path / "resume/backup").exists() and not (tmp_path / "model.keras").exists()
     record = _RecordEpochs()
-    summary = train(easy["train"], easy["val"], tmp_path, params, extra_callbacks=[record])
+    summary = train_into(tmp_path, easy["train"], easy["val"], **params, extra_callbacks=[record])
     assert record.epochs == [1, 2]
     assert list(pd.read_csv(tmp_path / "history.csv").epoch) == [0, 1, 2]
     assert summary["epochs_run"] == 3 and summary["epochs_this_run"] == 2
@@ -116,23 +115,39 @@ def test_imagenet_weights_offline_fail_with_a_clear_message(monkeypatch, tmp_pat
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setattr(file_utils, "urlretrieve", offline)
     with pytest.raises(models.WeightsUnavailable, match=r"weights: none.*weights file|weights: none"):
-        models.build("mobilenetv3small", 64, "imagenet")
+        models.build("mobilenetv3small", 64, "imagenet", dropout=0.2)
 
 
 def test_local_weights_file_is_used(tmp_path):
     net = models.BACKBONES["small_cnn"][0](32, None)
     net.save_weights(tmp_path / "w.weights.h5")
-    model = models.build("small_cnn", 32, str(tmp_path / "w.weights.h5"))
+    model = models.build("small_cnn", 32, str(tmp_path / "w.weights.h5"), dropout=0.2)
     for a, b in zip(model.get_layer("backbone").get_weights(), net.get_weights()):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(models.WeightsUnavailable, match="missing.h5"):
-        models.build("small_cnn", 32, str(tmp_path / "missing.h5"))
+        models.build("small_cnn", 32, str(tmp_path / "missing.h5"), dropout=0.2)
 
 
 @pytest.mark.parametrize("backbone", ["mobilenetv3small", "densenet121"])
 def test_imagenet_backbones_take_grayscale(backbone):
-    model = models.build(backbone, 64 if backbone == "mobilenetv3small" else 32, "none")
+    model = models.build(backbone, 64 if backbone == "mobilenetv3small" else 32, "none", dropout=0.2)
     size = model.input_shape[1]
     out = model.predict(np.full((2, size, size, 1), 128.0, np.float32), verbose=0)
     assert out.shape == (2, 14) and out.dtype == np.float32 and np.all((out > 0) & (out < 1))
     assert len(model.get_layer("backbone").output.shape) == 4
+
+
+def test_a_killed_run_is_not_resumed_with_other_settings(easy, tmp_path):
+    with pytest.raises(_Killed):
+        train_into(tmp_path, easy["train"], easy["val"], **{**PARAMS, "epochs": 2},
+                   extra_callbacks=[_KillAfterFirstEpoch()])
+    record = _RecordEpochs()
+    train_into(tmp_path, easy["train"], easy["val"], **{**PARAMS, "epochs": 2, "learning_rate": 0.001},
+               extra_callbacks=[record])
+    assert record.epochs == [0, 1]
+    assert list(pd.read_csv(tmp_path / "history.csv").epoch) == [0, 1]
+
+
+def test_train_refuses_settings_that_are_not_the_configs(easy, tmp_path):
+    with pytest.raises(TypeError, match=r"unknown \['epoch'\]"):
+        train_into(tmp_path, easy["train"], easy["val"], epoch=3)

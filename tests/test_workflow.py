@@ -63,26 +63,40 @@ def rerun_plan(workdir, change: dict) -> dict[str, int]:
 
 def test_dry_run_plans_one_job_per_archive(tmp_path):
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(tiny_config(archives=(1, 2, 3))))
-    jobs = planned_jobs(run(tmp_path, "-n", "results/metadata/images.parquet"))
+    jobs = planned_jobs(run(tmp_path, "-n", "results/clean/images.parquet"))
     assert jobs["download_archive"] == 3 and jobs["extract"] == 3 and jobs["clean"] == 1
 
 
 def test_dry_run_on_the_real_config_needs_no_network(tmp_path):
     (tmp_path / "test.yaml").write_text("{}\n")
-    jobs = planned_jobs(run(tmp_path, "-n", "results/metadata/images.parquet"))
+    jobs = planned_jobs(run(tmp_path, "-n", "results/clean/images.parquet"))
     assert jobs["download_archive"] == 12 and jobs["extract"] == 12
 
 
-def test_bad_config_is_refused(tmp_path):
-    (tmp_path / "test.yaml").write_text(yaml.safe_dump({"archives": [13]}))
+@pytest.mark.parametrize("config, message", [
+    ({"archives": [13]}, "13 is greater than the maximum of 12"),
+    ({"train": {"epoch": 3}}, "'epoch' was unexpected"),
+    ({"shards": {"image_size": "big"}}, "'big' is not of type 'integer'"),
+])
+def test_bad_config_is_refused_naming_the_key(tmp_path, config, message):
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(config))
     proc = run(tmp_path, "-n", check=False)
-    assert proc.returncode != 0 and "13 is greater than the maximum of 12" in proc.stdout + proc.stderr
+    assert proc.returncode != 0 and message in proc.stdout + proc.stderr
+
+
+def test_config_from_the_shell_is_read_as_the_schema_types(tmp_path):
+    """`--config` values arrive as strings (Snakemake reads them with YAML's BaseLoader)."""
+    (tmp_path / "test.yaml").write_text("{}\n")
+    jobs = planned_jobs(run(tmp_path, "-n", "results/clean/images.parquet", "--config", "archives=[1,2]",
+                            "train={epochs: 2, cache: true, learning_rate: 1e-3}", "mirror=null"))
+    assert jobs["download_archive"] == 2 and jobs["extract"] == 2
 
 
 def test_tiny_run_writes_the_table_and_report(workdir):
-    table = pd.read_parquet(workdir / "results/metadata/images.parquet")
+    table = pd.read_parquet(workdir / "results/clean/images.parquet")
     assert len(table) == 24 and set(table.archive) == {1, 2}
     assert (workdir / "results/download/images_01.sha256").read_text().endswith("images_01.tar.gz\n")
+    assert sorted(p.name for p in (workdir / "results/extract").iterdir())[:2] == ["images_01", "images_01.manifest.tsv"]
     assert (workdir / "logs/extract/images_02.log").exists()
     assert (workdir / "benchmarks/download/images_01.tsv").exists()
 
@@ -115,19 +129,9 @@ def test_shards_of_the_tiny_run(workdir):
         manifest = json.loads((workdir / f"results/shards/{split}/manifest.json").read_text())
         assert manifest["image_size"] == 32 and all(s["images"] <= 4 for s in manifest["shards"])
         total += manifest["images"] + manifest["bad_images"]
-    assert total == len(pd.read_parquet(workdir / "results/metadata/images.parquet"))
+    assert total == len(pd.read_parquet(workdir / "results/clean/images.parquet"))
 
 
-def test_stages_run_from_the_cli_without_snakemake(tmp_path):
-    """The demo mirror, a download and an extraction through `cxr14 <step>`, as a user would."""
-    cli = [sys.executable, "-m", "cxr14.cli"]
-    config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({**tiny_config(images=5), "mirror": str(tmp_path / "mirror")}))
-    args = ["--config", str(REPO / "config.yaml"), "--config", str(config)]
-    for step in (["demo-mirror", str(tmp_path / "mirror")],
-                 ["download-archive", "3", str(tmp_path / "a.archive"), str(tmp_path / "a.sha256")],
-                 ["extract", "3", str(tmp_path / "a.archive"), str(tmp_path / "img"), str(tmp_path / "m.tsv")]):
-        proc = subprocess.run([*cli, *step, *args], capture_output=True, text=True, cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr
-    assert len(list((tmp_path / "img").glob("*.png"))) == 5
-    assert (tmp_path / "a.sha256").read_text().endswith("images_03.tar.gz\n")
+def test_one_step_alone_is_a_snakemake_target(workdir):
+    proc = run(workdir, "-n", "-f", "results/shards/val/manifest.json")
+    assert planned_jobs(proc) == {"shard_manifest": 1}

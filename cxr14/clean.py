@@ -13,6 +13,7 @@ Quirks handled, all found in the real files:
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -22,7 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .constants import FINDINGS, NO_FINDING, SPLITS
-from .files import atomic
+from .files import atomic, write_json
+
+log = logging.getLogger(__name__)
 
 RAW_COLUMNS = [
     "Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age",
@@ -134,15 +137,29 @@ def on_disk(manifests: dict[int, str | Path]) -> pd.DataFrame:
     return disk
 
 
-def clean(
+def clean(*, data_entry, train_val_list, test_list, manifests: list, archives: list[int], table, report,
+          val_fraction: float, seed: int, max_age: float) -> dict:
+    """Step `clean`: the cleaned table of the images on disk to Parquet (`table`), and the cleaning
+    report (`report`). `manifests` are the extraction manifests of `archives`, in the same order."""
+    if len(manifests) != len(archives):
+        raise ValueError(f"{len(manifests)} extraction manifests for {len(archives)} archives")
+    cleaned, found = clean_table(data_entry, train_val_list, test_list, dict(zip(archives, manifests)),
+                                 val_fraction=val_fraction, seed=seed, max_age=max_age)
+    write_parquet(cleaned, table)
+    write_json(found, report)
+    log.info("cleaned %d of %d rows; images per split %s", found["rows_out"], found["rows_in"], found["images"])
+    return found
+
+
+def clean_table(
     data_entry: str | Path,
     train_val_list: str | Path,
     test_list: str | Path,
     manifests: dict[int, str | Path],
     *,
-    val_fraction: float = 0.1,
-    seed: int = 42,
-    max_age: float = 120,
+    val_fraction: float,
+    seed: int,
+    max_age: float,
 ) -> tuple[pd.DataFrame, dict]:
     """The cleaned table of the images on disk, and the cleaning report."""
     source = str(data_entry)

@@ -3,8 +3,8 @@
 
 rule app:
     input:
-        model="results/model/model.keras",
-        thresholds="results/eval/thresholds.json",
+        model="results/train/model.keras",
+        thresholds="results/evaluate/thresholds.json",
     log:
         "logs/app/app.log",
     localrule: True

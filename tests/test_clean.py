@@ -2,15 +2,18 @@ import pandas as pd
 import pytest
 
 from conftest import NIH_METADATA, needs_shared
-from cxr14 import metadata
+from cxr14 import clean
+from cxr14.config import defaults
 from cxr14.constants import FINDINGS
 
 HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
           "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
 
+CLEAN = defaults("clean")
+
 
 def test_ages_in_both_formats():
-    ages, counts = metadata.parse_ages(pd.Series(["57", "058Y", "018M", "001D", "412Y"]), 120, "f")
+    ages, counts = clean.parse_ages(pd.Series(["57", "058Y", "018M", "001D", "412Y"]), 120, "f")
     assert ages.tolist()[:3] == [57.0, 58.0, 1.5]
     assert ages[3] == pytest.approx(1 / 365.25)
     assert pd.isna(ages[4])
@@ -18,24 +21,24 @@ def test_ages_in_both_formats():
 
 
 def test_unreadable_age_names_file_and_row():
-    with pytest.raises(metadata.MetadataError, match=r"Data_Entry\.csv: unreadable age '5x' at data row 2"):
-        metadata.parse_ages(pd.Series(["5", "5x"]), 120, "Data_Entry.csv")
+    with pytest.raises(clean.MetadataError, match=r"Data_Entry\.csv: unreadable age '5x' at data row 2"):
+        clean.parse_ages(pd.Series(["5", "5x"]), 120, "Data_Entry.csv")
 
 
 def test_labels_and_no_finding():
-    matrix, mixed = metadata.label_matrix(pd.Series(["No Finding", "Effusion|Hernia", "Mass|No Finding"]), "f")
+    matrix, mixed = clean.label_matrix(pd.Series(["No Finding", "Effusion|Hernia", "Mass|No Finding"]), "f")
     assert matrix.loc[0].sum() == 0
     assert matrix.loc[1, "Effusion"] == 1 and matrix.loc[1, "Hernia"] == 1 and matrix.loc[1].sum() == 2
     assert mixed == 1
-    with pytest.raises(metadata.MetadataError, match="unknown finding"):
-        metadata.label_matrix(pd.Series(["Infiltrate"]), "f")
+    with pytest.raises(clean.MetadataError, match="unknown finding"):
+        clean.label_matrix(pd.Series(["Infiltrate"]), "f")
 
 
 def test_bad_header_is_refused(tmp_path):
     path = tmp_path / "Data_Entry_2017.csv"
     path.write_text("a,b,c\n1,2,3\n")
-    with pytest.raises(metadata.MetadataError, match="Data_Entry_2017.csv: unexpected header"):
-        metadata.read_data_entry(path)
+    with pytest.raises(clean.MetadataError, match="Data_Entry_2017.csv: unexpected header"):
+        clean.read_data_entry(path)
 
 
 def _mini(tmp_path, rows, test, train_val):
@@ -50,8 +53,8 @@ def _mini(tmp_path, rows, test, train_val):
 def test_patient_in_two_splits_fails_the_run(tmp_path):
     rows = ["00000001_000.png,No Finding,0,1,50,M,PA,1,1,1,1", "00000001_001.png,Mass,1,1,50,M,PA,1,1,1,1"]
     paths = _mini(tmp_path, rows, test=["00000001_000.png"], train_val=["00000001_001.png"])
-    with pytest.raises(metadata.LeakageError, match=r"1 patients appear in more than one split, e.g. \[1\]"):
-        metadata.clean(*paths)
+    with pytest.raises(clean.LeakageError, match=r"1 patients appear in more than one split, e.g. \[1\]"):
+        clean.clean_table(*paths, **CLEAN)
 
 
 def test_only_images_on_disk_are_kept(tmp_path):
@@ -60,7 +63,7 @@ def test_only_images_on_disk_are_kept(tmp_path):
                                     train_val=[r.split(",")[0] for r in rows[:3]])
     pd.DataFrame({"image_index": ["00000001_000.png", "00000004_000.png", "00000009_000.png"], "bytes": 1}).to_csv(
         manifests[1], sep="\t", index=False)
-    table, report = metadata.clean(de, tv, test, manifests)
+    table, report = clean.clean_table(de, tv, test, manifests, **CLEAN)
     assert table.image_index.tolist() == ["00000001_000.png", "00000004_000.png"]
     assert report["dropped"]["not_in_selected_archives"] == 2
     assert report["on_disk_not_in_metadata"] == {"count": 1, "examples": ["00000009_000.png"]}
@@ -74,12 +77,12 @@ def real_tables():
     from pathlib import Path
 
     tmp = Path(tempfile.mkdtemp())
-    names = metadata.read_data_entry(NIH_METADATA / "Data_Entry_2017_v2020.csv.gz").image_index
+    names = clean.read_data_entry(NIH_METADATA / "Data_Entry_2017_v2020.csv.gz").image_index
     pd.DataFrame({"image_index": names, "bytes": 1}).to_csv(tmp / "m.tsv", sep="\t", index=False)
     out = {}
     for name in ("Data_Entry_2017_v2020.csv.gz", "Data_Entry_2017.csv.gz"):
-        out[name] = metadata.clean(NIH_METADATA / name, NIH_METADATA / "train_val_list.txt.gz",
-                                   NIH_METADATA / "test_list.txt.gz", {1: tmp / "m.tsv"})
+        out[name] = clean.clean_table(NIH_METADATA / name, NIH_METADATA / "train_val_list.txt.gz",
+                                      NIH_METADATA / "test_list.txt.gz", {1: tmp / "m.tsv"}, **CLEAN)
     return out, tmp
 
 
@@ -90,8 +93,8 @@ def test_both_real_releases_clean_to_the_same_images_and_splits(real_tables):
         assert len(table) == 112_120 and table.patient_id.nunique() == 30_805
         assert report["images"]["test"] == 25_596
         assert report["images"]["train"] + report["images"]["val"] == 86_524
-        assert report["leakage_patients"] == 0 and len(metadata.leakage(table)) == 0
-        assert list(table.columns) == metadata.COLUMNS
+        assert report["leakage_patients"] == 0 and len(clean.leakage(table)) == 0
+        assert list(table.columns) == clean.COLUMNS
         assert table[list(FINDINGS)].isin([0, 1]).all().all()
     assert (v2020.image_index == v2017.image_index).all()
     assert (v2020.split == v2017.split).all() and (v2020.patient_id == v2017.patient_id).all()
@@ -116,10 +119,10 @@ def test_real_ages_are_sensible(real_tables):
 @needs_shared
 def test_parquet_is_byte_identical_across_runs(real_tables, tmp_path):
     table, _ = real_tables[0]["Data_Entry_2017_v2020.csv.gz"]
-    again, _ = metadata.clean(NIH_METADATA / "Data_Entry_2017_v2020.csv.gz", NIH_METADATA / "train_val_list.txt.gz",
-                              NIH_METADATA / "test_list.txt.gz", {1: real_tables[1] / "m.tsv"})
-    metadata.write_parquet(table, tmp_path / "a.parquet")
-    metadata.write_parquet(again, tmp_path / "b.parquet")
+    again, _ = clean.clean_table(NIH_METADATA / "Data_Entry_2017_v2020.csv.gz", NIH_METADATA / "train_val_list.txt.gz",
+                                 NIH_METADATA / "test_list.txt.gz", {1: real_tables[1] / "m.tsv"}, **CLEAN)
+    clean.write_parquet(table, tmp_path / "a.parquet")
+    clean.write_parquet(again, tmp_path / "b.parquet")
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
     back = pd.read_parquet(tmp_path / "a.parquet")
     assert back.patient_id.dtype == "int64" and back.age_years.dtype == "float64" and back.Mass.dtype == "int8"
@@ -129,9 +132,9 @@ def test_validation_split_is_patient_wise_and_seeded():
     table = pd.DataFrame({"image_index": [f"{p:08d}_{f:03d}.png" for p in range(100) for f in range(3)],
                           "patient_id": [p for p in range(100) for _ in range(3)]})
     names = table.image_index.tolist()
-    a = metadata.assign_splits(table, names, [], 0.2, seed=1)
-    b = metadata.assign_splits(table, names, [], 0.2, seed=1)
-    c = metadata.assign_splits(table, names, [], 0.2, seed=2)
+    a = clean.assign_splits(table, names, [], 0.2, seed=1)
+    b = clean.assign_splits(table, names, [], 0.2, seed=1)
+    c = clean.assign_splits(table, names, [], 0.2, seed=2)
     assert (a == b).all() and not (a == c).all()
     assert (a == "val").sum() == 60
     assert table.assign(split=a).groupby("patient_id").split.nunique().max() == 1
