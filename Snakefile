@@ -21,6 +21,8 @@ wildcard_constraints:
     split="train|val|test",
     shard=r"\d{5}",
     num=r"\d{5}",
+    layout=r"\d+px-(raw|png)",
+    run=cxr14_runs.NAME.pattern.strip("^$"),
 
 
 include: "rules/demo.smk"
@@ -30,6 +32,7 @@ include: "rules/clean.smk"
 include: "rules/shards.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/leaderboard.smk"
 include: "rules/app.smk"
 
 
@@ -38,5 +41,6 @@ rule all:
         "results/clean/images.parquet",
         "results/clean/cleaning_report.json",
         SHARD_MANIFESTS,
-        "results/train/model.keras",
-        "results/evaluate/report.html",
+        expand(cxr14_runs.MODEL, run=TRAINED),
+        expand(f"{RUN}/evaluate/report.html", run=RUNS),
+        "results/leaderboard.html",

@@ -38,14 +38,26 @@ def make_examples(folder: Path, size: int = 512) -> list[str]:
 
 
 class Analysis:
-    """What the page shows for one upload; kept in the session state to re-explain other findings."""
+    """What the page shows for one upload and run. The session state keeps the upload at full
+    resolution, so another run (of another input size) or another finding can be shown for it."""
 
-    def __init__(self, predictor: Predictor, max_mb: float):
-        self.predictor, self.max_mb = predictor, max_mb
+    def __init__(self, runs: dict[str, tuple], max_mb: float):
+        self.runs, self.max_mb = runs, max_mb  # run -> (model path, thresholds path or None)
+        self._loaded: dict[str, Predictor] = {}
 
-    def findings_markdown(self, probs) -> str:
-        cut = self.predictor.thresholds
-        above = set(self.predictor.above(probs))
+    def predictor(self, run: str) -> Predictor:
+        if run not in self._loaded:
+            self._loaded[run] = Predictor(*self.runs[run])
+        return self._loaded[run]
+
+    def describe(self, run: str, answered: bool = False) -> str:
+        info = self.predictor(run).info
+        return f"{'Answered by run' if answered else 'Run'} **{run}**: {info['backbone']} at {info['image_size']} px."
+
+    @staticmethod
+    def findings_markdown(predictor: Predictor, probs) -> str:
+        cut = predictor.thresholds
+        above = set(predictor.above(probs))
         rule = "the operating points chosen on the validation split" if cut else "0.5 (no evaluation thresholds loaded)"
         lines = [f"Findings at or above {rule} are marked **▲**.", "", "| finding | probability | |", "|---|---:|:-:|"]
         for k in np.argsort(-probs):
@@ -53,33 +65,37 @@ class Analysis:
             lines.append(f"| {name} | {probs[k]:.3f} | {'▲' if name in above else ''} |")
         return "\n".join(lines)
 
-    def analyse(self, file):
+    def analyse(self, file, run: str):
         """(status, label dict, findings table, overlay, dropdown value, state) for an upload."""
         empty = ("", None, "", None, None, None)
         if file is None:
             return empty
         path = Path(file if isinstance(file, str) else file.name)
         try:
-            prepared = self.predictor.prepare(read_gray(path.read_bytes(), self.max_mb))
+            gray = read_gray(path.read_bytes(), self.max_mb)
         except (BadImage, OSError) as exc:
             log.info("refused %s: %s", path.name, exc)
             return (f"**Could not read {path.name}:** {exc}. Upload a PNG, JPEG or DICOM chest X-ray.",
                     *empty[1:])
-        probs = self.predictor.predict(prepared[None])[0]
+        predictor = self.predictor(run)
+        prepared = predictor.prepare(gray)
+        probs = predictor.predict(prepared[None])[0]
         top = FINDINGS[int(np.argmax(probs))]
-        return ("", {f: float(p) for f, p in zip(FINDINGS, probs)}, self.findings_markdown(probs),
-                self.predictor.explain(prepared, top, DISPLAY_SIZE), top, prepared)
+        return (self.describe(run, answered=True), {f: float(p) for f, p in zip(FINDINGS, probs)},
+                self.findings_markdown(predictor, probs), predictor.explain(prepared, top, DISPLAY_SIZE), top, gray)
 
-    def explain(self, finding, prepared):
-        if prepared is None or not finding:
+    def explain(self, finding, gray, run: str):
+        if gray is None or not finding:
             return None
-        return self.predictor.explain(np.asarray(prepared, np.float32), finding, DISPLAY_SIZE)
+        predictor = self.predictor(run)
+        return predictor.explain(predictor.prepare(np.asarray(gray, np.uint8)), finding, DISPLAY_SIZE)
 
 
-def build(predictor: Predictor, max_mb: float = DEFAULT_MAX_MB, examples_dir: Path | None = None):
+def build(runs: dict[str, tuple], first: str, max_mb: float = DEFAULT_MAX_MB, examples_dir: Path | None = None):
+    """The page for `runs` (name -> (model, thresholds)), showing `first` until another is picked."""
     import gradio as gr
 
-    analysis = Analysis(predictor, max_mb)
+    analysis = Analysis(runs, max_mb)
     examples = make_examples(examples_dir or Path(tempfile.gettempdir()) / "cxr14-examples")
     with gr.Blocks(title="cxr14: chest X-ray findings (research use only)") as demo:
         gr.Markdown(f"# cxr14\n{DISCLAIMER}", elem_classes=["cxr14-disclaimer"], elem_id="disclaimer")
@@ -89,9 +105,9 @@ def build(predictor: Predictor, max_mb: float = DEFAULT_MAX_MB, examples_dir: Pa
                 upload = gr.File(label="Chest X-ray (PNG, JPEG or DICOM)", file_types=[".png", ".jpg", ".jpeg", ".dcm", ".dicom"],
                                  file_count="single", type="filepath", elem_id="upload")
                 gr.Examples(examples=examples, inputs=upload, label="Phantom examples made by cxr14")
+                run = gr.Dropdown(choices=list(runs), value=first, label="Run (trained model)", elem_id="run-choice")
                 status = gr.Markdown(elem_id="status")
-                info = predictor.info
-                gr.Markdown(f"Model: {info['backbone']} at {info['image_size']} px.", elem_id="model-info")
+                info = gr.Markdown(analysis.describe(first), elem_id="model-info")
             with gr.Column():
                 label = gr.Label(num_top_classes=len(FINDINGS), label="Findings (probability)", elem_id="findings")
                 table = gr.Markdown(elem_id="findings-table")
@@ -99,14 +115,19 @@ def build(predictor: Predictor, max_mb: float = DEFAULT_MAX_MB, examples_dir: Pa
                 choose = gr.Dropdown(choices=list(FINDINGS), label="Grad-CAM for", elem_id="gradcam-choice")
                 heatmap = gr.Image(label="Where the model looked (Grad-CAM)", type="numpy", elem_id="heatmap")
         gr.Markdown(DISCLAIMER, elem_classes=["cxr14-disclaimer"])
-        upload.change(analysis.analyse, inputs=upload, outputs=[status, label, table, heatmap, choose, state])
-        choose.input(analysis.explain, inputs=[choose, state], outputs=heatmap)
+        outputs = [status, label, table, heatmap, choose, state]
+        upload.change(analysis.analyse, inputs=[upload, run], outputs=outputs)
+        run.change(analysis.analyse, inputs=[upload, run], outputs=outputs)
+        run.change(analysis.describe, inputs=run, outputs=info)
+        choose.input(analysis.explain, inputs=[choose, state, run], outputs=heatmap)
     return demo
 
 
 def main(args) -> int:
-    predictor = Predictor(args.model, args.thresholds)
-    demo = build(predictor, args.max_mb)
+    from .runs import served
+
+    runs, first = served(args.run, args.model, args.thresholds)
+    demo = build(runs, first, args.max_mb)
     host = "0.0.0.0" if args.share_on_network else "127.0.0.1"
     demo.launch(server_name=host, server_port=args.port, css=CSS, share=False, show_error=True)
     return 0

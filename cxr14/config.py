@@ -6,6 +6,7 @@ uses as params, so no step reads the config itself.
 
 from __future__ import annotations
 
+import copy
 import functools
 from importlib import resources
 
@@ -55,12 +56,30 @@ def coerce(value, node: dict | None = None):
     return value
 
 
-def validate(config: dict) -> dict:
-    """Coerce shell strings, then validate `config` in place against the schema, filling in defaults."""
-    from snakemake.utils import validate as sm_validate
+class ConfigError(ValueError):
+    """The config does not fit the schema; the message names each key and the reason."""
 
+
+def validate(config: dict) -> dict:
+    """Coerce shell strings, then validate `config` in place against the schema, filling in defaults
+    (a copy of each, and only inside objects: `train.augment: null` stays off)."""
+    from jsonschema import Draft202012Validator, validators
+
+    check_properties = Draft202012Validator.VALIDATORS["properties"]
+
+    def fill_defaults(validator, properties, instance, node):
+        if validator.is_type(instance, "object"):
+            for key, sub in properties.items():
+                if "default" in sub:
+                    instance.setdefault(key, copy.deepcopy(sub["default"]))
+        yield from check_properties(validator, properties, instance, node)
+
+    filling = validators.extend(Draft202012Validator, {"properties": fill_defaults})
     coerce(config)
-    sm_validate(config, str(SCHEMA), set_default=True)
+    errors = list(filling(schema()).iter_errors(config))
+    if errors:
+        raise ConfigError("invalid config:\n" + "\n".join(
+            f"  {'.'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}" for e in errors))
     return config
 
 

@@ -131,12 +131,12 @@ def read_boxes(path) -> pd.DataFrame:
     return raw
 
 
-def collect_images(shards, names: set[str]) -> dict[str, np.ndarray]:
+def collect_images(shards, names: set[str], batch_size: int = 256) -> dict[str, np.ndarray]:
     """The (S, S, 1) pixels of the named images, in one pass over the shards."""
     from .data import dataset
 
     found = {}
-    for x, _, meta in dataset(shards, 256, with_metadata=True):
+    for x, _, meta in dataset(shards, batch_size, with_metadata=True):
         idx = [s.decode() for s in meta["image_index"].numpy()]
         for k, name in enumerate(idx):
             if name in names:
@@ -190,43 +190,75 @@ def localisation(model, boxes: pd.DataFrame, images: dict, size: int) -> tuple[d
     return out, examples
 
 
-def evaluate(*, model, val_manifest, test_manifest, table, cleaning_report, boxes, expert_labels, metrics,
-             thresholds, predictions, report, figures, n_boot: int, seed: int, gallery_k: int, batch_size: int,
-             threads: int | None = None) -> dict:
-    """Step `evaluate`: the model on the official test split (operating points chosen on val) to
-    `predictions` (Parquet), `metrics` and `thresholds` (JSON), and the HTML `report` with its
-    `figures/`. `expert_labels` may be None (that section is left out)."""
+def score(*, model, val_manifest, test_manifest, predictions, batch_size: int, threads: int | None = None) -> None:
+    """Step `score`: a trained run's probabilities on the val and test shards, one row per image,
+    to `predictions` (Parquet)."""
+    from . import models
+    from .data import Shards, use_threads
+
+    use_threads(threads)
+    net = models.load(model)
+    size = models.info(net)["image_size"]
+    sources = {"val": Shards.from_manifest(val_manifest), "test": Shards.from_manifest(test_manifest)}
+    for split, src in sources.items():
+        if src.image_size != size:
+            raise ValueError(f"{model} takes {size} px but the {split} shards are {src.image_size} px")
+    pred = pd.concat([predict(net, src, batch_size).assign(split=split) for split, src in sources.items()],
+                     ignore_index=True)
+    with atomic(predictions) as staged:
+        pred.to_parquet(staged, index=False)
+    log.info("%s: %d val and %d test images scored", model, sources["val"].images, sources["test"].images)
+
+
+def ensemble(*, members: list, predictions, names: list[str], weights: list[float]) -> None:
+    """Step `ensemble`: the (weighted) mean of the member runs' probabilities, image by image.
+    The members must have scored the same images with the same findings."""
+    frames = [pd.read_parquet(p).sort_values(["split", "image_index"], ignore_index=True) for p in members]
+    first = frames[0]
+    for name, frame in zip(names[1:], frames[1:]):
+        if list(frame.columns) != list(first.columns):
+            raise ValueError(f"ensemble member {name} has other findings or columns than {names[0]}: "
+                             f"{sorted(set(frame.columns) ^ set(first.columns))}")
+        if not frame[["split", "image_index"]].equals(first[["split", "image_index"]]):
+            raise ValueError(f"ensemble members {names[0]} and {name} were scored on different images")
+    w = np.asarray(weights or [1.0] * len(frames), np.float64)
+    probs = [f"p_{f}" for f in FINDINGS]
+    out = first.copy()
+    out[probs] = (sum(wk * f[probs].to_numpy(np.float64) for wk, f in zip(w, frames)) / w.sum()).astype(np.float32)
+    with atomic(predictions) as staged:
+        out.to_parquet(staged, index=False)
+    log.info("ensemble of %s (weights %s): %d images", ", ".join(names), w.tolist(), len(out))
+
+
+def evaluate(*, predictions, model, test_manifest, table, cleaning_report, boxes, expert_labels, metrics,
+             thresholds, report, figures, run: str, members: list[str], n_boot: int, seed: int, gallery_k: int,
+             batch_size: int, threads: int | None = None) -> dict:
+    """Step `evaluate`: a run's `predictions` on the official test split (operating points chosen on
+    val) to `metrics` and `thresholds` (JSON) and the HTML `report` with its `figures/`. Grad-CAM and
+    localisation need the `model` and `test_manifest` (an ensemble has neither: both are []);
+    `expert_labels` may be [] (that section is left out)."""
     from .data import use_threads
     from .report import render
 
     use_threads(threads)
-    result = assess(model, val_manifest, test_manifest, boxes_csv=boxes, expert_csv=expert_labels or None, n_boot=n_boot,
-                    seed=seed, gallery_k=gallery_k, batch_size=batch_size)
-    with atomic(predictions) as staged:
-        result["predictions"].to_parquet(staged, index=False)
+    result = assess(pd.read_parquet(predictions), model or None, test_manifest or None, members=members,
+                    boxes_csv=boxes, expert_csv=expert_labels or None, n_boot=n_boot, seed=seed,
+                    gallery_k=gallery_k, batch_size=batch_size)
     write_json(result["metrics"], metrics)
     points = result["metrics"]["thresholds"]
     write_json({rule: {f: points[f][rule] for f in FINDINGS} for rule in ("max_f1", "youden")} | {"chosen_on": "val"},
                thresholds)
-    render(result, pd.read_parquet(table), json.loads(Path(cleaning_report).read_text()), report, figures)
+    render(result, pd.read_parquet(table), json.loads(Path(cleaning_report).read_text()), report, figures,
+           title=f"cxr14 evaluation: run {run}")
     return result["metrics"]
 
 
-def assess(model_path, val_manifest, test_manifest, *, boxes_csv, expert_csv, n_boot: int, seed: int,
-           gallery_k: int, batch_size: int) -> dict:
-    """Every metric of the report, plus the in-memory material it draws (curves, Grad-CAM examples)
-    and the predictions on val and test."""
-    from . import models
-    from .data import Shards
-
-    model = models.load(model_path)
-    info = models.info(model)
-    val_src, test_src = Shards.from_manifest(val_manifest), Shards.from_manifest(test_manifest)
-    if info["image_size"] != test_src.image_size:
-        raise ValueError(f"{model_path} takes {info['image_size']} px but the shards are {test_src.image_size} px")
-    val, test = predict(model, val_src, batch_size), predict(model, test_src, batch_size)
-    pred = pd.concat([val.assign(split="val"), test.assign(split="test")], ignore_index=True)
-
+def assess(pred: pd.DataFrame, model_path, test_manifest, *, members: list[str], boxes_csv, expert_csv,
+           n_boot: int, seed: int, gallery_k: int, batch_size: int) -> dict:
+    """Every metric of the report from the predictions, plus the in-memory material it draws
+    (curves; Grad-CAM examples when there is one model to explain)."""
+    val = pred[pred.split == "val"].reset_index(drop=True)
+    test = pred[pred.split == "test"].reset_index(drop=True)
     y, p = _arrays(test)
     boot = metrics.bootstrap_auroc(y, p, test.patient_id.to_numpy(), n_boot=n_boot, seed=seed)
     points = operating_points(val, test)
@@ -248,17 +280,27 @@ def assess(model_path, val_manifest, test_manifest, *, boxes_csv, expert_csv, n_
                       for name, vals in PUBLISHED.items()},
         "subgroups": subgroups(test),
         "expert_labels": expert_comparison(test, expert_csv),
-        "model": info,
+        "localisation": None,
     }
-    picks = gallery_picks(test, points, gallery_k)
-    boxes = read_boxes(boxes_csv) if boxes_csv else pd.DataFrame(columns=["image_index", "finding", "x", "y", "w", "h"])
-    boxes = boxes[boxes.image_index.isin(set(test.image_index))]
-    images = collect_images(test_src, {n for _, _, n, _ in picks} | set(boxes.image_index))
-    result["localisation"], loc_examples = localisation(model, boxes, images, test_src.image_size)
-    maps = gradcams(model, images, [(name, finding) for finding, _, name, _ in picks])
-    gallery = [(*pick, img, cam) for pick, (img, cam) in zip(picks, maps)]
+    gallery, loc_examples = [], []
+    if model_path is None:
+        result["model"] = {"backbone": "ensemble of " + " + ".join(members), "members": members, "image_size": None}
+    else:
+        from . import models
+        from .data import Shards
+
+        model = models.load(model_path)
+        result["model"] = models.info(model)
+        test_src = Shards.from_manifest(test_manifest)
+        picks = gallery_picks(test, points, gallery_k)
+        boxes = read_boxes(boxes_csv) if boxes_csv else pd.DataFrame(columns=["image_index", "finding", "x", "y", "w", "h"])
+        boxes = boxes[boxes.image_index.isin(set(test.image_index))]
+        images = collect_images(test_src, {n for _, _, n, _ in picks} | set(boxes.image_index), batch_size)
+        result["localisation"], loc_examples = localisation(model, boxes, images, test_src.image_size)
+        maps = gradcams(model, images, [(name, finding) for finding, _, name, _ in picks])
+        gallery = [(*pick, img, cam) for pick, (img, cam) in zip(picks, maps)]
     result = _nan_to_none(result)
     log.info("test mean AUROC %.4f (95%% CI %.4f-%.4f) on %d images", result["mean_auroc"],
              *result["mean_auroc_ci"], result["images"])
     return {"metrics": result, "curves": curves, "calibration": calibration, "gallery": gallery,
-            "localisation_examples": loc_examples, "predictions": pred}
+            "localisation_examples": loc_examples}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
@@ -136,3 +138,83 @@ def age_band(age: np.ndarray) -> np.ndarray:
     for lo, hi, name in AGE_BANDS:
         out[(age >= lo) & (age < hi)] = name
     return out
+
+
+def _bootstrap_reps(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(n_boot, k) AUROC replicates, one column per finding, under the given patient weights."""
+    reps = np.empty((len(weights), y.shape[1]))
+    for j in range(y.shape[1]):
+        sorted_scores = _SortedScores(y[:, j], score[:, j])
+        for lo in range(0, len(weights), 100):  # chunks keep memory at 100 x n
+            reps[lo:lo + 100, j] = sorted_scores.auroc(weights[lo:lo + 100])
+    return reps
+
+
+def _diff_summary(point: float, reps: np.ndarray, level: float) -> dict:
+    reps = reps[np.isfinite(reps)]
+    if not np.isfinite(point) or not len(reps):
+        return {"diff": float("nan"), "ci": [float("nan")] * 2, "p": float("nan")}
+    alpha = (1 - level) / 2
+    # Two-sided percentile-bootstrap p-value: how often the resampled difference falls on the other
+    # side of 0, doubled; never below 1/replicates.
+    p = 2 * min(np.mean(reps <= 0), np.mean(reps >= 0))
+    return {"diff": float(point), "ci": [float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha))],
+            "p": float(min(1.0, max(p, 1.0 / len(reps))))}
+
+
+def paired_bootstrap(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, patients: np.ndarray,
+                     n_boot: int, seed: int, level: float = 0.95) -> dict:
+    """AUROC(a) - AUROC(b) per column and for the mean over columns, with the same patient resample
+    applied to both models in each replicate (a paired bootstrap): {"per_column": [..], "mean": {..}},
+    each {"diff", "ci", "p"}."""
+    weights = patient_bootstrap_weights(patients, n_boot, seed)
+    reps_a, reps_b = _bootstrap_reps(y, score_a, weights), _bootstrap_reps(y, score_b, weights)
+    point_a = np.array([weighted_auroc(y[:, j], score_a[:, j]) for j in range(y.shape[1])])
+    point_b = np.array([weighted_auroc(y[:, j], score_b[:, j]) for j in range(y.shape[1])])
+    per_column = [_diff_summary(point_a[j] - point_b[j], reps_a[:, j] - reps_b[:, j], level)
+                  for j in range(y.shape[1])]
+    valid = np.isfinite(point_a) & np.isfinite(point_b)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a replicate without positives is NaN, and skipped
+        mean_reps = np.nanmean(reps_a[:, valid] - reps_b[:, valid], axis=1) if valid.any() else np.array([])
+    mean = _diff_summary(float(np.mean(point_a[valid] - point_b[valid])) if valid.any() else float("nan"),
+                         mean_reps, level)
+    return {"per_column": per_column, "mean": mean}
+
+
+def delong(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray) -> dict:
+    """DeLong's test for two correlated AUROCs on the same images (DeLong et al. 1988, in the fast
+    form of Sun & Xu 2014): {"diff", "z", "p"}; NaN when a class is missing."""
+    from scipy.stats import norm, rankdata
+
+    y = np.asarray(y).astype(bool)
+    m, n = int(y.sum()), int((~y).sum())
+    if m == 0 or n == 0:
+        return {"diff": float("nan"), "z": float("nan"), "p": float("nan")}
+    v10, v01, auc = [], [], []
+    for s in (np.asarray(score_a, np.float64), np.asarray(score_b, np.float64)):
+        pos, neg = s[y], s[~y]
+        tz, tx, ty = rankdata(np.r_[pos, neg]), rankdata(pos), rankdata(neg)  # midranks
+        auc.append((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
+        v10.append((tz[:m] - tx) / n)         # structural components of the positives
+        v01.append(1.0 - (tz[m:] - ty) / m)   # and of the negatives
+    s10, s01 = np.cov(np.vstack(v10)), np.cov(np.vstack(v01))
+    var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / m + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / n
+    diff = auc[0] - auc[1]
+    if var <= 0:
+        return {"diff": float(diff), "z": float("nan"), "p": 1.0 if diff == 0 else float("nan")}
+    z = diff / np.sqrt(var)
+    return {"diff": float(diff), "z": float(z), "p": float(2 * norm.sf(abs(z)))}
+
+
+def holm(pvalues) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (NaNs stay NaN, and do not count)."""
+    p = np.asarray(pvalues, np.float64)
+    out = np.full(len(p), np.nan)
+    idx = np.flatnonzero(np.isfinite(p))
+    order = idx[np.argsort(p[idx], kind="stable")]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p[i]))
+        out[i] = running
+    return out.tolist()

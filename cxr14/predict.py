@@ -74,7 +74,11 @@ def main(args) -> int:
     if not files:
         print(f"no image files found in {' '.join(args.paths)}", file=sys.stderr)
         return 2
-    predictor = Predictor(args.model, args.thresholds)
+    from .runs import served
+
+    runs, first = served(args.run, args.model, args.thresholds)
+    predictor = Predictor(*runs[first])
+    print(f"predicting with run {first}" if not args.model else f"predicting with {args.model}", file=sys.stderr)
     done, errors = predict_files(predictor, files, args.out, gradcam_dir=args.gradcam_dir,
                                  batch_size=args.batch_size, max_mb=args.max_mb)
     for path, reason in errors:

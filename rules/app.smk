@@ -1,19 +1,21 @@
 # Stage 7: the web app. `snakemake app` starts it on 127.0.0.1 (Ctrl-C stops it); it is not part of `all`.
+# It serves every trained run (a dropdown), starting with the reference run or `app.run`.
 
 
 rule app:
     input:
-        model="results/train/model.keras",
-        thresholds="results/evaluate/thresholds.json",
+        models=expand(cxr14_runs.MODEL, run=TRAINED),
+        thresholds=expand(cxr14_runs.THRESHOLDS, run=TRAINED),
     log:
         "logs/app/app.log",
     localrule: True
     conda:
         "../envs/app.yaml"
     params:
+        run=config["app"]["run"] or (REFERENCE if REFERENCE in TRAINED else TRAINED[0]),
         port=config["app"]["port"],
         share="--share-on-network" if config["app"]["share_on_network"] else "",
         root=workflow.basedir,
     shell:
-        "PYTHONPATH={params.root}${{PYTHONPATH:+:$PYTHONPATH}} python -m cxr14.cli app --model {input.model} --thresholds {input.thresholds} "
+        "PYTHONPATH={params.root}${{PYTHONPATH:+:$PYTHONPATH}} python -m cxr14.cli app --run {params.run} "
         "--port {params.port} {params.share} 2>&1 | tee {log}"

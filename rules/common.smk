@@ -1,5 +1,6 @@
 # Helpers shared by the rule files (the validated config, the archives in use, file names).
 import os
+import re
 import sys
 
 from snakemake.utils import min_version
@@ -10,6 +11,7 @@ min_version("9.0")
 sys.path.insert(0, workflow.basedir)
 
 from cxr14 import config as cxr14_config
+from cxr14 import runs as cxr14_runs
 from cxr14.constants import (
     BBOX_LIST,
     EXPERT_LABELS,
@@ -22,6 +24,14 @@ from cxr14.shards import shard_stem
 
 # Once, for every job: strings from `--config` read as the schema's types, checked, defaults filled in.
 cxr14_config.validate(config)
+
+# The runs (models and ensembles), resolved and checked before any job starts.
+RUNS = cxr14_runs.resolve(config)
+TRAINED = [name for name, run in RUNS.items() if not run.is_ensemble]
+ENSEMBLES = [name for name, run in RUNS.items() if run.is_ensemble]
+REFERENCE = cxr14_runs.reference(config, RUNS)
+LAYOUTS = sorted({RUNS[name].layout for name in TRAINED})
+RUN = cxr14_runs.RUN
 
 ARCHIVES = sorted(config["archives"])
 NN = [f"{i:02d}" for i in ARCHIVES]  # the {nn} wildcard of each
@@ -63,17 +73,44 @@ def metadata_sources(wildcards):
     return metadata_candidates(wildcards.name, config["mirror"], config["metadata_dir"])
 
 
-def shard_path(split, shard, num, root="results"):
-    """A shard's files, less the suffix: results/shards/train/train-00003-of-00012 (or its log's)."""
-    return f"{root}/shards/{split}/{shard_stem(split, shard, num)}"
+def shard_path(layout, split, shard, num, root="results"):
+    """A shard's files, less the suffix: results/shards/224px-raw/train/train-00003-of-00012 (or its log's)."""
+    return f"{root}/shards/{layout}/{split}/{shard_stem(split, shard, num)}"
 
 
-SHARD = shard_path("{split}", "{shard}", "{num}")
-SHARD_LOG = shard_path("{split}", "{shard}", "{num}", root="logs")
-SHARD_BENCHMARK = shard_path("{split}", "{shard}", "{num}", root="benchmarks")
-SHARD_MANIFESTS = expand(
-    "results/shards/{split}/manifest.json", split=["train", "val", "test"]
+SHARD = shard_path("{layout}", "{split}", "{shard}", "{num}")
+SHARD_LOG = shard_path("{layout}", "{split}", "{shard}", "{num}", root="logs")
+SHARD_BENCHMARK = shard_path(
+    "{layout}", "{split}", "{shard}", "{num}", root="benchmarks"
 )
+MANIFEST = "results/shards/{layout}/{split}/manifest.json"
+SHARD_MANIFESTS = expand(MANIFEST, layout=LAYOUTS, split=["train", "val", "test"])
+
+
+def run_manifest(split):
+    """The manifest of a split in the shard layout of the run in the wildcards."""
+    return lambda wildcards: MANIFEST.format(
+        layout=RUNS[wildcards.run].layout, split=split
+    )
+
+
+def run_setting(section, key):
+    return lambda wildcards: getattr(RUNS[wildcards.run], section)[key]
+
+
+def run_settings(section):
+    """A rule's params: each key of the run's `section` (train, evaluate) as its own param."""
+    return {key: run_setting(section, key) for key in config[section]}
+
+
+def layout_setting(index):
+    """image_size (0) or encoding (1) of the shard layout in the wildcards."""
+    return lambda wildcards: cxr14_runs.parse_layout(wildcards.layout)[index]
+
+
+def names_pattern(names):
+    """A wildcard constraint that matches exactly these run names (none: nothing)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
 def shard_infos(wildcards):
@@ -87,4 +124,6 @@ def shard_infos(wildcards):
     if num.empty:
         raise ValueError(f"split {wildcards.split} has no images: nothing to shard")
     n = int(num.iloc[0])
-    return [f"{shard_path(wildcards.split, i, n)}.json" for i in range(n)]
+    return [
+        f"{shard_path(wildcards.layout, wildcards.split, i, n)}.json" for i in range(n)
+    ]

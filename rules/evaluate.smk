@@ -1,33 +1,88 @@
-# Stage 6: evaluate the model on the official test split and write the report.
+# Stage 6: each run's probabilities on val and test (a model's, or an ensemble's mean), then the
+# evaluation on the official test split and its report.
+
+
+rule score:
+    input:
+        model=cxr14_runs.MODEL,
+        val_manifest=run_manifest("val"),
+        test_manifest=run_manifest("test"),
+    output:
+        predictions=f"{RUN}/evaluate/predictions.parquet",
+    log:
+        "logs/runs/{run}/evaluate/score.log",
+    benchmark:
+        "benchmarks/runs/{run}/evaluate/score.tsv"
+    wildcard_constraints:
+        run=names_pattern(TRAINED),
+    conda:
+        "../envs/evaluate.yaml"
+    threads: workflow.cores
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        batch_size=run_setting("evaluate", "batch_size"),
+    script:
+        "../scripts/score.py"
+
+
+rule ensemble:
+    input:
+        members=lambda wildcards: expand(
+            f"{RUN}/evaluate/predictions.parquet", run=RUNS[wildcards.run].members
+        ),
+    output:
+        predictions=f"{RUN}/evaluate/predictions.parquet",
+    log:
+        "logs/runs/{run}/evaluate/ensemble.log",
+    wildcard_constraints:
+        run=names_pattern(ENSEMBLES),
+    conda:
+        "../envs/evaluate.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        names=lambda wildcards: RUNS[wildcards.run].members,
+        weights=lambda wildcards: RUNS[wildcards.run].weights,
+    script:
+        "../scripts/ensemble.py"
 
 
 rule evaluate:
     input:
-        model="results/train/model.keras",
-        val_manifest="results/shards/val/manifest.json",
-        test_manifest="results/shards/test/manifest.json",
+        predictions=f"{RUN}/evaluate/predictions.parquet",
+        # Grad-CAM and localisation explain one network: an ensemble has neither input.
+        model=lambda wildcards: (
+            [] if RUNS[wildcards.run].is_ensemble else cxr14_runs.MODEL
+        ),
+        test_manifest=lambda wildcards: (
+            [] if RUNS[wildcards.run].is_ensemble else run_manifest("test")(wildcards)
+        ),
         table="results/clean/images.parquet",
         cleaning_report="results/clean/cleaning_report.json",
         boxes=metadata("bbox_list"),
         expert_labels=metadata("expert_labels") if "expert_labels" in METADATA else [],
     output:
-        metrics="results/evaluate/metrics.json",
-        thresholds="results/evaluate/thresholds.json",
-        predictions="results/evaluate/predictions.parquet",
+        metrics=f"{RUN}/evaluate/metrics.json",
+        thresholds=cxr14_runs.THRESHOLDS,
         report=report(
-            "results/evaluate/report.html",
+            f"{RUN}/evaluate/report.html",
             category="Evaluation",
+            subcategory="{run}",
             caption="../report/evaluation.rst",
         ),
         figures=report(
-            directory("results/evaluate/figures"),
+            directory(f"{RUN}/evaluate/figures"),
             patterns=["{name}.png"],
             category="Figures",
+            subcategory="{run}",
         ),
     log:
-        "logs/evaluate/evaluate.log",
+        "logs/runs/{run}/evaluate/evaluate.log",
     benchmark:
-        "benchmarks/evaluate/evaluate.tsv"
+        "benchmarks/runs/{run}/evaluate/evaluate.tsv"
     conda:
         "../envs/evaluate.yaml"
     threads: workflow.cores
@@ -35,6 +90,8 @@ rule evaluate:
         mem_mb=16000,
         runtime=120,
     params:
-        **config["evaluate"],
+        **run_settings("evaluate"),
+        run="{run}",
+        members=lambda wildcards: RUNS[wildcards.run].members,
     script:
         "../scripts/evaluate.py"

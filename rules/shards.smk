@@ -1,4 +1,5 @@
-# Stage 4: resized images in TFRecord shards, one job per shard, and a manifest per split.
+# Stage 4: resized images in TFRecord shards, one job per shard, and a manifest per split. A layout
+# ({layout}: image size and encoding, e.g. 224px-raw) is sharded once, for every run that reads it.
 
 
 checkpoint plan_shards:
@@ -40,8 +41,8 @@ rule shard:
         split="{split}",
         index=lambda wildcards: int(wildcards.shard),
         archives=ARCHIVES,
-        image_size=config["shards"]["image_size"],
-        encoding=config["shards"]["encoding"],
+        image_size=layout_setting(0),
+        encoding=layout_setting(1),
         max_bad_images=config["shards"]["max_bad_images"],
     script:
         "../scripts/shard.py"
@@ -51,10 +52,10 @@ rule shard_manifest:
     input:
         infos=shard_infos,
     output:
-        manifest="results/shards/{split}/manifest.json",
-        bad_images="results/shards/{split}/bad_images.tsv",
+        manifest=MANIFEST,
+        bad_images="results/shards/{layout}/{split}/bad_images.tsv",
     log:
-        "logs/shards/{split}/manifest.log",
+        "logs/shards/{layout}/{split}/manifest.log",
     conda:
         "../envs/shards.yaml"
     resources:
@@ -62,8 +63,8 @@ rule shard_manifest:
         runtime=5,
     params:
         split="{split}",
-        image_size=config["shards"]["image_size"],
-        encoding=config["shards"]["encoding"],
+        image_size=layout_setting(0),
+        encoding=layout_setting(1),
         max_bad_images=config["shards"]["max_bad_images"],
     script:
         "../scripts/shard_manifest.py"

@@ -1,20 +1,22 @@
-# Stage 5: train a Keras model on the train and val shards.
+# Stage 5: train each run's Keras model on the train and val shards of its layout.
 
 
 rule train:
     input:
-        train_manifest="results/shards/train/manifest.json",
-        val_manifest="results/shards/val/manifest.json",
+        train_manifest=run_manifest("train"),
+        val_manifest=run_manifest("val"),
     output:
-        model="results/train/model.keras",
-        summary="results/train/training_summary.json",
-        history="results/train/history.csv",
-        class_weights="results/train/class_weights.json",
-        tensorboard=directory("results/train/tensorboard"),
+        model=cxr14_runs.MODEL,
+        summary=f"{RUN}/train/training_summary.json",
+        history=f"{RUN}/train/history.csv",
+        class_weights=f"{RUN}/train/class_weights.json",
+        tensorboard=directory(f"{RUN}/train/tensorboard"),
     log:
-        "logs/train/train.log",
+        "logs/runs/{run}/train/train.log",
     benchmark:
-        "benchmarks/train/train.tsv"
+        "benchmarks/runs/{run}/train/train.tsv"
+    wildcard_constraints:
+        run=names_pattern(TRAINED),
     conda:
         "../envs/train.yaml"
     threads: workflow.cores
@@ -23,8 +25,8 @@ rule train:
         mem_mb=16000,
         runtime=24 * 60,
     params:
-        **config["train"],
+        **run_settings("train"),
         # Not an output: a killed run resumes from the state kept here (Snakemake keeps it too).
-        resume_dir="results/train/resume",
+        resume_dir=f"{RUN}/train/resume",
     script:
         "../scripts/train.py"

@@ -40,6 +40,9 @@ def _free_ports(n):
     return ports
 
 
+GPUS = 2
+
+
 class Cluster:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -79,9 +82,13 @@ SelectTypeParameters=CR_Core_Memory
 MinJobAge=600
 ReturnToService=2
 MpiDefault=none
-NodeName={self.node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem} State=UNKNOWN
+GresTypes=gpu
+NodeName={self.node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem} Gres=gpu:{GPUS} State=UNKNOWN
 PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 """)
+        # Stand-in GPUs (no device files): enough for Slurm to schedule `--gpus=1` jobs side by side.
+        (self.root / "gres.conf").write_text("".join(f"NodeName={self.node} Name=gpu File={dev}\n"
+                                                     for dev in ("/dev/null", "/dev/zero")[:GPUS]))
 
     def start(self, timeout: float = 60) -> "Cluster":
         self.write_config()

@@ -2,14 +2,20 @@
 rule's named input, output and params, and each step's files, logs and benchmarks share its name."""
 
 import ast
-import inspect
 import importlib
+import inspect
+import re
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO
 from cxr14.config import defaults
+
+def _plain(pattern) -> str:
+    """A path pattern without the wildcard constraints Snakemake writes into it: {run,a|b} -> {run}."""
+    return re.sub(r"\{(\w+),[^{}]*\}", r"{\1}", str(pattern))
+
 
 SCRIPTS = sorted(p for p in (REPO / "scripts").glob("*.py") if not p.name.startswith("_"))
 
@@ -57,19 +63,25 @@ def test_the_rule_names_exactly_the_functions_arguments(rules, script):
     inspect.signature(getattr(module, name)).bind(**dict.fromkeys(keys), **extra)
 
 
-def test_train_takes_every_train_setting_and_nothing_else(rules):
-    params = set(rules["train"].params.keys()) - {"resume_dir"}
-    assert params == set(defaults("train"))
+def test_train_and_evaluate_take_every_setting_of_their_section(rules):
+    assert set(rules["train"].params.keys()) - {"resume_dir"} == set(defaults("train"))
+    assert set(rules["evaluate"].params.keys()) - {"run", "members"} == set(defaults("evaluate"))
 
 
-@pytest.mark.parametrize("stage, rule_names", [
-    ("download", ["download_archive", "download_metadata"]), ("extract", ["extract"]), ("clean", ["clean"]),
-    ("shards", ["plan_shards", "shard", "shard_manifest"]), ("train", ["train"]), ("evaluate", ["evaluate"]),
+@pytest.mark.parametrize("stage, results, rule_names", [
+    ("download", "results/download/", ["download_archive", "download_metadata"]),
+    ("extract", "results/extract/", ["extract"]), ("clean", "results/clean/", ["clean"]),
+    ("shards", "results/shards/", ["plan_shards", "shard", "shard_manifest"]),
+    ("train", "results/runs/{run}/train/", ["train"]),
+    ("evaluate", "results/runs/{run}/evaluate/", ["score", "ensemble", "evaluate"]),
+    ("leaderboard", "results/leaderboard.", ["leaderboard"]),
 ])
-def test_outputs_logs_and_benchmarks_of_a_step_share_its_name(rules, stage, rule_names):
+def test_outputs_logs_and_benchmarks_of_a_step_share_its_name(rules, stage, results, rule_names):
+    logs = results.replace("results/", "logs/", 1).rstrip(".") + ("/" if results.endswith(".") else "")
     for name in rule_names:
         rule = rules[name]
-        assert all(str(f).startswith(f"results/{stage}/") for f in rule.output), (name, list(rule.output))
-        assert all(str(f).startswith(f"logs/{stage}/") for f in rule.log), (name, list(rule.log))
-        assert rule.benchmark is None or str(rule.benchmark).startswith(f"benchmarks/{stage}/")
+        outputs = [_plain(f) for f in rule.output]
+        assert all(f.startswith(results) for f in outputs), (name, outputs)
+        assert all(_plain(f).startswith(logs) for f in rule.log), (name, list(rule.log))
+        assert rule.benchmark is None or _plain(rule.benchmark).startswith(logs.replace("logs/", "benchmarks/", 1))
         assert (REPO / "rules" / f"{stage}.smk").read_text().count(f" {name}:") == 1

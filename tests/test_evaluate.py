@@ -105,11 +105,13 @@ def evaluated(tmp_path_factory):
               "changed": {}, "dropped": {}}
     (root / "cleaning_report.json").write_text(json.dumps(report))
     out = root / "eval"
+    evaluate.score(model=root / "model/model.keras", val_manifest=manifests["val"], test_manifest=manifests["test"],
+                   predictions=out / "predictions.parquet", batch_size=64)
     m = evaluate.evaluate(
-        model=root / "model/model.keras", val_manifest=manifests["val"], test_manifest=manifests["test"],
+        predictions=out / "predictions.parquet", model=root / "model/model.keras", test_manifest=manifests["test"],
         table=root / "table.parquet", cleaning_report=root / "cleaning_report.json", boxes=boxes, expert_labels=[],
-        metrics=out / "metrics.json", thresholds=out / "thresholds.json", predictions=out / "predictions.parquet",
-        report=out / "report.html", figures=out / "figures", **{**defaults("evaluate"), "n_boot": 50, "gallery_k": 1})
+        metrics=out / "metrics.json", thresholds=out / "thresholds.json", report=out / "report.html",
+        figures=out / "figures", run="spots", members=[], **{**defaults("evaluate"), "n_boot": 50, "gallery_k": 1})
     return root, m, len(boxed)
 
 

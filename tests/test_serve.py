@@ -1,6 +1,7 @@
 """The batch predictor and the web app: same pixels as the shard stage, odd and bad files, a real browser."""
 
 import csv
+import os
 import shutil
 import socket
 import subprocess
@@ -133,15 +134,57 @@ def test_app_refuses_bad_uploads_and_keeps_serving(served, tmp_path):
     from cxr14.app import Analysis
 
     root, _ = served
-    analysis = Analysis(Predictor(root / "model.keras", root / "thresholds.json"), max_mb=1)
+    analysis = Analysis({"m": (root / "model.keras", root / "thresholds.json")}, max_mb=1)
     (tmp_path / "notes.txt").write_text("hello")
-    status, label, *_ = analysis.analyse(str(tmp_path / "notes.txt"))
+    status, label, *_ = analysis.analyse(str(tmp_path / "notes.txt"), "m")
     assert "Could not read notes.txt" in status and label is None
     good = sorted((root / "images/images_01").glob("*.png"))[0]
-    status, label, table, heat, top, state = analysis.analyse(str(good))
-    assert status == "" and set(label) == set(FINDINGS) and heat.shape == (448, 448, 3) and top in FINDINGS
+    status, label, table, heat, top, state = analysis.analyse(str(good), "m")
+    assert status.startswith("Answered by run **m**") and set(label) == set(FINDINGS)
+    assert heat.shape == (448, 448, 3) and top in FINDINGS
     assert "operating points chosen on the validation split" in table
-    assert analysis.explain("Hernia", state).shape == (448, 448, 3)
+    assert analysis.explain("Hernia", state, "m").shape == (448, 448, 3)
+
+
+@pytest.fixture(scope="module")
+def workdir_with_runs(served, tmp_path_factory):
+    """A workflow directory with two trained runs of different input sizes, as the workflow lays them out."""
+    from cxr14.runs import MODEL, THRESHOLDS
+
+    root, _ = served
+    wd = tmp_path_factory.mktemp("runs")
+    for run, size in (("a48", 48), ("b32", 32)):
+        model = wd / MODEL.format(run=run)
+        model.parent.mkdir(parents=True)
+        models.build("small_cnn", size, "none", dropout=0.0).save(model)
+        (wd / THRESHOLDS.format(run=run)).parent.mkdir(parents=True)
+        shutil.copy(root / "thresholds.json", wd / THRESHOLDS.format(run=run))
+    return wd
+
+
+def test_app_answers_with_the_chosen_run(served, workdir_with_runs, monkeypatch):
+    from cxr14.app import Analysis
+    from cxr14.runs import served as served_runs
+
+    monkeypatch.chdir(workdir_with_runs)
+    runs, first = served_runs(None, None, None)
+    assert list(runs) == ["a48", "b32"] and first == "a48"
+    analysis = Analysis(runs, max_mb=8)
+    good = sorted((served[0] / "images/images_01").glob("*.png"))[0]
+    for run in runs:
+        status, label, *_, state = analysis.analyse(str(good), run)
+        assert status.startswith(f"Answered by run **{run}**") and set(label) == set(FINDINGS)
+    assert analysis.predictor("b32").size == 32 and analysis.explain("Mass", state, "b32").shape == (448, 448, 3)
+    with pytest.raises(SystemExit, match=r"run 'zz' has no trained model.*trained runs: a48, b32"):
+        served_runs("zz", None, None)
+
+
+def test_predict_cli_takes_a_run_by_name(served, workdir_with_runs, tmp_path):
+    good = sorted((served[0] / "images/images_01").glob("*.png"))[0]
+    proc = subprocess.run([sys.executable, "-m", "cxr14.cli", "predict", str(good), "--run", "b32",
+                           "--out", str(tmp_path / "p.csv")], capture_output=True, text=True, cwd=workdir_with_runs)
+    assert proc.returncode == 0 and "predicting with run b32" in proc.stderr, proc.stderr
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 1
 
 
 def _free_port():
@@ -150,7 +193,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_app_in_a_real_browser(served, tmp_path):
+def test_app_in_a_real_browser(served, workdir_with_runs, tmp_path):
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (./run.sh test installs it where it can)")
@@ -158,9 +201,9 @@ def test_app_in_a_real_browser(served, tmp_path):
 
     root, _ = served
     port = _free_port()
-    app = subprocess.Popen([sys.executable, "-m", "cxr14.cli", "app", "--model", str(root / "model.keras"),
-                            "--thresholds", str(root / "thresholds.json"), "--port", str(port)],
-                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    app = subprocess.Popen([sys.executable, "-m", "cxr14.cli", "app", "--port", str(port)], cwd=workdir_with_runs,
+                           env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -181,6 +224,11 @@ def test_app_in_a_real_browser(served, tmp_path):
             page.locator("#heatmap img").wait_for(timeout=60_000)
             text = page.locator("#findings").inner_text()
             assert sum(f.replace("_", " ") in text or f in text for f in FINDINGS) >= 5
+            page.get_by_text("Answered by run a48").wait_for(timeout=60_000)
+            # Another run from the dropdown answers the same upload.
+            page.locator("#run-choice input").click()
+            page.get_by_role("option", name="b32").click()
+            page.get_by_text("Answered by run b32").wait_for(timeout=60_000)
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
             # A bad upload (in a fresh page) gets a message and the app keeps serving.
             (tmp_path / "bad.png").write_bytes(b"not an image")

@@ -15,6 +15,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
 
 
 def tiny_config(images=12, archives=(1, 2)) -> dict:
+    """A few phantom images per archive, 32-px shards, and two tiny runs of a small CNN."""
     return {
         "demo": {"seed": 1, "size": 64},
         "mirror": "results/demo/mirror",
@@ -22,6 +23,9 @@ def tiny_config(images=12, archives=(1, 2)) -> dict:
         "archive_catalog": {i: {"images": images} for i in range(1, 13)},
         "clean": {"val_fraction": 0.2},
         "shards": {"image_size": 32, "images_per_shard": 4},
+        "train": {"backbone": "small_cnn", "weights": "none", "epochs": 1, "batch_size": 4, "augment": None},
+        "evaluate": {"n_boot": 10, "gallery_k": 0},
+        "runs": {"a": {}, "b": {"train": {"learning_rate": 0.01}}},
     }
 
 
@@ -51,13 +55,15 @@ def workdir(tmp_path_factory):
     return wd
 
 
-SHARD_TARGETS = [f"results/shards/{s}/manifest.json" for s in ("train", "val", "test")]
 
 
-def rerun_plan(workdir, change: dict) -> dict[str, int]:
-    """The jobs a dry run plans after overriding the config with `change`."""
+SHARD_TARGETS = [f"results/shards/32px-raw/{s}/manifest.json" for s in ("train", "val", "test")]
+
+
+def rerun_plan(workdir, change: dict, targets=SHARD_TARGETS) -> dict[str, int]:
+    """The jobs a dry run of `targets` plans after overriding the config with `change`."""
     (workdir / "change.yaml").write_text(yaml.safe_dump(change))
-    return planned_jobs(run(workdir, "-n", *SHARD_TARGETS, "--configfile",
+    return planned_jobs(run(workdir, "-n", *targets, "--configfile",
                             str(workdir / "test.yaml"), str(workdir / "change.yaml")))
 
 
@@ -75,6 +81,9 @@ def test_dry_run_on_the_real_config_needs_no_network(tmp_path):
 
 @pytest.mark.parametrize("config, message", [
     ({"archives": [13]}, "13 is greater than the maximum of 12"),
+    ({"runs": {"a": {"train": {"learnig_rate": 0.1}}}}, "run 'a': unknown train key(s) ['learnig_rate']"),
+    ({"runs": {"shards": {}}}, "run name 'shards' is not allowed"),
+    ({"runs": {"a": {}, "e": {"ensemble": ["a", "b"]}}}, "ensemble 'e': member 'b' is not a trained run"),
     ({"train": {"epoch": 3}}, "'epoch' was unexpected"),
     ({"shards": {"image_size": "big"}}, "'big' is not of type 'integer'"),
 ])
@@ -114,9 +123,11 @@ def test_changing_a_clean_parameter_reruns_clean_and_what_follows(workdir):
     assert not UPSTREAM_OF_CLEAN & set(jobs)
 
 
-def test_changing_image_size_reruns_the_shards_only(workdir):
-    jobs = rerun_plan(workdir, {"shards": {"image_size": 48}})
-    n_shards = sum(len(list((workdir / "results/shards" / s).glob("*.tfrecord"))) for s in ("train", "val", "test"))
+def test_a_new_image_size_is_sharded_once_beside_the_old_shards(workdir):
+    new = [target.replace("32px", "48px") for target in SHARD_TARGETS]
+    jobs = rerun_plan(workdir, {"shards": {"image_size": 48}}, new)
+    assert planned_jobs(run(workdir, "-n", *SHARD_TARGETS)) == {}  # the 32-px shards stay as they are
+    n_shards = sum(len(list((workdir / "results/shards/32px-raw" / s).glob("*.tfrecord"))) for s in ("train", "val", "test"))
     assert jobs.get("shard") == n_shards > 3 and jobs.get("shard_manifest") == 3
     assert not (UPSTREAM_OF_CLEAN | {"clean", "plan_shards"}) & set(jobs)
 
@@ -126,12 +137,12 @@ def test_shards_of_the_tiny_run(workdir):
 
     total = 0
     for split in ("train", "val", "test"):
-        manifest = json.loads((workdir / f"results/shards/{split}/manifest.json").read_text())
+        manifest = json.loads((workdir / f"results/shards/32px-raw/{split}/manifest.json").read_text())
         assert manifest["image_size"] == 32 and all(s["images"] <= 4 for s in manifest["shards"])
         total += manifest["images"] + manifest["bad_images"]
     assert total == len(pd.read_parquet(workdir / "results/clean/images.parquet"))
 
 
 def test_one_step_alone_is_a_snakemake_target(workdir):
-    proc = run(workdir, "-n", "-f", "results/shards/val/manifest.json")
+    proc = run(workdir, "-n", "-f", "results/shards/32px-raw/val/manifest.json")
     assert planned_jobs(proc) == {"shard_manifest": 1}

@@ -1,0 +1,35 @@
+# Every run side by side, each compared with the reference run (paired patient bootstrap, DeLong).
+
+
+rule leaderboard:
+    input:
+        metrics=expand(f"{RUN}/evaluate/metrics.json", run=RUNS),
+        predictions=expand(f"{RUN}/evaluate/predictions.parquet", run=RUNS),
+        summaries=expand(f"{RUN}/train/training_summary.json", run=TRAINED),
+        reports=expand(f"{RUN}/evaluate/report.html", run=RUNS),
+    output:
+        csv="results/leaderboard.csv",
+        html=report(
+            "results/leaderboard.html",
+            category="Evaluation",
+            caption="../report/leaderboard.rst",
+        ),
+    log:
+        "logs/leaderboard/leaderboard.log",
+    benchmark:
+        "benchmarks/leaderboard/leaderboard.tsv"
+    conda:
+        "../envs/evaluate.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        runs=list(RUNS),
+        trained=TRAINED,
+        groups=cxr14_runs.groups(RUNS),
+        settings={name: run.settings() for name, run in RUNS.items()},
+        reference=REFERENCE,
+        n_boot=config["leaderboard"]["n_boot"],
+        seed=config["leaderboard"]["seed"],
+    script:
+        "../scripts/leaderboard.py"

@@ -1,0 +1,7 @@
+"""Rule `ensemble` -> cxr14.evaluate.ensemble: the rule's named input, output and params are its keyword arguments."""
+import _package  # noqa: F401  (makes cxr14 importable)
+from cxr14.evaluate import ensemble
+from cxr14.logs import logged
+
+with logged(snakemake.log[0]):  # noqa: F821
+    ensemble(**snakemake.input, **snakemake.output, **snakemake.params)  # noqa: F821
