@@ -26,7 +26,7 @@ PUBLISHED = {
 BOX_LABELS = {"Infiltrate": "Infiltration"}  # BBox_List_2017 spells one finding differently
 
 
-def predict(model, shards, batch_size: int = 64) -> pd.DataFrame:
+def predict(model, shards, batch_size: int) -> pd.DataFrame:
     """One row per image: its metadata, labels y_<finding> and probabilities p_<finding>."""
     from .data import dataset
 
@@ -131,7 +131,7 @@ def read_boxes(path) -> pd.DataFrame:
     return raw
 
 
-def collect_images(shards, names: set[str], batch_size: int = 256) -> dict[str, np.ndarray]:
+def collect_images(shards, names: set[str], batch_size: int) -> dict[str, np.ndarray]:
     """The (S, S, 1) pixels of the named images, in one pass over the shards."""
     from .data import dataset
 

@@ -51,8 +51,8 @@ def patient_bootstrap_weights(patients: np.ndarray, n_boot: int, seed: int) -> n
     return draws[:, inverse].astype(np.float64)
 
 
-def bootstrap_auroc(y: np.ndarray, score: np.ndarray, patients: np.ndarray, n_boot: int = 1000,
-                    seed: int = 0, level: float = 0.95) -> dict:
+def bootstrap_auroc(y: np.ndarray, score: np.ndarray, patients: np.ndarray, n_boot: int, seed: int,
+                    level: float = 0.95) -> dict:
     """Point AUROC per column and percentile CIs from a bootstrap that resamples patients.
 
     y, score: (n, k). Returns {"auroc": [k], "ci": [[lo, hi]] * k, "mean_auroc", "mean_ci"}; the mean's

@@ -32,7 +32,7 @@ def expand(paths: list[str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def predict_files(predictor: Predictor, files: list[Path], out_csv, *, gradcam_dir=None, batch_size: int = 16,
+def predict_files(predictor: Predictor, files: list[Path], out_csv, *, batch_size: int, gradcam_dir=None,
                   max_mb: float = DEFAULT_MAX_MB, progress: bool = True) -> tuple[int, list[tuple[str, str]]]:
     """Write `out_csv`; return (images predicted, [(file, reason)] for the files skipped)."""
     if gradcam_dir:

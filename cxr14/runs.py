@@ -56,11 +56,13 @@ class Run:
         """Flat `section.key` settings, for the leaderboard's 'differs from the reference' column."""
         if self.is_ensemble:
             return {"ensemble": " + ".join(self.members),
-                    **({"weights": ", ".join(f"{w:g}" for w in self.weights)} if self.weights else {})}
+                    **({"weights": ", ".join(f"{w:g}" for w in self.weights)} if self.weights else {}),
+                    **{f"evaluate.{k}": v for k, v in self.evaluate.items()}}
         flat = {f"train.{k}": v for k, v in self.train.items() if k != "augment"}
         flat.update({f"train.augment.{k}": v for k, v in (self.train["augment"] or {}).items()})
         flat["train.augment"] = "on" if self.train["augment"] else "off"
         flat.update({f"shards.{k}": v for k, v in self.shards.items()})
+        flat.update({f"evaluate.{k}": v for k, v in self.evaluate.items()})
         return flat
 
 

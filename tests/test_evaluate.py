@@ -140,7 +140,7 @@ def test_localisation_scores_the_boxes(evaluated):
     # The same figures, recomputed by hand from Grad-CAM and the boxes scaled from 1024 px to 128.
     boxes = evaluate.read_boxes(root / "boxes.csv")
     boxes = boxes[boxes.finding == "Atelectasis"]
-    images = evaluate.collect_images(Shards.from_manifest(root / "shards/test/manifest.json"), set(boxes.image_index))
+    images = evaluate.collect_images(Shards.from_manifest(root / "shards/test/manifest.json"), set(boxes.image_index), 64)
     model = models.load(root / "model/model.keras")
     cams, _ = gradcam.gradcam(model, np.stack([images[n] for n in boxes.image_index]), 0)
     px = [tuple(int(v) for v in np.array([r.x, r.y, r.x + r.w, r.y + r.h]) / 8) for r in boxes.itertuples()]

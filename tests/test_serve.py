@@ -65,7 +65,7 @@ def test_app_predict_and_shards_see_the_same_pixels_and_numbers(served):
         np.testing.assert_array_equal(prepared, x[k].numpy())
     # The batch predictor's numbers are the model's numbers on the shard pixels.
     files = [root / "images/images_01" / n for n in table.image_index]
-    predict_files(predictor, files, root / "pred.csv", progress=False)
+    predict_files(predictor, files, root / "pred.csv", batch_size=16, progress=False)
     out = pd.read_csv(root / "pred.csv").set_index("image")
     ref = predictor.predict(x.numpy())
     for k, name in enumerate(m.decode() for m in meta["image_index"].numpy()):
