@@ -199,7 +199,8 @@ def score(*, model, val_manifest, test_manifest, predictions, batch_size: int, t
     use_threads(threads)
     net = models.load(model)
     size = models.info(net)["image_size"]
-    sources = {"val": Shards.from_manifest(val_manifest), "test": Shards.from_manifest(test_manifest)}
+    sources = {"val": Shards.from_manifest(val_manifest, verify=True),
+               "test": Shards.from_manifest(test_manifest, verify=True)}
     for split, src in sources.items():
         if src.image_size != size:
             raise ValueError(f"{model} takes {size} px but the {split} shards are {src.image_size} px")

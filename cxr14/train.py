@@ -118,7 +118,7 @@ def train(*, train_manifest, val_manifest, model, summary, history, class_weight
     keras.utils.set_random_seed(settings["seed"])
     if settings["deterministic"]:
         tf.config.experimental.enable_op_determinism()
-    train_src, val_src = Shards.from_manifest(train_manifest), Shards.from_manifest(val_manifest)
+    train_src, val_src = Shards.from_manifest(train_manifest, verify=True), Shards.from_manifest(val_manifest, verify=True)
     if train_src.image_size != val_src.image_size:
         raise ValueError(f"train shards are {train_src.image_size} px but val shards {val_src.image_size} px")
     strategy, n_gpus = _strategy()

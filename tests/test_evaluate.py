@@ -241,3 +241,16 @@ def test_report_opens_in_headless_chromium_without_errors(evaluated):
         assert page.locator("section#auroc table").count() == 1
         browser.close()
     assert errors == [] and broken == 0
+
+
+def test_scoring_names_a_damaged_shard(tmp_path):
+    from cxr14.data import CorruptShard
+
+    manifests = write_easy_shards(tmp_path, (("val", 8), ("test", 8)), size=16, per_shard=8)
+    models.build("small_cnn", 16, "none", dropout=0.0).save(tmp_path / "m.keras")
+    shard = next((tmp_path / "shards/test").glob("*.tfrecord"))
+    shard.write_bytes(shard.read_bytes()[:-10])  # cut short
+    with pytest.raises(CorruptShard, match=rf"{shard.name}: damaged"):
+        evaluate.score(model=tmp_path / "m.keras", val_manifest=manifests["val"], test_manifest=manifests["test"],
+                       predictions=tmp_path / "p.parquet", batch_size=8)
+    assert not (tmp_path / "p.parquet").exists()

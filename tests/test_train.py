@@ -151,3 +151,19 @@ def test_a_killed_run_is_not_resumed_with_other_settings(easy, tmp_path):
 def test_train_refuses_settings_that_are_not_the_configs(easy, tmp_path):
     with pytest.raises(TypeError, match=r"unknown \['epoch'\]"):
         train_into(tmp_path, easy["train"], easy["val"], epoch=3)
+
+
+def test_a_damaged_shard_is_named_before_training_starts(tmp_path):
+    from cxr14.data import CorruptShard
+
+    manifests = write_easy_shards(tmp_path, (("train", 32), ("val", 16)), size=16, per_shard=16)
+    shard = sorted((tmp_path / "shards/train").glob("*.tfrecord"))[1]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: same size, another sha256
+    shard.write_bytes(bytes(data))
+    with pytest.raises(CorruptShard, match=rf"{shard.name}: damaged .*delete it and run Snakemake again"):
+        train_into(tmp_path / "model", manifests["train"], manifests["val"], **PARAMS)
+    assert not (tmp_path / "model/model.keras").exists()
+    shard.unlink()
+    with pytest.raises(CorruptShard, match=rf"{shard.name}: missing"):
+        train_into(tmp_path / "model", manifests["train"], manifests["val"], **PARAMS)

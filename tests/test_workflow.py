@@ -146,3 +146,27 @@ def test_shards_of_the_tiny_run(workdir):
 def test_one_step_alone_is_a_snakemake_target(workdir):
     proc = run(workdir, "-n", "-f", "results/shards/32px-raw/val/manifest.json")
     assert planned_jobs(proc) == {"shard_manifest": 1}
+
+
+def test_a_second_run_in_the_same_folder_is_refused_and_the_first_finishes(tmp_path):
+    import signal
+    import time
+
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(tiny_config()))
+    cmd = [*SNAKEMAKE, "-d", str(tmp_path), "--configfile", str(tmp_path / "test.yaml"), "--cores", "1",
+           "results/clean/images.parquet"]
+    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    locks = tmp_path / ".snakemake/locks"
+    deadline = time.time() + 120
+    while not (locks.is_dir() and any(locks.iterdir())):  # the first run holds the lock once it has started
+        assert first.poll() is None and time.time() < deadline, "the first run ended before it locked"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGSTOP)  # paused, still holding the lock, however fast this machine is
+    try:
+        second = run(tmp_path, "results/clean/images.parquet", check=False)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert second.returncode != 0 and "Directory cannot be locked" in second.stdout + second.stderr
+    out, _ = first.communicate(timeout=600)
+    assert first.returncode == 0, out[-3000:]
+    assert len(pd.read_parquet(tmp_path / "results/clean/images.parquet")) == 24
