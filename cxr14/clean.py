@@ -13,6 +13,7 @@ Quirks handled, all found in the real files:
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from pathlib import Path
@@ -45,15 +46,35 @@ class LeakageError(RuntimeError):
     """A patient appears in more than one split."""
 
 
+def _read_text(path: Path) -> str:
+    """A metadata file's text (plain or .gz); a clear error for an empty or non-UTF-8 file."""
+    try:
+        with pd.io.common.get_handle(path, "r", compression="infer", encoding="utf-8") as handle:
+            text = handle.handle.read()
+    except UnicodeDecodeError as exc:
+        encoding = "UTF-16" if open(path, "rb").read(2) in (b"\xff\xfe", b"\xfe\xff") else "not UTF-8"
+        raise MetadataError(f"{path}: the file is {encoding} text (byte {exc.start}); save it as UTF-8, "
+                            "as the NIH publishes it") from exc
+    if not text.strip():
+        raise MetadataError(f"{path}: the file is empty")
+    return text
+
+
 def read_data_entry(path: str | Path) -> pd.DataFrame:
-    """The raw table as strings with our column names; checks the header of either release."""
+    """The raw table as strings with our column names; checks the header of either release and that
+    every row has all its fields (a file cut short ends mid-row)."""
     path = Path(path)
-    with pd.io.common.get_handle(path, "r", compression="infer") as handle:
-        header = handle.handle.readline().rstrip("\r\n").split(",")
+    lines = _read_text(path).splitlines()
+    header = lines[0].rstrip("\r").split(",")
     if header[: len(RAW_COLUMNS)] != RAW_COLUMNS or any(h.strip() for h in header[len(RAW_COLUMNS):]):
         raise MetadataError(f"{path}: unexpected header {header!r}; expected {RAW_COLUMNS!r}")
+    for row, line in enumerate(lines[1:], start=1):
+        fields = line.count(",") + 1
+        if line.strip() and fields < len(RAW_COLUMNS):
+            raise MetadataError(f"{path}: data row {row} has {fields} of {len(RAW_COLUMNS)} fields "
+                                f"({line[:60]!r}); is the file cut short?")
     raw = pd.read_csv(
-        path, header=None, skiprows=1, usecols=range(7), names=RAW_COLUMNS[:7],
+        io.StringIO("\n".join(lines[1:])), header=None, usecols=range(7), names=RAW_COLUMNS[:7],
         dtype=str, keep_default_na=False, na_values=[],
     )
     raw.columns = ["image_index", "labels", "follow_up", "patient_id", "age", "sex", "view"]
@@ -91,8 +112,7 @@ def label_matrix(labels: pd.Series, source: str) -> tuple[pd.DataFrame, int]:
 
 
 def read_list(path: str | Path) -> list[str]:
-    with pd.io.common.get_handle(Path(path), "r", compression="infer") as handle:
-        return [line.strip() for line in handle.handle.read().splitlines() if line.strip()]
+    return [line.strip() for line in _read_text(Path(path)).splitlines() if line.strip()]
 
 
 def assign_splits(table: pd.DataFrame, train_val: list[str], test: list[str],
@@ -105,9 +125,8 @@ def assign_splits(table: pd.DataFrame, train_val: list[str], test: list[str],
     split = pd.Series(pd.NA, index=table.index, dtype="string")
     split[table.image_index.isin(set(test))] = "test"
     in_train_val = table.image_index.isin(set(train_val))
-    both = in_train_val & split.notna()
-    if both.any():
-        raise LeakageError(f"{both.sum()} images are in both test_list and train_val_list")
+    if (in_train_val & split.notna()).any():
+        raise LeakageError(f"{int((in_train_val & split.notna()).sum())} images are in both split lists")
     split[in_train_val] = "train"
     patients = np.sort(table.loc[in_train_val, "patient_id"].unique())
     rng = np.random.default_rng(seed)
@@ -170,8 +189,11 @@ def clean_table(
     if not names_ok.all():
         row = raw.index[~names_ok][0]
         raise MetadataError(f"{source}: bad image name {raw.image_index[row]!r} at data row {row + 1}")
-    if raw.image_index.duplicated().any():
-        raise MetadataError(f"{source}: duplicated image names, e.g. {raw.image_index[raw.image_index.duplicated()].iloc[0]}")
+    duplicated = raw.image_index.duplicated()
+    if duplicated.any():
+        row = raw.index[duplicated][0]
+        raise MetadataError(f"{source}: image {raw.image_index[row]!r} appears again at data row {row + 1} "
+                            f"({int(duplicated.sum())} repeated name(s) in all)")
 
     table = pd.DataFrame({"image_index": raw.image_index})
     table["patient_id"] = pd.to_numeric(raw.patient_id, errors="raise").astype("int64")
@@ -193,7 +215,16 @@ def clean_table(
     report["changed"]["no_finding_with_other_labels"] = mixed
     table = pd.concat([table, labels], axis=1)
 
-    table["split"] = assign_splits(table, read_list(train_val_list), read_list(test_list), val_fraction, seed)
+    train_val, test = read_list(train_val_list), read_list(test_list)
+    both = sorted(set(train_val) & set(test))
+    if both:
+        raise LeakageError(f"{len(both)} image(s) are in both {Path(test_list).name} and {Path(train_val_list).name}, "
+                           f"e.g. {both[:3]}")
+    unknown = sorted((set(train_val) | set(test)) - set(raw.image_index))
+    report["dropped"]["listed_but_not_in_data_entry"] = len(unknown)  # counted, reported, nothing to clean
+    if unknown:
+        log.warning("%d image(s) in the split lists are not in %s, e.g. %s", len(unknown), source, unknown[:3])
+    table["split"] = assign_splits(table, train_val, test, val_fraction, seed)
     unlisted = table.split.isna()
     report["dropped"]["in_neither_split_list"] = int(unlisted.sum())
     table = table[~unlisted]

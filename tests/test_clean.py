@@ -138,3 +138,44 @@ def test_validation_split_is_patient_wise_and_seeded():
     assert (a == b).all() and not (a == c).all()
     assert (a == "val").sum() == 60
     assert table.assign(split=a).groupby("patient_id").split.nunique().max() == 1
+
+
+GOOD = [f"0000000{p}_000.png,No Finding,0,{p},50,M,PA,1,1,1,1" for p in range(1, 5)]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("cut mid-row", r"de\.csv: data row 4 has 2 of 11 fields .*cut short"),
+    ("duplicate name", r"de\.csv: image '00000002_000\.png' appears again at data row 5"),
+    ("unknown finding", r"de\.csv: unknown finding\(s\) \['Infiltrate'\] at data row 2"),
+    ("bad age", r"de\.csv: unreadable age '5O' at data row 3"),
+    ("in both lists", r"1 image\(s\) are in both test\.txt and tv\.txt, e\.g\. \['00000004_000\.png'\]"),
+    ("empty", r"de\.csv: the file is empty"),
+    ("utf-16", r"de\.csv: the file is UTF-16 text .*save it as UTF-8"),
+])
+def test_malformed_metadata_is_refused_naming_the_file_row_and_reason(tmp_path, case, message):
+    rows = list(GOOD)
+    test, train_val = ["00000004_000.png"], [r.split(",")[0] for r in GOOD[:3]]
+    if case == "cut mid-row":
+        rows[3] = rows[3][:25]
+    elif case == "duplicate name":
+        rows.append(rows[1])
+    elif case == "unknown finding":
+        rows[1] = rows[1].replace("No Finding", "Infiltrate")
+    elif case == "bad age":
+        rows[2] = rows[2].replace(",50,", ",5O,")
+    elif case == "in both lists":
+        train_val.append("00000004_000.png")
+    de, tv, test_path, manifests = _mini(tmp_path, rows, test, train_val)
+    if case == "empty":
+        de.write_text("")
+    elif case == "utf-16":
+        de.write_bytes(de.read_text().encode("utf-16"))
+    with pytest.raises((clean.MetadataError, clean.LeakageError), match=message):
+        clean.clean_table(de, tv, test_path, manifests, **CLEAN)
+
+
+def test_split_lists_naming_unknown_images_are_counted_and_reported(tmp_path):
+    de, tv, test, manifests = _mini(tmp_path, GOOD, ["00000004_000.png", "00000099_000.png"],
+                                    [r.split(",")[0] for r in GOOD[:3]])
+    table, report = clean.clean_table(de, tv, test, manifests, **CLEAN)
+    assert len(table) == 4 and report["dropped"]["listed_but_not_in_data_entry"] == 1
