@@ -1,5 +1,5 @@
 # cxr14: NIH ChestX-ray14 from the 12 public archives to a trained classifier, report and app.
-# `snakemake --cores all` (workstation) or `snakemake --profile profiles/slurm` (cluster).
+# `snakemake --cores all` (workstation) or `snakemake --workflow-profile profiles/slurm` (cluster).
 
 
 import os
@@ -21,7 +21,7 @@ wildcard_constraints:
     split="train|val|test",
     shard=r"\d{5}",
     num=r"\d{5}",
-    layout=r"\d+px-(raw|png)",
+    layout=cxr14_runs.layout(r"\d+", f"({'|'.join(ENCODINGS)})"),
     run=cxr14_runs.NAME.pattern.strip("^$"),
 
 

@@ -47,7 +47,8 @@ def predict(model, shards, batch_size: int) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True).sort_values("image_index", ignore_index=True)
 
 
-def _arrays(pred: pd.DataFrame):
+def label_score_arrays(pred: pd.DataFrame):
+    """(labels, probabilities) of the 14 findings, (n, 14) each, from a predictions table."""
     return pred[[f"y_{f}" for f in FINDINGS]].to_numpy(), pred[[f"p_{f}" for f in FINDINGS]].to_numpy(np.float64)
 
 
@@ -78,7 +79,7 @@ def subgroups(test: pd.DataFrame) -> dict:
     """AUROC per finding and its mean for each sex, age band and view, with counts."""
     groups = {"sex": test.sex.to_numpy(), "age": metrics.age_band(test.age_years.to_numpy()),
               "view": test.view.to_numpy()}
-    y, p = _arrays(test)
+    y, p = label_score_arrays(test)
     out = {}
     for kind, values in groups.items():
         out[kind] = {}
@@ -260,7 +261,7 @@ def assess(pred: pd.DataFrame, model_path, test_manifest, *, members: list[str],
     (curves; Grad-CAM examples when there is one model to explain)."""
     val = pred[pred.split == "val"].reset_index(drop=True)
     test = pred[pred.split == "test"].reset_index(drop=True)
-    y, p = _arrays(test)
+    y, p = label_score_arrays(test)
     boot = metrics.bootstrap_auroc(y, p, test.patient_id.to_numpy(), n_boot=n_boot, seed=seed)
     points = operating_points(val, test)
     curves = {f: metrics.curves(y[:, j], p[:, j]) for j, f in enumerate(FINDINGS)}

@@ -15,6 +15,7 @@ import pandas as pd
 
 from . import metrics as stats
 from .constants import DISCLAIMER, FINDINGS
+from .evaluate import label_score_arrays
 from .files import atomic
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,7 @@ def compare(tests: dict[str, pd.DataFrame], reference: str, n_boot: int, seed: i
         both = ref[["image_index"]].merge(test[["image_index"]], on="image_index")
         a = test.set_index("image_index").loc[both.image_index]
         b = ref.set_index("image_index").loc[both.image_index]
-        y = b[[f"y_{f}" for f in FINDINGS]].to_numpy()
-        score_a, score_b = a[[f"p_{f}" for f in FINDINGS]].to_numpy(np.float64), b[[f"p_{f}" for f in FINDINGS]].to_numpy(np.float64)
+        (y, score_b), (_, score_a) = label_score_arrays(b), label_score_arrays(a)
         boot = stats.paired_bootstrap(y, score_a, score_b, b.patient_id.to_numpy(), n_boot, seed)
         per_finding = {}
         for j, finding in enumerate(FINDINGS):
@@ -114,13 +114,9 @@ def _row(run, m, summary, settings, reference, comparison, report) -> dict:
 
 
 def _render(table: pd.DataFrame, comparisons: dict, spread: list[dict], reference: str, n_boot: int, html) -> None:
-    from jinja2 import Environment, PackageLoader, select_autoescape
+    from .report import known, templates
 
-    env = Environment(loader=PackageLoader("cxr14", "templates"), autoescape=select_autoescape(["html", "j2"]))
-    def known(v):
-        return isinstance(v, (int, float)) and np.isfinite(v)
-
-    env.filters["f3"] = lambda v: f"{v:.3f}" if known(v) else "–"
+    env = templates()
     env.filters["p"] = lambda v: (f"{v:.3f}" if v >= 0.001 else "<0.001") if known(v) else "–"
     env.filters["num"] = lambda v: f"{v:g}" if known(v) else "–"
     records = table.astype(object).where(table.notna(), None).to_dict("records")

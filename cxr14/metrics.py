@@ -61,12 +61,7 @@ def bootstrap_auroc(y: np.ndarray, score: np.ndarray, patients: np.ndarray, n_bo
     y, score = np.atleast_2d(y.T).T, np.atleast_2d(score.T).T
     k = y.shape[1]
     point = np.array([weighted_auroc(y[:, j], score[:, j]) for j in range(k)])
-    weights = patient_bootstrap_weights(patients, n_boot, seed)
-    reps = np.empty((n_boot, k))
-    for j in range(k):
-        sorted_scores = _SortedScores(y[:, j], score[:, j])
-        for lo in range(0, n_boot, 100):  # chunks keep memory at 100 x n
-            reps[lo:lo + 100, j] = sorted_scores.auroc(weights[lo:lo + 100])
+    reps = _bootstrap_reps(y, score, patient_bootstrap_weights(patients, n_boot, seed))
     alpha = (1 - level) / 2
     ci = [[float(np.nanquantile(reps[:, j], alpha)), float(np.nanquantile(reps[:, j], 1 - alpha))]
           if np.isfinite(reps[:, j]).any() else [float("nan")] * 2 for j in range(k)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import datetime
 import io
+import math
+import numbers
 from pathlib import Path
 
 import cv2
@@ -211,6 +213,19 @@ class Figures:
         return name
 
 
+def known(value) -> bool:
+    """A number to show (not None, not NaN)."""
+    return isinstance(value, numbers.Real) and math.isfinite(value)
+
+
+def templates() -> Environment:
+    """The package's HTML templates, with the number filters every page uses ('–' where unknown)."""
+    env = Environment(loader=PackageLoader("cxr14", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    env.filters["f3"] = lambda v: f"{v:.3f}" if known(v) else "–"
+    env.filters["pct"] = lambda v: f"{100 * v:.1f}%" if known(v) else "–"
+    return env
+
+
 def render(evaluation: dict, table: pd.DataFrame, cleaning_report: dict, out_html, figures_dir, title="cxr14 evaluation") -> Path:
     """Draw every figure and write the one-file HTML report."""
     m = evaluation["metrics"]
@@ -225,10 +240,7 @@ def render(evaluation: dict, table: pd.DataFrame, cleaning_report: dict, out_htm
     figs.add("demographics", demographics_figure(table))
     figs.add("localisation_examples", localisation_figure(evaluation["localisation_examples"]))
     gallery = [(f, figs.add(f"gallery_{f}", gallery_figure(evaluation["gallery"], f))) for f in FINDINGS]
-    env = Environment(loader=PackageLoader("cxr14", "templates"), autoescape=select_autoescape(["html", "j2"]))
-    env.filters["f3"] = lambda v: "–" if v is None else f"{v:.3f}"
-    env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.1f}%"
-    html = env.get_template("report.html.j2").render(
+    html = templates().get_template("report.html.j2").render(
         title=title, disclaimer=DISCLAIMER, m=m, findings=FINDINGS, figs=figs.embedded, gallery=gallery,
         report=cleaning_report, splits=SPLITS,
         created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -41,7 +41,6 @@ class Run:
     members: list[str] = field(default_factory=list)   # an ensemble's trained runs
     weights: list[float] = field(default_factory=list)
     group: str | None = None                            # the run a repeat belongs to
-    overrides: dict = field(default_factory=dict)        # what the config says about this run
 
     @property
     def is_ensemble(self) -> bool:
@@ -77,8 +76,6 @@ def parse_layout(name: str) -> tuple[int, str]:
 
 def resolve(config: dict) -> dict[str, Run]:
     """name -> Run, in config order (runs, then sweeps); the `default` run when there are none."""
-    from .config import validate
-
     specs = dict(config.get("runs") or {})
     for sweep, grid in (config.get("sweeps") or {}).items():
         for name, overrides in _sweep(sweep, grid, set(config["train"])).items():
@@ -94,14 +91,14 @@ def resolve(config: dict) -> dict[str, Run]:
         spec = dict(spec or {})
         if "ensemble" in spec:
             continue
-        settings = _merged(name, base, spec, validate)
+        settings = _merged(name, base, spec)
         repeats = spec.get("repeats", 1)
         seeds = [settings["train"]["seed"] + k for k in range(repeats)]
         for seed in seeds:
             run_name = f"{name}-seed{seed}" if repeats > 1 else name
             train = {**settings["train"], "seed": seed}
             runs[run_name] = Run(run_name, train, {k: settings["shards"][k] for k in SHARD_KEYS},
-                                 settings["evaluate"], group=name if repeats > 1 else None, overrides=spec)
+                                 settings["evaluate"], group=name if repeats > 1 else None)
     for name, spec in specs.items():
         if spec and "ensemble" in spec:
             runs[name] = _ensemble(name, spec, runs, base)
@@ -132,36 +129,44 @@ def _check_name(name: str) -> None:
                        f"with a sign), and none of the reserved folder names {sorted(RESERVED)}")
 
 
-def _merged(name: str, base: dict, spec: dict, validate) -> dict:
-    """The run's train, shards and evaluate sections: the config's, with the run's overrides (read
-    as the schema's types: from `--config` they arrive as strings)."""
-    from .config import ConfigError, coerce, schema
-
+def _merged(name: str, base: dict, spec: dict) -> dict:
+    """The run's train, shards and evaluate sections: the config's, with the run's overrides."""
     unknown = set(spec) - {*SECTIONS, "repeats"}
     if unknown:
         raise RunError(f"run {name!r}: unknown key(s) {sorted(unknown)}; a run takes {[*SECTIONS, 'repeats']} "
                        "(or ensemble and weights)")
     merged = copy.deepcopy(base)
     for section in SECTIONS:
-        override = spec.get(section) or {}
-        allowed = SHARD_KEYS if section == "shards" else tuple(base[section])
-        bad = set(override) - set(allowed)
-        if bad:
-            raise RunError(f"run {name!r}: unknown {section} key(s) {sorted(bad)}; allowed: {sorted(allowed)}")
-        for key, value in override.items():
-            value = coerce(value, schema()["properties"][section]["properties"][key])
-            if key == "augment" and isinstance(value, dict) and merged[section][key]:
-                merged[section][key] = {**merged[section][key], **value}
-            else:
-                merged[section][key] = value
+        _override(name, section, merged[section], spec.get(section) or {})
+    return _validated(name, merged)
+
+
+def _override(name: str, section: str, settings: dict, override: dict) -> None:
+    """Apply a run's override of one section to `settings`, in place: known keys only, read as the
+    schema's types (from `--config` they arrive as strings); `augment` is merged key by key."""
+    from .config import coerce, schema
+
+    allowed = SHARD_KEYS if section == "shards" else tuple(settings)
+    bad = set(override) - set(allowed)
+    if bad:
+        raise RunError(f"run {name!r}: unknown {section} key(s) {sorted(bad)}; allowed: {sorted(allowed)}")
+    for key, value in override.items():
+        value = coerce(value, schema()["properties"][section]["properties"][key])
+        if key == "augment" and isinstance(value, dict) and settings[key]:
+            settings[key] = {**settings[key], **value}
+        else:
+            settings[key] = value
+
+
+def _validated(name: str, sections: dict) -> dict:
+    """`sections` checked against the schema, as a config holding them would be."""
+    from .config import ConfigError, validate
+
     try:
-        validate({"archive_catalog": {}, **merged})
+        validate({"archive_catalog": {}, **sections})
     except ConfigError as exc:  # it names the key and the reason
         raise RunError(f"run {name!r}: " + "; ".join(line.strip() for line in str(exc).splitlines()[1:])) from exc
-    repeats = spec.get("repeats", 1)
-    if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
-        raise RunError(f"run {name!r}: repeats must be a whole number of at least 1, not {repeats!r}")
-    return merged
+    return sections
 
 
 def _ensemble(name: str, spec: dict, runs: dict[str, Run], base: dict) -> Run:
@@ -186,9 +191,10 @@ def _ensemble(name: str, spec: dict, runs: dict[str, Run], base: dict) -> Run:
         for member, w in zip(spec["ensemble"], weights):
             per_member += [w] * max(1, sum(r.group == member for r in runs.values()))
         weights = per_member
-    evaluate = {**base["evaluate"], **(spec.get("evaluate") or {})}
-    first = runs[members[0]]
-    return Run(name, {}, dict(first.shards), evaluate, members=members, weights=weights, overrides=spec)
+    evaluate = copy.deepcopy(base["evaluate"])
+    _override(name, "evaluate", evaluate, spec.get("evaluate") or {})
+    _validated(name, {"evaluate": evaluate})
+    return Run(name, {}, dict(runs[members[0]].shards), evaluate, members=members, weights=weights)
 
 
 def _sweep(sweep: str, grid: dict, train_keys: set[str]) -> dict[str, dict]:

@@ -114,7 +114,6 @@ def train(*, train_manifest, val_manifest, model, summary, history, class_weight
 
     use_threads(threads)
     resume_dir = Path(resume_dir)
-    resume_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(settings["seed"])
     if settings["deterministic"]:
         tf.config.experimental.enable_op_determinism()
@@ -141,8 +140,9 @@ def train(*, train_manifest, val_manifest, model, summary, history, class_weight
     # State that survives a killed run (not a Snakemake output, so Snakemake leaves it alone). It is
     # only resumed for the same settings and data: a changed learning rate starts afresh.
     best_path, history_path, backup = resume_dir / "best.keras", resume_dir / "history.csv", resume_dir / "backup"
-    run_key = {"settings": settings, "train": [s["sha256"] for s in train_src.manifest["shards"]],
-               "val": [s["sha256"] for s in val_src.manifest["shards"]]}
+    data = {split: [s["sha256"] for s in src.manifest["shards"]]
+            for split, src in (("train", train_src), ("val", val_src))}
+    run_key = {"settings": settings, **data}
     key_path = resume_dir / "run.json"
     best_so_far = None
     if backup.exists() and history_path.exists() and key_path.exists() and json.loads(key_path.read_text()) == run_key:
@@ -151,7 +151,7 @@ def train(*, train_manifest, val_manifest, model, summary, history, class_weight
     else:
         if backup.exists():
             log.info("%s holds a run with other settings or data: starting afresh", resume_dir)
-        shutil.rmtree(resume_dir)
+        shutil.rmtree(resume_dir, ignore_errors=True)
         resume_dir.mkdir(parents=True)
         write_json(run_key, key_path)
     callbacks = [
@@ -190,8 +190,7 @@ def train(*, train_manifest, val_manifest, model, summary, history, class_weight
         "val_images": val_src.images,
         "class_weights": weights,
         "config": settings,
-        "data": {"train": [s["sha256"] for s in train_src.manifest["shards"]],
-                 "val": [s["sha256"] for s in val_src.manifest["shards"]]},
+        "data": data,
         "device": {"gpus": n_gpus, "replicas": replicas, "global_batch": batch,
                    "mixed_precision": keras.mixed_precision.global_policy().name},
         "seconds_this_run": round(seconds, 1),

@@ -20,7 +20,7 @@ from cxr14.constants import (
     box_name,
 )
 from cxr14.download import archive_candidates, metadata_candidates
-from cxr14.shards import shard_stem
+from cxr14.shards import ENCODINGS, shard_stem
 
 # Once, for every job: strings from `--config` read as the schema's types, checked, defaults filled in.
 cxr14_config.validate(config)

@@ -48,6 +48,8 @@ def test_repeats_train_consecutive_seeds_and_ensembles_take_all_copies():
     assert runs.groups(got) == {"base": ["base-seed7", "base-seed8", "base-seed9"]}
     assert got["ens"].members == ["base-seed7", "base-seed8", "base-seed9", "other"]
     assert got["ens"].weights == [1, 1, 1, 2] and got["ens"].is_ensemble
+    evaluated = resolve(runs={"a": {}, "b": {}, "e": {"ensemble": ["a", "b"], "evaluate": {"n_boot": "50"}}})
+    assert evaluated["e"].evaluate["n_boot"] == 50 and evaluated["a"].evaluate["n_boot"] == 1000
 
 
 @pytest.mark.parametrize("config, message", [
@@ -59,6 +61,10 @@ def test_repeats_train_consecutive_seeds_and_ensembles_take_all_copies():
     ({"runs": {"a": {}, "e": {"ensemble": ["a", "zz"]}}}, r"ensemble 'e': member 'zz' is not a trained run"),
     ({"runs": {"a": {}, "b": {}, "e": {"ensemble": ["a", "b"], "weights": [1]}}}, r"one positive weight per listed member"),
     ({"sweeps": {"s": {"learnig_rate": [0.1]}}}, r"sweep 's': unknown key 'learnig_rate'"),
+    ({"runs": {"a": {}, "b": {}, "e": {"ensemble": ["a", "b"], "evaluate": {"nboot": 5}}}},
+     r"run 'e': unknown evaluate key\(s\) \['nboot'\]"),
+    ({"runs": {"a": {}, "b": {}, "e": {"ensemble": ["a", "b"], "evaluate": {"n_boot": 2}}}},
+     r"run 'e': evaluate.n_boot: 2 is less than the minimum of 10"),
     ({"runs": {"a": {}}, "leaderboard": {"reference": "b"}}, r"leaderboard.reference 'b' is not a run"),
 ])
 def test_bad_runs_are_refused_with_the_name_and_the_reason(config, message):
