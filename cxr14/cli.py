@@ -1,4 +1,4 @@
-"""The `cxr14` command: `predict` (batch) and `app` (web) for a trained model.
+"""The `cxr14` command: `predict` (batch) and `app` (web) for a trained model, `verify` for the shards.
 
 The workflow's steps run through Snakemake, each alone as a target too:
 `snakemake results/shards/val/manifest.json`.
@@ -50,7 +50,36 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--max-mb", type=float, default=DEFAULT_MAX_MB, metavar="MB",
                    help="refuse uploads larger than this (default: %(default)s)")
     a.set_defaults(main=lambda a: __import__("cxr14.app", fromlist=["main"]).main(a))
+
+    v = sub.add_parser("verify", help="check shards against their manifests' sizes and sha256",
+                       description="Check every shard under the given folders (or the given manifest.json files) "
+                                   "against the size and sha256 its manifest recorded; exit 1 naming each damaged "
+                                   "or missing shard. Training and scoring run the same check before they start.")
+    v.add_argument("paths", nargs="*", default=["results/shards"], metavar="PATH",
+                   help="manifest.json files or folders searched for them (default: %(default)s)")
+    v.set_defaults(main=verify)
     return top
+
+
+def verify(args) -> int:
+    from pathlib import Path
+
+    from .shards import CorruptShard, verify_shards
+
+    manifests = sorted({m for p in map(Path, args.paths) for m in ([p] if p.is_file() else p.rglob("manifest.json"))})
+    if not manifests:
+        print(f"cxr14 verify: no manifest.json under {' '.join(args.paths)}", file=sys.stderr)
+        return 1
+    damaged = 0
+    for manifest in manifests:
+        try:
+            files = verify_shards(manifest)
+        except (CorruptShard, OSError, ValueError, KeyError) as exc:
+            damaged += 1
+            print(f"DAMAGED {manifest.parent}: {exc}")
+        else:
+            print(f"ok      {manifest.parent}: {len(files)} shards")
+    return 1 if damaged else 0
 
 
 def main(argv=None) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from .constants import FINDINGS
+from .shards import verify_shards
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -71,25 +72,8 @@ class Shards:
         manifest = json.loads(path.read_text())
         files = [str(path.parent / s["file"]) for s in manifest["shards"]]
         if verify:
-            for file, entry in zip(files, manifest["shards"]):
-                _verify(Path(file), entry, path)
+            verify_shards(path)
         return cls(files, manifest["image_size"], manifest["encoding"], manifest["images"], manifest)
-
-
-class CorruptShard(RuntimeError):
-    """A shard is missing or differs from what its manifest recorded."""
-
-
-def _verify(file: Path, entry: dict, manifest: Path) -> None:
-    from .files import sha256_file
-
-    advice = f"delete it and run Snakemake again to rewrite it (manifest {manifest})"
-    if not file.is_file():
-        raise CorruptShard(f"{file}: missing; {advice}")
-    size = file.stat().st_size
-    if size != entry["bytes"] or sha256_file(file) != entry["sha256"]:
-        raise CorruptShard(f"{file}: damaged (size {size} bytes, manifest {entry['bytes']}; sha256 differs from "
-                           f"the manifest's {entry['sha256'][:12]}...); {advice}")
 
 
 def _decode(encoding: str, size: int):

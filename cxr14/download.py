@@ -23,7 +23,7 @@ from tqdm import tqdm
 from urllib3.util.retry import Retry
 
 from .constants import METADATA_HELP, box_name, kaggle_name
-from .files import sha256_file
+from .files import atomic, reporting_disk_full, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def fetch(
                 total, start, chunks = _open_local(local_path(source), offset, settings)
             if start != offset:  # the server ignored our Range request: start again
                 offset = 0
-            with open(part, "r+b" if offset else "wb") as fh, tqdm(
+            with reporting_disk_full(part), open(part, "r+b" if offset else "wb") as fh, tqdm(
                 total=total, initial=offset, unit="B", unit_scale=True,
                 desc=dest.name, disable=not progress, mininterval=1.0,
             ) as bar:
@@ -242,11 +242,9 @@ def fetch_metadata(candidates: list[str], dest: Path, help_text: str, **kwargs) 
             raise DownloadError(f"{dest.name} is missing ({exc}). {help_text}") from exc
         raise
     if info["source"].endswith(".gz"):
-        staged = dest.with_name(dest.name + ".part")
-        with gzip.open(tmp, "rb") as src, open(staged, "wb") as out:
+        with atomic(dest) as staged, gzip.open(tmp, "rb") as src, open(staged, "wb") as out:
             shutil.copyfileobj(src, out)
         tmp.unlink()
-        os.replace(staged, dest)
     else:
         os.replace(tmp, dest)
     return info
@@ -255,7 +253,8 @@ def fetch_metadata(candidates: list[str], dest: Path, help_text: str, **kwargs) 
 def write_checksum(info: dict, path: Path) -> None:
     """Record what was downloaded in `sha256sum` format, next to the file."""
     name = os.path.basename(urlparse(info["source"]).path or info["source"])
-    Path(path).write_text(f"{info['sha256']}  {name}\n")
+    with atomic(path) as staged:
+        staged.write_text(f"{info['sha256']}  {name}\n")
 
 
 def download_archive(*, sources: list[str], archive, checksum, expected_bytes: int | None, sha256: str | None,

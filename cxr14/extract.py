@@ -18,7 +18,7 @@ from typing import BinaryIO, Iterator
 
 import pandas as pd
 
-from .files import atomic
+from .files import atomic, reporting_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ def extract(*, archive, images, manifest, expected_images: int, count_tolerance:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     try:
-        rows, skipped = _extract_pngs(archive, staging)
+        with reporting_disk_full(out_dir):
+            rows, skipped = _extract_pngs(archive, staging)
         _check_count(archive, len(rows), expected_images, count_tolerance)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

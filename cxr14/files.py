@@ -3,10 +3,43 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
+
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+
+
+class DiskFull(OSError):
+    """No space (or quota) left while writing an output; nothing half-written is kept."""
+
+
+def disk_full(path, exc: BaseException | None = None) -> DiskFull | None:
+    """The DiskFull error to raise for `exc` met writing `path` (any exc when None), naming the path and
+    the space left; None when `exc` is another error."""
+    if exc is not None and not (isinstance(exc, OSError) and exc.errno in DISK_FULL):
+        return None
+    path = Path(path)
+    folder = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    usage = shutil.disk_usage(folder)
+    return DiskFull(errno.ENOSPC, f"disk full: no space left on device writing {path} "
+                                  f"({usage.free / 2**20:.1f} MB free of {usage.total / 2**20:.1f} MB there); "
+                                  "free some space and rerun the same command")
+
+
+@contextlib.contextmanager
+def reporting_disk_full(path):
+    """Re-raise a disk-full OSError met in the block as DiskFull naming `path`."""
+    try:
+        yield
+    except OSError as exc:
+        full = disk_full(path, exc)
+        if full is None:
+            raise
+        raise full from exc
 
 
 def sha256_file(path) -> str:
@@ -21,12 +54,14 @@ def sha256_file(path) -> str:
 def atomic(path):
     """Yield `<stem>.partial<suffix>` to write; rename it to `path` when the block succeeds, delete
     it when it fails. A reader, Snakemake included, never sees a half-written `path`. The suffix is
-    kept for writers that insist on it (Keras saves only to `.keras`)."""
+    kept for writers that insist on it (Keras saves only to `.keras`). A full disk is reported as
+    DiskFull naming `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staged = path.with_name(f"{path.stem}.partial{path.suffix}")
     try:
-        yield staged
+        with reporting_disk_full(path):
+            yield staged
     except BaseException:
         staged.unlink(missing_ok=True)
         raise

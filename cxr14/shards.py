@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .constants import FINDINGS, SPLITS
-from .files import atomic, sha256_file, write_json
+from .files import atomic, disk_full, sha256_file, write_json
 from .images import BadImage, decode, resize
 
 log = logging.getLogger(__name__)
@@ -134,16 +134,19 @@ def write_shard(rows: pd.DataFrame, image_dirs: dict, out: str | Path, image_siz
     out = Path(out)
     bad, count = [], 0
     with atomic(out) as staged:
-        with tf.io.TFRecordWriter(str(staged)) as writer:
-            for row in rows.sort_values("position").itertuples(index=False):
-                path = Path(image_dirs[int(row.archive)]) / row.image_index
-                try:
-                    pixels = resize(decode(path.read_bytes()), image_size)
-                except (BadImage, OSError) as exc:
-                    bad.append({"image_index": row.image_index, "reason": str(exc)})
-                    continue
-                writer.write(_example(row, pixels, encoding).SerializeToString(deterministic=True))
-                count += 1
+        try:
+            with tf.io.TFRecordWriter(str(staged)) as writer:
+                for row in rows.sort_values("position").itertuples(index=False):
+                    path = Path(image_dirs[int(row.archive)]) / row.image_index
+                    try:
+                        pixels = resize(decode(path.read_bytes()), image_size)
+                    except (BadImage, OSError) as exc:
+                        bad.append({"image_index": row.image_index, "reason": str(exc)})
+                        continue
+                    writer.write(_example(row, pixels, encoding).SerializeToString(deterministic=True))
+                    count += 1
+        except tf.errors.ResourceExhaustedError as exc:  # how TensorFlow reports a full disk
+            raise disk_full(out) from exc
         if len(bad) > max_bad_images:
             raise TooManyBadImages(
                 f"{out.name}: {len(bad)} bad images (max_bad_images={max_bad_images}), e.g. "
@@ -157,7 +160,8 @@ def write_manifest(split: str, shard_infos: list[dict], image_size: int, encodin
                    bad_out: str | Path, max_bad_images: int) -> dict:
     """Per-split manifest (counts, bytes, sha256 per shard, image size) and the list of bad images."""
     bad = [b for info in shard_infos for b in info["bad_images"]]
-    pd.DataFrame(bad, columns=["image_index", "reason"]).to_csv(bad_out, sep="\t", index=False)
+    with atomic(bad_out) as staged:
+        pd.DataFrame(bad, columns=["image_index", "reason"]).to_csv(staged, sep="\t", index=False)
     if len(bad) > max_bad_images:
         raise TooManyBadImages(f"split {split}: {len(bad)} bad images (max_bad_images={max_bad_images}); see {bad_out}")
     manifest = {
@@ -172,3 +176,27 @@ def write_manifest(split: str, shard_infos: list[dict], image_size: int, encodin
     }
     write_json(manifest, out)
     return manifest
+
+
+class CorruptShard(RuntimeError):
+    """A shard is missing or differs from what its manifest recorded."""
+
+
+def verify_shards(manifest: str | Path) -> list[Path]:
+    """Check each shard of a split against its manifest (size, then sha256; seconds per GB), so a
+    damaged shard is named before a long run starts rather than met as a TFRecord CRC error hours in.
+    Returns the shard files; raises CorruptShard naming every bad one."""
+    manifest = Path(manifest)
+    files, problems = [], []
+    for entry in json.loads(manifest.read_text())["shards"]:
+        file = manifest.parent / entry["file"]
+        files.append(file)
+        if not file.is_file():
+            problems.append(f"{file}: missing")
+        elif (size := file.stat().st_size) != entry["bytes"] or sha256_file(file) != entry["sha256"]:
+            problems.append(f"{file}: damaged (size {size} bytes, manifest {entry['bytes']}; sha256 differs "
+                            f"from the manifest's {entry['sha256'][:12]}...)")
+    if problems:
+        raise CorruptShard("; ".join(problems) + f"; delete the shard(s) and run Snakemake again to rewrite them "
+                                                 f"(manifest {manifest})")
+    return files

@@ -69,6 +69,27 @@ def _validation_callback(val_ds, loss_fn):
     return Validation()
 
 
+def _best_model_callback(path: Path, best_so_far: float | None):
+    import keras
+
+    class BestModel(keras.callbacks.Callback):
+        """Keep the model of the best val mean AUROC at `path`, written atomically: a kill while
+        saving leaves the previous best intact (Keras's ModelCheckpoint writes in place)."""
+
+        def __init__(self):
+            super().__init__()
+            self.best = -np.inf if best_so_far is None else best_so_far
+
+        def on_epoch_end(self, epoch, logs=None):
+            score = logs["val_mean_auroc"]
+            if score > self.best:
+                self.best = score
+                with atomic(path) as staged:
+                    self.model.save(staged)
+
+    return BestModel()
+
+
 def _strategy():
     import tensorflow as tf
 
@@ -94,6 +115,12 @@ def _read_history(path):
     import pandas as pd
 
     return pd.read_csv(path).drop_duplicates("epoch", keep="last").reset_index(drop=True)
+
+
+def _backed_up_epochs(backup: Path) -> int:
+    """How many epochs the BackupAndRestore state in `backup` holds."""
+    state = backup / "training_metadata.json"
+    return json.loads(state.read_text())["epoch"] if state.exists() else 0
 
 
 def train(*, train_manifest, val_manifest, model, summary, history, class_weights, tensorboard, resume_dir,
@@ -146,25 +173,28 @@ def train(*, train_manifest, val_manifest, model, summary, history, class_weight
     key_path = resume_dir / "run.json"
     best_so_far = None
     if backup.exists() and history_path.exists() and key_path.exists() and json.loads(key_path.read_text()) == run_key:
-        best_so_far = float(_read_history(history_path).val_mean_auroc.max())
-        log.info("resuming from %s (best val mean AUROC so far %.4f)", backup, best_so_far)
+        done = _read_history(history_path)
+        best_so_far = float(done.val_mean_auroc.max())
+        log.info("resuming after epoch %d, the last finished one, from %s (best val mean AUROC so far %.4f)",
+                 _backed_up_epochs(backup), backup, best_so_far)
     else:
         if backup.exists():
             log.info("%s holds a run with other settings or data: starting afresh", resume_dir)
         shutil.rmtree(resume_dir, ignore_errors=True)
         resume_dir.mkdir(parents=True)
         write_json(run_key, key_path)
+    # The backup comes last: an epoch is only marked done once its history row and best model are
+    # written, so a kill in between redoes that epoch (its row is replaced) rather than losing it.
     callbacks = [
         _validation_callback(val_ds, loss_fn),
-        keras.callbacks.BackupAndRestore(str(backup)),
-        keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_mean_auroc", mode="max", save_best_only=True,
-                                        initial_value_threshold=best_so_far),
+        _best_model_callback(best_path, best_so_far),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=settings["lr_factor"], patience=settings["lr_patience"],
                                           min_lr=settings["learning_rate"] * 1e-3),
         keras.callbacks.EarlyStopping(monitor="val_mean_auroc", mode="max", patience=settings["early_stopping_patience"]),
         keras.callbacks.CSVLogger(str(history_path), append=True),
         keras.callbacks.TensorBoard(str(tensorboard), write_graph=False, profile_batch=0),
         *extra_callbacks,
+        keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True),
     ]
     start = time.perf_counter()
     fitted = net.fit(train_ds, epochs=settings["epochs"], callbacks=callbacks, verbose=2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import threading
@@ -19,7 +20,8 @@ needs_shared = pytest.mark.skipif(not NIH_METADATA.is_dir(), reason="../shared/n
 
 class FaultyHandler(http.server.SimpleHTTPRequestHandler):
     """Serves a folder with Range support; `faults` (shared dict) injects failures per path:
-    {"status": {path: [500, 500]}, "cut": {path: n_bytes}} — each entry is used once."""
+    {"status": {path: [500, 500]}, "cut": {path: n_bytes}, "hold": {path: (n_bytes, threading.Event)}}
+    — each entry is used once. "hold" sends n_bytes, then stalls until the event is set and hangs up."""
 
     faults: dict = {}
     protocol_version = "HTTP/1.1"
@@ -59,6 +61,14 @@ class FaultyHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
+        hold = self.faults.get("hold", {}).pop(self.path, None)
+        if hold is not None:
+            n_bytes, release = hold
+            self.wfile.write(body[:n_bytes])
+            self.wfile.flush()
+            release.wait(300)
+            self.close_connection = True
+            return
         cut = self.faults.get("cut", {}).pop(self.path, None)
         if cut is not None:
             self.wfile.write(body[:cut])
@@ -68,21 +78,28 @@ class FaultyHandler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
 
-@pytest.fixture
-def http_mirror(tmp_path):
-    """(base URL on 127.0.0.1, served folder, faults dict) for one test."""
-    root = tmp_path / "served"
-    root.mkdir()
-    faults: dict = {"status": {}, "cut": {}, "log": []}
+@contextlib.contextmanager
+def serve(root: Path):
+    """(base URL on 127.0.0.1, faults dict) of a FaultyHandler server for `root` while in the block."""
+    faults: dict = {"status": {}, "cut": {}, "hold": {}, "log": []}
     handler = type("Handler", (FaultyHandler,), {"faults": faults})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", root, faults
+        yield f"http://127.0.0.1:{server.server_address[1]}", faults
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def http_mirror(tmp_path):
+    """(base URL on 127.0.0.1, served folder, faults dict) for one test."""
+    root = tmp_path / "served"
+    root.mkdir()
+    with serve(root) as (url, faults):
+        yield url, root, faults
 
 
 def easy_example(rng, size):

@@ -83,10 +83,10 @@ def test_ensemble_is_the_weighted_mean_and_refuses_other_images(tmp_path):
     assert not (tmp_path / "x.parquet").exists()
 
 
-def test_leaderboard_rows_comparisons_and_spread(tmp_path):
+def _board(tmp_path, runs: dict, settings: dict, groups: dict) -> pd.DataFrame:
+    """The leaderboard of runs {name: noise of its synthetic predictions}, the first the reference."""
     from cxr14.evaluate import assess
 
-    runs = {"ref": 0.35, "s1": 0.2, "s2": 0.22}
     paths = {}
     for k, (run, noise) in enumerate(runs.items()):
         pred = _predictions(tmp_path / f"{run}.parquet", k, noise)
@@ -98,13 +98,23 @@ def test_leaderboard_rows_comparisons_and_spread(tmp_path):
             {"seconds_this_run": 10.0, "epochs_run": 3, "epochs_this_run": 3, "train_images": 100}))
         paths[run] = tmp_path / f"{run}.html"
         paths[run].write_text("report")
-    settings = {"ref": {"train.learning_rate": 0.001}, "s1": {"train.learning_rate": 0.01},
-                "s2": {"train.learning_rate": 0.01}}
-    table = leaderboard.leaderboard(
+    return leaderboard.leaderboard(
         metrics=[tmp_path / f"{r}.json" for r in runs], predictions=[tmp_path / f"{r}.parquet" for r in runs],
         summaries=[tmp_path / f"{r}.summary.json" for r in runs], reports=list(paths.values()),
         csv=tmp_path / "lb.csv", html=tmp_path / "lb.html", runs=list(runs), trained=list(runs),
-        groups={"s": ["s1", "s2"]}, settings=settings, reference="ref", n_boot=200, seed=0)
+        groups=groups, settings=settings, reference=next(iter(runs)), n_boot=200, seed=0)
+
+
+def test_a_leaderboard_of_one_run_has_no_comparisons(tmp_path):
+    table = _board(tmp_path, {"ref": 0.3}, {"ref": {}}, {})
+    assert len(table) == 1 and table.diff_vs_reference.isna().all()
+    assert "ref" in (tmp_path / "lb.html").read_text()
+
+
+def test_leaderboard_rows_comparisons_and_spread(tmp_path):
+    settings = {"ref": {"train.learning_rate": 0.001}, "s1": {"train.learning_rate": 0.01},
+                "s2": {"train.learning_rate": 0.01}}
+    table = _board(tmp_path, {"ref": 0.35, "s1": 0.2, "s2": 0.22}, settings, {"s": ["s1", "s2"]})
     csv = pd.read_csv(tmp_path / "lb.csv")
     assert list(csv.run) == ["ref", "s1", "s2"] and csv.loc[1, "differs_from_reference"] == "train.learning_rate=0.01"
     assert csv.loc[1, "diff_vs_reference"] > 0 and csv.loc[1, "diff_ci_low"] > 0  # less noise ranks better

@@ -244,7 +244,7 @@ def test_report_opens_in_headless_chromium_without_errors(evaluated):
 
 
 def test_scoring_names_a_damaged_shard(tmp_path):
-    from cxr14.data import CorruptShard
+    from cxr14.shards import CorruptShard
 
     manifests = write_easy_shards(tmp_path, (("val", 8), ("test", 8)), size=16, per_shard=8)
     models.build("small_cnn", 16, "none", dropout=0.0).save(tmp_path / "m.keras")

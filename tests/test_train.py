@@ -80,8 +80,9 @@ class _Killed(Exception):
 
 
 class _KillAfterFirstEpoch(keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        raise _Killed()
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:  # epoch 1 is finished: its history row, best model and backup are written
+            raise _Killed()
 
 
 class _RecordEpochs(keras.callbacks.Callback):
@@ -95,7 +96,6 @@ class _RecordEpochs(keras.callbacks.Callback):
 
 def test_a_run_killed_after_epoch_1_resumes_at_epoch_2(easy, tmp_path):
     params = {**PARAMS, "epochs": 3}
-    # BackupAndRestore saves at the end of an epoch before later callbacks run, so this "kill" comes after it.
     with pytest.raises(_Killed):
         train_into(tmp_path, easy["train"], easy["val"], **params, extra_callbacks=[_KillAfterFirstEpoch()])
     assert (tmp_path / "resume/backup").exists() and not (tmp_path / "model.keras").exists()
@@ -154,16 +154,30 @@ def test_train_refuses_settings_that_are_not_the_configs(easy, tmp_path):
 
 
 def test_a_damaged_shard_is_named_before_training_starts(tmp_path):
-    from cxr14.data import CorruptShard
+    from cxr14.shards import CorruptShard
 
     manifests = write_easy_shards(tmp_path, (("train", 32), ("val", 16)), size=16, per_shard=16)
     shard = sorted((tmp_path / "shards/train").glob("*.tfrecord"))[1]
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte: same size, another sha256
     shard.write_bytes(bytes(data))
-    with pytest.raises(CorruptShard, match=rf"{shard.name}: damaged .*delete it and run Snakemake again"):
+    with pytest.raises(CorruptShard, match=rf"{shard.name}: damaged .*delete the shard\(s\) and run Snakemake again"):
         train_into(tmp_path / "model", manifests["train"], manifests["val"], **PARAMS)
     assert not (tmp_path / "model/model.keras").exists()
     shard.unlink()
     with pytest.raises(CorruptShard, match=rf"{shard.name}: missing"):
         train_into(tmp_path / "model", manifests["train"], manifests["val"], **PARAMS)
+
+
+def test_cxr14_verify_names_each_damaged_shard(tmp_path, capsys):
+    from cxr14.cli import main
+
+    write_easy_shards(tmp_path, (("train", 32), ("val", 16)), size=16, per_shard=16)
+    assert main(["verify", str(tmp_path / "shards")]) == 0
+    assert capsys.readouterr().out.count("ok ") == 2
+    shard = sorted((tmp_path / "shards/val").glob("*.tfrecord"))[0]
+    shard.write_bytes(shard.read_bytes()[:-1])  # cut short
+    assert main(["verify", str(tmp_path / "shards")]) == 1
+    out = capsys.readouterr().out
+    assert f"DAMAGED {shard.parent}: {shard}: damaged" in out and "ok      " in out
+    assert main(["verify", str(tmp_path / "nowhere")]) == 1
