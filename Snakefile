@@ -32,6 +32,7 @@ include: "rules/clean.smk"
 include: "rules/shards.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/calibrate.smk"
 include: "rules/leaderboard.smk"
 include: "rules/app.smk"
 

@@ -42,7 +42,7 @@ class Analysis:
     resolution, so another run (of another input size) or another finding can be shown for it."""
 
     def __init__(self, runs: dict[str, tuple], max_mb: float):
-        self.runs, self.max_mb = runs, max_mb  # run -> (model path, thresholds path or None)
+        self.runs, self.max_mb = runs, max_mb  # run -> (model, thresholds or None, calibration or None)
         self._loaded: dict[str, Predictor] = {}
 
     def predictor(self, run: str) -> Predictor:
@@ -59,10 +59,21 @@ class Analysis:
         cut = predictor.thresholds
         above = set(predictor.above(probs))
         rule = "the operating points chosen on the validation split" if cut else "0.5 (no evaluation thresholds loaded)"
-        lines = [f"Findings at or above {rule} are marked **▲**.", "", "| finding | probability | |", "|---|---:|:-:|"]
+        if predictor.calibration:
+            what = (f"Probabilities are calibrated on the validation split ({predictor.calibration['method']} scaling"
+                    f"{', averaged over test-time augmentations' if predictor.tta else ''}); the base rate is the "
+                    "finding's prevalence in the training data.")
+        else:
+            what = "**These are the model's uncalibrated scores, not probabilities** (the run has no calibration)."
+        base = predictor.base_rate or {}
+        fitted = predictor.calibration["findings"] if predictor.calibration else {}
+        lines = [what, f"Findings at or above {rule} are marked **▲**.", "",
+                 "| finding | probability | base rate | above operating point |", "|---|---:|---:|:-:|"]
         for k in np.argsort(-probs):
             name = FINDINGS[k]
-            lines.append(f"| {name} | {probs[k]:.3f} | {'▲' if name in above else ''} |")
+            rate = f"{base[name]:.3f}" if name in base else "–"
+            raw = " (score: too few val positives to calibrate)" if fitted.get(name, {}).get("method") == "none" else ""
+            lines.append(f"| {name} | {probs[k]:.3f}{raw} | {rate} | {'▲' if name in above else ''} |")
         return "\n".join(lines)
 
     def analyse(self, file, run: str):
@@ -92,7 +103,7 @@ class Analysis:
 
 
 def build(runs: dict[str, tuple], first: str, max_mb: float = DEFAULT_MAX_MB, examples_dir: Path | None = None):
-    """The page for `runs` (name -> (model, thresholds)), showing `first` until another is picked."""
+    """The page for `runs` (name -> (model, thresholds, calibration)), showing `first` until another is picked."""
     import gradio as gr
 
     analysis = Analysis(runs, max_mb)
@@ -126,7 +137,7 @@ def build(runs: dict[str, tuple], first: str, max_mb: float = DEFAULT_MAX_MB, ex
 def main(args) -> int:
     from .runs import served
 
-    runs, first = served(args.run, args.model, args.thresholds)
+    runs, first = served(args.run, args.model, args.thresholds, args.calibration)
     demo = build(runs, first, args.max_mb)
     host = "0.0.0.0" if args.share_on_network else "127.0.0.1"
     demo.launch(server_name=host, server_port=args.port, css=CSS, share=False, show_error=True)

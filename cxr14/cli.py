@@ -31,6 +31,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="predictions.csv", metavar="CSV", help="where to write the predictions (default: %(default)s)")
     p.add_argument("--thresholds", metavar="JSON",
                    help="operating points chosen on val by the evaluate step (default: the run's; 0.5 without)")
+    p.add_argument("--calibration", metavar="JSON",
+                   help="the calibrate step's calibration.json for --model (default: the run's; without one the "
+                        "model's raw scores are reported)")
     p.add_argument("--gradcam-dir", metavar="DIR", help="also write a Grad-CAM overlay of each image's top finding here")
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default: %(default)s)")
     p.add_argument("--max-mb", type=float, default=DEFAULT_MAX_MB, metavar="MB",
@@ -44,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
                                                      f"under {RUN.format(run='*')} (default: the first)")
     which.add_argument("--model", metavar="MODEL.keras", help="serve this one model file instead of the runs")
     a.add_argument("--thresholds", metavar="JSON", help="operating points for --model (default: the run's own)")
+    a.add_argument("--calibration", metavar="JSON", help="calibration.json for --model (default: the run's own)")
     a.add_argument("--port", type=int, default=app_defaults["port"], help="port to listen on (default: %(default)s)")
     a.add_argument("--share-on-network", action="store_true", default=app_defaults["share_on_network"],
                    help="listen on all interfaces, not only 127.0.0.1")

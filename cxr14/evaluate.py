@@ -26,13 +26,19 @@ PUBLISHED = {
 BOX_LABELS = {"Infiltrate": "Infiltration"}  # BBox_List_2017 spells one finding differently
 
 
-def predict(model, shards, batch_size: int) -> pd.DataFrame:
-    """One row per image: its metadata, labels y_<finding> and probabilities p_<finding>."""
+def predict(model, shards, batch_size: int, tta: bool = False) -> pd.DataFrame:
+    """One row per image: its metadata, labels y_<finding> and scores p_<finding>; with `tta`, p_ is
+    the mean over the TTA views and p_notta_ the plain image's score, from the same pass."""
     from .data import dataset
+    from .inference import forward, view_scores
 
     rows = []
     for x, y, meta in dataset(shards, batch_size, with_metadata=True):
-        p = np.asarray(model.predict_on_batch(x), np.float32)
+        if tta:
+            views = view_scores(model, x)
+            p, plain = views.mean(axis=0).astype(np.float32), views[0].astype(np.float32)
+        else:
+            p = forward(model, x, tta=False)
         frame = pd.DataFrame({
             "image_index": [s.decode() for s in meta["image_index"].numpy()],
             "patient_id": meta["patient_id"].numpy(),
@@ -43,6 +49,9 @@ def predict(model, shards, batch_size: int) -> pd.DataFrame:
         for k, name in enumerate(FINDINGS):
             frame[f"y_{name}"] = y.numpy()[:, k].astype(np.int8)
             frame[f"p_{name}"] = p[:, k]
+        if tta:
+            for k, name in enumerate(FINDINGS):
+                frame[f"p_notta_{name}"] = plain[:, k]
         rows.append(frame)
     return pd.concat(rows, ignore_index=True).sort_values("image_index", ignore_index=True)
 
@@ -191,9 +200,10 @@ def localisation(model, boxes: pd.DataFrame, images: dict, size: int) -> tuple[d
     return out, examples
 
 
-def score(*, model, val_manifest, test_manifest, predictions, batch_size: int, threads: int | None = None) -> None:
-    """Step `score`: a trained run's probabilities on the val and test shards, one row per image,
-    to `predictions` (Parquet)."""
+def score(*, model, val_manifest, test_manifest, predictions, batch_size: int, tta: bool,
+          threads: int | None = None) -> None:
+    """Step `score`: a trained run's scores on the val and test shards, one row per image, to
+    `predictions` (Parquet); with `tta`, test-time augmented, with the plain scores beside them."""
     from . import models
     from .data import Shards, use_threads
 
@@ -205,7 +215,7 @@ def score(*, model, val_manifest, test_manifest, predictions, batch_size: int, t
     for split, src in sources.items():
         if src.image_size != size:
             raise ValueError(f"{model} takes {size} px but the {split} shards are {src.image_size} px")
-    pred = pd.concat([predict(net, src, batch_size).assign(split=split) for split, src in sources.items()],
+    pred = pd.concat([predict(net, src, batch_size, tta).assign(split=split) for split, src in sources.items()],
                      ignore_index=True)
     with atomic(predictions) as staged:
         pred.to_parquet(staged, index=False)
@@ -224,7 +234,7 @@ def ensemble(*, members: list, predictions, names: list[str], weights: list[floa
         if not frame[["split", "image_index"]].equals(first[["split", "image_index"]]):
             raise ValueError(f"ensemble members {names[0]} and {name} were scored on different images")
     w = np.asarray(weights or [1.0] * len(frames), np.float64)
-    probs = [f"p_{f}" for f in FINDINGS]
+    probs = [c for c in first.columns if c.startswith("p_")]  # with the plain scores of TTA'd members
     out = first.copy()
     out[probs] = (sum(wk * f[probs].to_numpy(np.float64) for wk, f in zip(w, frames)) / w.sum()).astype(np.float32)
     with atomic(predictions) as staged:
@@ -232,20 +242,26 @@ def ensemble(*, members: list, predictions, names: list[str], weights: list[floa
     log.info("ensemble of %s (weights %s): %d images", ", ".join(names), w.tolist(), len(out))
 
 
-def evaluate(*, predictions, model, test_manifest, table, cleaning_report, boxes, expert_labels, metrics,
-             thresholds, report, figures, run: str, members: list[str], n_boot: int, seed: int, gallery_k: int,
-             batch_size: int, threads: int | None = None) -> dict:
-    """Step `evaluate`: a run's `predictions` on the official test split (operating points chosen on
-    val) to `metrics` and `thresholds` (JSON) and the HTML `report` with its `figures/`. Grad-CAM and
-    localisation need the `model` and `test_manifest` (an ensemble has neither: both are []);
-    `expert_labels` may be [] (that section is left out)."""
+def evaluate(*, predictions, calibration, model, test_manifest, table, cleaning_report, boxes, expert_labels,
+             metrics, thresholds, report, figures, run: str, members: list[str], n_boot: int, seed: int,
+             gallery_k: int, batch_size: int, tta: bool, threads: int | None = None) -> dict:
+    """Step `evaluate`: a run's `predictions`, calibrated with its `calibration` (fitted on val), on
+    the official test split (operating points chosen on calibrated val) to `metrics` and `thresholds`
+    (JSON) and the HTML `report` with its `figures/`. Grad-CAM and localisation need the `model` and
+    `test_manifest` (an ensemble has neither: both are []); `expert_labels` may be [] (that section is
+    left out). `tta` is how the predictions were scored (the report compares with the plain scores)."""
     from .data import use_threads
     from .report import render
 
     use_threads(threads)
-    result = assess(pd.read_parquet(predictions), model or None, test_manifest or None, members=members,
-                    boxes_csv=boxes, expert_csv=expert_labels or None, n_boot=n_boot, seed=seed,
-                    gallery_k=gallery_k, batch_size=batch_size)
+    pred = pd.read_parquet(predictions)
+    if (f"p_notta_{FINDINGS[0]}" in pred.columns) != tta:
+        raise ValueError(f"{predictions} was scored {'without' if tta else 'with'} test-time augmentation but this "
+                         f"run's evaluate.tta is {tta}: rerun its score step (for an ensemble: its members')")
+    result = assess(pred, model or None, test_manifest or None, members=members,
+                    calibration=json.loads(Path(calibration).read_text()), boxes_csv=boxes,
+                    expert_csv=expert_labels or None, n_boot=n_boot, seed=seed, gallery_k=gallery_k,
+                    batch_size=batch_size)
     write_json(result["metrics"], metrics)
     points = result["metrics"]["thresholds"]
     write_json({rule: {f: points[f][rule] for f in FINDINGS} for rule in ("max_f1", "youden")} | {"chosen_on": "val"},
@@ -255,17 +271,74 @@ def evaluate(*, predictions, model, test_manifest, table, cleaning_report, boxes
     return result["metrics"]
 
 
-def assess(pred: pd.DataFrame, model_path, test_manifest, *, members: list[str], boxes_csv, expert_csv,
-           n_boot: int, seed: int, gallery_k: int, batch_size: int) -> dict:
-    """Every metric of the report from the predictions, plus the in-memory material it draws
-    (curves; Grad-CAM examples when there is one model to explain)."""
+def calibrated(pred: pd.DataFrame, calibration: dict | None) -> pd.DataFrame:
+    """The predictions with p_<finding> mapped through the calibration (raw scores dropped)."""
+    from .calibrate import apply
+
+    out = pred.drop(columns=[c for c in pred.columns if c.startswith("p_notta_")])
+    probs = [f"p_{f}" for f in FINDINGS]
+    out[probs] = apply(calibration, pred[probs].to_numpy(np.float64))
+    return out
+
+
+def calibration_section(raw: pd.DataFrame, cal: pd.DataFrame, calibration: dict | None, n_boot: int, seed: int) -> dict:
+    """ECE (equal-width and adaptive bins) and Brier on test before and after calibration, per finding
+    and as means with patient-bootstrap CIs, and how far AUROC moved (nothing, for a strictly
+    increasing map)."""
+    (y, before), (_, after) = label_score_arrays(raw), label_score_arrays(cal)
+    patients = raw.patient_id.to_numpy()
+    keys = ("ece", "ece_adaptive", "brier")
+    per_finding = {}
+    for j, f in enumerate(FINDINGS):
+        b, a = metrics.reliability(y[:, j], before[:, j]), metrics.reliability(y[:, j], after[:, j])
+        per_finding[f] = {"method": calibration["findings"][f]["method"] if calibration else "none",
+                          **{k: a[k] for k in keys}, "before": {k: b[k] for k in keys}}
+    change = [abs(metrics.weighted_auroc(y[:, j], after[:, j]) - metrics.weighted_auroc(y[:, j], before[:, j]))
+              for j in range(len(FINDINGS))]
+    return {
+        "method": calibration["method"] if calibration else "none", "fitted_on": "val",
+        "uncalibrated": calibration["uncalibrated"] if calibration else list(FINDINGS),
+        "min_positives": calibration and calibration["min_positives"],
+        "before": metrics.bootstrap_calibration(y, before, patients, n_boot, seed),
+        "after": metrics.bootstrap_calibration(y, after, patients, n_boot, seed),
+        "auroc_max_change": float(np.nanmax(change)) if np.isfinite(change).any() else None,
+        "findings": per_finding,
+    }
+
+
+def tta_section(raw: pd.DataFrame, n_boot: int, seed: int) -> dict | None:
+    """AUROC on test with and without test-time augmentation, on the same images, with the paired
+    patient-bootstrap difference of the mean."""
+    from .inference import TTA_VIEWS
+
+    if f"p_notta_{FINDINGS[0]}" not in raw.columns:
+        return None
+    y, with_tta = label_score_arrays(raw)
+    without = raw[[f"p_notta_{f}" for f in FINDINGS]].to_numpy(np.float64)
+    diff = metrics.paired_bootstrap(y, with_tta, without, raw.patient_id.to_numpy(), n_boot, seed)
+    auroc = {name: {f: metrics.weighted_auroc(y[:, j], scores[:, j]) for j, f in enumerate(FINDINGS)}
+             for name, scores in (("with", with_tta), ("without", without))}
+    return {"views": len(TTA_VIEWS), "transforms": [list(v) for v in TTA_VIEWS], "diff": diff["mean"],
+            "auroc": auroc["with"], "auroc_without": auroc["without"],
+            "mean_auroc": float(np.nanmean(list(auroc["with"].values()))),
+            "mean_auroc_without": float(np.nanmean(list(auroc["without"].values())))}
+
+
+def assess(pred: pd.DataFrame, model_path, test_manifest, *, members: list[str], calibration: dict | None,
+           boxes_csv, expert_csv, n_boot: int, seed: int, gallery_k: int, batch_size: int) -> dict:
+    """Every metric of the report from the predictions (calibrated, when a calibration is given), plus
+    the in-memory material it draws (curves; Grad-CAM examples when there is one model to explain)."""
+    raw_test = pred[pred.split == "test"].reset_index(drop=True)
+    pred = calibrated(pred, calibration)
     val = pred[pred.split == "val"].reset_index(drop=True)
     test = pred[pred.split == "test"].reset_index(drop=True)
     y, p = label_score_arrays(test)
     boot = metrics.bootstrap_auroc(y, p, test.patient_id.to_numpy(), n_boot=n_boot, seed=seed)
     points = operating_points(val, test)
     curves = {f: metrics.curves(y[:, j], p[:, j]) for j, f in enumerate(FINDINGS)}
-    calibration = {f: metrics.reliability(y[:, j], p[:, j]) for j, f in enumerate(FINDINGS)}
+    _, raw_p = label_score_arrays(raw_test)
+    reliability = {f: {"after": metrics.reliability(y[:, j], p[:, j]),
+                       "before": metrics.reliability(y[:, j], raw_p[:, j])} for j, f in enumerate(FINDINGS)}
     result = {
         "split": "official test split (test_list.txt)",
         "images": int(len(test)), "patients": int(test.patient_id.nunique()),
@@ -277,7 +350,8 @@ def assess(pred: pd.DataFrame, model_path, test_manifest, *, members: list[str],
         "positives": dict(zip(FINDINGS, y.sum(axis=0).astype(int).tolist())),
         "thresholds": {f: {rule: v["threshold"] for rule, v in points[f].items()} for f in FINDINGS},
         "operating_points": points,
-        "calibration": {f: {k: calibration[f][k] for k in ("ece", "brier")} for f in FINDINGS},
+        "calibration": calibration_section(raw_test, test, calibration, n_boot, seed),
+        "tta": tta_section(raw_test, n_boot, seed),
         "published": {name: {"auroc": dict(zip(FINDINGS, vals)), "mean_auroc": float(np.mean(vals))}
                       for name, vals in PUBLISHED.items()},
         "subgroups": subgroups(test),
@@ -304,5 +378,5 @@ def assess(pred: pd.DataFrame, model_path, test_manifest, *, members: list[str],
     result = _nan_to_none(result)
     log.info("test mean AUROC %.4f (95%% CI %.4f-%.4f) on %d images", result["mean_auroc"],
              *result["mean_auroc_ci"], result["images"])
-    return {"metrics": result, "curves": curves, "calibration": calibration, "gallery": gallery,
+    return {"metrics": result, "curves": curves, "reliability": reliability, "gallery": gallery,
             "localisation_examples": loc_examples}

@@ -49,6 +49,46 @@ def read_gray(data: bytes, max_mb: float = DEFAULT_MAX_MB) -> np.ndarray:
     return read_dicom(data) if _is_dicom(data) else decode(data)
 
 
+# Test-time augmentation: small anatomy-safe views, (shift x, shift y) as fractions of the side and a
+# zoom about the centre; no flips (the heart is on the left). The identity view is always first.
+TTA_VIEWS = ((0.0, 0.0, 1.0), (-0.03, 0.0, 1.0), (0.03, 0.0, 1.0), (0.0, 0.0, 1.05), (0.0, 0.0, 0.95))
+
+
+def tta_views(x) -> list:
+    """The TTA_VIEWS of a (B, S, S, C) batch (bilinear, edges extended)."""
+    import keras
+
+    size = x.shape[1]
+    centre = (size - 1) / 2
+    views = []
+    for dx, dy, scale in TTA_VIEWS:
+        if (dx, dy, scale) == (0.0, 0.0, 1.0):
+            views.append(x)
+            continue
+        # keras maps each output pixel (u, v) to the input pixel (a0 u + a2, b1 v + b2).
+        shift = centre * (1 - 1 / scale)
+        transform = np.array([1 / scale, 0, shift - dx * size, 0, 1 / scale, shift - dy * size, 0, 0], np.float32)
+        views.append(keras.ops.image.affine_transform(x, transform, interpolation="bilinear", fill_mode="nearest"))
+    return views
+
+
+def view_scores(model, x) -> np.ndarray:
+    """(V, B, 14) scores of each of the TTA_VIEWS of a (B, S, S, C) batch, in one forward pass."""
+    import keras
+
+    views = tta_views(x)
+    scores = np.asarray(model.predict_on_batch(keras.ops.concatenate(views, axis=0)), np.float64)
+    return scores.reshape(len(views), -1, scores.shape[-1])
+
+
+def forward(model, x, tta: bool) -> np.ndarray:
+    """(B, S, S, C) model inputs to (B, 14) scores; with `tta` the mean over TTA_VIEWS. Evaluation,
+    `predict` and the app all score through here, so they agree."""
+    if not tta:
+        return np.asarray(model.predict_on_batch(x), np.float32)
+    return view_scores(model, x).mean(axis=0).astype(np.float32)
+
+
 def load_thresholds(path) -> dict[str, float] | None:
     """The val-chosen max-F1 operating points written by the evaluation stage, when present."""
     if path is None or not Path(path).is_file():
@@ -56,24 +96,53 @@ def load_thresholds(path) -> dict[str, float] | None:
     return {f: float(v) for f, v in json.loads(Path(path).read_text())["max_f1"].items()}
 
 
-class Predictor:
-    """A model loaded once, with its operating points; predicts and explains grayscale images."""
+def load_calibration(path, model_path) -> dict | None:
+    """A run's calibration (from the calibrate step), checked to belong to `model_path`."""
+    from .calibrate import check_model
 
-    def __init__(self, model_path, thresholds_path=None):
+    if path is None or not Path(path).is_file():
+        return None
+    calibration = json.loads(Path(path).read_text())
+    check_model(calibration, model_path)
+    return calibration
+
+
+class Predictor:
+    """A model loaded once, with its calibration and operating points; predicts and explains
+    grayscale images. Without a calibration the scores are the model's own (and no TTA)."""
+
+    def __init__(self, model_path, thresholds_path=None, calibration_path=None):
         from . import models
 
         self.model = models.load(model_path)
         self.info = models.info(self.model)
         self.size = int(self.info["image_size"])
         self.thresholds = load_thresholds(thresholds_path)
+        self.calibration = load_calibration(calibration_path, model_path)
+        self.tta = bool(self.calibration and self.calibration["tta"])
+
+    @property
+    def base_rate(self) -> dict[str, float] | None:
+        """Each finding's prevalence in the training data, when the calibration records it."""
+        return self.calibration["base_rate"] if self.calibration else None
 
     def prepare(self, gray: np.ndarray) -> np.ndarray:
         """Full-resolution grayscale to the model's input, exactly as the shard stage does."""
         return resize(gray, self.size).astype(np.float32)[..., None]
 
+    def scores(self, batch: np.ndarray) -> np.ndarray:
+        """(B, S, S, 1) prepared images to (B, 14) raw model scores (TTA'd as in the evaluation)."""
+        return forward(self.model, np.asarray(batch, np.float32), self.tta)
+
+    def calibrated(self, scores: np.ndarray) -> np.ndarray:
+        """Raw scores to calibrated probabilities (the scores themselves without a calibration)."""
+        from .calibrate import apply
+
+        return apply(self.calibration, scores)
+
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """(B, S, S, 1) prepared images to (B, 14) probabilities."""
-        return np.asarray(self.model.predict_on_batch(np.asarray(batch, np.float32)), np.float32)
+        """(B, S, S, 1) prepared images to (B, 14) calibrated probabilities."""
+        return self.calibrated(self.scores(batch))
 
     def above(self, probs: np.ndarray) -> list[str]:
         """Findings at or above their operating point (0.5 where the evaluation chose none)."""

@@ -90,7 +90,7 @@ def _differs(run: str, settings: dict, reference: str) -> str:
 
 
 def _row(run, m, summary, settings, reference, comparison, report) -> dict:
-    ece = [m["calibration"][f]["ece"] for f in FINDINGS if m["calibration"][f]["ece"] is not None]
+    ece = [m["calibration"]["findings"][f]["ece"] for f in FINDINGS if m["calibration"]["findings"][f]["ece"] is not None]
     auprc = [m["auprc"][f] for f in FINDINGS if m["auprc"][f] is not None]
     row = {
         "run": run, "kind": "ensemble" if m["model"].get("members") else "trained",
@@ -110,7 +110,7 @@ def _row(run, m, summary, settings, reference, comparison, report) -> dict:
                     "p_bootstrap": mean["p"], "p_holm": mean["p_holm"]})
     row.update({f"auroc_{f}": m["auroc"][f] for f in FINDINGS})
     row.update({f"auprc_{f}": m["auprc"][f] for f in FINDINGS})
-    row.update({f"ece_{f}": m["calibration"][f]["ece"] for f in FINDINGS})
+    row.update({f"ece_{f}": m["calibration"]["findings"][f]["ece"] for f in FINDINGS})
     return row
 
 

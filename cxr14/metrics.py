@@ -100,19 +100,65 @@ def at_threshold(y: np.ndarray, score: np.ndarray, threshold: float) -> dict:
             "f1": ratio(2 * tp, 2 * tp + fp + fn)}
 
 
+def bin_edges(score: np.ndarray, bins: int = 10, adaptive: bool = False) -> np.ndarray:
+    """Inner bin edges: equal-width on [0, 1], or (adaptive) equal-count quantiles of the scores, so
+    that the high-probability bins of a rare finding are not left nearly empty."""
+    if adaptive:
+        return np.quantile(score, np.linspace(0, 1, bins + 1)[1:-1])
+    return np.linspace(0, 1, bins + 1)[1:-1]
+
+
+def calibration_error(y: np.ndarray, score: np.ndarray, edges: np.ndarray, weight: np.ndarray | None = None) -> float:
+    """Expected calibration error: |mean predicted - fraction positive| of each bin, weighted by the
+    bin's share of the (weighted) images."""
+    return _binned_error(np.searchsorted(edges, score, side="right"), len(edges) + 1, y, score, weight)
+
+
+def _binned_error(idx: np.ndarray, n_bins: int, y: np.ndarray, score: np.ndarray, weight: np.ndarray | None) -> float:
+    w = np.ones(len(y)) if weight is None else weight
+    gap = np.bincount(idx, weights=w * score, minlength=n_bins) - np.bincount(idx, weights=w * y, minlength=n_bins)
+    return float(np.abs(gap).sum() / w.sum())
+
+
 def reliability(y: np.ndarray, score: np.ndarray, bins: int = 10) -> dict:
-    """Equal-width reliability bins, expected calibration error and Brier score for one finding."""
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(score, edges[1:-1]), 0, bins - 1)
+    """Equal-width reliability bins, expected calibration error (equal-width and adaptive bins) and
+    Brier score for one finding."""
+    edges = bin_edges(score, bins)
+    idx = np.searchsorted(edges, score, side="right")
     count = np.bincount(idx, minlength=bins)
     conf = np.bincount(idx, weights=score, minlength=bins)
     acc = np.bincount(idx, weights=y.astype(float), minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf, frac_pos = conf / count, acc / count
-    ece = float(np.sum(count[count > 0] * np.abs(mean_conf[count > 0] - frac_pos[count > 0])) / len(y))
-    return {"ece": ece, "brier": float(np.mean((score - y) ** 2)), "count": count.tolist(),
+    return {"ece": calibration_error(y, score, edges),
+            "ece_adaptive": calibration_error(y, score, bin_edges(score, bins, adaptive=True)),
+            "brier": float(np.mean((score - y) ** 2)), "count": count.tolist(),
             "mean_predicted": [None if c == 0 else float(v) for c, v in zip(count, mean_conf)],
             "fraction_positive": [None if c == 0 else float(v) for c, v in zip(count, frac_pos)]}
+
+
+def bootstrap_calibration(y: np.ndarray, score: np.ndarray, patients: np.ndarray, n_boot: int, seed: int,
+                          bins: int = 10, level: float = 0.95) -> dict:
+    """Mean over findings of ECE (equal-width and adaptive bins) and Brier score, each with a
+    percentile CI from a bootstrap that resamples patients (the bins stay those of the sample)."""
+    y = y.astype(np.float64)
+    k = y.shape[1]
+    bin_of = {name: [np.searchsorted(bin_edges(score[:, j], bins, adaptive), score[:, j], side="right")
+                     for j in range(k)] for name, adaptive in (("ece", False), ("ece_adaptive", True))}
+
+    def means(w):
+        out = {name: np.mean([_binned_error(idx[j], bins, y[:, j], score[:, j], w) for j in range(k)])
+               for name, idx in bin_of.items()}
+        ww = np.ones(len(y)) if w is None else w
+        out["brier"] = float(np.mean(((score - y) ** 2 * ww[:, None]).sum(axis=0) / ww.sum()))
+        return out
+
+    point = means(None)
+    reps = [means(w) for w in patient_bootstrap_weights(patients, n_boot, seed)]
+    alpha = (1 - level) / 2
+    return {name: {"mean": float(point[name]),
+                   "ci": [float(np.quantile([r[name] for r in reps], q)) for q in (alpha, 1 - alpha)]}
+            for name in point}
 
 
 def curves(y: np.ndarray, score: np.ndarray) -> dict:

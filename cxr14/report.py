@@ -67,18 +67,24 @@ def pr_grid(curves, metrics):
     return fig
 
 
-def reliability_grid(calibration):
+def reliability_grid(reliability):
+    """Per finding, the reliability curve of the model's scores (dashed) and of the calibrated
+    probabilities (solid), with ECE before -> after."""
     fig, axes = _grid()
     for ax, name in zip(axes, FINDINGS):
-        c = calibration[name]
         ax.plot([0, 1], [0, 1], color="0.8", lw=1)
-        pts = [(m, f) for m, f in zip(c["mean_predicted"], c["fraction_positive"]) if m is not None]
-        if pts:
-            ax.plot(*zip(*pts), marker="o", ms=3, lw=1.2)
-        ax.set_title(f"{name}\nECE {c['ece']:.3f}, Brier {c['brier']:.3f}", fontsize=8)
+        for kind, style in (("before", dict(ls="--", color="0.55", label="scores")),
+                            ("after", dict(ls="-", color="C0", label="calibrated"))):
+            c = reliability[name][kind]
+            pts = [(m, f) for m, f in zip(c["mean_predicted"], c["fraction_positive"]) if m is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=3, lw=1.2, **style)
+        before, after = reliability[name]["before"], reliability[name]["after"]
+        ax.set_title(f"{name}\nECE {before['ece']:.3f} → {after['ece']:.3f}", fontsize=8)
         ax.set_xlabel("mean predicted", fontsize=7)
         ax.set_ylabel("fraction positive", fontsize=7)
         ax.tick_params(labelsize=6)
+    axes[0].legend(loc="upper left", fontsize=6)
     fig.tight_layout()
     return fig
 
@@ -222,6 +228,7 @@ def templates() -> Environment:
     """The package's HTML templates, with the number filters every page uses ('–' where unknown)."""
     env = Environment(loader=PackageLoader("cxr14", "templates"), autoescape=select_autoescape(["html", "j2"]))
     env.filters["f3"] = lambda v: f"{v:.3f}" if known(v) else "–"
+    env.filters["sci"] = lambda v: f"{v:.1e}" if known(v) else "–"
     env.filters["pct"] = lambda v: f"{100 * v:.1f}%" if known(v) else "–"
     return env
 
@@ -233,7 +240,7 @@ def render(evaluation: dict, table: pd.DataFrame, cleaning_report: dict, out_htm
     figs.add("auroc_comparison", auroc_comparison(m))
     figs.add("roc_curves", roc_grid(evaluation["curves"], m))
     figs.add("pr_curves", pr_grid(evaluation["curves"], m))
-    figs.add("calibration", reliability_grid(evaluation["calibration"]))
+    figs.add("calibration", reliability_grid(evaluation["reliability"]))
     figs.add("subgroups", subgroup_figure(m["subgroups"]))
     figs.add("prevalence", prevalence_figure(table))
     figs.add("cooccurrence", cooccurrence_figure(table))

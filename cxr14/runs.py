@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 RUN = "results/runs/{run}"
 MODEL = RUN + "/train/model.keras"
 THRESHOLDS = RUN + "/evaluate/thresholds.json"
+CALIBRATION = RUN + "/calibrate/calibration.json"
 
 SECTIONS = ("train", "shards", "evaluate")
 SHARD_KEYS = ("image_size", "encoding")  # what makes a different set of shards
-RESERVED = {"all", "runs", "leaderboard", "demo", "download", "extract", "clean", "shards", "train", "evaluate",
-            "app", "resume", "logs", "benchmarks", "results"}
+RESERVED = {"all", "runs", "leaderboard", "demo", "download", "extract", "clean", "shards", "train", "calibrate",
+            "evaluate", "app", "resume", "logs", "benchmarks", "results"}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 DEFAULT = "default"
 
@@ -223,24 +224,26 @@ def _label(value) -> str:
     return format(value, "g") if isinstance(value, float) else str(value)
 
 
-def on_disk() -> dict[str, tuple[str, str | None]]:
+def on_disk() -> dict[str, tuple[str, str | None, str | None]]:
     """The trained runs with a saved model under results/runs/ (from the working directory):
-    name -> (model, thresholds or None)."""
+    name -> (model, thresholds or None, calibration or None)."""
     from pathlib import Path
 
     found = {}
     for model in sorted(Path().glob(MODEL.format(run="*"))):
         run = model.parts[-3]
-        thresholds = Path(THRESHOLDS.format(run=run))
-        found[run] = (str(model), str(thresholds) if thresholds.exists() else None)
+        sidecars = [Path(pattern.format(run=run)) for pattern in (THRESHOLDS, CALIBRATION)]
+        found[run] = (str(model), *(str(p) if p.exists() else None for p in sidecars))
     return found
 
 
-def served(run: str | None, model: str | None, thresholds: str | None) -> tuple[dict[str, tuple], str]:
+def served(run: str | None, model: str | None, thresholds: str | None,
+           calibration: str | None = None) -> tuple[dict[str, tuple], str]:
     """What `cxr14 app` and `cxr14 predict` serve: a model file, or the trained runs on disk
-    (starting with `run`); (name -> (model, thresholds), the first name). SystemExit says why not."""
+    (starting with `run`); (name -> (model, thresholds, calibration), the first name). SystemExit
+    says why not."""
     if model:
-        return {"model": (model, thresholds)}, "model"
+        return {"model": (model, thresholds, calibration)}, "model"
     runs = on_disk()
     if not runs:
         raise SystemExit(f"no trained run under {RUN.format(run='*')}: run the workflow first, or give --model")
@@ -248,6 +251,7 @@ def served(run: str | None, model: str | None, thresholds: str | None) -> tuple[
     if first not in runs:
         raise SystemExit(f"run {first!r} has no trained model ({MODEL.format(run=first)}); trained runs: "
                          f"{', '.join(runs)} (an ensemble has no model of its own: use one of its members)")
-    if thresholds:
-        runs[first] = (runs[first][0], thresholds)
+    if thresholds or calibration:
+        own = runs[first]
+        runs[first] = (own[0], thresholds or own[1], calibration or own[2])
     return runs, first

@@ -1,5 +1,5 @@
-# Stage 6: each run's probabilities on val and test (a model's, or an ensemble's mean), then the
-# evaluation on the official test split and its report.
+# Stage 6: each run's scores on val and test (a model's, or an ensemble's mean), then (after the
+# calibrate step) the evaluation on the official test split and its report.
 
 
 rule score:
@@ -23,6 +23,7 @@ rule score:
         runtime=60,
     params:
         batch_size=run_setting("evaluate", "batch_size"),
+        tta=run_setting("evaluate", "tta"),
     script:
         "../scripts/score.py"
 
@@ -53,6 +54,7 @@ rule ensemble:
 rule evaluate:
     input:
         predictions=f"{RUN}/evaluate/predictions.parquet",
+        calibration=cxr14_runs.CALIBRATION,
         # Grad-CAM and localisation explain one network: an ensemble has neither input.
         model=lambda wildcards: (
             [] if RUNS[wildcards.run].is_ensemble else cxr14_runs.MODEL

@@ -90,7 +90,7 @@ def _board(tmp_path, runs: dict, settings: dict, groups: dict) -> pd.DataFrame:
     paths = {}
     for k, (run, noise) in enumerate(runs.items()):
         pred = _predictions(tmp_path / f"{run}.parquet", k, noise)
-        m = assess(pred, None, None, members=["x", "y"], boxes_csv=None, expert_csv=None, n_boot=20, seed=0,
+        m = assess(pred, None, None, members=["x", "y"], calibration=None, boxes_csv=None, expert_csv=None, n_boot=20, seed=0,
                    gallery_k=0, batch_size=8)["metrics"]
         m["model"] = {"backbone": "small_cnn", "image_size": 32}
         (tmp_path / f"{run}.json").write_text(json.dumps(m))

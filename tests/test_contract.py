@@ -66,6 +66,7 @@ def test_the_rule_names_exactly_the_functions_arguments(rules, script):
 def test_train_and_evaluate_take_every_setting_of_their_section(rules):
     assert set(rules["train"].params.keys()) - {"resume_dir"} == set(defaults("train"))
     assert set(rules["evaluate"].params.keys()) - {"run", "members"} == set(defaults("evaluate"))
+    assert set(rules["calibrate"].params.keys()) - {"tta"} == set(defaults("calibration"))
 
 
 @pytest.mark.parametrize("stage, results, rule_names", [
@@ -74,6 +75,7 @@ def test_train_and_evaluate_take_every_setting_of_their_section(rules):
     ("shards", "results/shards/", ["plan_shards", "shard", "shard_manifest"]),
     ("train", "results/runs/{run}/train/", ["train"]),
     ("evaluate", "results/runs/{run}/evaluate/", ["score", "ensemble", "evaluate"]),
+    ("calibrate", "results/runs/{run}/calibrate/", ["calibrate"]),
     ("leaderboard", "results/leaderboard.", ["leaderboard"]),
 ])
 def test_outputs_logs_and_benchmarks_of_a_step_share_its_name(rules, stage, results, rule_names):

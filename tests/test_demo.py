@@ -20,7 +20,7 @@ def demo_run(tmp_path_factory):
     base["archive_catalog"] = {i: {"images": 70} for i in range(1, 13)}
     base["shards"] = {"image_size": 64, "images_per_shard": 200}
     base["train"].update({"epochs": 14, "deterministic": True})
-    base["evaluate"] = {"n_boot": 50, "gallery_k": 1}
+    base["evaluate"].update({"n_boot": 50, "gallery_k": 1})
     (wd / "test.yaml").write_text(yaml.safe_dump(base, sort_keys=False))  # the first run is the reference
     run(wd)
     return wd
@@ -33,6 +33,15 @@ def test_demo_learns_the_planted_findings(demo_run):
     assert metrics["expert_labels"]["Pneumothorax"]["images"] == metrics["images"]
     ensemble = json.loads((demo_run / "results/runs/mean3/evaluate/metrics.json").read_text())
     assert ensemble["model"]["members"] == ["cnn", "cnn_focal", "cnn_80px"] and ensemble["mean_auroc"] > 0.9
+
+
+def test_demo_calibration_lowers_ece_and_keeps_auroc(demo_run):
+    for run in ("cnn", "cnn_focal", "cnn_80px", "mean3"):
+        c = json.loads((demo_run / f"results/runs/{run}/evaluate/metrics.json").read_text())["calibration"]
+        assert c["after"]["ece"]["mean"] < c["before"]["ece"]["mean"], (run, c["before"], c["after"])
+        assert c["auroc_max_change"] < 1e-6
+    tta = json.loads((demo_run / "results/runs/cnn/evaluate/metrics.json").read_text())["tta"]
+    assert tta["views"] == 5 and tta["mean_auroc_without"] > 0.9
 
 
 def test_demo_leaderboard_has_every_run_and_the_paired_comparisons(demo_run):
@@ -73,12 +82,12 @@ def test_nothing_to_do_after_the_demo(demo_run):
 
 def test_adding_a_run_trains_and_evaluates_that_run_only(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn_lr": {"train": {"learning_rate": 0.004}}}})
-    assert jobs == {"train": 1, "score": 1, "evaluate": 1, "leaderboard": 1, "all": 1}
+    assert jobs == {"train": 1, "score": 1, "calibrate": 1, "evaluate": 1, "leaderboard": 1, "all": 1}
 
 
 def test_changing_one_runs_learning_rate_reruns_it_its_ensemble_and_the_leaderboard(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn_focal": {"train": {"loss": "focal", "learning_rate": 0.004}}}})
-    assert jobs == {"train": 1, "score": 1, "ensemble": 1, "evaluate": 2, "leaderboard": 1, "all": 1}
+    assert jobs == {"train": 1, "score": 1, "ensemble": 1, "calibrate": 2, "evaluate": 2, "leaderboard": 1, "all": 1}
 
 
 def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
@@ -86,8 +95,13 @@ def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
     shards = jobs.pop("shard")
     assert shards == sum(len(list((demo_run / "results/shards/80px-raw" / s).glob("*.tfrecord")))
                          for s in ("train", "val", "test"))
-    assert jobs == {"shard_manifest": 3, "train": 1, "score": 1, "ensemble": 1, "evaluate": 2, "leaderboard": 1,
-                    "all": 1}
+    assert jobs == {"shard_manifest": 3, "train": 1, "score": 1, "ensemble": 1, "calibrate": 2, "evaluate": 2,
+                    "leaderboard": 1, "all": 1}
+
+
+def test_changing_the_calibration_method_recalibrates_without_retraining(demo_run):
+    jobs = plan(demo_run, {"calibration": {"method": "platt"}})
+    assert jobs == {"calibrate": 4, "evaluate": 4, "leaderboard": 1, "all": 1}
 
 
 @pytest.mark.parametrize("load", [

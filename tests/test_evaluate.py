@@ -7,6 +7,7 @@ import pytest
 
 from conftest import spot_example, train_into, write_easy_shards
 from cxr14 import evaluate, gradcam, metrics, models
+from cxr14.calibrate import calibrate
 from cxr14.config import defaults
 from cxr14.constants import FINDINGS
 
@@ -106,13 +107,39 @@ def evaluated(tmp_path_factory):
     (root / "cleaning_report.json").write_text(json.dumps(report))
     out = root / "eval"
     evaluate.score(model=root / "model/model.keras", val_manifest=manifests["val"], test_manifest=manifests["test"],
-                   predictions=out / "predictions.parquet", batch_size=64)
+                   predictions=out / "predictions.parquet", batch_size=64, tta=True)
+    calibrate(predictions=out / "predictions.parquet", table=root / "table.parquet",
+              summary=root / "model/training_summary.json", calibration=out / "calibration.json",
+              **defaults("calibration"), tta=True)
     m = evaluate.evaluate(
-        predictions=out / "predictions.parquet", model=root / "model/model.keras", test_manifest=manifests["test"],
-        table=root / "table.parquet", cleaning_report=root / "cleaning_report.json", boxes=boxes, expert_labels=[],
-        metrics=out / "metrics.json", thresholds=out / "thresholds.json", report=out / "report.html",
-        figures=out / "figures", run="spots", members=[], **{**defaults("evaluate"), "n_boot": 50, "gallery_k": 1})
+        predictions=out / "predictions.parquet", calibration=out / "calibration.json", model=root / "model/model.keras",
+        test_manifest=manifests["test"], table=root / "table.parquet", cleaning_report=root / "cleaning_report.json",
+        boxes=boxes, expert_labels=[], metrics=out / "metrics.json", thresholds=out / "thresholds.json",
+        report=out / "report.html", figures=out / "figures", run="spots", members=[],
+        **{**defaults("evaluate"), "n_boot": 50, "gallery_k": 1, "tta": True})
     return root, m, len(boxed)
+
+
+def test_calibration_and_tta_in_the_evaluation(evaluated):
+    """Only Atelectasis has val positives: it is calibrated, the rest are left alone and named; AUROC
+    does not move; TTA is compared with the plain scores on the same images."""
+    root, m, _ = evaluated
+    cal = json.loads((root / "eval/calibration.json").read_text())
+    assert cal["findings"]["Atelectasis"]["method"] == "temperature" and cal["fitted_on"] == "val"
+    assert cal["uncalibrated"] == list(FINDINGS[1:]) and "val positives" in cal["findings"]["Mass"]["reason"]
+    assert cal["base_rate"]["Atelectasis"] == pytest.approx(0.5, abs=0.1) and cal["tta"] is True
+    c = m["calibration"]
+    assert c["method"] == "temperature" and c["auroc_max_change"] < 1e-6
+    for kind in ("before", "after"):
+        for key in ("ece", "ece_adaptive", "brier"):
+            low, high = c[kind][key]["ci"]
+            assert low <= c[kind][key]["mean"] <= high
+    assert c["findings"]["Atelectasis"]["ece"] != c["findings"]["Atelectasis"]["before"]["ece"]
+    assert c["findings"]["Mass"]["ece"] == c["findings"]["Mass"]["before"]["ece"]
+    assert m["tta"]["views"] == 5 and m["tta"]["auroc_without"]["Atelectasis"] > 0.8
+    assert m["tta"]["diff"]["ci"][0] <= m["tta"]["diff"]["diff"] <= m["tta"]["diff"]["ci"][1]
+    html = (root / "eval/report.html").read_text()
+    assert 'id="calibration-summary"' in html and "Test-time augmentation" in html and "Left uncalibrated" in html
 
 
 def test_evaluation_outputs(evaluated):
@@ -252,5 +279,44 @@ def test_scoring_names_a_damaged_shard(tmp_path):
     shard.write_bytes(shard.read_bytes()[:-10])  # cut short
     with pytest.raises(CorruptShard, match=rf"{shard.name}: damaged"):
         evaluate.score(model=tmp_path / "m.keras", val_manifest=manifests["val"], test_manifest=manifests["test"],
-                       predictions=tmp_path / "p.parquet", batch_size=8)
+                       predictions=tmp_path / "p.parquet", batch_size=8, tta=False)
     assert not (tmp_path / "p.parquet").exists()
+
+
+def test_evaluation_predict_and_app_give_the_same_calibrated_probability(evaluated, tmp_path):
+    """The same test image through the evaluation (shards, TTA, calibration.json), `cxr14 predict`
+    (the PNG) and the app (an upload) gives the same calibrated probability."""
+    from cxr14.app import Analysis
+    from cxr14.inference import Predictor
+    from cxr14.predict import predict_files
+
+    root, _, _ = evaluated
+    out, model = root / "eval", root / "model/model.keras"
+    sidecars = (out / "thresholds.json", out / "calibration.json")
+    cal = json.loads(sidecars[1].read_text())
+    raw = pd.read_parquet(out / "predictions.parquet")
+    raw = raw[raw.split == "test"].set_index("image_index").head(6)
+    evaluated_probs = evaluate.calibrated(raw.reset_index(), cal).set_index("image_index")
+    probs = [f"p_{f}" for f in FINDINGS]
+    files = [root / "images/images_01" / name for name in raw.index]
+    predict_files(Predictor(model, *sidecars), files, tmp_path / "p.csv", batch_size=4, progress=False)
+    csv = pd.read_csv(tmp_path / "p.csv").set_index("image").loc[raw.index]
+    np.testing.assert_allclose(csv[probs].to_numpy(), evaluated_probs[probs].to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(csv[[f"raw_{f}" for f in FINDINGS]].to_numpy(), raw[probs].to_numpy(), atol=1e-5)
+    assert csv["base_rate_Atelectasis"].iloc[0] == pytest.approx(cal["base_rate"]["Atelectasis"], abs=1e-6)
+    analysis = Analysis({"spots": (str(model), *map(str, sidecars))}, max_mb=64)
+    for name in raw.index[:2]:
+        _, label, table, *_ = analysis.analyse(str(root / "images/images_01" / name), "spots")
+        np.testing.assert_allclose([label[f] for f in FINDINGS], evaluated_probs.loc[name, probs].to_numpy(float),
+                                   atol=1e-5)
+    assert "calibrated on the validation split" in table and "| base rate |" in table
+
+
+def test_a_calibration_is_refused_for_another_model(evaluated, tmp_path):
+    from cxr14.inference import Predictor
+
+    root, _, _ = evaluated
+    other = tmp_path / "other.keras"
+    models.build("small_cnn", 128, "none", dropout=0.0).save(other)
+    with pytest.raises(ValueError, match="fitted for another model"):
+        Predictor(other, calibration_path=root / "eval/calibration.json")

@@ -1,0 +1,152 @@
+"""Calibration fitted on the validation split: a monotone map per finding from the model's scores to
+probabilities a reader can take at face value.
+
+A model trained with class-weighted cross-entropy ranks well but overstates rare findings: at its
+optimum the weighted loss adds log(w_pos / w_neg) to the true logit. Temperature scaling (the default)
+removes that known offset (from the run's class weights; 0 for an unweighted loss or an ensemble) and
+fits one parameter, (logit - offset) / T; Platt scaling fits a * logit + b (a > 0). Both are strictly
+increasing, so AUROC is unchanged; isotonic regression is monotone but flattens ties. A finding with
+too few validation positives (or negatives) to fit is left as it is, and the JSON says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .constants import FINDINGS
+from .files import sha256_file, write_json
+
+log = logging.getLogger(__name__)
+
+METHODS = ("temperature", "platt", "isotonic")
+_EPS = 1e-15  # only exact 0 and 1 are clipped: they were tied already
+
+
+def logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, np.float64), _EPS, 1 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def sigmoid(z) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, np.float64)))
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def fit(y, p, method: str, min_positives: int, offset: float = 0.0) -> dict:
+    """The fitted map of one finding from val labels `y` and scores `p`; {"method": "none", "reason"}
+    when either class has fewer than `min_positives` images. `offset`: the logit shift the training
+    loss's class weights put in (temperature scaling takes it out first)."""
+    from scipy.optimize import minimize, minimize_scalar
+
+    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
+    positives, negatives = int(y.sum()), int(len(y) - y.sum())
+    if min(positives, negatives) < min_positives:
+        return {"method": "none", "positives": positives, "negatives": negatives,
+                "reason": f"{positives} val positives and {negatives} negatives; at least {min_positives} of each "
+                          "are needed to fit, so the model's scores are kept as they are"}
+    z = logit(p)
+    out = {"positives": positives, "negatives": negatives, "val_log_loss_before": _log_loss(y, p)}
+    # Platt's targets, (N+ + 1) / (N+ + 2) and 1 / (N- + 2) rather than 1 and 0: a val split the model
+    # separates perfectly would otherwise drive the fit to an infinitely sharp map (T -> 0), which
+    # saturates at 1.0 and ties scores the model had ranked apart.
+    target = np.where(y > 0, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+    if method == "temperature":
+        best = minimize_scalar(lambda log_t: _log_loss(target, sigmoid((z - offset) / np.exp(log_t))), bounds=(-6, 6),
+                               method="bounded")
+        out.update(method="temperature", offset=float(offset), temperature=float(np.exp(best.x)))
+    elif method == "platt":
+        best = minimize(lambda ab: _log_loss(target, sigmoid(ab[0] * z + ab[1])), x0=[1.0, 0.0], method="L-BFGS-B",
+                        bounds=[(1e-6, None), (None, None)])
+        out.update(method="platt", a=float(best.x[0]), b=float(best.x[1]))
+    elif method == "isotonic":
+        from sklearn.isotonic import IsotonicRegression
+
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
+        out.update(method="isotonic", x=iso.X_thresholds_.tolist(), y=iso.y_thresholds_.tolist())
+    else:
+        raise ValueError(f"calibration method must be one of {METHODS}, not {method!r}")
+    out["val_log_loss_after"] = _log_loss(y, apply_one(out, p))
+    return out
+
+
+def apply_one(params: dict, p) -> np.ndarray:
+    """One finding's map applied to scores `p` (float64)."""
+    p = np.asarray(p, np.float64)
+    method = params["method"]
+    if method == "none":
+        return p
+    if method == "temperature":
+        return sigmoid((logit(p) - params["offset"]) / params["temperature"])
+    if method == "platt":
+        return sigmoid(params["a"] * logit(p) + params["b"])
+    if method == "isotonic":
+        return np.interp(p, params["x"], params["y"])
+    raise ValueError(f"unknown calibration method {method!r}")
+
+
+def apply(calibration: dict | None, scores: np.ndarray) -> np.ndarray:
+    """(n, 14) raw scores to calibrated probabilities with a calibration JSON's maps (float64, so that
+    no two scores the model ranked apart become equal); the scores unchanged without a calibration."""
+    scores = np.asarray(scores, np.float64)
+    if calibration is None:
+        return scores
+    return np.stack([apply_one(calibration["findings"][f], scores[:, k]) for k, f in enumerate(FINDINGS)], axis=1)
+
+
+def loss_offsets(summary: dict | None) -> dict[str, float]:
+    """Per finding, log(w_pos / w_neg) of a run trained with the class-weighted loss (from its training
+    summary); 0 for another loss, or an ensemble (no summary), whose members may differ."""
+    if not summary or summary["config"]["loss"] != "weighted_bce":
+        return dict.fromkeys(FINDINGS, 0.0)
+    w = summary["class_weights"]
+    return {f: float(np.log(max(w["pos_weights"][f], _EPS) / max(w["neg_weights"][f], _EPS))) for f in FINDINGS}
+
+
+def calibrate(*, predictions, table, summary, calibration, method: str, min_positives: int, tta: bool) -> dict:
+    """Step `calibrate`: per finding, the map fitted on the run's val predictions to `calibration`
+    (JSON), with the training prevalence of each finding (the base rate the app shows beside a
+    probability), whether scores are test-time augmented, and the sha256 of the model it belongs to
+    (`summary`: the run's training summary; [] for an ensemble)."""
+    import json
+
+    pred = pd.read_parquet(predictions)
+    val = pred[pred.split == "val"]
+    if val.empty:
+        raise ValueError(f"{predictions}: no val rows to fit the calibration on")
+    clean = pd.read_parquet(table, columns=["split", *FINDINGS])
+    train = clean[clean.split == "train"]
+    trained = json.loads(Path(summary).read_text()) if summary else None
+    offsets = loss_offsets(trained)
+    fitted = {f: fit(val[f"y_{f}"], val[f"p_{f}"], method, min_positives, offsets[f]) for f in FINDINGS}
+    skipped = [f for f, v in fitted.items() if v["method"] == "none"]
+    result = {
+        "method": method, "fitted_on": "val", "val_images": int(len(val)), "min_positives": min_positives,
+        "tta": tta,
+        "model_sha256": trained and trained["model_sha256"],
+        "loss": trained and trained["config"]["loss"],
+        "predictions_sha256": sha256_file(predictions),
+        "base_rate": {f: float(train[f].mean()) for f in FINDINGS}, "train_images": int(len(train)),
+        "uncalibrated": skipped,
+        "findings": fitted,
+    }
+    write_json(result, calibration)
+    log.info("%s calibration on %d val images; left uncalibrated (too few val positives): %s", method, len(val),
+             ", ".join(skipped) or "none")
+    return result
+
+
+def check_model(calibration: dict, model_path) -> None:
+    """Refuse a calibration fitted for another model file: its maps would be wrong for this one."""
+    want = calibration.get("model_sha256")
+    if want and want != sha256_file(model_path):
+        raise ValueError(f"{model_path}: this calibration was fitted for another model (sha256 {want[:12]}...); "
+                         "use the run's own calibration.json")
+
