@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import os
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -14,6 +17,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 NIH_METADATA = SHARED / "nih-metadata"
 NIH_SAMPLE = SHARED / "nih-sample"
+
+def pytest_configure(config):
+    """Where Slurm's tools are installed but no cluster is configured (CI installs them for the Slurm
+    test), Snakemake's slurm plugin runs `scontrol show config` on import and waits 9 s for it to give
+    up, in every snakemake command of every test. A config naming a closed local port (with a short
+    message timeout) fails at once; the Slurm test sets its own."""
+    if "SLURM_CONF" not in os.environ and shutil.which("scontrol"):
+        folder = Path(tempfile.mkdtemp(prefix="cxr14-no-slurm-"))
+        (folder / "slurm.conf").write_text(
+            "ClusterName=none\nSlurmctldHost=localhost(127.0.0.1)\nSlurmctldPort=9\nMessageTimeout=1\n")
+        os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
+
 
 needs_shared = pytest.mark.skipif(not NIH_METADATA.is_dir(), reason="../shared/nih-metadata is not present (a user's clone)")
 
