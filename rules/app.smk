@@ -6,6 +6,7 @@ rule app:
     input:
         models=expand(cxr14_runs.MODEL, run=TRAINED),
         thresholds=expand(cxr14_runs.THRESHOLDS, run=TRAINED),
+        calibrations=expand(cxr14_runs.CALIBRATION, run=TRAINED),
     log:
         "logs/app/app.log",
     localrule: True
