@@ -11,6 +11,7 @@ too few validation positives (or negatives) to fit is left as it is, and the JSO
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -115,8 +116,6 @@ def calibrate(*, predictions, table, summary, calibration, method: str, min_posi
     (JSON), with the training prevalence of each finding (the base rate the app shows beside a
     probability), whether scores are test-time augmented, and the sha256 of the model it belongs to
     (`summary`: the run's training summary; [] for an ensemble)."""
-    import json
-
     pred = pd.read_parquet(predictions)
     val = pred[pred.split == "val"]
     if val.empty:

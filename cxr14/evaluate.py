@@ -30,13 +30,12 @@ def predict(model, shards, batch_size: int, tta: bool = False) -> pd.DataFrame:
     """One row per image: its metadata, labels y_<finding> and scores p_<finding>; with `tta`, p_ is
     the mean over the TTA views and p_notta_ the plain image's score, from the same pass."""
     from .data import dataset
-    from .inference import forward, view_scores
+    from .inference import forward, tta_scores
 
     rows = []
     for x, y, meta in dataset(shards, batch_size, with_metadata=True):
         if tta:
-            views = view_scores(model, x)
-            p, plain = views.mean(axis=0).astype(np.float32), views[0].astype(np.float32)
+            p, plain = tta_scores(model, x)
         else:
             p = forward(model, x, tta=False)
         frame = pd.DataFrame({
@@ -54,6 +53,11 @@ def predict(model, shards, batch_size: int, tta: bool = False) -> pd.DataFrame:
                 frame[f"p_notta_{name}"] = plain[:, k]
         rows.append(frame)
     return pd.concat(rows, ignore_index=True).sort_values("image_index", ignore_index=True)
+
+
+def scored_with_tta(pred: pd.DataFrame) -> bool:
+    """Whether a predictions table holds TTA scores (and the plain image's, as p_notta_<finding>)."""
+    return f"p_notta_{FINDINGS[0]}" in pred.columns
 
 
 def label_score_arrays(pred: pd.DataFrame):
@@ -255,7 +259,7 @@ def evaluate(*, predictions, calibration, model, test_manifest, table, cleaning_
 
     use_threads(threads)
     pred = pd.read_parquet(predictions)
-    if (f"p_notta_{FINDINGS[0]}" in pred.columns) != tta:
+    if scored_with_tta(pred) != tta:
         raise ValueError(f"{predictions} was scored {'without' if tta else 'with'} test-time augmentation but this "
                          f"run's evaluate.tta is {tta}: rerun its score step (for an ensemble: its members')")
     result = assess(pred, model or None, test_manifest or None, members=members,
@@ -281,16 +285,15 @@ def calibrated(pred: pd.DataFrame, calibration: dict | None) -> pd.DataFrame:
     return out
 
 
-def calibration_section(raw: pd.DataFrame, cal: pd.DataFrame, calibration: dict | None, n_boot: int, seed: int) -> dict:
+def calibration_section(y: np.ndarray, before: np.ndarray, after: np.ndarray, patients: np.ndarray,
+                        reliability: dict, calibration: dict | None, n_boot: int, seed: int) -> dict:
     """ECE (equal-width and adaptive bins) and Brier on test before and after calibration, per finding
-    and as means with patient-bootstrap CIs, and how far AUROC moved (nothing, for a strictly
-    increasing map)."""
-    (y, before), (_, after) = label_score_arrays(raw), label_score_arrays(cal)
-    patients = raw.patient_id.to_numpy()
+    (from `reliability`) and as means with patient-bootstrap CIs, and how far AUROC moved (nothing,
+    for a strictly increasing map)."""
     keys = ("ece", "ece_adaptive", "brier")
     per_finding = {}
-    for j, f in enumerate(FINDINGS):
-        b, a = metrics.reliability(y[:, j], before[:, j]), metrics.reliability(y[:, j], after[:, j])
+    for f in FINDINGS:
+        b, a = reliability[f]["before"], reliability[f]["after"]
         per_finding[f] = {"method": calibration["findings"][f]["method"] if calibration else "none",
                           **{k: a[k] for k in keys}, "before": {k: b[k] for k in keys}}
     change = [abs(metrics.weighted_auroc(y[:, j], after[:, j]) - metrics.weighted_auroc(y[:, j], before[:, j]))
@@ -311,7 +314,7 @@ def tta_section(raw: pd.DataFrame, n_boot: int, seed: int) -> dict | None:
     patient-bootstrap difference of the mean."""
     from .inference import TTA_VIEWS
 
-    if f"p_notta_{FINDINGS[0]}" not in raw.columns:
+    if not scored_with_tta(raw):
         return None
     y, with_tta = label_score_arrays(raw)
     without = raw[[f"p_notta_{f}" for f in FINDINGS]].to_numpy(np.float64)
@@ -350,7 +353,8 @@ def assess(pred: pd.DataFrame, model_path, test_manifest, *, members: list[str],
         "positives": dict(zip(FINDINGS, y.sum(axis=0).astype(int).tolist())),
         "thresholds": {f: {rule: v["threshold"] for rule, v in points[f].items()} for f in FINDINGS},
         "operating_points": points,
-        "calibration": calibration_section(raw_test, test, calibration, n_boot, seed),
+        "calibration": calibration_section(y, raw_p, p, test.patient_id.to_numpy(), reliability, calibration,
+                                           n_boot, seed),
         "tta": tta_section(raw_test, n_boot, seed),
         "published": {name: {"auroc": dict(zip(FINDINGS, vals)), "mean_auroc": float(np.mean(vals))}
                       for name, vals in PUBLISHED.items()},

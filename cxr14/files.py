@@ -17,11 +17,8 @@ class DiskFull(OSError):
     """No space (or quota) left while writing an output; nothing half-written is kept."""
 
 
-def disk_full(path, exc: BaseException | None = None) -> DiskFull | None:
-    """The DiskFull error to raise for `exc` met writing `path` (any exc when None), naming the path and
-    the space left; None when `exc` is another error."""
-    if exc is not None and not (isinstance(exc, OSError) and exc.errno in DISK_FULL):
-        return None
+def disk_full(path) -> DiskFull:
+    """The error for a full disk met writing `path`, naming it and the space left there."""
     path = Path(path)
     folder = next((p for p in (path, *path.parents) if p.exists()), Path("."))
     usage = shutil.disk_usage(folder)
@@ -36,10 +33,9 @@ def reporting_disk_full(path):
     try:
         yield
     except OSError as exc:
-        full = disk_full(path, exc)
-        if full is None:
+        if exc.errno not in DISK_FULL:
             raise
-        raise full from exc
+        raise disk_full(path) from exc
 
 
 def sha256_file(path) -> str:

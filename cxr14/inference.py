@@ -81,12 +81,18 @@ def view_scores(model, x) -> np.ndarray:
     return scores.reshape(len(views), -1, scores.shape[-1])
 
 
+def tta_scores(model, x) -> tuple[np.ndarray, np.ndarray]:
+    """(TTA mean, plain image's) (B, 14) scores of a batch, from one forward pass over its views."""
+    views = view_scores(model, x)
+    return views.mean(axis=0).astype(np.float32), views[0].astype(np.float32)
+
+
 def forward(model, x, tta: bool) -> np.ndarray:
     """(B, S, S, C) model inputs to (B, 14) scores; with `tta` the mean over TTA_VIEWS. Evaluation,
     `predict` and the app all score through here, so they agree."""
     if not tta:
         return np.asarray(model.predict_on_batch(x), np.float32)
-    return view_scores(model, x).mean(axis=0).astype(np.float32)
+    return tta_scores(model, x)[0]
 
 
 def load_thresholds(path) -> dict[str, float] | None:

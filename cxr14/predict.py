@@ -32,12 +32,11 @@ def expand(paths: list[str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def csv_header(predictor: Predictor) -> list[str]:
-    """p_<finding>: the calibrated probability (the raw score when the run has no calibration);
-    raw_<finding>: the model's own score; base_rate_<finding>: its prevalence in the training data;
-    findings: those at or above their val-chosen operating point."""
-    return ["path", "image", *[f"p_{f}" for f in FINDINGS], *[f"raw_{f}" for f in FINDINGS],
-            *[f"base_rate_{f}" for f in FINDINGS], "findings"]
+# p_<finding>: the calibrated probability (the raw score when the run has no calibration);
+# raw_<finding>: the model's own score; base_rate_<finding>: its prevalence in the training data;
+# findings: those at or above their val-chosen operating point.
+CSV_COLUMNS = ["path", "image", *[f"p_{f}" for f in FINDINGS], *[f"raw_{f}" for f in FINDINGS],
+               *[f"base_rate_{f}" for f in FINDINGS], "findings"]
 
 
 def predict_files(predictor: Predictor, files: list[Path], out_csv, *, batch_size: int, gradcam_dir=None,
@@ -49,7 +48,7 @@ def predict_files(predictor: Predictor, files: list[Path], out_csv, *, batch_siz
     base_rates = [f"{predictor.base_rate[f]:.6f}" if predictor.base_rate else "" for f in FINDINGS]
     with atomic(out_csv) as staged, open(staged, "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(csv_header(predictor))
+        writer.writerow(CSV_COLUMNS)
         for start in tqdm(range(0, len(files), batch_size), desc="predict", unit="batch", disable=not progress):
             batch, names = [], []
             for path in files[start:start + batch_size]:

@@ -173,8 +173,7 @@ def train(*, train_manifest, val_manifest, model, summary, history, class_weight
     key_path = resume_dir / "run.json"
     best_so_far = None
     if backup.exists() and history_path.exists() and key_path.exists() and json.loads(key_path.read_text()) == run_key:
-        done = _read_history(history_path)
-        best_so_far = float(done.val_mean_auroc.max())
+        best_so_far = float(_read_history(history_path).val_mean_auroc.max())
         log.info("resuming after epoch %d, the last finished one, from %s (best val mean AUROC so far %.4f)",
                  _backed_up_epochs(backup), backup, best_so_far)
     else:

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from conftest import REPO, serve
-from test_workflow import SHARD_TARGETS, SNAKEMAKE, planned_jobs, tiny_config
+from test_workflow import SHARD_TARGETS, command, planned_jobs, run, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -63,29 +63,17 @@ def new_workdir(path: Path, url: str) -> Path:
     return path
 
 
-def command(workdir: Path, *targets) -> list[str]:
-    """The README's `snakemake --cores all` for this folder (2 cores here)."""
-    return [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "test.yaml"), "--cores", "2", *targets]
-
-
-def rerun(workdir: Path, *targets, check=True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(command(workdir, *targets), capture_output=True, text=True, cwd=workdir)
-    if check and proc.returncode:
-        raise AssertionError(f"the rerun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
-
-
 def unlock(workdir: Path) -> None:
     """The README's first recovery step after a kill: Snakemake cannot tell a dead run's lock from a
     live one's, so it is lifted by hand (`snakemake --unlock`)."""
-    rerun(workdir, "--unlock")
+    run(workdir, "--unlock")
 
 
 @pytest.fixture(scope="module")
 def reference(mirror, tmp_path_factory):
     """An uninterrupted run of the data stages, to compare against."""
     workdir = new_workdir(tmp_path_factory.mktemp("reference"), mirror[0])
-    rerun(workdir, *SHARD_TARGETS)
+    run(workdir, *SHARD_TARGETS)
     return workdir
 
 
@@ -181,9 +169,9 @@ def test_kill_9_in_every_stage_then_the_same_command_finishes_the_same(mirror, r
     assert not (results / "runs/a/evaluate/report.html").exists()
 
     # The README's command, unchanged, finishes the job once the dead run's lock is lifted.
-    assert "Directory cannot be locked" in rerun(workdir, check=False).stderr
+    assert "Directory cannot be locked" in run(workdir, check=False).stderr
     unlock(workdir)
-    rerun(workdir)
+    run(workdir)
     for path in DATA:
         assert_same_files(reference / path, workdir / path)
     train_log = (workdir / "logs/runs/a/train/train.log").read_text()
@@ -192,7 +180,7 @@ def test_kill_9_in_every_stage_then_the_same_command_finishes_the_same(mirror, r
     assert history.epoch.tolist() == [0, 1, 2]
     assert (results / "runs/a/evaluate/report.html").exists() and (results / "leaderboard.html").exists()
     assert partial_files(workdir) == []
-    assert "Nothing to be done" in rerun(workdir, "-n").stdout
+    assert "Nothing to be done" in run(workdir, "-n").stdout
 
 
 @contextlib.contextmanager
@@ -224,12 +212,12 @@ def copy_of(reference: Path, tmp_path: Path, remove: str) -> Path:
 def test_a_full_disk_is_named_and_the_rerun_after_freeing_space_matches(reference, tmp_path, stage, folder, kb, targets):
     workdir = copy_of(reference, tmp_path, folder)
     with small_disk(workdir / folder, kb) as grow:
-        proc = rerun(workdir, *targets, check=False)
+        proc = run(workdir, *targets, check=False)
         said = proc.stdout + proc.stderr
         assert proc.returncode != 0
         assert f"disk full: no space left on device writing {folder}" in said, said[-4000:]
         assert partial_files(workdir) == []
-        assert stage in planned_jobs(rerun(workdir, "-n", *targets))  # nothing half-written passes for done
+        assert stage in planned_jobs(run(workdir, "-n", *targets))  # nothing half-written passes for done
         grow(16384)
-        rerun(workdir, *targets)
+        run(workdir, *targets)
         assert_same_files(reference / folder, workdir / folder)

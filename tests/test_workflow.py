@@ -29,8 +29,13 @@ def tiny_config(images=12, archives=(1, 2)) -> dict:
     }
 
 
+def command(workdir: Path, *args) -> list[str]:
+    """The README's `snakemake --cores all` for a test folder and its test.yaml (2 cores here)."""
+    return [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "test.yaml"), "--cores", "2", *args]
+
+
 def run(workdir: Path, *args, check=True) -> subprocess.CompletedProcess:
-    cmd = [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "test.yaml"), "--cores", "2", *args]
+    cmd = command(workdir, *args)
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
     if check and proc.returncode:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
