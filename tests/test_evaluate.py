@@ -310,6 +310,7 @@ def test_evaluation_predict_and_app_give_the_same_calibrated_probability(evaluat
         np.testing.assert_allclose([label[f] for f in FINDINGS], evaluated_probs.loc[name, probs].to_numpy(float),
                                    atol=1e-5)
     assert "calibrated on the validation split" in table and "| base rate |" in table
+    assert "Mass | " in table and "(score: too few val positives to calibrate)" in table
 
 
 def test_a_calibration_is_refused_for_another_model(evaluated, tmp_path):

@@ -112,11 +112,12 @@ def test_predict_cli_skips_bad_files_and_writes_gradcam(served, tmp_path):
     rows = list(csv.DictReader(open(out)))
     assert sorted(r["image"] for r in rows) == sorted([p.name for p in good] + ["rgba.png", "scan.dcm"])
     assert "skipped" in proc.stderr and "broken.png" in proc.stderr and "empty.jpg: empty file" in proc.stderr
-    assert "not medical advice" in proc.stderr
+    assert "not medical advice" in proc.stderr and "uncalibrated scores (no calibration.json)" in proc.stderr
     assert len(list((tmp_path / "cams").glob("*_gradcam.png"))) == 5
     for r in rows:
         probs = {f: float(r[f"p_{f}"]) for f in FINDINGS}
         assert r["findings"] == "|".join(f for f in FINDINGS if probs[f] >= 0.5)
+        assert all(r[f"raw_{f}"] == r[f"p_{f}"] and r[f"base_rate_{f}"] == "" for f in FINDINGS)  # no calibration
     # The RGBA copy of an image gives the same numbers as the grayscale original.
     by_name = {r["image"]: r for r in rows}
     assert by_name["rgba.png"]["p_Mass"] == by_name[good[0].name]["p_Mass"]
@@ -143,6 +144,7 @@ def test_app_refuses_bad_uploads_and_keeps_serving(served, tmp_path):
     assert status.startswith("Answered by run **m**") and set(label) == set(FINDINGS)
     assert heat.shape == (448, 448, 3) and top in FINDINGS
     assert "operating points chosen on the validation split" in table
+    assert "uncalibrated scores, not probabilities" in table  # this model has no calibration.json
     assert analysis.explain("Hernia", state, "m").shape == (448, 448, 3)
 
 
