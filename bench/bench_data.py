@@ -40,9 +40,19 @@ def make_pngs(folder: Path, n: int) -> pd.DataFrame:
         name = f"{k + 1:08d}_000.png"
         # Level 3 makes them weigh what the real ones do (~170-200 KB).
         cv2.imwrite(str(folder / name), img, [cv2.IMWRITE_PNG_COMPRESSION, 3])
-        rows.append({"image_index": name, "patient_id": k + 1, "follow_up": 0, "age_years": 50.0,
-                     "sex": "M", "view": "PA", "archive": 1, "split": "train",
-                     **{f: int(rng.random() < 0.1) for f in FINDINGS}})
+        rows.append(
+            {
+                "image_index": name,
+                "patient_id": k + 1,
+                "follow_up": 0,
+                "age_years": 50.0,
+                "sex": "M",
+                "view": "PA",
+                "archive": 1,
+                "split": "train",
+                **{f: int(rng.random() < 0.1) for f in FINDINGS},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -77,8 +87,10 @@ def _shard_job(args):
 
 def shard_stage(table, image_dir, out_dir, size, encoding, workers):
     plan = shards.plan_table(table, images_per_shard=max(1, len(table) // (2 * workers)), seed=0)
-    jobs = [(plan[plan.shard == s], image_dir, out_dir / f"{encoding}-{workers}-{s:05d}.tfrecord", size, encoding)
-            for s in sorted(plan.shard.unique())]
+    jobs = [
+        (plan[plan.shard == s], image_dir, out_dir / f"{encoding}-{workers}-{s:05d}.tfrecord", size, encoding)
+        for s in sorted(plan.shard.unique())
+    ]
     with mp.get_context("spawn").Pool(workers) as pool:
         pool.map(_shard_job, [(j[0].head(1), *j[1:3], size, encoding) for j in jobs[:workers]])  # warm up imports
         seconds = timed(pool.map, _shard_job, jobs, 1)
@@ -111,8 +123,16 @@ def image_data_generator(table, image_dir, size):
 
     df = table.assign(filename=table.image_index, **{f: table[f].astype(str) for f in FINDINGS})
     gen = ImageDataGenerator(rescale=1 / 255.0).flow_from_dataframe(
-        df, directory=str(image_dir), x_col="filename", y_col=list(FINDINGS), class_mode="raw",
-        target_size=(size, size), color_mode="grayscale", batch_size=32, shuffle=False)
+        df,
+        directory=str(image_dir),
+        x_col="filename",
+        y_col=list(FINDINGS),
+        class_mode="raw",
+        target_size=(size, size),
+        color_mode="grayscale",
+        batch_size=32,
+        shuffle=False,
+    )
     n = min(len(table), 320)
     start = time.perf_counter()
     for k in range(n // 32):
@@ -144,7 +164,9 @@ def main(argv=None):
         table = make_pngs(image_dir, args.images)
         paths = [str(image_dir / n) for n in table.image_index]
         kb = np.mean([os.path.getsize(p) for p in paths]) / 1024
-        print(f"{args.images} phantom PNGs, 1024x1024 8-bit, mean {kb:.0f} KB; {cores} cores; resize to {args.size} px\n")
+        print(
+            f"{args.images} phantom PNGs, 1024x1024 8-bit, mean {kb:.0f} KB; {cores} cores; resize to {args.size} px\n"
+        )
         res = {}
         res["decode_1"] = decode_bound(paths, 1)
         res["decode_n"] = decode_bound(paths, cores)
@@ -174,8 +196,12 @@ def main(argv=None):
     print(f"3. reader at {args.size} px (tf.data, batch 64, to a consumer that does nothing)")
     for enc in ("raw", "png"):
         line(f"{enc} shards, 1 thread", res[f"read_{enc}_1"], res["idg"], "ImageDataGenerator")
-        line(f"{enc} shards, {cores} threads ({res[f'read_{enc}_n'] / cores:.0f}/core)", res[f"read_{enc}_n"],
-             res["idg"], "ImageDataGenerator")
+        line(
+            f"{enc} shards, {cores} threads ({res[f'read_{enc}_n'] / cores:.0f}/core)",
+            res[f"read_{enc}_n"],
+            res["idg"],
+            "ImageDataGenerator",
+        )
     print("4. the usual notebook approaches, on the full-size PNGs")
     line("ImageDataGenerator.flow_from_dataframe, batch 32", res["idg"])
     line("PIL open + convert + resize, one file at a time", res["pil"])

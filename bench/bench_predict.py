@@ -48,8 +48,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         files = phantom_files(tmp, args.images)
-        print(f"{args.images} phantom PNGs at 1024 px, batch {args.batch}, {len(TTA_VIEWS)} TTA views, "
-              f"median of {args.rounds} interleaved rounds; images/s")
+        print(
+            f"{args.images} phantom PNGs at 1024 px, batch {args.batch}, {len(TTA_VIEWS)} TTA views, "
+            f"median of {args.rounds} interleaved rounds; images/s"
+        )
         print("| model | px | no TTA | TTA | TTA time / no-TTA time |")
         print("|---|---:|---:|---:|---:|")
         for backbone, size in MODELS:
@@ -65,8 +67,10 @@ def main() -> None:
                     if round_:
                         seconds[tta].append(time.perf_counter() - start)
             plain, tta = statistics.median(seconds[False]), statistics.median(seconds[True])
-            print(f"| {backbone} | {size} | {args.images / plain:.1f} | {args.images / tta:.1f} | {tta / plain:.2f}x |",
-                  flush=True)
+            print(
+                f"| {backbone} | {size} | {args.images / plain:.1f} | {args.images / tta:.1f} | {tta / plain:.2f}x |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

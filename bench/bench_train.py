@@ -28,11 +28,12 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from cxr14 import demo, models, shards  # noqa: E402
-from cxr14.constants import FINDINGS  # noqa: E402
 from cxr14.config import defaults  # noqa: E402
-from cxr14.data import Augment, Shards, dataset  # noqa: E402
+from cxr14.constants import FINDINGS  # noqa: E402
+from cxr14.data import Shards, dataset
+from cxr14.runs import AugmentSettings  # noqa: E402
 
-AUGMENT = Augment(**defaults("train")["augment"])  # the training default
+AUGMENT = AugmentSettings.of(defaults("train")["augment"])  # the training default
 
 
 def make_shards(root: Path, n: int, size: int) -> Shards:
@@ -47,8 +48,19 @@ def make_shards(root: Path, n: int, size: int) -> Shards:
         img, _ = demo.render(labels, rng, 256)
         name = f"{k + 1:08d}_000.png"
         cv2.imwrite(str(folder / name), img)
-        rows.append({"image_index": name, "patient_id": k + 1, "follow_up": 0, "age_years": 50.0, "sex": "F",
-                     "view": "PA", "archive": 1, "split": "train", **{f: int(f in labels) for f in FINDINGS}})
+        rows.append(
+            {
+                "image_index": name,
+                "patient_id": k + 1,
+                "follow_up": 0,
+                "age_years": 50.0,
+                "sex": "F",
+                "view": "PA",
+                "archive": 1,
+                "split": "train",
+                **{f: int(f in labels) for f in FINDINGS},
+            }
+        )
     plan = shards.plan_table(pd.DataFrame(rows), max(1, n // 4), 0)
     files = []
     for s in range(int(plan.num_shards.iloc[0])):
@@ -100,15 +112,27 @@ def main(argv=None):
             batches = list(dataset(src, args.batch, training=True, augment=AUGMENT).take(args.images // args.batch))
             xs = tf.concat([b[0] for b in batches], 0)
             ys = tf.concat([b[1] for b in batches], 0)
-            rates = interleaved_rates(model_name, {
-                "memory": tf.data.Dataset.from_tensor_slices((xs, ys)).batch(args.batch, drop_remainder=True)
-                .repeat().prefetch(2),
-                "shards": dataset(src, args.batch, training=True, repeat=True),
-                "aug": dataset(src, args.batch, training=True, augment=AUGMENT, repeat=True),
-            }, args.steps, args.batch, size, args.rounds)
+            rates = interleaved_rates(
+                model_name,
+                {
+                    "memory": tf.data.Dataset.from_tensor_slices((xs, ys))
+                    .batch(args.batch, drop_remainder=True)
+                    .repeat()
+                    .prefetch(2),
+                    "shards": dataset(src, args.batch, training=True, repeat=True),
+                    "aug": dataset(src, args.batch, training=True, augment=AUGMENT, repeat=True),
+                },
+                args.steps,
+                args.batch,
+                size,
+                args.rounds,
+            )
             memory, shard, aug = rates["memory"], rates["shards"], rates["aug"]
-            print(f"  {model_name:<18}{size:>5}{memory:>10.1f}{shard:>10.1f}{1 - shard / memory:>8.1%}"
-                  f"{aug:>12.1f}{1 - aug / memory:>8.1%}", flush=True)
+            print(
+                f"  {model_name:<18}{size:>5}{memory:>10.1f}{shard:>10.1f}{1 - shard / memory:>8.1%}"
+                f"{aug:>12.1f}{1 - aug / memory:>8.1%}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

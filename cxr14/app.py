@@ -12,7 +12,7 @@ import numpy as np
 
 from .constants import DISCLAIMER, FINDINGS
 from .images import BadImage
-from .inference import DEFAULT_MAX_MB, Predictor, read_gray
+from .inference import DEFAULT_MAX_MB, Predictor, read_gray, served
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +27,12 @@ def make_examples(folder: Path, size: int = 512) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(11)
     paths = []
-    for name, findings in (("phantom_cardiomegaly_effusion", {"Cardiomegaly", "Effusion"}),
-                           ("phantom_nodule", {"Nodule"}), ("phantom_pneumothorax", {"Pneumothorax"}),
-                           ("phantom_no_finding", set())):
+    for name, findings in (
+        ("phantom_cardiomegaly_effusion", {"Cardiomegaly", "Effusion"}),
+        ("phantom_nodule", {"Nodule"}),
+        ("phantom_pneumothorax", {"Pneumothorax"}),
+        ("phantom_no_finding", set()),
+    ):
         path = folder / f"{name}.png"
         if not path.exists():
             cv2.imwrite(str(path), render(findings, rng, size)[0])
@@ -60,15 +63,22 @@ class Analysis:
         above = set(predictor.above(probs))
         rule = "the operating points chosen on the validation split" if cut else "0.5 (no evaluation thresholds loaded)"
         if predictor.calibration:
-            what = (f"Probabilities are calibrated on the validation split ({predictor.calibration['method']} scaling"
-                    f"{', averaged over test-time augmentations' if predictor.tta else ''}); the base rate is the "
-                    "finding's prevalence in the training data.")
+            what = (
+                f"Probabilities are calibrated on the validation split ({predictor.calibration['method']} scaling"
+                f"{', averaged over test-time augmentations' if predictor.tta else ''}); the base rate is the "
+                "finding's prevalence in the training data."
+            )
         else:
             what = "**These are the model's uncalibrated scores, not probabilities** (the run has no calibration)."
         base = predictor.base_rate or {}
         fitted = predictor.calibration["findings"] if predictor.calibration else {}
-        lines = [what, f"Findings at or above {rule} are marked **▲**.", "",
-                 "| finding | probability | base rate | above operating point |", "|---|---:|---:|:-:|"]
+        lines = [
+            what,
+            f"Findings at or above {rule} are marked **▲**.",
+            "",
+            "| finding | probability | base rate | above operating point |",
+            "|---|---:|---:|:-:|",
+        ]
         for k in np.argsort(-probs):
             name = FINDINGS[k]
             rate = f"{base[name]:.3f}" if name in base else "–"
@@ -86,14 +96,19 @@ class Analysis:
             gray = read_gray(path.read_bytes(), self.max_mb)
         except (BadImage, OSError) as exc:
             log.info("refused %s: %s", path.name, exc)
-            return (f"**Could not read {path.name}:** {exc}. Upload a PNG, JPEG or DICOM chest X-ray.",
-                    *empty[1:])
+            return (f"**Could not read {path.name}:** {exc}. Upload a PNG, JPEG or DICOM chest X-ray.", *empty[1:])
         predictor = self.predictor(run)
         prepared = predictor.prepare(gray)
         probs = predictor.predict(prepared[None])[0]
         top = FINDINGS[int(np.argmax(probs))]
-        return (self.describe(run, answered=True), {f: float(p) for f, p in zip(FINDINGS, probs)},
-                self.findings_markdown(predictor, probs), predictor.explain(prepared, top, DISPLAY_SIZE), top, gray)
+        return (
+            self.describe(run, answered=True),
+            {f: float(p) for f, p in zip(FINDINGS, probs)},
+            self.findings_markdown(predictor, probs),
+            predictor.explain(prepared, top, DISPLAY_SIZE),
+            top,
+            gray,
+        )
 
     def explain(self, finding, gray, run: str):
         if gray is None or not finding:
@@ -113,8 +128,13 @@ def build(runs: dict[str, tuple], first: str, max_mb: float = DEFAULT_MAX_MB, ex
         state = gr.State(None)
         with gr.Row():
             with gr.Column():
-                upload = gr.File(label="Chest X-ray (PNG, JPEG or DICOM)", file_types=[".png", ".jpg", ".jpeg", ".dcm", ".dicom"],
-                                 file_count="single", type="filepath", elem_id="upload")
+                upload = gr.File(
+                    label="Chest X-ray (PNG, JPEG or DICOM)",
+                    file_types=[".png", ".jpg", ".jpeg", ".dcm", ".dicom"],
+                    file_count="single",
+                    type="filepath",
+                    elem_id="upload",
+                )
                 gr.Examples(examples=examples, inputs=upload, label="Phantom examples made by cxr14")
                 run = gr.Dropdown(choices=list(runs), value=first, label="Run (trained model)", elem_id="run-choice")
                 status = gr.Markdown(elem_id="status")
@@ -135,8 +155,6 @@ def build(runs: dict[str, tuple], first: str, max_mb: float = DEFAULT_MAX_MB, ex
 
 
 def main(args) -> int:
-    from .runs import served
-
     runs, first = served(args.run, args.model, args.thresholds, args.calibration)
     demo = build(runs, first, args.max_mb)
     host = "0.0.0.0" if args.share_on_network else "127.0.0.1"

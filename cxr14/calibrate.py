@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import prediction_table
 from .constants import FINDINGS
 from .files import sha256_file, write_json
 
@@ -50,9 +51,13 @@ def fit(y, p, method: str, min_positives: int, offset: float = 0.0) -> dict:
     y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
     positives, negatives = int(y.sum()), int(len(y) - y.sum())
     if min(positives, negatives) < min_positives:
-        return {"method": "none", "positives": positives, "negatives": negatives,
-                "reason": f"{positives} val positives and {negatives} negatives; at least {min_positives} of each "
-                          "are needed to fit, so the model's scores are kept as they are"}
+        return {
+            "method": "none",
+            "positives": positives,
+            "negatives": negatives,
+            "reason": f"{positives} val positives and {negatives} negatives; at least {min_positives} of each "
+            "are needed to fit, so the model's scores are kept as they are",
+        }
     z = logit(p)
     out = {"positives": positives, "negatives": negatives, "val_log_loss_before": _log_loss(y, p)}
     # Platt's targets, (N+ + 1) / (N+ + 2) and 1 / (N- + 2) rather than 1 and 0: a val split the model
@@ -60,12 +65,17 @@ def fit(y, p, method: str, min_positives: int, offset: float = 0.0) -> dict:
     # saturates at 1.0 and ties scores the model had ranked apart.
     target = np.where(y > 0, (positives + 1) / (positives + 2), 1 / (negatives + 2))
     if method == "temperature":
-        best = minimize_scalar(lambda log_t: _log_loss(target, sigmoid((z - offset) / np.exp(log_t))), bounds=(-6, 6),
-                               method="bounded")
+        best = minimize_scalar(
+            lambda log_t: _log_loss(target, sigmoid((z - offset) / np.exp(log_t))), bounds=(-6, 6), method="bounded"
+        )
         out.update(method="temperature", offset=float(offset), temperature=float(np.exp(best.x)))
     elif method == "platt":
-        best = minimize(lambda ab: _log_loss(target, sigmoid(ab[0] * z + ab[1])), x0=[1.0, 0.0], method="L-BFGS-B",
-                        bounds=[(1e-6, None), (None, None)])
+        best = minimize(
+            lambda ab: _log_loss(target, sigmoid(ab[0] * z + ab[1])),
+            x0=[1.0, 0.0],
+            method="L-BFGS-B",
+            bounds=[(1e-6, None), (None, None)],
+        )
         out.update(method="platt", a=float(best.x[0]), b=float(best.x[1]))
     elif method == "isotonic":
         from sklearn.isotonic import IsotonicRegression
@@ -102,6 +112,13 @@ def apply(calibration: dict | None, scores: np.ndarray) -> np.ndarray:
     return np.stack([apply_one(calibration["findings"][f], scores[:, k]) for k, f in enumerate(FINDINGS)], axis=1)
 
 
+def calibrated(table: pd.DataFrame, calibration: dict | None) -> pd.DataFrame:
+    """A predictions table with its scores mapped through `calibration` (the plain TTA scores dropped)."""
+    out = table.drop(columns=[c for c in prediction_table.PLAIN_SCORES if c in table.columns])
+    out[prediction_table.SCORES] = apply(calibration, table[prediction_table.SCORES].to_numpy(np.float64))
+    return out
+
+
 def loss_offsets(summary: dict | None) -> dict[str, float]:
     """Per finding, log(w_pos / w_neg) of a run trained with the class-weighted loss (from its training
     summary); 0 for another loss, or an ensemble (no summary), whose members may differ."""
@@ -115,30 +132,40 @@ def calibrate(*, predictions, table, summary, calibration, method: str, min_posi
     """Step `calibrate`: per finding, the map fitted on the run's val predictions to `calibration`
     (JSON), with the training prevalence of each finding (the base rate the app shows beside a
     probability), whether scores are test-time augmented, and the sha256 of the model it belongs to
-    (`summary`: the run's training summary; [] for an ensemble)."""
-    pred = pd.read_parquet(predictions)
-    val = pred[pred.split == "val"]
+    (`summary`: the run's training summary; None for an ensemble, which has no model of its own)."""
+    val = prediction_table.read(predictions, "val")
     if val.empty:
         raise ValueError(f"{predictions}: no val rows to fit the calibration on")
     clean = pd.read_parquet(table, columns=["split", *FINDINGS])
     train = clean[clean.split == "train"]
     trained = json.loads(Path(summary).read_text()) if summary else None
     offsets = loss_offsets(trained)
-    fitted = {f: fit(val[f"y_{f}"], val[f"p_{f}"], method, min_positives, offsets[f]) for f in FINDINGS}
+    fitted = {
+        f: fit(val[prediction_table.label(f)], val[prediction_table.score(f)], method, min_positives, offsets[f])
+        for f in FINDINGS
+    }
     skipped = [f for f, v in fitted.items() if v["method"] == "none"]
     result = {
-        "method": method, "fitted_on": "val", "val_images": int(len(val)), "min_positives": min_positives,
+        "method": method,
+        "fitted_on": "val",
+        "val_images": int(len(val)),
+        "min_positives": min_positives,
         "tta": tta,
         "model_sha256": trained and trained["model_sha256"],
         "loss": trained and trained["config"]["loss"],
         "predictions_sha256": sha256_file(predictions),
-        "base_rate": {f: float(train[f].mean()) for f in FINDINGS}, "train_images": int(len(train)),
+        "base_rate": {f: float(train[f].mean()) for f in FINDINGS},
+        "train_images": int(len(train)),
         "uncalibrated": skipped,
         "findings": fitted,
     }
     write_json(result, calibration)
-    log.info("%s calibration on %d val images; left uncalibrated (too few val positives): %s", method, len(val),
-             ", ".join(skipped) or "none")
+    log.info(
+        "%s calibration on %d val images; left uncalibrated (too few val positives): %s",
+        method,
+        len(val),
+        ", ".join(skipped) or "none",
+    )
     return result
 
 
@@ -146,6 +173,7 @@ def check_model(calibration: dict, model_path) -> None:
     """Refuse a calibration fitted for another model file: its maps would be wrong for this one."""
     want = calibration.get("model_sha256")
     if want and want != sha256_file(model_path):
-        raise ValueError(f"{model_path}: this calibration was fitted for another model (sha256 {want[:12]}...); "
-                         "use the run's own calibration.json")
-
+        raise ValueError(
+            f"{model_path}: this calibration was fitted for another model (sha256 {want[:12]}...); "
+            "use the run's own calibration.json"
+        )

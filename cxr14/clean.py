@@ -29,9 +29,17 @@ from .files import atomic, write_json
 log = logging.getLogger(__name__)
 
 RAW_COLUMNS = [
-    "Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age",
-    "Patient Gender", "View Position", "OriginalImage[Width", "Height]",
-    "OriginalImagePixelSpacing[x", "y]",
+    "Image Index",
+    "Finding Labels",
+    "Follow-up #",
+    "Patient ID",
+    "Patient Age",
+    "Patient Gender",
+    "View Position",
+    "OriginalImage[Width",
+    "Height]",
+    "OriginalImagePixelSpacing[x",
+    "y]",
 ]
 COLUMNS = ["image_index", "patient_id", "follow_up", "age_years", "sex", "view", "archive", "split", *FINDINGS]
 _AGE_UNITS = {"Y": 1.0, "M": 1.0 / 12.0, "D": 1.0 / 365.25}
@@ -53,8 +61,9 @@ def _read_text(path: Path) -> str:
             text = handle.handle.read()
     except UnicodeDecodeError as exc:
         encoding = "UTF-16" if open(path, "rb").read(2) in (b"\xff\xfe", b"\xfe\xff") else "not UTF-8"
-        raise MetadataError(f"{path}: the file is {encoding} text (byte {exc.start}); save it as UTF-8, "
-                            "as the NIH publishes it") from exc
+        raise MetadataError(
+            f"{path}: the file is {encoding} text (byte {exc.start}); save it as UTF-8, as the NIH publishes it"
+        ) from exc
     if not text.strip():
         raise MetadataError(f"{path}: the file is empty")
     return text
@@ -66,16 +75,23 @@ def read_data_entry(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     lines = _read_text(path).splitlines()
     header = lines[0].rstrip("\r").split(",")
-    if header[: len(RAW_COLUMNS)] != RAW_COLUMNS or any(h.strip() for h in header[len(RAW_COLUMNS):]):
+    if header[: len(RAW_COLUMNS)] != RAW_COLUMNS or any(h.strip() for h in header[len(RAW_COLUMNS) :]):
         raise MetadataError(f"{path}: unexpected header {header!r}; expected {RAW_COLUMNS!r}")
     for row, line in enumerate(lines[1:], start=1):
         fields = line.count(",") + 1
         if line.strip() and fields < len(RAW_COLUMNS):
-            raise MetadataError(f"{path}: data row {row} has {fields} of {len(RAW_COLUMNS)} fields "
-                                f"({line[:60]!r}); is the file cut short?")
+            raise MetadataError(
+                f"{path}: data row {row} has {fields} of {len(RAW_COLUMNS)} fields "
+                f"({line[:60]!r}); is the file cut short?"
+            )
     raw = pd.read_csv(
-        io.StringIO("\n".join(lines[1:])), header=None, usecols=range(7), names=RAW_COLUMNS[:7],
-        dtype=str, keep_default_na=False, na_values=[],
+        io.StringIO("\n".join(lines[1:])),
+        header=None,
+        usecols=range(7),
+        names=RAW_COLUMNS[:7],
+        dtype=str,
+        keep_default_na=False,
+        na_values=[],
     )
     raw.columns = ["image_index", "labels", "follow_up", "patient_id", "age", "sex", "view"]
     return raw.apply(lambda col: col.str.strip())
@@ -115,8 +131,9 @@ def read_list(path: str | Path) -> list[str]:
     return [line.strip() for line in _read_text(Path(path)).splitlines() if line.strip()]
 
 
-def assign_splits(table: pd.DataFrame, train_val: list[str], test: list[str],
-                  val_fraction: float, seed: int) -> pd.Series:
+def assign_splits(
+    table: pd.DataFrame, train_val: list[str], test: list[str], val_fraction: float, seed: int
+) -> pd.Series:
     """`test` from the official list; `val` a seeded patient-wise share of train_val; the rest `train`.
 
     Validation patients are drawn from the whole table, so an image's split does not depend on
@@ -156,14 +173,32 @@ def on_disk(manifests: dict[int, str | Path]) -> pd.DataFrame:
     return disk
 
 
-def clean(*, data_entry, train_val_list, test_list, manifests: list, archives: list[int], table, report,
-          val_fraction: float, seed: int, max_age: float) -> dict:
+def clean(
+    *,
+    data_entry,
+    train_val_list,
+    test_list,
+    manifests: list,
+    archives: list[int],
+    table,
+    report,
+    val_fraction: float,
+    seed: int,
+    max_age: float,
+) -> dict:
     """Step `clean`: the cleaned table of the images on disk to Parquet (`table`), and the cleaning
     report (`report`). `manifests` are the extraction manifests of `archives`, in the same order."""
     if len(manifests) != len(archives):
         raise ValueError(f"{len(manifests)} extraction manifests for {len(archives)} archives")
-    cleaned, found = clean_table(data_entry, train_val_list, test_list, dict(zip(archives, manifests)),
-                                 val_fraction=val_fraction, seed=seed, max_age=max_age)
+    cleaned, found = clean_table(
+        data_entry,
+        train_val_list,
+        test_list,
+        dict(zip(archives, manifests)),
+        val_fraction=val_fraction,
+        seed=seed,
+        max_age=max_age,
+    )
     write_parquet(cleaned, table)
     write_json(found, report)
     log.info("cleaned %d of %d rows; images per split %s", found["rows_out"], found["rows_in"], found["images"])
@@ -192,8 +227,10 @@ def clean_table(
     duplicated = raw.image_index.duplicated()
     if duplicated.any():
         row = raw.index[duplicated][0]
-        raise MetadataError(f"{source}: image {raw.image_index[row]!r} appears again at data row {row + 1} "
-                            f"({int(duplicated.sum())} repeated name(s) in all)")
+        raise MetadataError(
+            f"{source}: image {raw.image_index[row]!r} appears again at data row {row + 1} "
+            f"({int(duplicated.sum())} repeated name(s) in all)"
+        )
 
     table = pd.DataFrame({"image_index": raw.image_index})
     table["patient_id"] = pd.to_numeric(raw.patient_id, errors="raise").astype("int64")
@@ -209,7 +246,9 @@ def clean_table(
     for column, allowed in (("sex", {"M", "F"}), ("view", {"PA", "AP"})):
         bad = ~raw[column].isin(allowed)
         if bad.any():
-            raise MetadataError(f"{source}: unexpected {column} {raw[column][bad].iloc[0]!r} at data row {bad.idxmax() + 1}")
+            raise MetadataError(
+                f"{source}: unexpected {column} {raw[column][bad].iloc[0]!r} at data row {bad.idxmax() + 1}"
+            )
         table[column] = raw[column]
     labels, mixed = label_matrix(raw.labels, source)
     report["changed"]["no_finding_with_other_labels"] = mixed
@@ -218,8 +257,9 @@ def clean_table(
     train_val, test = read_list(train_val_list), read_list(test_list)
     both = sorted(set(train_val) & set(test))
     if both:
-        raise LeakageError(f"{len(both)} image(s) are in both {Path(test_list).name} and {Path(train_val_list).name}, "
-                           f"e.g. {both[:3]}")
+        raise LeakageError(
+            f"{len(both)} image(s) are in both {Path(test_list).name} and {Path(train_val_list).name}, e.g. {both[:3]}"
+        )
     unknown = sorted((set(train_val) | set(test)) - set(raw.image_index))
     report["dropped"]["listed_but_not_in_data_entry"] = len(unknown)  # counted, reported, nothing to clean
     if unknown:
@@ -243,9 +283,7 @@ def clean_table(
     report.update(summary(table))
     report["rows_out"] = len(table)
     if len(leaked):
-        raise LeakageError(
-            f"{len(leaked)} patients appear in more than one split, e.g. {leaked.index[:10].tolist()}"
-        )
+        raise LeakageError(f"{len(leaked)} patients appear in more than one split, e.g. {leaked.index[:10].tolist()}")
     return table, report
 
 
@@ -258,8 +296,16 @@ def summary(table: pd.DataFrame) -> dict:
         out["patients"][split] = int(part.patient_id.nunique())
         out["prevalence"][split] = {f: round(float(part[f].mean()), 6) if len(part) else None for f in FINDINGS}
     ages = table.age_years.dropna()
-    out["age_years"] = {"min": float(ages.min()), "median": float(ages.median()), "max": float(ages.max()),
-                        "null": int(table.age_years.isna().sum())} if len(ages) else {}
+    out["age_years"] = (
+        {
+            "min": float(ages.min()),
+            "median": float(ages.median()),
+            "max": float(ages.max()),
+            "null": int(table.age_years.isna().sum()),
+        }
+        if len(ages)
+        else {}
+    )
     return out
 
 

@@ -14,55 +14,96 @@ from .constants import DISCLAIMER
 
 def parser() -> argparse.ArgumentParser:
     from .config import defaults
-    from .inference import DEFAULT_MAX_MB
     from .runs import RUN
 
     app_defaults = defaults("app")
-    top = argparse.ArgumentParser(prog="cxr14", description=f"NIH ChestX-ray14 models: batch prediction and a web app. {DISCLAIMER}")
+    top = argparse.ArgumentParser(
+        prog="cxr14", description=f"NIH ChestX-ray14 models: batch prediction and a web app. {DISCLAIMER}"
+    )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("predict", help="predict the 14 findings for image files, folders or globs into a CSV",
-                       description="Predict the 14 findings for PNG, JPEG or DICOM files into a CSV, one row per "
-                                   f"image; bad files are reported and skipped. {DISCLAIMER}")
+    p = sub.add_parser(
+        "predict",
+        help="predict the 14 findings for image files, folders or globs into a CSV",
+        description="Predict the 14 findings for PNG, JPEG or DICOM files into a CSV, one row per "
+        f"image; bad files are reported and skipped. {DISCLAIMER}",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", metavar="NAME", help="a trained run of the workflow (its model and operating points)")
     which.add_argument("--model", metavar="MODEL.keras", help="a model file instead of a run")
-    p.add_argument("--out", default="predictions.csv", metavar="CSV", help="where to write the predictions (default: %(default)s)")
-    p.add_argument("--thresholds", metavar="JSON",
-                   help="operating points chosen on val by the evaluate step (default: the run's; 0.5 without)")
-    p.add_argument("--calibration", metavar="JSON",
-                   help="the calibrate step's calibration.json for --model (default: the run's; without one the "
-                        "model's raw scores are reported)")
-    p.add_argument("--gradcam-dir", metavar="DIR", help="also write a Grad-CAM overlay of each image's top finding here")
-    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default: %(default)s)")
-    p.add_argument("--max-mb", type=float, default=DEFAULT_MAX_MB, metavar="MB",
-                   help="skip files larger than this (default: %(default)s)")
+    p.add_argument(
+        "--out", default="predictions.csv", metavar="CSV", help="where to write the predictions (default: %(default)s)"
+    )
+    p.add_argument(
+        "--thresholds",
+        metavar="JSON",
+        help="operating points chosen on val by the evaluate step (default: the run's; 0.5 without)",
+    )
+    p.add_argument(
+        "--calibration",
+        metavar="JSON",
+        help="the calibrate step's calibration.json for --model (default: the run's; without one the "
+        "model's raw scores are reported)",
+    )
+    p.add_argument(
+        "--gradcam-dir", metavar="DIR", help="also write a Grad-CAM overlay of each image's top finding here"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default: %(default)s)"
+    )
+    _max_mb(p, "skip files larger than this")
     p.set_defaults(main=lambda a: __import__("cxr14.predict", fromlist=["main"]).main(a))
 
-    a = sub.add_parser("app", help="start the web app (127.0.0.1 unless --share-on-network)",
-                       description=f"A Gradio app: upload a chest X-ray, see the model's findings and Grad-CAM. {DISCLAIMER}")
+    a = sub.add_parser(
+        "app",
+        help="start the web app (127.0.0.1 unless --share-on-network)",
+        description=f"A Gradio app: upload a chest X-ray, see the model's findings and Grad-CAM. {DISCLAIMER}",
+    )
     which = a.add_mutually_exclusive_group()
-    which.add_argument("--run", metavar="NAME", help="the trained run shown first; the page offers every trained run "
-                                                     f"under {RUN.format(run='*')} (default: the first)")
+    which.add_argument(
+        "--run",
+        metavar="NAME",
+        help="the trained run shown first; the page offers every trained run "
+        f"under {RUN.format(run='*')} (default: the first)",
+    )
     which.add_argument("--model", metavar="MODEL.keras", help="serve this one model file instead of the runs")
     a.add_argument("--thresholds", metavar="JSON", help="operating points for --model (default: the run's own)")
     a.add_argument("--calibration", metavar="JSON", help="calibration.json for --model (default: the run's own)")
     a.add_argument("--port", type=int, default=app_defaults["port"], help="port to listen on (default: %(default)s)")
-    a.add_argument("--share-on-network", action="store_true", default=app_defaults["share_on_network"],
-                   help="listen on all interfaces, not only 127.0.0.1")
-    a.add_argument("--max-mb", type=float, default=DEFAULT_MAX_MB, metavar="MB",
-                   help="refuse uploads larger than this (default: %(default)s)")
+    a.add_argument(
+        "--share-on-network",
+        action="store_true",
+        default=app_defaults["share_on_network"],
+        help="listen on all interfaces, not only 127.0.0.1",
+    )
+    _max_mb(a, "refuse uploads larger than this")
     a.set_defaults(main=lambda a: __import__("cxr14.app", fromlist=["main"]).main(a))
 
-    v = sub.add_parser("verify", help="check shards against their manifests' sizes and sha256",
-                       description="Check every shard under the given folders (or the given manifest.json files) "
-                                   "against the size and sha256 its manifest recorded; exit 1 naming each damaged "
-                                   "or missing shard. Training and scoring run the same check before they start.")
-    v.add_argument("paths", nargs="*", default=["results/shards"], metavar="PATH",
-                   help="manifest.json files or folders searched for them (default: %(default)s)")
+    v = sub.add_parser(
+        "verify",
+        help="check shards against their manifests' sizes and sha256",
+        description="Check every shard under the given folders (or the given manifest.json files) "
+        "against the size and sha256 its manifest recorded; exit 1 naming each damaged "
+        "or missing shard. Training and scoring run the same check before they start.",
+    )
+    v.add_argument(
+        "paths",
+        nargs="*",
+        default=["results/shards"],
+        metavar="PATH",
+        help="manifest.json files or folders searched for them (default: %(default)s)",
+    )
     v.set_defaults(main=verify)
     return top
+
+
+def _max_mb(command: argparse.ArgumentParser, what: str) -> None:
+    from .inference import DEFAULT_MAX_MB
+
+    command.add_argument(
+        "--max-mb", type=float, default=DEFAULT_MAX_MB, metavar="MB", help=f"{what} (default: %(default)s)"
+    )
 
 
 def verify(args) -> int:
@@ -87,8 +128,14 @@ def verify(args) -> int:
 
 
 def main(argv=None) -> int:
+    from .inference import NoTrainedRun
+
     args = parser().parse_args(argv)
-    return args.main(args)
+    try:
+        return args.main(args)
+    except NoTrainedRun as exc:
+        print(f"cxr14 {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

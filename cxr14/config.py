@@ -57,12 +57,23 @@ def coerce(value, node: dict | None = None):
 
 
 class ConfigError(ValueError):
-    """The config does not fit the schema; the message names each key and the reason."""
+    """The config does not fit the schema; `problems` names each key and the reason."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("invalid config:\n" + "\n".join(f"  {p}" for p in problems))
+        self.problems = problems
 
 
 def validate(config: dict) -> dict:
     """Coerce shell strings, then validate `config` in place against the schema, filling in defaults
-    (a copy of each, and only inside objects: `train.augment: null` stays off)."""
+    (a copy of each, and only inside objects: `train.augment: null` stays off), and write each number
+    in one form (see `canonical`)."""
+    return check(config, schema())
+
+
+def check(value, node: dict, where: str = "") -> dict:
+    """`value` coerced, checked against the schema `node` (the whole schema, or one section's) with
+    its defaults filled in, and made canonical; ConfigError names each bad key, under `where`."""
     from jsonschema import Draft202012Validator, validators
 
     check_properties = Draft202012Validator.VALIDATORS["properties"]
@@ -75,12 +86,38 @@ def validate(config: dict) -> dict:
         yield from check_properties(validator, properties, instance, node)
 
     filling = validators.extend(Draft202012Validator, {"properties": fill_defaults})
-    coerce(config)
-    errors = list(filling(schema()).iter_errors(config))
+    coerce(value, node)
+    errors = list(filling(node).iter_errors(value))
     if errors:
-        raise ConfigError("invalid config:\n" + "\n".join(
-            f"  {'.'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}" for e in errors))
-    return config
+        raise ConfigError(
+            [
+                f"{'.'.join([where] * bool(where) + [str(p) for p in e.absolute_path]) or '(top level)'}: {e.message}"
+                for e in errors
+            ]
+        )
+    return canonical(value, node)
+
+
+def canonical(value, node: dict):
+    """One spelling of each value, so that a plan depends on values only: a `number` is a float
+    (`1` and `1.0` are one setting), an integral `integer` an int, and an object's keys in the
+    schema's order (then the rest as written)."""
+    types = _types(node)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, (int, float)):
+        if "integer" in types and float(value).is_integer():
+            return int(value)
+        return float(value) if "number" in types else value
+    if isinstance(value, dict):
+        props, extra = node.get("properties", {}), node.get("additionalProperties")
+        order = [k for k in props if k in value] + [k for k in value if k not in props]
+        items = [(k, canonical(value[k], props.get(k, extra if isinstance(extra, dict) else {}))) for k in order]
+        value.clear()
+        value.update(items)
+    elif isinstance(value, list) and isinstance(node.get("items"), dict):
+        value[:] = [canonical(v, node["items"]) for v in value]
+    return value
 
 
 def defaults(section: str) -> dict:

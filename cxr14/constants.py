@@ -1,8 +1,10 @@
 """Names fixed by the NIH ChestX-ray14 release, shared by every stage."""
 
 # Shown wherever a prediction is: the report, the app, `cxr14 predict` and `cxr14 --help`.
-DISCLAIMER = ("cxr14 is a research tool. It is not a medical device, its output is not medical advice, "
-              "and it must not be used to diagnose or treat anyone.")
+DISCLAIMER = (
+    "cxr14 is a research tool. It is not a medical device, its output is not medical advice, "
+    "and it must not be used to diagnose or treat anyone."
+)
 
 # The 14 findings in the order of Wang et al. 2017 (and CheXNet); column names as in Data_Entry.
 FINDINGS = (

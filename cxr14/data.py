@@ -14,6 +14,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from .constants import FINDINGS
+from .runs import AugmentSettings
 from .shards import verify_shards
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -37,23 +38,6 @@ def use_threads(threads: int | None) -> None:
 
 
 @dataclass(frozen=True)
-class Augment:
-    """Training-time augmentation (the config's `train.augment`; horizontal flip is off there by
-    default: it moves the heart to the right)."""
-
-    rotation_deg: float
-    zoom: float
-    translate: float
-    brightness: float
-    contrast: float
-    horizontal_flip: bool
-
-    @classmethod
-    def from_config(cls, cfg: dict | None) -> "Augment | None":
-        return None if cfg is None or cfg is False else cls(**cfg)
-
-
-@dataclass(frozen=True)
 class Shards:
     """The shard files of one split and how they were written (from its manifest.json)."""
 
@@ -64,7 +48,7 @@ class Shards:
     manifest: dict = field(repr=False, default_factory=dict)
 
     @classmethod
-    def from_manifest(cls, path: str | Path, verify: bool = False) -> "Shards":
+    def from_manifest(cls, path: str | Path, verify: bool = False) -> Shards:
         """The split's shards; with `verify`, each file's size and sha256 are checked against the
         manifest first (seconds per GB), so a damaged shard fails here, by name, and not hours
         into training with a bare TFRecord CRC error."""
@@ -78,18 +62,24 @@ class Shards:
 
 def _decode(encoding: str, size: int):
     if encoding == "raw":
+
         def decode_batch(images):
             pixels = tf.io.decode_raw(images, tf.uint8)
             return tf.reshape(pixels, [-1, size, size, 1])
+
         return decode_batch
 
     def decode_batch(images):
-        return tf.map_fn(lambda b: tf.ensure_shape(tf.io.decode_png(b, channels=1), [size, size, 1]),
-                         images, fn_output_signature=tf.TensorSpec([size, size, 1], tf.uint8))
+        return tf.map_fn(
+            lambda b: tf.ensure_shape(tf.io.decode_png(b, channels=1), [size, size, 1]),
+            images,
+            fn_output_signature=tf.TensorSpec([size, size, 1], tf.uint8),
+        )
+
     return decode_batch
 
 
-def augment_batch(images, aug: Augment, seed: int):
+def augment_batch(images, aug: AugmentSettings, seed: int):
     """Random rotation, zoom and translation as one fused affine warp per image (one op for the
     batch, far cheaper than a layer each), then brightness and contrast; images in 0..255."""
     shape = tf.shape(images)
@@ -106,11 +96,17 @@ def augment_batch(images, aug: Augment, seed: int):
     cos, sin = tf.cos(angle) * scale, tf.sin(angle) * scale
     c = (size - 1.0) / 2.0
     zeros = tf.zeros_like(cos)
-    transforms = tf.stack([cos, -sin, c - cos * c + sin * c + tx,
-                           sin, cos, c - sin * c - cos * c + ty, zeros, zeros], axis=1)
+    transforms = tf.stack(
+        [cos, -sin, c - cos * c + sin * c + tx, sin, cos, c - sin * c - cos * c + ty, zeros, zeros], axis=1
+    )
     images = tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
-        interpolation="BILINEAR", fill_mode="CONSTANT")
+        images=images,
+        transforms=transforms,
+        output_shape=shape[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
     if aug.horizontal_flip:
         flip = tf.random.uniform([batch, 1, 1, 1], seed=seed * 10 + 7) < 0.5
         images = tf.where(flip, tf.reverse(images, axis=[2]), images)
@@ -128,7 +124,7 @@ def dataset(
     batch_size: int,
     *,
     training: bool = False,
-    augment: Augment | None = None,
+    augment: AugmentSettings | None = None,
     channels: int = 1,
     scale: str = "none",
     with_metadata: bool = False,
@@ -149,7 +145,9 @@ def dataset(
         files = files.shuffle(len(shards.files), seed=seed, reshuffle_each_iteration=True)
     ds = files.interleave(
         lambda f: tf.data.TFRecordDataset(f, buffer_size=8 << 20),
-        cycle_length=min(len(shards.files), 8), num_parallel_calls=AUTOTUNE, deterministic=not training,
+        cycle_length=min(len(shards.files), 8),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=not training,
     )
     if cache:
         ds = ds.cache(cache if isinstance(cache, str) else "")

@@ -29,27 +29,49 @@ log = logging.getLogger(__name__)
 
 # Demo prevalence per finding (far above the real one, so a small demo has positives for each).
 PREVALENCE = {
-    "Atelectasis": 0.12, "Cardiomegaly": 0.10, "Effusion": 0.13, "Infiltration": 0.14,
-    "Mass": 0.08, "Nodule": 0.09, "Pneumonia": 0.07, "Pneumothorax": 0.08,
-    "Consolidation": 0.07, "Edema": 0.06, "Emphysema": 0.06, "Fibrosis": 0.06,
-    "Pleural_Thickening": 0.07, "Hernia": 0.05,
+    "Atelectasis": 0.12,
+    "Cardiomegaly": 0.10,
+    "Effusion": 0.13,
+    "Infiltration": 0.14,
+    "Mass": 0.08,
+    "Nodule": 0.09,
+    "Pneumonia": 0.07,
+    "Pneumothorax": 0.08,
+    "Consolidation": 0.07,
+    "Edema": 0.06,
+    "Emphysema": 0.06,
+    "Fibrosis": 0.06,
+    "Pleural_Thickening": 0.07,
+    "Hernia": 0.05,
 }
 # P(second | first) boosts that give the real data's best-known co-occurrences.
-CO_OCCURRENCE = {("Cardiomegaly", "Effusion"): 0.5, ("Edema", "Effusion"): 0.5,
-                 ("Infiltration", "Effusion"): 0.3, ("Mass", "Nodule"): 0.25,
-                 ("Atelectasis", "Effusion"): 0.3}
+CO_OCCURRENCE = {
+    ("Cardiomegaly", "Effusion"): 0.5,
+    ("Edema", "Effusion"): 0.5,
+    ("Infiltration", "Effusion"): 0.3,
+    ("Mass", "Nodule"): 0.25,
+    ("Atelectasis", "Effusion"): 0.3,
+}
 # Findings the real BBox_List has boxes for, with the list's own spelling.
-BOX_NAMES = {"Atelectasis": "Atelectasis", "Cardiomegaly": "Cardiomegaly", "Effusion": "Effusion",
-             "Infiltration": "Infiltrate", "Mass": "Mass", "Nodule": "Nodule",
-             "Pneumonia": "Pneumonia", "Pneumothorax": "Pneumothorax"}
-RGBA_IMAGE_SLOT = 1      # in archive 1: the 2nd image is stored as RGBA (valid, must decode)
+BOX_NAMES = {
+    "Atelectasis": "Atelectasis",
+    "Cardiomegaly": "Cardiomegaly",
+    "Effusion": "Effusion",
+    "Infiltration": "Infiltrate",
+    "Mass": "Mass",
+    "Nodule": "Nodule",
+    "Pneumonia": "Pneumonia",
+    "Pneumothorax": "Pneumothorax",
+}
+RGBA_IMAGE_SLOT = 1  # in archive 1: the 2nd image is stored as RGBA (valid, must decode)
 TRUNCATED_IMAGE_SLOT = 2  # in archive 1: the 3rd image is a truncated PNG (bad, must be skipped)
 
 
 def _ellipse(canvas, center, axes, value, angle=0.0, blur=0):
     mask = np.zeros(canvas.shape, np.float32)
-    cv2.ellipse(mask, (int(center[0]), int(center[1])), (max(int(axes[0]), 1), max(int(axes[1]), 1)),
-                angle, 0, 360, 1.0, -1)
+    cv2.ellipse(
+        mask, (int(center[0]), int(center[1])), (max(int(axes[0]), 1), max(int(axes[1]), 1)), angle, 0, 360, 1.0, -1
+    )
     if blur:
         mask = cv2.GaussianBlur(mask, (0, 0), blur)
     canvas += value * mask
@@ -77,9 +99,20 @@ def render(findings: set[str], rng: np.random.Generator, size: int) -> tuple[np.
     for k in range(7):  # ribs
         y = int((62 + 20 * k) * s)
         for side in (-1, 1):
-            _add(img, 0.07, lambda m, y=y, side=side: cv2.ellipse(
-                m, (int(cx + side * 30 * s), y), (int(55 * s), int(14 * s)), 0,
-                180 if side < 0 else 270, 270 if side < 0 else 360, 1.0, max(1, int(2 * s))))
+            _add(
+                img,
+                0.07,
+                lambda m, y=y, side=side: cv2.ellipse(
+                    m,
+                    (int(cx + side * 30 * s), y),
+                    (int(55 * s), int(14 * s)),
+                    0,
+                    180 if side < 0 else 270,
+                    270 if side < 0 else 360,
+                    1.0,
+                    max(1, int(2 * s)),
+                ),
+            )
     _add(img, 0.15, lambda m: cv2.rectangle(m, (int(cx - 7 * s), int(20 * s)), (int(cx + 7 * s), size), 1.0, -1))
     heart_w = (46 if "Cardiomegaly" in findings else 26) * s
     heart = (cx + 12 * s, 165 * s)
@@ -114,8 +147,13 @@ def render(findings: set[str], rng: np.random.Generator, size: int) -> tuple[np.
     if "Atelectasis" in findings:  # plate-like band in the lower zone
         lx, ly = side()
         y = ly + 35 * s
-        _add(img, 0.4, lambda m: cv2.line(m, (int(lx - 30 * s), int(y)), (int(lx + 30 * s), int(y + 6 * s)),
-                                          1.0, max(2, int(5 * s))))
+        _add(
+            img,
+            0.4,
+            lambda m: cv2.line(
+                m, (int(lx - 30 * s), int(y)), (int(lx + 30 * s), int(y + 6 * s)), 1.0, max(2, int(5 * s))
+            ),
+        )
         box("Atelectasis", lx - 30 * s, y - 4 * s, lx + 30 * s, y + 10 * s)
     if "Infiltration" in findings:  # patchy texture over one lung
         lx, ly = side()
@@ -131,8 +169,13 @@ def render(findings: set[str], rng: np.random.Generator, size: int) -> tuple[np.
         box("Pneumonia", lx - 30 * s, ly - 20 * s, lx + 30 * s, ly + 30 * s)
     if "Consolidation" in findings:  # homogeneous lobe with a sharp edge
         lx, ly = side()
-        _add(img, 0.25, lambda m: cv2.rectangle(m, (int(lx - 30 * s), int(ly + 10 * s)),
-                                                (int(lx + 30 * s), int(ly + 45 * s)), 1.0, -1))
+        _add(
+            img,
+            0.25,
+            lambda m: cv2.rectangle(
+                m, (int(lx - 30 * s), int(ly + 10 * s)), (int(lx + 30 * s), int(ly + 45 * s)), 1.0, -1
+            ),
+        )
     if "Edema" in findings:  # bilateral perihilar haze
         for lx, ly in lungs.values():
             _ellipse(img, ((lx + cx) / 2, ly + 10 * s), (25 * s, 35 * s), 0.2, blur=8 * s)
@@ -140,8 +183,13 @@ def render(findings: set[str], rng: np.random.Generator, size: int) -> tuple[np.
         for lx, ly in lungs.values():
             for k in range(-3, 4):
                 x = int(lx + 8 * k * s)
-                _add(img, 0.15, lambda m, x=x, ly=ly: cv2.line(
-                    m, (x, int(ly - 60 * s)), (x + int(6 * s), int(ly - 15 * s)), 1.0, max(1, int(s))))
+                _add(
+                    img,
+                    0.15,
+                    lambda m, x=x, ly=ly: cv2.line(
+                        m, (x, int(ly - 60 * s)), (x + int(6 * s), int(ly - 15 * s)), 1.0, max(1, int(s))
+                    ),
+                )
     if "Pleural_Thickening" in findings:  # bright rim along the lateral chest wall
         for side_sign in (-1, 1):
             x = int(cx + side_sign * 88 * s)
@@ -169,9 +217,12 @@ def _png(img: np.ndarray) -> bytes:
 
 def _write_tar_gz(path: Path, members: list[tuple[str, bytes]]) -> None:
     """A gzip'd tar with fixed times and owners, so the same members give the same bytes."""
-    with atomic(path) as staged, open(staged, "wb") as raw, \
-            gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    with (
+        atomic(path) as staged,
+        open(staged, "wb") as raw,
+        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz,
+        tarfile.open(fileobj=gz, mode="w", format=tarfile.USTAR_FORMAT) as tar,
+    ):
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), 0, 0o644
@@ -181,8 +232,18 @@ def _write_tar_gz(path: Path, members: list[tuple[str, bytes]]) -> None:
 TEST_FRACTION = 0.25  # of the patients, like the official split
 
 
-def demo_mirror(*, archives: list, data_entry, train_val_list, test_list, bbox_list, expert_labels,
-                images_per_archive: list[int], size: int, seed: int) -> dict:
+def demo_mirror(
+    *,
+    archives: list,
+    data_entry,
+    train_val_list,
+    test_list,
+    bbox_list,
+    expert_labels,
+    images_per_archive: list[int],
+    size: int,
+    seed: int,
+) -> dict:
     """Step `demo_mirror`: the phantom mirror. `archives[k]` gets archive k+1 (Box format) with
     `images_per_archive[k]` images; the metadata files go to the paths named, in the NIH formats."""
     if len(archives) != len(images_per_archive):
@@ -196,8 +257,12 @@ def demo_mirror(*, archives: list, data_entry, train_val_list, test_list, bbox_l
             if patient_info is None or follow_up >= patient_info["visits"]:
                 patient += 1
                 follow_up = 0
-                patient_info = {"visits": int(rng.integers(1, 5)), "sex": str(rng.choice(["M", "F"])),
-                                "age": int(rng.integers(18, 90)), "test": bool(rng.random() < TEST_FRACTION)}
+                patient_info = {
+                    "visits": int(rng.integers(1, 5)),
+                    "sex": str(rng.choice(["M", "F"])),
+                    "age": int(rng.integers(18, 90)),
+                    "test": bool(rng.random() < TEST_FRACTION),
+                }
             name = f"{patient:08d}_{follow_up:03d}.png"
             findings = draw_labels(rng)
             img, boxes = render(findings, rng, size)
@@ -209,16 +274,31 @@ def demo_mirror(*, archives: list, data_entry, train_val_list, test_list, bbox_l
                 data = data[: len(data) // 2]
             members.append((f"images/{name}", data))
             labels = "|".join(f for f in FINDINGS if f in findings) or "No Finding"
-            rows.append((name, labels, follow_up, patient, patient_info["age"] + follow_up // 2,
-                         patient_info["sex"], view, 2500, 2048, 0.168, 0.168))
+            rows.append(
+                (
+                    name,
+                    labels,
+                    follow_up,
+                    patient,
+                    patient_info["age"] + follow_up // 2,
+                    patient_info["sex"],
+                    view,
+                    2500,
+                    2048,
+                    0.168,
+                    0.168,
+                )
+            )
             (test if patient_info["test"] else train_val).append(name)
             scale = 1024.0 / size
             for finding, (x, y, w, h) in boxes.items():
                 box_rows.append((name, BOX_NAMES[finding], x * scale, y * scale, w * scale, h * scale))
             follow_up += 1
         _write_tar_gz(Path(path), members)
-    header = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-              "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+    header = (
+        "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+        "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+    )
     entry = pd.DataFrame(rows)
     with _text(data_entry) as fh:
         fh.write(header + "\n")

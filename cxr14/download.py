@@ -12,9 +12,9 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote, urlparse
 
 import requests
@@ -182,10 +182,19 @@ def fetch(
                 total, start, chunks = _open_local(local_path(source), offset, settings)
             if start != offset:  # the server ignored our Range request: start again
                 offset = 0
-            with reporting_disk_full(part), open(part, "r+b" if offset else "wb") as fh, tqdm(
-                total=total, initial=offset, unit="B", unit_scale=True,
-                desc=dest.name, disable=not progress, mininterval=1.0,
-            ) as bar:
+            with (
+                reporting_disk_full(part),
+                open(part, "r+b" if offset else "wb") as fh,
+                tqdm(
+                    total=total,
+                    initial=offset,
+                    unit="B",
+                    unit_scale=True,
+                    desc=dest.name,
+                    disable=not progress,
+                    mininterval=1.0,
+                ) as bar,
+            ):
                 fh.seek(offset)
                 fh.truncate()
                 for block in chunks:
@@ -257,23 +266,45 @@ def write_checksum(info: dict, path: Path) -> None:
         staged.write_text(f"{info['sha256']}  {name}\n")
 
 
-def download_archive(*, sources: list[str], archive, checksum, expected_bytes: int | None, sha256: str | None,
-                     retries: int, backoff: float, timeout: float, chunk_mb: float) -> dict:
+def download_archive(
+    *,
+    sources: list[str],
+    archive,
+    checksum,
+    expected_bytes: int | None,
+    sha256: str | None,
+    retries: int,
+    backoff: float,
+    timeout: float,
+    chunk_mb: float,
+) -> dict:
     """Step `download_archive`: the first of `sources` that exists, verified, to `archive`; its
     sha256 to `checksum`."""
-    info = fetch_first(sources, Path(archive), expected_bytes=expected_bytes, sha256=sha256, progress=True,
-                       settings=Settings(retries=retries, backoff=backoff, timeout=timeout, chunk_mb=chunk_mb))
+    info = fetch_first(
+        sources,
+        Path(archive),
+        expected_bytes=expected_bytes,
+        sha256=sha256,
+        progress=True,
+        settings=Settings(retries=retries, backoff=backoff, timeout=timeout, chunk_mb=chunk_mb),
+    )
     write_checksum(info, Path(checksum))
     log.info("%s: %s bytes from %s, sha256 %s", Path(archive).name, info["bytes"], info["source"], info["sha256"])
     return info
 
 
-def download_metadata(*, sources: list[str], out, metadata_dir: str, retries: int, backoff: float,
-                      timeout: float, chunk_mb: float) -> dict:
+def download_metadata(
+    *, sources: list[str], out, metadata_dir: str, retries: int, backoff: float, timeout: float, chunk_mb: float
+) -> dict:
     """Step `download_metadata`: one metadata file from the first of `sources`, un-gzipped, to `out`;
     a missing file says where to get it and where to put it."""
     help_text = METADATA_HELP.format(name=Path(out).name, folder=metadata_dir)
-    info = fetch_metadata(sources, Path(out), help_text, progress=False,
-                          settings=Settings(retries=retries, backoff=backoff, timeout=timeout, chunk_mb=chunk_mb))
+    info = fetch_metadata(
+        sources,
+        Path(out),
+        help_text,
+        progress=False,
+        settings=Settings(retries=retries, backoff=backoff, timeout=timeout, chunk_mb=chunk_mb),
+    )
     log.info("%s from %s", Path(out).name, info["source"])
     return info

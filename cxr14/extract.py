@@ -13,14 +13,16 @@ import shutil
 import stat
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import pandas as pd
 
 from .files import atomic, reporting_disk_full
 
 log = logging.getLogger(__name__)
+
 
 class UnsafeArchive(RuntimeError):
     """The archive holds a member that would escape the target folder, or a link."""
@@ -75,8 +77,10 @@ def _is_complete(out_dir: Path, manifest: Path) -> bool:
     if not (out_dir.is_dir() and manifest.is_file()):
         return False
     table = read_manifest(manifest)
-    return all((out_dir / name).is_file() and (out_dir / name).stat().st_size == size
-               for name, size in zip(table.image_index, table.bytes))
+    return all(
+        (out_dir / name).is_file() and (out_dir / name).stat().st_size == size
+        for name, size in zip(table.image_index, table.bytes)
+    )
 
 
 def extract(*, archive, images, manifest, expected_images: int, count_tolerance: float) -> dict:

@@ -22,9 +22,12 @@ def disk_full(path) -> DiskFull:
     path = Path(path)
     folder = next((p for p in (path, *path.parents) if p.exists()), Path("."))
     usage = shutil.disk_usage(folder)
-    return DiskFull(errno.ENOSPC, f"disk full: no space left on device writing {path} "
-                                  f"({usage.free / 2**20:.1f} MB free of {usage.total / 2**20:.1f} MB there); "
-                                  "free some space and rerun the same command")
+    return DiskFull(
+        errno.ENOSPC,
+        f"disk full: no space left on device writing {path} "
+        f"({usage.free / 2**20:.1f} MB free of {usage.total / 2**20:.1f} MB there); "
+        "free some space and rerun the same command",
+    )
 
 
 @contextlib.contextmanager

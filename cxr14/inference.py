@@ -11,6 +11,7 @@ import numpy as np
 
 from .constants import FINDINGS
 from .images import BadImage, decode, resize, to_gray8
+from .runs import CALIBRATION, MODEL, RUN, THRESHOLDS
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
 DEFAULT_MAX_MB = 64
@@ -169,3 +170,40 @@ class Predictor:
             gray = cv2.resize(gray, shape, interpolation=cv2.INTER_LINEAR)
             cam = cv2.resize(cam, shape, interpolation=cv2.INTER_LINEAR)
         return overlay(gray, cam)
+
+
+class NoTrainedRun(LookupError):
+    """Nothing to serve: no trained run on disk, or not the one asked for; the message says which."""
+
+
+def on_disk() -> dict[str, tuple[str, str | None, str | None]]:
+    """The trained runs with a saved model under results/runs/ (from the working directory):
+    name -> (model, thresholds or None, calibration or None)."""
+    found = {}
+    for model in sorted(Path().glob(MODEL.format(run="*"))):
+        run = model.parts[-3]
+        sidecars = [Path(pattern.format(run=run)) for pattern in (THRESHOLDS, CALIBRATION)]
+        found[run] = (str(model), *(str(p) if p.exists() else None for p in sidecars))
+    return found
+
+
+def served(
+    run: str | None, model: str | None, thresholds: str | None, calibration: str | None = None
+) -> tuple[dict[str, tuple], str]:
+    """What `cxr14 app` and `cxr14 predict` serve: a model file, or the trained runs on disk
+    (starting with `run`); (name -> (model, thresholds, calibration), the first name)."""
+    if model:
+        return {"model": (model, thresholds, calibration)}, "model"
+    runs = on_disk()
+    if not runs:
+        raise NoTrainedRun(f"no trained run under {RUN.format(run='*')}: run the workflow first, or give --model")
+    first = run or next(iter(runs))
+    if first not in runs:
+        raise NoTrainedRun(
+            f"run {first!r} has no trained model ({MODEL.format(run=first)}); trained runs: "
+            f"{', '.join(runs)} (an ensemble has no model of its own: use one of its members)"
+        )
+    if thresholds or calibration:
+        own = runs[first]
+        runs[first] = (own[0], thresholds or own[1], calibration or own[2])
+    return runs, first

@@ -13,37 +13,61 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics as stats
+from . import metrics, prediction_table
 from .constants import DISCLAIMER, FINDINGS
-from .evaluate import label_score_arrays
 from .files import atomic
+from .report import known, templates
 
 log = logging.getLogger(__name__)
 
 
-def leaderboard(*, metrics: list, predictions: list, summaries: list, reports: list, csv, html, runs: list[str],
-                trained: list[str], groups: dict, settings: dict, reference: str, n_boot: int, seed: int) -> pd.DataFrame:
-    """Step `leaderboard`: `csv` and the self-contained, sortable `html`. `metrics`, `predictions`
-    and `reports` follow `runs`; `summaries` (training) follow `trained`."""
-    by_run = {run: json.loads(Path(path).read_text()) for run, path in zip(runs, metrics)}
-    trained_summaries = {run: json.loads(Path(path).read_text()) for run, path in zip(trained, summaries)}
-    tests = {run: _test_predictions(path) for run, path in zip(runs, predictions)}
+def leaderboard(
+    *,
+    evaluations: dict,
+    predictions: dict,
+    summaries: dict,
+    reports: dict,
+    csv,
+    html,
+    groups: dict,
+    flat_settings: dict,
+    reference: str,
+    n_boot: int,
+    seed: int,
+) -> pd.DataFrame:
+    """Step `leaderboard`: `csv` and the self-contained, sortable `html`, one row per run in the order
+    of `evaluations`. Each input is {run: file}: `evaluations` (metrics JSON), `predictions` and
+    `reports` of every run; `summaries` (training) of the trained runs only. `flat_settings`: each run's
+    settings as {"section.key": value}, for the 'differs from the reference' column."""
+    runs = list(evaluations)
+    by_run = {run: json.loads(Path(path).read_text()) for run, path in evaluations.items()}
+    trained_summaries = {run: json.loads(Path(path).read_text()) for run, path in summaries.items()}
+    tests = {run: prediction_table.read(path, "test") for run, path in predictions.items()}
     comparisons = compare(tests, reference, n_boot, seed)
-    rows = [_row(run, by_run[run], trained_summaries.get(run), settings, reference, comparisons.get(run),
-                 os.path.relpath(report, Path(html).parent)) for run, report in zip(runs, reports)]
+    rows = [
+        _row(
+            run,
+            by_run[run],
+            trained_summaries.get(run),
+            flat_settings,
+            reference,
+            comparisons.get(run),
+            os.path.relpath(reports[run], Path(html).parent),
+        )
+        for run in runs
+    ]
     table = pd.DataFrame(rows)
     with atomic(csv) as staged:
         table.to_csv(staged, index=False, float_format="%.6g")
     spread = repeat_spread(groups, by_run)
     _render(table, comparisons, spread, reference, n_boot, html)
-    log.info("leaderboard of %d runs against %s: %d paired comparisons", len(runs), reference,
-             sum(len(c["tests"]) for c in comparisons.values()))
+    log.info(
+        "leaderboard of %d runs against %s: %d paired comparisons",
+        len(runs),
+        reference,
+        sum(len(c["tests"]) for c in comparisons.values()),
+    )
     return table
-
-
-def _test_predictions(path) -> pd.DataFrame:
-    pred = pd.read_parquet(path)
-    return pred[pred.split == "test"].sort_values("image_index", ignore_index=True)
 
 
 def compare(tests: dict[str, pd.DataFrame], reference: str, n_boot: int, seed: int) -> dict:
@@ -58,15 +82,18 @@ def compare(tests: dict[str, pd.DataFrame], reference: str, n_boot: int, seed: i
         both = ref[["image_index"]].merge(test[["image_index"]], on="image_index")
         a = test.set_index("image_index").loc[both.image_index]
         b = ref.set_index("image_index").loc[both.image_index]
-        (y, score_b), (_, score_a) = label_score_arrays(b), label_score_arrays(a)
-        boot = stats.paired_bootstrap(y, score_a, score_b, b.patient_id.to_numpy(), n_boot, seed)
+        (y, score_b), (_, score_a) = prediction_table.arrays(b), prediction_table.arrays(a)
+        boot = metrics.paired_bootstrap(y, score_a, score_b, b.patient_id.to_numpy(), n_boot, seed)
         per_finding = {}
         for j, finding in enumerate(FINDINGS):
-            per_finding[finding] = {**boot["per_column"][j], "delong_p": stats.delong(y[:, j], score_a[:, j], score_b[:, j])["p"]}
+            per_finding[finding] = {
+                **boot["per_column"][j],
+                "delong_p": metrics.delong(y[:, j], score_a[:, j], score_b[:, j])["p"],
+            }
         tests_ = {"mean AUROC": {**boot["mean"], "delong_p": float("nan")}, **per_finding}  # DeLong is per finding
         out[run] = {"images": int(len(both)), "patients": int(b.patient_id.nunique()), "tests": tests_}
     family = [(run, name) for run, c in out.items() for name in c["tests"]]
-    adjusted = stats.holm([out[run]["tests"][name]["p"] for run, name in family])
+    adjusted = metrics.holm([out[run]["tests"][name]["p"] for run, name in family])
     for (run, name), p in zip(family, adjusted):
         test = out[run]["tests"][name]
         test["p_holm"] = p
@@ -79,8 +106,15 @@ def repeat_spread(groups: dict, by_run: dict) -> list[dict]:
     out = []
     for group, members in groups.items():
         values = np.array([by_run[m]["mean_auroc"] for m in members], np.float64)
-        out.append({"run": group, "copies": len(members), "mean": float(values.mean()),
-                    "sd": float(values.std(ddof=1)) if len(values) > 1 else float("nan"), "members": members})
+        out.append(
+            {
+                "run": group,
+                "copies": len(members),
+                "mean": float(values.mean()),
+                "sd": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
+                "members": members,
+            }
+        )
     return out
 
 
@@ -90,24 +124,37 @@ def _differs(run: str, settings: dict, reference: str) -> str:
 
 
 def _row(run, m, summary, settings, reference, comparison, report) -> dict:
-    ece = [m["calibration"]["findings"][f]["ece"] for f in FINDINGS if m["calibration"]["findings"][f]["ece"] is not None]
+    ece = [
+        m["calibration"]["findings"][f]["ece"] for f in FINDINGS if m["calibration"]["findings"][f]["ece"] is not None
+    ]
     auprc = [m["auprc"][f] for f in FINDINGS if m["auprc"][f] is not None]
     row = {
-        "run": run, "kind": "ensemble" if m["model"].get("members") else "trained",
-        "mean_auroc": m["mean_auroc"], "ci_low": m["mean_auroc_ci"][0], "ci_high": m["mean_auroc_ci"][1],
-        "mean_auprc": float(np.mean(auprc)) if auprc else None, "mean_ece": float(np.mean(ece)) if ece else None,
+        "run": run,
+        "kind": "ensemble" if m["model"].get("members") else "trained",
+        "mean_auroc": m["mean_auroc"],
+        "ci_low": m["mean_auroc_ci"][0],
+        "ci_high": m["mean_auroc_ci"][1],
+        "mean_auprc": float(np.mean(auprc)) if auprc else None,
+        "mean_ece": float(np.mean(ece)) if ece else None,
         "differs_from_reference": "(reference)" if run == reference else _differs(run, settings, reference),
         "train_seconds": summary and summary["seconds_this_run"],
         "epochs": summary and summary["epochs_run"],
-        "images_per_second": summary and round(summary["train_images"] * summary["epochs_this_run"]
-                                               / max(summary["seconds_this_run"], 1e-9), 1),
+        "images_per_second": summary
+        and round(summary["train_images"] * summary["epochs_this_run"] / max(summary["seconds_this_run"], 1e-9), 1),
         "report": report,
         **dict.fromkeys(["diff_vs_reference", "diff_ci_low", "diff_ci_high", "p_bootstrap", "p_holm"]),
     }
     if comparison:
         mean = comparison["tests"]["mean AUROC"]
-        row.update({"diff_vs_reference": mean["diff"], "diff_ci_low": mean["ci"][0], "diff_ci_high": mean["ci"][1],
-                    "p_bootstrap": mean["p"], "p_holm": mean["p_holm"]})
+        row.update(
+            {
+                "diff_vs_reference": mean["diff"],
+                "diff_ci_low": mean["ci"][0],
+                "diff_ci_high": mean["ci"][1],
+                "p_bootstrap": mean["p"],
+                "p_holm": mean["p_holm"],
+            }
+        )
     row.update({f"auroc_{f}": m["auroc"][f] for f in FINDINGS})
     row.update({f"auprc_{f}": m["auprc"][f] for f in FINDINGS})
     row.update({f"ece_{f}": m["calibration"]["findings"][f]["ece"] for f in FINDINGS})
@@ -115,16 +162,20 @@ def _row(run, m, summary, settings, reference, comparison, report) -> dict:
 
 
 def _render(table: pd.DataFrame, comparisons: dict, spread: list[dict], reference: str, n_boot: int, html) -> None:
-    from .report import known, templates
-
     env = templates()
     env.filters["p"] = lambda v: (f"{v:.3f}" if v >= 0.001 else "<0.001") if known(v) else "–"
     env.filters["num"] = lambda v: f"{v:g}" if known(v) else "–"
     records = table.astype(object).where(table.notna(), None).to_dict("records")
     page = env.get_template("leaderboard.html.j2").render(
-        rows=records, findings=FINDINGS, comparisons=comparisons, spread=spread, reference=reference, n_boot=n_boot,
-        n_tests=sum(len(c["tests"]) for c in comparisons.values()), disclaimer=DISCLAIMER,
-        created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        rows=records,
+        findings=FINDINGS,
+        comparisons=comparisons,
+        spread=spread,
+        reference=reference,
+        n_boot=n_boot,
+        n_tests=sum(len(c["tests"]) for c in comparisons.values()),
+        disclaimer=DISCLAIMER,
+        created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
     with atomic(html) as staged:
         staged.write_text(page)

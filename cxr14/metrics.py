@@ -51,8 +51,9 @@ def patient_bootstrap_weights(patients: np.ndarray, n_boot: int, seed: int) -> n
     return draws[:, inverse].astype(np.float64)
 
 
-def bootstrap_auroc(y: np.ndarray, score: np.ndarray, patients: np.ndarray, n_boot: int, seed: int,
-                    level: float = 0.95) -> dict:
+def bootstrap_auroc(
+    y: np.ndarray, score: np.ndarray, patients: np.ndarray, n_boot: int, seed: int, level: float = 0.95
+) -> dict:
     """Point AUROC per column and percentile CIs from a bootstrap that resamples patients.
 
     y, score: (n, k). Returns {"auroc": [k], "ci": [[lo, hi]] * k, "mean_auroc", "mean_ci"}; the mean's
@@ -63,12 +64,20 @@ def bootstrap_auroc(y: np.ndarray, score: np.ndarray, patients: np.ndarray, n_bo
     point = np.array([weighted_auroc(y[:, j], score[:, j]) for j in range(k)])
     reps = _bootstrap_reps(y, score, patient_bootstrap_weights(patients, n_boot, seed))
     alpha = (1 - level) / 2
-    ci = [[float(np.nanquantile(reps[:, j], alpha)), float(np.nanquantile(reps[:, j], 1 - alpha))]
-          if np.isfinite(reps[:, j]).any() else [float("nan")] * 2 for j in range(k)]
+    ci = [
+        [float(np.nanquantile(reps[:, j], alpha)), float(np.nanquantile(reps[:, j], 1 - alpha))]
+        if np.isfinite(reps[:, j]).any()
+        else [float("nan")] * 2
+        for j in range(k)
+    ]
     valid = np.isfinite(point)
     mean_reps = np.nanmean(reps[:, valid], axis=1) if valid.any() else np.full(n_boot, np.nan)
-    return {"auroc": point.tolist(), "ci": ci, "mean_auroc": float(np.mean(point[valid])) if valid.any() else float("nan"),
-            "mean_ci": [float(np.nanquantile(mean_reps, alpha)), float(np.nanquantile(mean_reps, 1 - alpha))]}
+    return {
+        "auroc": point.tolist(),
+        "ci": ci,
+        "mean_auroc": float(np.mean(point[valid])) if valid.any() else float("nan"),
+        "mean_ci": [float(np.nanquantile(mean_reps, alpha)), float(np.nanquantile(mean_reps, 1 - alpha))],
+    }
 
 
 def thresholds(y: np.ndarray, score: np.ndarray) -> dict:
@@ -80,8 +89,7 @@ def thresholds(y: np.ndarray, score: np.ndarray) -> dict:
     fpr, tpr, roc_thr = roc_curve(y, score)
     j = tpr - fpr
     finite = np.isfinite(roc_thr)
-    return {"max_f1": float(thr[int(np.argmax(f1))]),
-            "youden": float(roc_thr[finite][int(np.argmax(j[finite]))])}
+    return {"max_f1": float(thr[int(np.argmax(f1))]), "youden": float(roc_thr[finite][int(np.argmax(j[finite]))])}
 
 
 def at_threshold(y: np.ndarray, score: np.ndarray, threshold: float) -> dict:
@@ -95,9 +103,17 @@ def at_threshold(y: np.ndarray, score: np.ndarray, threshold: float) -> dict:
         return float(a / b) if b else float("nan")
 
     precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
-    return {"threshold": float(threshold), "tp": tp, "fp": fp, "tn": tn, "fn": fn,
-            "precision": precision, "sensitivity": recall, "specificity": ratio(tn, tn + fp),
-            "f1": ratio(2 * tp, 2 * tp + fp + fn)}
+    return {
+        "threshold": float(threshold),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "precision": precision,
+        "sensitivity": recall,
+        "specificity": ratio(tn, tn + fp),
+        "f1": ratio(2 * tp, 2 * tp + fp + fn),
+    }
 
 
 def bin_edges(score: np.ndarray, bins: int = 10, adaptive: bool = False) -> np.ndarray:
@@ -130,25 +146,33 @@ def reliability(y: np.ndarray, score: np.ndarray, bins: int = 10) -> dict:
     acc = np.bincount(idx, weights=y.astype(float), minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf, frac_pos = conf / count, acc / count
-    return {"ece": calibration_error(y, score, edges),
-            "ece_adaptive": calibration_error(y, score, bin_edges(score, bins, adaptive=True)),
-            "brier": float(np.mean((score - y) ** 2)), "count": count.tolist(),
-            "mean_predicted": [None if c == 0 else float(v) for c, v in zip(count, mean_conf)],
-            "fraction_positive": [None if c == 0 else float(v) for c, v in zip(count, frac_pos)]}
+    return {
+        "ece": calibration_error(y, score, edges),
+        "ece_adaptive": calibration_error(y, score, bin_edges(score, bins, adaptive=True)),
+        "brier": float(np.mean((score - y) ** 2)),
+        "count": count.tolist(),
+        "mean_predicted": [None if c == 0 else float(v) for c, v in zip(count, mean_conf)],
+        "fraction_positive": [None if c == 0 else float(v) for c, v in zip(count, frac_pos)],
+    }
 
 
-def bootstrap_calibration(y: np.ndarray, score: np.ndarray, patients: np.ndarray, n_boot: int, seed: int,
-                          bins: int = 10, level: float = 0.95) -> dict:
+def bootstrap_calibration(
+    y: np.ndarray, score: np.ndarray, patients: np.ndarray, n_boot: int, seed: int, bins: int = 10, level: float = 0.95
+) -> dict:
     """Mean over findings of ECE (equal-width and adaptive bins) and Brier score, each with a
     percentile CI from a bootstrap that resamples patients (the bins stay those of the sample)."""
     y = y.astype(np.float64)
     k = y.shape[1]
-    bin_of = {name: [np.searchsorted(bin_edges(score[:, j], bins, adaptive), score[:, j], side="right")
-                     for j in range(k)] for name, adaptive in (("ece", False), ("ece_adaptive", True))}
+    bin_of = {
+        name: [np.searchsorted(bin_edges(score[:, j], bins, adaptive), score[:, j], side="right") for j in range(k)]
+        for name, adaptive in (("ece", False), ("ece_adaptive", True))
+    }
 
     def means(w):
-        out = {name: np.mean([_binned_error(idx[j], bins, y[:, j], score[:, j], w) for j in range(k)])
-               for name, idx in bin_of.items()}
+        out = {
+            name: np.mean([_binned_error(idx[j], bins, y[:, j], score[:, j], w) for j in range(k)])
+            for name, idx in bin_of.items()
+        }
         ww = np.ones(len(y)) if w is None else w
         out["brier"] = float(np.mean(((score - y) ** 2 * ww[:, None]).sum(axis=0) / ww.sum()))
         return out
@@ -156,9 +180,13 @@ def bootstrap_calibration(y: np.ndarray, score: np.ndarray, patients: np.ndarray
     point = means(None)
     reps = [means(w) for w in patient_bootstrap_weights(patients, n_boot, seed)]
     alpha = (1 - level) / 2
-    return {name: {"mean": float(point[name]),
-                   "ci": [float(np.quantile([r[name] for r in reps], q)) for q in (alpha, 1 - alpha)]}
-            for name in point}
+    return {
+        name: {
+            "mean": float(point[name]),
+            "ci": [float(np.quantile([r[name] for r in reps], q)) for q in (alpha, 1 - alpha)],
+        }
+        for name in point
+    }
 
 
 def curves(y: np.ndarray, score: np.ndarray) -> dict:
@@ -167,8 +195,14 @@ def curves(y: np.ndarray, score: np.ndarray) -> dict:
         return {"fpr": None, "tpr": None, "precision": None, "recall": None, "auprc": None, "auroc": None}
     fpr, tpr, _ = roc_curve(y, score)
     precision, recall, _ = precision_recall_curve(y, score)
-    return {"fpr": fpr, "tpr": tpr, "precision": precision, "recall": recall,
-            "auprc": float(average_precision_score(y, score)), "auroc": float(roc_auc_score(y, score))}
+    return {
+        "fpr": fpr,
+        "tpr": tpr,
+        "precision": precision,
+        "recall": recall,
+        "auprc": float(average_precision_score(y, score)),
+        "auroc": float(roc_auc_score(y, score)),
+    }
 
 
 AGE_BANDS = [(0, 20, "<20"), (20, 40, "20-39"), (40, 60, "40-59"), (60, 80, "60-79"), (80, 200, "80+")]
@@ -187,7 +221,7 @@ def _bootstrap_reps(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np
     for j in range(y.shape[1]):
         sorted_scores = _SortedScores(y[:, j], score[:, j])
         for lo in range(0, len(weights), 100):  # chunks keep memory at 100 x n
-            reps[lo:lo + 100, j] = sorted_scores.auroc(weights[lo:lo + 100])
+            reps[lo : lo + 100, j] = sorted_scores.auroc(weights[lo : lo + 100])
     return reps
 
 
@@ -199,12 +233,22 @@ def _diff_summary(point: float, reps: np.ndarray, level: float) -> dict:
     # Two-sided percentile-bootstrap p-value: how often the resampled difference falls on the other
     # side of 0, doubled; never below 1/replicates.
     p = 2 * min(np.mean(reps <= 0), np.mean(reps >= 0))
-    return {"diff": float(point), "ci": [float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha))],
-            "p": float(min(1.0, max(p, 1.0 / len(reps))))}
+    return {
+        "diff": float(point),
+        "ci": [float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha))],
+        "p": float(min(1.0, max(p, 1.0 / len(reps)))),
+    }
 
 
-def paired_bootstrap(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, patients: np.ndarray,
-                     n_boot: int, seed: int, level: float = 0.95) -> dict:
+def paired_bootstrap(
+    y: np.ndarray,
+    score_a: np.ndarray,
+    score_b: np.ndarray,
+    patients: np.ndarray,
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+) -> dict:
     """AUROC(a) - AUROC(b) per column and for the mean over columns, with the same patient resample
     applied to both models in each replicate (a paired bootstrap): {"per_column": [..], "mean": {..}},
     each {"diff", "ci", "p"}."""
@@ -212,14 +256,14 @@ def paired_bootstrap(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, pa
     reps_a, reps_b = _bootstrap_reps(y, score_a, weights), _bootstrap_reps(y, score_b, weights)
     point_a = np.array([weighted_auroc(y[:, j], score_a[:, j]) for j in range(y.shape[1])])
     point_b = np.array([weighted_auroc(y[:, j], score_b[:, j]) for j in range(y.shape[1])])
-    per_column = [_diff_summary(point_a[j] - point_b[j], reps_a[:, j] - reps_b[:, j], level)
-                  for j in range(y.shape[1])]
+    per_column = [_diff_summary(point_a[j] - point_b[j], reps_a[:, j] - reps_b[:, j], level) for j in range(y.shape[1])]
     valid = np.isfinite(point_a) & np.isfinite(point_b)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a replicate without positives is NaN, and skipped
         mean_reps = np.nanmean(reps_a[:, valid] - reps_b[:, valid], axis=1) if valid.any() else np.array([])
-    mean = _diff_summary(float(np.mean(point_a[valid] - point_b[valid])) if valid.any() else float("nan"),
-                         mean_reps, level)
+    mean = _diff_summary(
+        float(np.mean(point_a[valid] - point_b[valid])) if valid.any() else float("nan"), mean_reps, level
+    )
     return {"per_column": per_column, "mean": mean}
 
 
@@ -237,8 +281,8 @@ def delong(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray) -> dict:
         pos, neg = s[y], s[~y]
         tz, tx, ty = rankdata(np.r_[pos, neg]), rankdata(pos), rankdata(neg)  # midranks
         auc.append((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
-        v10.append((tz[:m] - tx) / n)         # structural components of the positives
-        v01.append(1.0 - (tz[m:] - ty) / m)   # and of the negatives
+        v10.append((tz[:m] - tx) / n)  # structural components of the positives
+        v01.append(1.0 - (tz[m:] - ty) / m)  # and of the negatives
     s10, s01 = np.cov(np.vstack(v10)), np.cov(np.vstack(v01))
     var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / m + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / n
     diff = auc[0] - auc[1]

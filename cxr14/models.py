@@ -39,8 +39,9 @@ def _resnet(size, weights):
 
 
 def _mobilenet(size, weights):
-    return keras.applications.MobileNetV3Small(include_top=False, weights=weights, input_shape=(size, size, 3),
-                                               include_preprocessing=True)
+    return keras.applications.MobileNetV3Small(
+        include_top=False, weights=weights, input_shape=(size, size, 3), include_preprocessing=True
+    )
 
 
 def _small_cnn(size, weights):
@@ -90,7 +91,9 @@ def _backbone(name: str, size: int, weights: str | None):
     try:
         net = builder(size, "imagenet" if weights == "imagenet" else None)
     except Exception as exc:  # Keras reports a failed download as a bare Exception
-        if weights == "imagenet" and ("URL fetch failure" in str(exc) or isinstance(exc, (OSError, urllib.error.URLError))):
+        if weights == "imagenet" and (
+            "URL fetch failure" in str(exc) or isinstance(exc, (OSError, urllib.error.URLError))
+        ):
             raise WeightsUnavailable(
                 f"could not download the ImageNet weights for {name} ({exc}). With no network, set "
                 "`train.weights: none` to train from scratch, or `train.weights: /path/to/weights.h5` "
@@ -111,8 +114,13 @@ def build(backbone: str, image_size: int, weights: str | None, dropout: float) -
     if backbone not in BACKBONES:
         raise ValueError(f"unknown backbone {backbone!r}; choose one of {sorted(BACKBONES)}")
     _, scaling, channels = BACKBONES[backbone]
-    info = {"labels": list(FINDINGS), "image_size": image_size, "backbone": backbone,
-            "input": "grayscale float32 0..255, shape (size, size, 1)", "scaling": scaling}
+    info = {
+        "labels": list(FINDINGS),
+        "image_size": image_size,
+        "backbone": backbone,
+        "input": "grayscale float32 0..255, shape (size, size, 1)",
+        "scaling": scaling,
+    }
     inputs = keras.Input((image_size, image_size, 1), name="image")
     x = ModelInfo(info, name="cxr14_info")(inputs)
     if channels == 3:
@@ -167,8 +175,12 @@ def class_weights(positives, total) -> dict:
     pos = [max(int(p), 0) for p in positives]
     pos_w = [(total - p) / total for p in pos]
     neg_w = [p / total for p in pos]
-    return {"positives": dict(zip(FINDINGS, pos)), "total": int(total),
-            "pos_weights": dict(zip(FINDINGS, pos_w)), "neg_weights": dict(zip(FINDINGS, neg_w))}
+    return {
+        "positives": dict(zip(FINDINGS, pos)),
+        "total": int(total),
+        "pos_weights": dict(zip(FINDINGS, pos_w)),
+        "neg_weights": dict(zip(FINDINGS, neg_w)),
+    }
 
 
 def make_loss(name: str, weights: dict | None, focal_gamma: float):

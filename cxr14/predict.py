@@ -14,7 +14,7 @@ from tqdm import tqdm
 from .constants import DISCLAIMER, FINDINGS
 from .files import atomic
 from .images import BadImage
-from .inference import DEFAULT_MAX_MB, IMAGE_SUFFIXES, Predictor, read_gray
+from .inference import DEFAULT_MAX_MB, IMAGE_SUFFIXES, Predictor, read_gray, served
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,26 @@ def expand(paths: list[str]) -> list[Path]:
 # p_<finding>: the calibrated probability (the raw score when the run has no calibration);
 # raw_<finding>: the model's own score; base_rate_<finding>: its prevalence in the training data;
 # findings: those at or above their val-chosen operating point.
-CSV_COLUMNS = ["path", "image", *[f"p_{f}" for f in FINDINGS], *[f"raw_{f}" for f in FINDINGS],
-               *[f"base_rate_{f}" for f in FINDINGS], "findings"]
+CSV_COLUMNS = [
+    "path",
+    "image",
+    *[f"p_{f}" for f in FINDINGS],
+    *[f"raw_{f}" for f in FINDINGS],
+    *[f"base_rate_{f}" for f in FINDINGS],
+    "findings",
+]
 
 
-def predict_files(predictor: Predictor, files: list[Path], out_csv, *, batch_size: int, gradcam_dir=None,
-                  max_mb: float = DEFAULT_MAX_MB, progress: bool = True) -> tuple[int, list[tuple[str, str]]]:
+def predict_files(
+    predictor: Predictor,
+    files: list[Path],
+    out_csv,
+    *,
+    batch_size: int,
+    gradcam_dir=None,
+    max_mb: float = DEFAULT_MAX_MB,
+    progress: bool = True,
+) -> tuple[int, list[tuple[str, str]]]:
     """Write `out_csv`; return (images predicted, [(file, reason)] for the files skipped)."""
     if gradcam_dir:
         Path(gradcam_dir).mkdir(parents=True, exist_ok=True)
@@ -51,7 +65,7 @@ def predict_files(predictor: Predictor, files: list[Path], out_csv, *, batch_siz
         writer.writerow(CSV_COLUMNS)
         for start in tqdm(range(0, len(files), batch_size), desc="predict", unit="batch", disable=not progress):
             batch, names = [], []
-            for path in files[start:start + batch_size]:
+            for path in files[start : start + batch_size]:
                 try:
                     batch.append(predictor.prepare(read_gray(path.read_bytes(), max_mb)))
                     names.append(path)
@@ -63,8 +77,16 @@ def predict_files(predictor: Predictor, files: list[Path], out_csv, *, batch_siz
             scores = predictor.scores(np.stack(batch))
             probs = predictor.calibrated(scores)
             for path, prepared, p, raw in zip(names, batch, probs, scores):
-                writer.writerow([str(path), path.name, *[f"{v:.6f}" for v in p], *[f"{v:.6f}" for v in raw],
-                                 *base_rates, "|".join(predictor.above(p))])
+                writer.writerow(
+                    [
+                        str(path),
+                        path.name,
+                        *[f"{v:.6f}" for v in p],
+                        *[f"{v:.6f}" for v in raw],
+                        *base_rates,
+                        "|".join(predictor.above(p)),
+                    ]
+                )
                 if gradcam_dir:
                     _save_gradcam(predictor, prepared, p, Path(gradcam_dir) / f"{path.stem}_gradcam.png")
             done += len(batch)
@@ -83,16 +105,18 @@ def main(args) -> int:
     if not files:
         print(f"no image files found in {' '.join(args.paths)}", file=sys.stderr)
         return 2
-    from .runs import served
-
     runs, first = served(args.run, args.model, args.thresholds, args.calibration)
     predictor = Predictor(*runs[first])
     print(f"predicting with run {first}" if not args.model else f"predicting with {args.model}", file=sys.stderr)
-    done, errors = predict_files(predictor, files, args.out, gradcam_dir=args.gradcam_dir,
-                                 batch_size=args.batch_size, max_mb=args.max_mb)
+    done, errors = predict_files(
+        predictor, files, args.out, gradcam_dir=args.gradcam_dir, batch_size=args.batch_size, max_mb=args.max_mb
+    )
     for path, reason in errors:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    state = ("calibrated probabilities" if predictor.calibration else "uncalibrated scores (no calibration.json)")
-    print(f"{done} images predicted into {args.out} ({state}{', with TTA' if predictor.tta else ''}); "
-          f"{len(errors)} skipped. {DISCLAIMER}", file=sys.stderr)
+    state = "calibrated probabilities" if predictor.calibration else "uncalibrated scores (no calibration.json)"
+    print(
+        f"{done} images predicted into {args.out} ({state}{', with TTA' if predictor.tta else ''}); "
+        f"{len(errors)} skipped. {DISCLAIMER}",
+        file=sys.stderr,
+    )
     return 0 if done else 1

@@ -23,7 +23,6 @@ from .files import atomic  # noqa: E402
 from .gradcam import overlay  # noqa: E402
 
 
-
 def _grid(n=14, cols=5, size=2.6):
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * size, rows * size), squeeze=False)
@@ -73,8 +72,10 @@ def reliability_grid(reliability):
     fig, axes = _grid()
     for ax, name in zip(axes, FINDINGS):
         ax.plot([0, 1], [0, 1], color="0.8", lw=1)
-        for kind, style in (("before", dict(ls="--", color="0.55", label="scores")),
-                            ("after", dict(ls="-", color="C0", label="calibrated"))):
+        for kind, style in (
+            ("before", dict(ls="--", color="0.55", label="scores")),
+            ("after", dict(ls="-", color="C0", label="calibrated")),
+        ):
             c = reliability[name][kind]
             pts = [(m, f) for m, f in zip(c["mean_predicted"], c["fraction_positive"]) if m is not None]
             if pts:
@@ -93,15 +94,25 @@ def auroc_comparison(metrics):
     fig, ax = plt.subplots(figsize=(10, 4))
     x = np.arange(len(FINDINGS))
     series = {"this model (official split)": [metrics["auroc"][f] or 0 for f in FINDINGS]}
-    series.update({name.split(",")[0].split(" (")[0]: [v["auroc"][f] for f in FINDINGS]
-                   for name, v in metrics["published"].items()})
+    series.update(
+        {
+            name.split(",")[0].split(" (")[0]: [v["auroc"][f] for f in FINDINGS]
+            for name, v in metrics["published"].items()
+        }
+    )
     width = 0.8 / len(series)
     for k, (name, vals) in enumerate(series.items()):
         ax.bar(x + (k - (len(series) - 1) / 2) * width, vals, width, label=name)
     lo = [metrics["auroc"][f] - metrics["auroc_ci"][f][0] if metrics["auroc"][f] is not None else 0 for f in FINDINGS]
     hi = [metrics["auroc_ci"][f][1] - metrics["auroc"][f] if metrics["auroc"][f] is not None else 0 for f in FINDINGS]
-    ax.errorbar(x - (len(series) - 1) / 2 * width, series["this model (official split)"], yerr=[lo, hi],
-                fmt="none", ecolor="k", lw=0.8)
+    ax.errorbar(
+        x - (len(series) - 1) / 2 * width,
+        series["this model (official split)"],
+        yerr=[lo, hi],
+        fmt="none",
+        ecolor="k",
+        lw=0.8,
+    )
     ax.set_xticks(x, FINDINGS, rotation=40, ha="right", fontsize=8)
     ax.set_ylim(0.5, 1.0)
     ax.set_ylabel("test AUROC")
@@ -189,7 +200,7 @@ def localisation_figure(examples):
     if not examples:
         return None
     fig, axes = plt.subplots(1, len(examples), figsize=(1.9 * len(examples), 2.2), squeeze=False)
-    for ax, (finding, image_index, img, cam, box, hit) in zip(axes.flat, examples):
+    for ax, (finding, _image, img, cam, box, hit) in zip(axes.flat, examples):
         pic = overlay(img, cam).copy()
         cv2.rectangle(pic, box[:2], (box[2] - 1, box[3] - 1), (0, 255, 0), 1)
         ax.imshow(pic)
@@ -233,7 +244,9 @@ def templates() -> Environment:
     return env
 
 
-def render(evaluation: dict, table: pd.DataFrame, cleaning_report: dict, out_html, figures_dir, title="cxr14 evaluation") -> Path:
+def render(
+    evaluation: dict, table: pd.DataFrame, cleaning_report: dict, out_html, figures_dir, title="cxr14 evaluation"
+) -> Path:
     """Draw every figure and write the one-file HTML report."""
     m = evaluation["metrics"]
     figs = Figures(figures_dir)
@@ -247,10 +260,20 @@ def render(evaluation: dict, table: pd.DataFrame, cleaning_report: dict, out_htm
     figs.add("demographics", demographics_figure(table))
     figs.add("localisation_examples", localisation_figure(evaluation["localisation_examples"]))
     gallery = [(f, figs.add(f"gallery_{f}", gallery_figure(evaluation["gallery"], f))) for f in FINDINGS]
-    html = templates().get_template("report.html.j2").render(
-        title=title, disclaimer=DISCLAIMER, m=m, findings=FINDINGS, figs=figs.embedded, gallery=gallery,
-        report=cleaning_report, splits=SPLITS,
-        created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    html = (
+        templates()
+        .get_template("report.html.j2")
+        .render(
+            title=title,
+            disclaimer=DISCLAIMER,
+            m=m,
+            findings=FINDINGS,
+            figs=figs.embedded,
+            gallery=gallery,
+            report=cleaning_report,
+            splits=SPLITS,
+            created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        )
     )
     with atomic(out_html) as staged:
         staged.write_text(html)

@@ -11,9 +11,12 @@ one run per combination, named `NAME-key_value-key_value`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import re
 from dataclasses import dataclass, field
+
+from .config import ConfigError, check, schema
 
 # Where each run's files are: rules and the CLI both spell them from here.
 RUN = "results/runs/{run}"
@@ -23,8 +26,11 @@ CALIBRATION = RUN + "/calibrate/calibration.json"
 
 SECTIONS = ("train", "shards", "evaluate")
 SHARD_KEYS = ("image_size", "encoding")  # what makes a different set of shards
-RESERVED = {"all", "runs", "leaderboard", "demo", "download", "extract", "clean", "shards", "train", "calibrate",
-            "evaluate", "app", "resume", "logs", "benchmarks", "results"}
+# Names a run cannot take: the folders and targets the workflow itself uses.
+RESERVED = set(
+    "all runs leaderboard demo download extract clean shards train calibrate evaluate app resume logs benchmarks "
+    "results".split()
+)
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 DEFAULT = "default"
 
@@ -33,15 +39,59 @@ class RunError(ValueError):
     """A run, sweep or ensemble in the config that cannot be built; the message names it."""
 
 
+_PYTHON = {"integer": int, "number": float, "boolean": bool, "string": str}
+
+
+def _python_type(node: dict):
+    """The Python type of a schema key (`enum`s are strings; `null` adds None)."""
+    kinds = [node["type"]] if isinstance(node.get("type"), str) else node.get("type", ["string"])
+    types = [_PYTHON[k] for k in kinds if k in _PYTHON]
+    kind = types[0] if types else object
+    return kind | None if "null" in kinds else kind
+
+
+def _settings_class(name: str, section: str, node: dict, nested: dict | None = None) -> type:
+    """A frozen dataclass with one field per key of a schema section, in the schema's order and of
+    its types. `of` builds one from the section as validation left it (`nested` objects as theirs)."""
+    nested = nested or {}
+    fields = [
+        (key, nested[key] | None if key in nested else _python_type(sub)) for key, sub in node["properties"].items()
+    ]
+
+    def of(cls, values: dict):
+        values = dict(values)
+        for key, kind in nested.items():
+            if values[key] is not None:
+                values[key] = kind.of(values[key])
+        return cls(**values)
+
+    cls = dataclasses.make_dataclass(name, fields, frozen=True, namespace={"of": classmethod(of), "section": section})
+    cls.__module__ = __name__  # (make_dataclass takes `module` from Python 3.12 on)
+    cls.__doc__ = f"The checked `{section}` settings of a run (cxr14/schemas/config.schema.yaml)."
+    return cls
+
+
+_TRAIN = schema()["properties"]["train"]
+AugmentSettings = _settings_class("AugmentSettings", "train.augment", _TRAIN["properties"]["augment"])
+TrainSettings = _settings_class("TrainSettings", "train", _TRAIN, {"augment": AugmentSettings})
+EvaluateSettings = _settings_class("EvaluateSettings", "evaluate", schema()["properties"]["evaluate"])
+
+
+def as_param(settings) -> dict:
+    """Typed settings as a rule param: a plain dict in the schema's order (Snakemake records a param
+    by its repr, and a rule script unpickles its params where cxr14 may not be importable)."""
+    return dataclasses.asdict(settings)
+
+
 @dataclass
 class Run:
     name: str
-    train: dict
-    shards: dict            # image_size and encoding
-    evaluate: dict
-    members: list[str] = field(default_factory=list)   # an ensemble's trained runs
-    weights: list[float] = field(default_factory=list)
-    group: str | None = None                            # the run a repeat belongs to
+    train: TrainSettings | None  # None for an ensemble
+    shards: dict  # image_size and encoding
+    evaluate: EvaluateSettings
+    members: list[str] = field(default_factory=list)  # an ensemble's trained runs
+    weights: dict[str, float] | None = None  # an ensemble's, by member; None: equal
+    group: str | None = None  # the run a repeat belongs to
 
     @property
     def is_ensemble(self) -> bool:
@@ -52,18 +102,28 @@ class Run:
         """The shard set this run reads, e.g. `224px-raw`."""
         return layout(self.shards["image_size"], self.shards["encoding"])
 
-    def settings(self) -> dict:
+    def flat_settings(self) -> dict:
         """Flat `section.key` settings, for the leaderboard's 'differs from the reference' column."""
+        evaluate = {f"evaluate.{k}": v for k, v in as_param(self.evaluate).items()}
         if self.is_ensemble:
-            return {"ensemble": " + ".join(self.members),
-                    **({"weights": ", ".join(f"{w:g}" for w in self.weights)} if self.weights else {}),
-                    **{f"evaluate.{k}": v for k, v in self.evaluate.items()}}
-        flat = {f"train.{k}": v for k, v in self.train.items() if k != "augment"}
-        flat.update({f"train.augment.{k}": v for k, v in (self.train["augment"] or {}).items()})
-        flat["train.augment"] = "on" if self.train["augment"] else "off"
+            weights = {"weights": ", ".join(f"{w:g}" for w in self.weights.values())} if self.weights else {}
+            return {"ensemble": " + ".join(self.members), **weights, **evaluate}
+        train = as_param(self.train)
+        augment = train.pop("augment")
+        flat = {f"train.{k}": v for k, v in train.items()}
+        flat.update({f"train.augment.{k}": v for k, v in (augment or {}).items()})
+        flat["train.augment"] = "on" if augment else "off"
         flat.update({f"shards.{k}": v for k, v in self.shards.items()})
-        flat.update({f"evaluate.{k}": v for k, v in self.evaluate.items()})
-        return flat
+        return flat | evaluate
+
+
+def run_of(path) -> str:
+    """The run a file under results/runs/<run>/ belongs to."""
+    prefix = RUN.split("{run}")[0]
+    path = str(path)
+    if not path.startswith(prefix):
+        raise ValueError(f"{path} is not a run's file (under {prefix})")
+    return path[len(prefix) :].split("/", 1)[0]
 
 
 def layout(image_size: int, encoding: str) -> str:
@@ -94,12 +154,16 @@ def resolve(config: dict) -> dict[str, Run]:
             continue
         settings = _merged(name, base, spec)
         repeats = spec.get("repeats", 1)
-        seeds = [settings["train"]["seed"] + k for k in range(repeats)]
-        for seed in seeds:
+        train = TrainSettings.of(settings["train"])
+        for seed in [train.seed + k for k in range(repeats)]:
             run_name = f"{name}-seed{seed}" if repeats > 1 else name
-            train = {**settings["train"], "seed": seed}
-            runs[run_name] = Run(run_name, train, {k: settings["shards"][k] for k in SHARD_KEYS},
-                                 settings["evaluate"], group=name if repeats > 1 else None)
+            runs[run_name] = Run(
+                run_name,
+                dataclasses.replace(train, seed=seed),
+                {k: settings["shards"][k] for k in SHARD_KEYS},
+                EvaluateSettings.of(settings["evaluate"]),
+                group=name if repeats > 1 else None,
+            )
     for name, spec in specs.items():
         if spec and "ensemble" in spec:
             runs[name] = _ensemble(name, spec, runs, base)
@@ -126,76 +190,72 @@ def groups(runs: dict[str, Run]) -> dict[str, list[str]]:
 
 def _check_name(name: str) -> None:
     if not NAME.match(str(name)) or name in RESERVED:
-        raise RunError(f"run name {name!r} is not allowed: use letters, digits and _ . = + - (not starting "
-                       f"with a sign), and none of the reserved folder names {sorted(RESERVED)}")
+        raise RunError(
+            f"run name {name!r} is not allowed: use letters, digits and _ . = + - (not starting "
+            f"with a sign), and none of the reserved folder names {sorted(RESERVED)}"
+        )
 
 
 def _merged(name: str, base: dict, spec: dict) -> dict:
     """The run's train, shards and evaluate sections: the config's, with the run's overrides."""
     unknown = set(spec) - {*SECTIONS, "repeats"}
     if unknown:
-        raise RunError(f"run {name!r}: unknown key(s) {sorted(unknown)}; a run takes {[*SECTIONS, 'repeats']} "
-                       "(or ensemble and weights)")
-    merged = copy.deepcopy(base)
-    for section in SECTIONS:
-        _override(name, section, merged[section], spec.get(section) or {})
-    return _validated(name, merged)
+        raise RunError(
+            f"run {name!r}: unknown key(s) {sorted(unknown)}; a run takes {[*SECTIONS, 'repeats']} "
+            "(or ensemble and weights)"
+        )
+    return {section: _overridden(name, section, base[section], spec.get(section) or {}) for section in SECTIONS}
 
 
-def _override(name: str, section: str, settings: dict, override: dict) -> None:
-    """Apply a run's override of one section to `settings`, in place: known keys only, read as the
-    schema's types (from `--config` they arrive as strings); `augment` is merged key by key."""
-    from .config import coerce, schema
-
+def _overridden(name: str, section: str, settings: dict, override: dict) -> dict:
+    """A section with a run's override applied (known keys only; `augment` merged key by key), then
+    checked against the section's schema, which reads strings from `--config` as its types."""
     allowed = SHARD_KEYS if section == "shards" else tuple(settings)
     bad = set(override) - set(allowed)
     if bad:
         raise RunError(f"run {name!r}: unknown {section} key(s) {sorted(bad)}; allowed: {sorted(allowed)}")
-    for key, value in override.items():
-        value = coerce(value, schema()["properties"][section]["properties"][key])
-        if key == "augment" and isinstance(value, dict) and settings[key]:
-            settings[key] = {**settings[key], **value}
+    merged = copy.deepcopy(settings)
+    for key, value in copy.deepcopy(override).items():
+        if key == "augment" and isinstance(value, dict) and merged[key]:
+            merged[key] = {**merged[key], **value}
         else:
-            settings[key] = value
-
-
-def _validated(name: str, sections: dict) -> dict:
-    """`sections` checked against the schema, as a config holding them would be."""
-    from .config import ConfigError, validate
-
+            merged[key] = value
     try:
-        validate({"archive_catalog": {}, **sections})
-    except ConfigError as exc:  # it names the key and the reason
-        raise RunError(f"run {name!r}: " + "; ".join(line.strip() for line in str(exc).splitlines()[1:])) from exc
-    return sections
+        return check(merged, schema()["properties"][section], where=section)
+    except ConfigError as exc:
+        raise RunError(f"run {name!r}: " + "; ".join(exc.problems)) from exc
 
 
 def _ensemble(name: str, spec: dict, runs: dict[str, Run], base: dict) -> Run:
     unknown = set(spec) - {"ensemble", "weights", "evaluate"}
     if unknown:
-        raise RunError(f"ensemble {name!r}: unknown key(s) {sorted(unknown)}; an ensemble takes ensemble, weights, evaluate")
+        raise RunError(
+            f"ensemble {name!r}: unknown key(s) {sorted(unknown)}; an ensemble takes ensemble, weights, evaluate"
+        )
     members: list[str] = []
     for member in spec["ensemble"] or []:
         copies = [r.name for r in runs.values() if r.group == member] or ([member] if member in runs else [])
         if not copies:
-            raise RunError(f"ensemble {name!r}: member {member!r} is not a trained run; trained runs are "
-                           f"{sorted(runs)} (an ensemble cannot contain another ensemble)")
+            raise RunError(
+                f"ensemble {name!r}: member {member!r} is not a trained run; trained runs are "
+                f"{sorted(runs)} (an ensemble cannot contain another ensemble)"
+            )
         members += copies
     if len(members) < 2:
         raise RunError(f"ensemble {name!r} needs at least two member runs, not {members}")
-    weights = [float(w) for w in spec.get("weights") or []]
-    if weights and (len(weights) != len(spec["ensemble"]) or min(weights) <= 0):
-        raise RunError(f"ensemble {name!r}: give one positive weight per listed member ({len(spec['ensemble'])}), "
-                       f"not {spec['weights']}")
-    if weights:  # a repeated member's weight is shared by its copies
-        per_member = []
-        for member, w in zip(spec["ensemble"], weights):
-            per_member += [w] * max(1, sum(r.group == member for r in runs.values()))
-        weights = per_member
-    evaluate = copy.deepcopy(base["evaluate"])
-    _override(name, "evaluate", evaluate, spec.get("evaluate") or {})
-    _validated(name, {"evaluate": evaluate})
-    return Run(name, {}, dict(runs[members[0]].shards), evaluate, members=members, weights=weights)
+    listed = [float(w) for w in spec.get("weights") or []]
+    if listed and (len(listed) != len(spec["ensemble"]) or min(listed) <= 0):
+        raise RunError(
+            f"ensemble {name!r}: give one positive weight per listed member ({len(spec['ensemble'])}), "
+            f"not {spec['weights']}"
+        )
+    weights = None
+    if listed:  # a repeated member's weight is shared by its copies
+        weights = {}
+        for member, w in zip(spec["ensemble"], listed):
+            weights |= dict.fromkeys([r.name for r in runs.values() if r.group == member] or [member], w)
+    evaluate = EvaluateSettings.of(_overridden(name, "evaluate", base["evaluate"], spec.get("evaluate") or {}))
+    return Run(name, None, dict(runs[members[0]].shards), evaluate, members=members, weights=weights)
 
 
 def _sweep(sweep: str, grid: dict, train_keys: set[str]) -> dict[str, dict]:
@@ -204,8 +264,10 @@ def _sweep(sweep: str, grid: dict, train_keys: set[str]) -> dict[str, dict]:
     keys = list(grid)
     for key in keys:
         if key not in train_keys and key not in SHARD_KEYS:
-            raise RunError(f"sweep {sweep!r}: unknown key {key!r}; a sweep varies train keys "
-                           f"{sorted(train_keys)} or {list(SHARD_KEYS)}")
+            raise RunError(
+                f"sweep {sweep!r}: unknown key {key!r}; a sweep varies train keys "
+                f"{sorted(train_keys)} or {list(SHARD_KEYS)}"
+            )
         values = grid[key]
         if not isinstance(values, list) or not values:
             raise RunError(f"sweep {sweep!r}: {key} needs a list of values, not {values!r}")
@@ -222,36 +284,3 @@ def _sweep(sweep: str, grid: dict, train_keys: set[str]) -> dict[str, dict]:
 
 def _label(value) -> str:
     return format(value, "g") if isinstance(value, float) else str(value)
-
-
-def on_disk() -> dict[str, tuple[str, str | None, str | None]]:
-    """The trained runs with a saved model under results/runs/ (from the working directory):
-    name -> (model, thresholds or None, calibration or None)."""
-    from pathlib import Path
-
-    found = {}
-    for model in sorted(Path().glob(MODEL.format(run="*"))):
-        run = model.parts[-3]
-        sidecars = [Path(pattern.format(run=run)) for pattern in (THRESHOLDS, CALIBRATION)]
-        found[run] = (str(model), *(str(p) if p.exists() else None for p in sidecars))
-    return found
-
-
-def served(run: str | None, model: str | None, thresholds: str | None,
-           calibration: str | None = None) -> tuple[dict[str, tuple], str]:
-    """What `cxr14 app` and `cxr14 predict` serve: a model file, or the trained runs on disk
-    (starting with `run`); (name -> (model, thresholds, calibration), the first name). SystemExit
-    says why not."""
-    if model:
-        return {"model": (model, thresholds, calibration)}, "model"
-    runs = on_disk()
-    if not runs:
-        raise SystemExit(f"no trained run under {RUN.format(run='*')}: run the workflow first, or give --model")
-    first = run or next(iter(runs))
-    if first not in runs:
-        raise SystemExit(f"run {first!r} has no trained model ({MODEL.format(run=first)}); trained runs: "
-                         f"{', '.join(runs)} (an ensemble has no model of its own: use one of its members)")
-    if thresholds or calibration:
-        own = runs[first]
-        runs[first] = (own[0], thresholds or own[1], calibration or own[2])
-    return runs, first

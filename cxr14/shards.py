@@ -45,8 +45,19 @@ def plan_shards(*, table, plan, images_per_shard: int, seed: int) -> dict[str, i
     return counts
 
 
-def shard(*, plan, images: list, archives: list[int], tfrecord, info, split: str, index: int, image_size: int,
-          encoding: str, max_bad_images: int) -> dict:
+def shard(
+    *,
+    plan,
+    images: list,
+    archives: list[int],
+    tfrecord,
+    info,
+    split: str,
+    index: int,
+    image_size: int,
+    encoding: str,
+    max_bad_images: int,
+) -> dict:
     """Step `shard`: shard `index` of `split` from the plan to `tfrecord`, and its sidecar `info`
     (counts, sha256, bad images). `images` are the extracted folders of `archives`, in order."""
     if len(images) != len(archives):
@@ -54,18 +65,32 @@ def shard(*, plan, images: list, archives: list[int], tfrecord, info, split: str
     rows = pd.read_parquet(plan, filters=[("split", "==", split), ("shard", "==", index)])
     written = write_shard(rows, dict(zip(archives, images)), tfrecord, image_size, encoding, max_bad_images)
     write_json(written, info)
-    log.info("%s: %d images, %d bad, %d bytes", written["file"], written["images"], len(written["bad_images"]),
-             written["bytes"])
+    log.info(
+        "%s: %d images, %d bad, %d bytes",
+        written["file"],
+        written["images"],
+        len(written["bad_images"]),
+        written["bytes"],
+    )
     return written
 
 
-def shard_manifest(*, infos: list, manifest, bad_images, split: str, image_size: int, encoding: str,
-                   max_bad_images: int) -> dict:
+def shard_manifest(
+    *, infos: list, manifest, bad_images, split: str, image_size: int, encoding: str, max_bad_images: int
+) -> dict:
     """Step `shard_manifest`: a split's manifest (counts, bytes, sha256 per shard) and bad-image list."""
-    written = write_manifest(split, [json.loads(Path(p).read_text()) for p in sorted(infos)], image_size,
-                             encoding, manifest, bad_images, max_bad_images)
-    log.info("%s: %d images in %d shards, %d bad", split, written["images"], len(written["shards"]),
-             written["bad_images"])
+    written = write_manifest(
+        split,
+        [json.loads(Path(p).read_text()) for p in sorted(infos)],
+        image_size,
+        encoding,
+        manifest,
+        bad_images,
+        max_bad_images,
+    )
+    log.info(
+        "%s: %d images in %d shards, %d bad", split, written["images"], len(written["shards"]), written["bad_images"]
+    )
     return written
 
 
@@ -86,8 +111,10 @@ def plan_table(table: pd.DataFrame, images_per_shard: int, seed: int) -> pd.Data
 
 def shard_counts(plan_table: pd.DataFrame) -> dict[str, int]:
     """Number of shards per split (0 for an empty split)."""
-    return {s: int(plan_table.loc[plan_table.split == s, "num_shards"].max())
-            if (plan_table.split == s).any() else 0 for s in SPLITS}
+    return {
+        s: int(plan_table.loc[plan_table.split == s, "num_shards"].max()) if (plan_table.split == s).any() else 0
+        for s in SPLITS
+    }
 
 
 def _example(row, pixels: np.ndarray, encoding: str):
@@ -121,8 +148,9 @@ def _example(row, pixels: np.ndarray, encoding: str):
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def write_shard(rows: pd.DataFrame, image_dirs: dict, out: str | Path, image_size: int, encoding: str,
-                max_bad_images: int) -> dict:
+def write_shard(
+    rows: pd.DataFrame, image_dirs: dict, out: str | Path, image_size: int, encoding: str, max_bad_images: int
+) -> dict:
     """Write one shard from `rows` of the plan; an image is read from `image_dirs[its archive]/NAME`.
 
     Bad images are skipped and listed; more than `max_bad_images` of them fails without output.
@@ -152,12 +180,24 @@ def write_shard(rows: pd.DataFrame, image_dirs: dict, out: str | Path, image_siz
                 f"{out.name}: {len(bad)} bad images (max_bad_images={max_bad_images}), e.g. "
                 + "; ".join(f"{b['image_index']}: {b['reason']}" for b in bad[:5])
             )
-    return {"file": out.name, "images": count, "bytes": out.stat().st_size, "sha256": sha256_file(out),
-            "bad_images": bad}
+    return {
+        "file": out.name,
+        "images": count,
+        "bytes": out.stat().st_size,
+        "sha256": sha256_file(out),
+        "bad_images": bad,
+    }
 
 
-def write_manifest(split: str, shard_infos: list[dict], image_size: int, encoding: str, out: str | Path,
-                   bad_out: str | Path, max_bad_images: int) -> dict:
+def write_manifest(
+    split: str,
+    shard_infos: list[dict],
+    image_size: int,
+    encoding: str,
+    out: str | Path,
+    bad_out: str | Path,
+    max_bad_images: int,
+) -> dict:
     """Per-split manifest (counts, bytes, sha256 per shard, image size) and the list of bad images."""
     bad = [b for info in shard_infos for b in info["bad_images"]]
     with atomic(bad_out) as staged:
@@ -194,9 +234,12 @@ def verify_shards(manifest: str | Path) -> list[Path]:
         if not file.is_file():
             problems.append(f"{file}: missing")
         elif (size := file.stat().st_size) != entry["bytes"] or sha256_file(file) != entry["sha256"]:
-            problems.append(f"{file}: damaged (size {size} bytes, manifest {entry['bytes']}; sha256 differs "
-                            f"from the manifest's {entry['sha256'][:12]}...)")
+            problems.append(
+                f"{file}: damaged (size {size} bytes, manifest {entry['bytes']}; sha256 differs "
+                f"from the manifest's {entry['sha256'][:12]}...)"
+            )
     if problems:
-        raise CorruptShard("; ".join(problems) + f"; delete the shard(s) and run Snakemake again to rewrite them "
-                                                 f"(manifest {manifest})")
+        raise CorruptShard(
+            "; ".join(problems) + f"; delete the shard(s) and run Snakemake again to rewrite them (manifest {manifest})"
+        )
     return files

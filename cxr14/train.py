@@ -13,6 +13,7 @@ import numpy as np
 
 from .constants import FINDINGS
 from .files import atomic, sha256_file, write_json
+from .runs import TrainSettings, as_param
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +103,6 @@ def _strategy():
     return tf.distribute.get_strategy(), 0
 
 
-def _check_settings(settings: dict) -> None:
-    from .config import defaults
-
-    expected = set(defaults("train"))
-    if set(settings) != expected:
-        raise TypeError(f"train() needs exactly the config's train settings; missing {sorted(expected - set(settings))}, "
-                        f"unknown {sorted(set(settings) - expected)}")
-
-
 def _read_history(path):
     import pandas as pd
 
@@ -123,59 +115,81 @@ def _backed_up_epochs(backup: Path) -> int:
     return json.loads(state.read_text())["epoch"] if state.exists() else 0
 
 
-def train(*, train_manifest, val_manifest, model, summary, history, class_weights, tensorboard, resume_dir,
-          threads: int | None = None, extra_callbacks=(), **settings) -> dict:
+def train(
+    *,
+    train_manifest,
+    val_manifest,
+    model,
+    summary,
+    history,
+    class_weights,
+    tensorboard,
+    resume_dir,
+    settings: TrainSettings,
+    threads: int | None = None,
+    extra_callbacks=(),
+) -> dict:
     """Step `train`: fit on the train shards, pick the best epoch by val mean AUROC, and write
     `model` (.keras), `summary` (JSON), `history` (CSV), `class_weights` (JSON) and `tensorboard/`.
 
-    `settings` are exactly the keys of the config's `train` section (the schema holds their defaults).
     A killed run resumes from its last finished epoch: that state lives in `resume_dir`, which is not
     a Snakemake output, so Snakemake does not delete it before the rerun.
     """
-    _check_settings(settings)
     import keras
     import tensorflow as tf
 
     from . import models
-    from .data import Augment, Shards, dataset, use_threads
+    from .data import Shards, dataset, use_threads
 
     use_threads(threads)
     resume_dir = Path(resume_dir)
-    keras.utils.set_random_seed(settings["seed"])
-    if settings["deterministic"]:
+    keras.utils.set_random_seed(settings.seed)
+    if settings.deterministic:
         tf.config.experimental.enable_op_determinism()
-    train_src, val_src = Shards.from_manifest(train_manifest, verify=True), Shards.from_manifest(val_manifest, verify=True)
+    train_src, val_src = (
+        Shards.from_manifest(train_manifest, verify=True),
+        Shards.from_manifest(val_manifest, verify=True),
+    )
     if train_src.image_size != val_src.image_size:
         raise ValueError(f"train shards are {train_src.image_size} px but val shards {val_src.image_size} px")
     strategy, n_gpus = _strategy()
     replicas = strategy.num_replicas_in_sync
-    batch = settings["batch_size"] * replicas
+    batch = settings.batch_size * replicas
 
     positives, total = label_counts(train_src)
     weights = models.class_weights(positives, total)
     write_json(weights, class_weights)
-    loss_fn = models.make_loss(settings["loss"], weights, settings["focal_gamma"])
+    loss_fn = models.make_loss(settings.loss, weights, settings.focal_gamma)
 
-    train_ds = dataset(train_src, batch, training=True, augment=Augment.from_config(settings["augment"]),
-                       seed=settings["seed"], cache=settings["cache"])
-    val_ds = dataset(val_src, batch, cache=settings["cache"])
+    train_ds = dataset(
+        train_src, batch, training=True, augment=settings.augment, seed=settings.seed, cache=settings.cache
+    )
+    val_ds = dataset(val_src, batch, cache=settings.cache)
     with strategy.scope():
-        net = models.build(settings["backbone"], train_src.image_size, settings["weights"], settings["dropout"])
-        net.compile(optimizer=keras.optimizers.Adam(settings["learning_rate"]), loss=loss_fn,
-                    metrics=[keras.metrics.AUC(multi_label=True, num_labels=len(FINDINGS), name="auroc")])
+        net = models.build(settings.backbone, train_src.image_size, settings.weights, settings.dropout)
+        net.compile(
+            optimizer=keras.optimizers.Adam(settings.learning_rate),
+            loss=loss_fn,
+            metrics=[keras.metrics.AUC(multi_label=True, num_labels=len(FINDINGS), name="auroc")],
+        )
 
     # State that survives a killed run (not a Snakemake output, so Snakemake leaves it alone). It is
     # only resumed for the same settings and data: a changed learning rate starts afresh.
     best_path, history_path, backup = resume_dir / "best.keras", resume_dir / "history.csv", resume_dir / "backup"
-    data = {split: [s["sha256"] for s in src.manifest["shards"]]
-            for split, src in (("train", train_src), ("val", val_src))}
-    run_key = {"settings": settings, **data}
+    data = {
+        split: [s["sha256"] for s in src.manifest["shards"]] for split, src in (("train", train_src), ("val", val_src))
+    }
+    run_key = {"settings": as_param(settings), **data}
     key_path = resume_dir / "run.json"
     best_so_far = None
     if backup.exists() and history_path.exists() and key_path.exists() and json.loads(key_path.read_text()) == run_key:
         best_so_far = float(_read_history(history_path).val_mean_auroc.max())
-        log.info("resuming after epoch %d, the last finished one, from %s (best val mean AUROC so far %.4f)",
-                 _backed_up_epochs(backup), backup, best_so_far)
+        log.info(
+            "resuming after epoch %d, the last finished one, from %s (best val mean AUROC so far %.4f)",
+            _backed_up_epochs(backup),
+            backup,
+            best_so_far,
+        )
     else:
         if backup.exists():
             log.info("%s holds a run with other settings or data: starting afresh", resume_dir)
@@ -187,16 +201,20 @@ def train(*, train_manifest, val_manifest, model, summary, history, class_weight
     callbacks = [
         _validation_callback(val_ds, loss_fn),
         _best_model_callback(best_path, best_so_far),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=settings["lr_factor"], patience=settings["lr_patience"],
-                                          min_lr=settings["learning_rate"] * 1e-3),
-        keras.callbacks.EarlyStopping(monitor="val_mean_auroc", mode="max", patience=settings["early_stopping_patience"]),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss",
+            factor=settings.lr_factor,
+            patience=settings.lr_patience,
+            min_lr=settings.learning_rate * 1e-3,
+        ),
+        keras.callbacks.EarlyStopping(monitor="val_mean_auroc", mode="max", patience=settings.early_stopping_patience),
         keras.callbacks.CSVLogger(str(history_path), append=True),
         keras.callbacks.TensorBoard(str(tensorboard), write_graph=False, profile_batch=0),
         *extra_callbacks,
         keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True),
     ]
     start = time.perf_counter()
-    fitted = net.fit(train_ds, epochs=settings["epochs"], callbacks=callbacks, verbose=2)
+    fitted = net.fit(train_ds, epochs=settings.epochs, callbacks=callbacks, verbose=2)
     seconds = time.perf_counter() - start
 
     best = models.load(best_path) if best_path.exists() else net
@@ -208,20 +226,25 @@ def train(*, train_manifest, val_manifest, model, summary, history, class_weight
 
     best_row = hist.loc[hist.val_mean_auroc.idxmax()]
     result = {
-        "backbone": settings["backbone"],
+        "backbone": settings.backbone,
         "image_size": train_src.image_size,
         "epochs_run": int(len(hist)),
         "best_epoch": int(best_row.epoch) + 1,
         "best_val_mean_auroc": float(best_row.val_mean_auroc),
-        "best_val_auroc": {f: (None if np.isnan(best_row[f"val_auroc_{f}"]) else float(best_row[f"val_auroc_{f}"]))
-                           for f in FINDINGS},
+        "best_val_auroc": {
+            f: (None if np.isnan(best_row[f"val_auroc_{f}"]) else float(best_row[f"val_auroc_{f}"])) for f in FINDINGS
+        },
         "train_images": total,
         "val_images": val_src.images,
         "class_weights": weights,
-        "config": settings,
+        "config": as_param(settings),
         "data": data,
-        "device": {"gpus": n_gpus, "replicas": replicas, "global_batch": batch,
-                   "mixed_precision": keras.mixed_precision.global_policy().name},
+        "device": {
+            "gpus": n_gpus,
+            "replicas": replicas,
+            "global_batch": batch,
+            "mixed_precision": keras.mixed_precision.global_policy().name,
+        },
         "seconds_this_run": round(seconds, 1),
         "epochs_this_run": len(fitted.epoch),
         "model_sha256": sha256_file(model),

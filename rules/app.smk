@@ -9,6 +9,8 @@ rule app:
         calibrations=expand(cxr14_runs.CALIBRATION, run=TRAINED),
     log:
         "logs/app/app.log",
+    benchmark:
+        "benchmarks/app/app.tsv"
     localrule: True
     conda:
         "../envs/app.yaml"

@@ -26,5 +26,6 @@ rule calibrate:
     params:
         **config["calibration"],
         tta=run_setting("evaluate", "tta"),
+        code=package_code("calibrate"),
     script:
         "../scripts/calibrate.py"

@@ -17,10 +17,11 @@ rule clean:
     conda:
         "../envs/clean.yaml"
     resources:
-        mem_mb=4000,
+        mem_mb=8000,
         runtime=20,
     params:
         **config["clean"],
         archives=ARCHIVES,
+        code=package_code("clean"),
     script:
         "../scripts/clean.py"

@@ -12,6 +12,7 @@ sys.path.insert(0, workflow.basedir)
 
 from cxr14 import config as cxr14_config
 from cxr14 import runs as cxr14_runs
+from cxr14.fingerprint import fingerprint
 from cxr14.constants import (
     BBOX_LIST,
     EXPERT_LABELS,
@@ -94,13 +95,20 @@ def run_manifest(split):
     )
 
 
-def run_setting(section, key):
-    return lambda wildcards: getattr(RUNS[wildcards.run], section)[key]
+def package_code(module):
+    """A step's `code` param: the fingerprint of its cxr14 module and what that imports, so that a
+    change to that code reruns the step (and a change to comments or docstrings does not).
+    """
+    return fingerprint(f"cxr14.{module}")
 
 
 def run_settings(section):
-    """A rule's params: each key of the run's `section` (train, evaluate) as its own param."""
-    return {key: run_setting(section, key) for key in config[section]}
+    """The run's typed `section` settings (train, evaluate) as one param, in the schema's order."""
+    return lambda wildcards: cxr14_runs.as_param(getattr(RUNS[wildcards.run], section))
+
+
+def run_setting(section, key):
+    return lambda wildcards: getattr(getattr(RUNS[wildcards.run], section), key)
 
 
 def layout_setting(index):

@@ -25,5 +25,6 @@ if DEMO:
             ],
             size=config["demo"]["size"],
             seed=config["demo"]["seed"],
+            code=package_code("demo"),
         script:
             "../scripts/demo_mirror.py"

@@ -23,6 +23,7 @@ rule download_archive:
         sources=archive_sources,
         expected_bytes=lambda wildcards: archive_entry(wildcards).get("bytes"),
         sha256=lambda wildcards: archive_entry(wildcards).get("sha256"),
+        code=package_code("download"),
     script:
         "../scripts/download_archive.py"
 
@@ -34,6 +35,8 @@ rule download_metadata:
         out="results/download/metadata/{name}",
     log:
         "logs/download/metadata/{name}.log",
+    benchmark:
+        "benchmarks/download/metadata/{name}.tsv"
     wildcard_constraints:
         name="|".join(re.escape(n) for n in METADATA.values()),
     retries: 3
@@ -47,5 +50,6 @@ rule download_metadata:
         **config["download"],
         sources=metadata_sources,
         metadata_dir=config["metadata_dir"],
+        code=package_code("download"),
     script:
         "../scripts/download_metadata.py"

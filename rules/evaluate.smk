@@ -19,24 +19,28 @@ rule score:
         "../envs/evaluate.yaml"
     threads: workflow.cores
     resources:
-        mem_mb=8000,
+        gpu=1,
+        mem_mb=16000,
         runtime=60,
     params:
         batch_size=run_setting("evaluate", "batch_size"),
         tta=run_setting("evaluate", "tta"),
+        code=package_code("score"),
     script:
         "../scripts/score.py"
 
 
 rule ensemble:
     input:
-        members=lambda wildcards: expand(
+        member_predictions=lambda wildcards: expand(
             f"{RUN}/evaluate/predictions.parquet", run=RUNS[wildcards.run].members
         ),
     output:
         predictions=f"{RUN}/evaluate/predictions.parquet",
     log:
         "logs/runs/{run}/evaluate/ensemble.log",
+    benchmark:
+        "benchmarks/runs/{run}/evaluate/ensemble.tsv"
     wildcard_constraints:
         run=names_pattern(ENSEMBLES),
     conda:
@@ -45,8 +49,8 @@ rule ensemble:
         mem_mb=4000,
         runtime=10,
     params:
-        names=lambda wildcards: RUNS[wildcards.run].members,
         weights=lambda wildcards: RUNS[wildcards.run].weights,
+        code=package_code("ensemble"),
     script:
         "../scripts/ensemble.py"
 
@@ -67,7 +71,7 @@ rule evaluate:
         boxes=metadata("bbox_list"),
         expert_labels=metadata("expert_labels") if "expert_labels" in METADATA else [],
     output:
-        metrics=f"{RUN}/evaluate/metrics.json",
+        evaluation=f"{RUN}/evaluate/metrics.json",
         thresholds=cxr14_runs.THRESHOLDS,
         report=report(
             f"{RUN}/evaluate/report.html",
@@ -90,10 +94,11 @@ rule evaluate:
     threads: workflow.cores
     resources:
         mem_mb=16000,
-        runtime=120,
+        runtime=180,
     params:
-        **run_settings("evaluate"),
+        settings=run_settings("evaluate"),
         run="{run}",
-        members=lambda wildcards: RUNS[wildcards.run].members,
+        ensemble_of=lambda wildcards: RUNS[wildcards.run].members or None,
+        code=package_code("evaluate"),
     script:
         "../scripts/evaluate.py"

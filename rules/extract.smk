@@ -14,10 +14,11 @@ rule extract:
     conda:
         "../envs/download.yaml"
     resources:
-        mem_mb=1000,
+        mem_mb=2000,
         runtime=60,
     params:
         expected_images=lambda wildcards: archive_entry(wildcards)["images"],
         count_tolerance=config["extract"]["count_tolerance"],
+        code=package_code("extract"),
     script:
         "../scripts/extract.py"

@@ -3,7 +3,7 @@
 
 rule leaderboard:
     input:
-        metrics=expand(f"{RUN}/evaluate/metrics.json", run=RUNS),
+        evaluations=expand(f"{RUN}/evaluate/metrics.json", run=RUNS),
         predictions=expand(f"{RUN}/evaluate/predictions.parquet", run=RUNS),
         summaries=expand(f"{RUN}/train/training_summary.json", run=TRAINED),
         reports=expand(f"{RUN}/evaluate/report.html", run=RUNS),
@@ -23,13 +23,13 @@ rule leaderboard:
     resources:
         mem_mb=8000,
         runtime=60,
+        cpus_per_task=2,
     params:
-        runs=list(RUNS),
-        trained=TRAINED,
         groups=cxr14_runs.groups(RUNS),
-        settings={name: run.settings() for name, run in RUNS.items()},
+        flat_settings={name: run.flat_settings() for name, run in RUNS.items()},
         reference=REFERENCE,
         n_boot=config["leaderboard"]["n_boot"],
         seed=config["leaderboard"]["seed"],
+        code=package_code("leaderboard"),
     script:
         "../scripts/leaderboard.py"

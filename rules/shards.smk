@@ -9,6 +9,8 @@ checkpoint plan_shards:
         plan="results/shards/plan.parquet",
     log:
         "logs/shards/plan.log",
+    benchmark:
+        "benchmarks/shards/plan.tsv"
     conda:
         "../envs/shards.yaml"
     resources:
@@ -17,6 +19,7 @@ checkpoint plan_shards:
     params:
         images_per_shard=config["shards"]["images_per_shard"],
         seed=config["shards"]["seed"],
+        code=package_code("shards"),
     script:
         "../scripts/plan_shards.py"
 
@@ -35,8 +38,9 @@ rule shard:
     conda:
         "../envs/shards.yaml"
     resources:
-        mem_mb=3000,
+        mem_mb=4000,
         runtime=60,
+        cpus_per_task=2,
     params:
         split="{split}",
         index=lambda wildcards: int(wildcards.shard),
@@ -44,6 +48,7 @@ rule shard:
         image_size=layout_setting(0),
         encoding=layout_setting(1),
         max_bad_images=config["shards"]["max_bad_images"],
+        code=package_code("shards"),
     script:
         "../scripts/shard.py"
 
@@ -56,6 +61,8 @@ rule shard_manifest:
         bad_images="results/shards/{layout}/{split}/bad_images.tsv",
     log:
         "logs/shards/{layout}/{split}/manifest.log",
+    benchmark:
+        "benchmarks/shards/{layout}/{split}/manifest.tsv"
     conda:
         "../envs/shards.yaml"
     resources:
@@ -66,5 +73,6 @@ rule shard_manifest:
         image_size=layout_setting(0),
         encoding=layout_setting(1),
         max_bad_images=config["shards"]["max_bad_images"],
+        code=package_code("shards"),
     script:
         "../scripts/shard_manifest.py"

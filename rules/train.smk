@@ -22,11 +22,12 @@ rule train:
     threads: workflow.cores
     resources:
         gpu=1,
-        mem_mb=16000,
+        mem_mb=32000,
         runtime=24 * 60,
     params:
-        **run_settings("train"),
+        settings=run_settings("train"),
         # Not an output: a killed run resumes from the state kept here (Snakemake keeps it too).
         resume_dir=f"{RUN}/train/resume",
+        code=package_code("train"),
     script:
         "../scripts/train.py"

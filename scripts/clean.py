@@ -1,7 +1,8 @@
-"""Rule `clean` -> cxr14.clean.clean: the rule's named input, output and params are its keyword arguments."""
-import _package  # noqa: F401  (makes cxr14 importable)
-from cxr14.clean import clean
-from cxr14.logs import logged
+"""Rule `clean` -> cxr14.clean.clean with its rule's named files and params."""
 
-with logged(snakemake.log[0]):  # noqa: F821
-    clean(**snakemake.input, **snakemake.output, **snakemake.params)  # noqa: F821
+import _package  # noqa: F401  (makes cxr14 importable)
+
+from cxr14.clean import clean
+from cxr14.step import run
+
+run(clean, snakemake)  # noqa: F821

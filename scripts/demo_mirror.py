@@ -1,7 +1,8 @@
-"""Rule `demo_mirror` -> cxr14.demo.demo_mirror: the rule's named input, output and params are its keyword arguments."""
-import _package  # noqa: F401  (makes cxr14 importable)
-from cxr14.demo import demo_mirror
-from cxr14.logs import logged
+"""Rule `demo_mirror` -> cxr14.demo.demo_mirror with its rule's named files and params."""
 
-with logged(snakemake.log[0]):  # noqa: F821
-    demo_mirror(**snakemake.input, **snakemake.output, **snakemake.params)  # noqa: F821
+import _package  # noqa: F401  (makes cxr14 importable)
+
+from cxr14.demo import demo_mirror
+from cxr14.step import run
+
+run(demo_mirror, snakemake)  # noqa: F821

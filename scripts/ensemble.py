@@ -1,7 +1,8 @@
-"""Rule `ensemble` -> cxr14.evaluate.ensemble: the rule's named input, output and params are its keyword arguments."""
-import _package  # noqa: F401  (makes cxr14 importable)
-from cxr14.evaluate import ensemble
-from cxr14.logs import logged
+"""Rule `ensemble` -> cxr14.ensemble.ensemble with its rule's named files and params."""
 
-with logged(snakemake.log[0]):  # noqa: F821
-    ensemble(**snakemake.input, **snakemake.output, **snakemake.params)  # noqa: F821
+import _package  # noqa: F401  (makes cxr14 importable)
+
+from cxr14.ensemble import ensemble
+from cxr14.step import run
+
+run(ensemble, snakemake, per_run=["member_predictions"])  # noqa: F821

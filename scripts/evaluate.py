@@ -1,7 +1,9 @@
-"""Rule `evaluate` -> cxr14.evaluate.evaluate: the rule's named input, output and params are its keyword arguments."""
-import _package  # noqa: F401  (makes cxr14 importable)
-from cxr14.evaluate import evaluate
-from cxr14.logs import logged
+"""Rule `evaluate` -> cxr14.evaluate.evaluate with its rule's named files and params."""
 
-with logged(snakemake.log[0]):  # noqa: F821
-    evaluate(**snakemake.input, **snakemake.output, **snakemake.params, threads=snakemake.threads)  # noqa: F821
+import _package  # noqa: F401  (makes cxr14 importable)
+
+from cxr14.evaluate import evaluate
+from cxr14.runs import EvaluateSettings
+from cxr14.step import run
+
+run(evaluate, snakemake, settings=EvaluateSettings, threads=True)  # noqa: F821

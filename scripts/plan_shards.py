@@ -1,7 +1,8 @@
-"""Rule `plan_shards` -> cxr14.shards.plan_shards: the rule's named input, output and params are its keyword arguments."""
-import _package  # noqa: F401  (makes cxr14 importable)
-from cxr14.shards import plan_shards
-from cxr14.logs import logged
+"""Rule `plan_shards` -> cxr14.shards.plan_shards with its rule's named files and params."""
 
-with logged(snakemake.log[0]):  # noqa: F821
-    plan_shards(**snakemake.input, **snakemake.output, **snakemake.params)  # noqa: F821
+import _package  # noqa: F401  (makes cxr14 importable)
+
+from cxr14.shards import plan_shards
+from cxr14.step import run
+
+run(plan_shards, snakemake)  # noqa: F821

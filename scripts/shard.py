@@ -1,7 +1,8 @@
-"""Rule `shard` -> cxr14.shards.shard: the rule's named input, output and params are its keyword arguments."""
-import _package  # noqa: F401  (makes cxr14 importable)
-from cxr14.shards import shard
-from cxr14.logs import logged
+"""Rule `shard` -> cxr14.shards.shard with its rule's named files and params."""
 
-with logged(snakemake.log[0]):  # noqa: F821
-    shard(**snakemake.input, **snakemake.output, **snakemake.params)  # noqa: F821
+import _package  # noqa: F401  (makes cxr14 importable)
+
+from cxr14.shards import shard
+from cxr14.step import run
+
+run(shard, snakemake)  # noqa: F821

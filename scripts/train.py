@@ -1,7 +1,9 @@
-"""Rule `train` -> cxr14.train.train: the rule's named input, output and params are its keyword arguments."""
-import _package  # noqa: F401  (makes cxr14 importable)
-from cxr14.train import train
-from cxr14.logs import logged
+"""Rule `train` -> cxr14.train.train with its rule's named files and params."""
 
-with logged(snakemake.log[0]):  # noqa: F821
-    train(**snakemake.input, **snakemake.output, **snakemake.params, threads=snakemake.threads)  # noqa: F821
+import _package  # noqa: F401  (makes cxr14 importable)
+
+from cxr14.runs import TrainSettings
+from cxr14.step import run
+from cxr14.train import train
+
+run(train, snakemake, settings=TrainSettings, threads=True)  # noqa: F821

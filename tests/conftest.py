@@ -5,18 +5,24 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
+import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 NIH_METADATA = SHARED / "nih-metadata"
 NIH_SAMPLE = SHARED / "nih-sample"
+
 
 def pytest_configure(config):
     """Where Slurm's tools are installed but no cluster is configured (CI installs them for the Slurm
@@ -26,11 +32,66 @@ def pytest_configure(config):
     if "SLURM_CONF" not in os.environ and shutil.which("scontrol"):
         folder = Path(tempfile.mkdtemp(prefix="cxr14-no-slurm-"))
         (folder / "slurm.conf").write_text(
-            "ClusterName=none\nSlurmctldHost=localhost(127.0.0.1)\nSlurmctldPort=9\nMessageTimeout=1\n")
+            "ClusterName=none\nSlurmctldHost=localhost(127.0.0.1)\nSlurmctldPort=9\nMessageTimeout=1\n"
+        )
         os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
 
 
-needs_shared = pytest.mark.skipif(not NIH_METADATA.is_dir(), reason="../shared/nih-metadata is not present (a user's clone)")
+# The workflow as a user runs it: `snakemake` in a folder of its own with a test.yaml beside it.
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
+
+
+def tiny_config(images=12, archives=(1, 2)) -> dict:
+    """A few phantom images per archive, 32-px shards, and two tiny runs of a small CNN."""
+    return {
+        "demo": {"seed": 1, "size": 64},
+        "mirror": "results/demo/mirror",
+        "archives": list(archives),
+        "archive_catalog": {i: {"images": images} for i in range(1, 13)},
+        "clean": {"val_fraction": 0.2},
+        "shards": {"image_size": 32, "images_per_shard": 4},
+        "train": {"backbone": "small_cnn", "weights": "none", "epochs": 1, "batch_size": 4, "augment": None},
+        "evaluate": {"n_boot": 10, "gallery_k": 0},
+        "runs": {"a": {}, "b": {"train": {"learning_rate": 0.01}}},
+    }
+
+
+def command(workdir: Path, *args) -> list[str]:
+    """The README's `snakemake --cores all` for a test folder and its test.yaml (2 cores here)."""
+    return [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "test.yaml"), "--cores", "2", *args]
+
+
+def run(workdir: Path, *args, check=True) -> subprocess.CompletedProcess:
+    cmd = command(workdir, *args)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+    if check and proc.returncode:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def planned_jobs(proc) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a dry run."""
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+SHARD_TARGETS = [f"results/shards/32px-raw/{s}/manifest.json" for s in ("train", "val", "test")]
+
+
+def rerun_plan(workdir, change: dict, targets=SHARD_TARGETS) -> dict[str, int]:
+    """The jobs a dry run of `targets` plans after overriding the config with `change`."""
+    (workdir / "change.yaml").write_text(yaml.safe_dump(change))
+    return planned_jobs(
+        run(workdir, "-n", *targets, "--configfile", str(workdir / "test.yaml"), str(workdir / "change.yaml"))
+    )
+
+
+needs_shared = pytest.mark.skipif(
+    not NIH_METADATA.is_dir(), reason="../shared/nih-metadata is not present (a user's clone)"
+)
 
 
 class FaultyHandler(http.server.SimpleHTTPRequestHandler):
@@ -126,7 +187,7 @@ def easy_example(rng, size):
     cell = size // 4
     for k in np.flatnonzero(labels):
         r, c = divmod(int(k), 4)
-        img[r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] += 150
+        img[r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] += 150
     return labels, img, None
 
 
@@ -142,14 +203,13 @@ def spot_example(rng, size):
     if rng.random() < 0.5:
         labels[0] = 1
         x, y = rng.integers(0, size - side, 2)
-        img[y:y + side, x:x + side] += 150
+        img[y : y + side, x : x + side] += 150
         scale = 1024 / size
         box = (x * scale, y * scale, side * scale, side * scale)
     return labels, img, box
 
 
-def write_easy_shards(root, splits=(("train", 160), ("val", 64)), size=32, per_shard=64, seed=0,
-                      example=easy_example):
+def write_easy_shards(root, splits=(("train", 160), ("val", 64)), size=32, per_shard=64, seed=0, example=easy_example):
     """Shards of synthetic images for each split, through the real shard writer; {split: manifest}.
     The table (with any box) is saved as root/table.parquet."""
     import cv2
@@ -169,9 +229,20 @@ def write_easy_shards(root, splits=(("train", 160), ("val", 64)), size=32, per_s
             labels, img, box = example(rng, size)
             name = f"{pid:08d}_000.png"
             cv2.imwrite(str(folder / name), img)
-            rows.append({"image_index": name, "patient_id": pid, "follow_up": 0, "age_years": 40.0 + pid % 40,
-                         "sex": "MF"[pid % 2], "view": ("PA", "AP")[pid % 3 == 0], "archive": 1, "split": split,
-                         "box": box, **dict(zip(FINDINGS, labels.tolist()))})
+            rows.append(
+                {
+                    "image_index": name,
+                    "patient_id": pid,
+                    "follow_up": 0,
+                    "age_years": 40.0 + pid % 40,
+                    "sex": "MF"[pid % 2],
+                    "view": ("PA", "AP")[pid % 3 == 0],
+                    "archive": 1,
+                    "split": split,
+                    "box": box,
+                    **dict(zip(FINDINGS, labels.tolist())),
+                }
+            )
     table = pd.DataFrame(rows)
     table.to_parquet(root / "table.parquet")
     plan = shards.plan_table(table.drop(columns="box"), per_shard, seed)
@@ -179,23 +250,136 @@ def write_easy_shards(root, splits=(("train", 160), ("val", 64)), size=32, per_s
     for split, _ in splits:
         part = plan[plan.split == split]
         num = int(part.num_shards.iloc[0])
-        infos = [shards.write_shard(part[part.shard == s], {1: folder},
-                                    root / "shards" / split / f"{shards.shard_stem(split, s, num)}.tfrecord", size, "raw", 0)
-                 for s in range(num)]
+        infos = [
+            shards.write_shard(
+                part[part.shard == s],
+                {1: folder},
+                root / "shards" / split / f"{shards.shard_stem(split, s, num)}.tfrecord",
+                size,
+                "raw",
+                0,
+            )
+            for s in range(num)
+        ]
         out = root / "shards" / split / "manifest.json"
         shards.write_manifest(split, infos, size, "raw", out, out.with_name("bad_images.tsv"), 0)
         manifests[split] = out
     return manifests
 
 
-def train_into(out, train_manifest, val_manifest, **settings):
+def settings_of(kind, **overrides):
+    """Typed settings (`runs.TrainSettings`, `runs.EvaluateSettings`): the schema's defaults of that
+    section with `overrides`, checked as a run's are."""
+    from cxr14.config import check, defaults, schema
+
+    section = kind.section
+    return kind.of(check({**defaults(section), **overrides}, schema()["properties"][section], where=section))
+
+
+def train_into(out, train_manifest, val_manifest, extra_callbacks=(), **settings):
     """cxr14.train.train with its outputs laid out in one folder as the rule lays them out; `settings`
     override the schema's train defaults."""
-    from cxr14.config import defaults
+    from cxr14.runs import TrainSettings
     from cxr14.train import train
 
     out = Path(out)
-    return train(train_manifest=train_manifest, val_manifest=val_manifest, model=out / "model.keras",
-                 summary=out / "training_summary.json", history=out / "history.csv",
-                 class_weights=out / "class_weights.json", tensorboard=out / "tensorboard", resume_dir=out / "resume",
-                 **{**defaults("train"), **settings})
+    return train(
+        train_manifest=train_manifest,
+        val_manifest=val_manifest,
+        model=out / "model.keras",
+        summary=out / "training_summary.json",
+        history=out / "history.csv",
+        class_weights=out / "class_weights.json",
+        tensorboard=out / "tensorboard",
+        resume_dir=out / "resume",
+        settings=settings_of(TrainSettings, **settings),
+        extra_callbacks=extra_callbacks,
+    )
+
+
+def synthetic_predictions(path, seed, noise, images=80):
+    """A predictions table (val and test, two images per patient) whose scores see the labels
+    through Gaussian noise of sd `noise`, written to `path`; the labels depend on no seed."""
+    import numpy as np
+    import pandas as pd
+
+    from cxr14.constants import FINDINGS
+
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "image_index": [f"{k:08d}_000.png" for k in range(images)],
+            "patient_id": np.arange(images) // 2,
+            "age_years": 50.0,
+            "sex": "F",
+            "view": "PA",
+            "split": ["val", "test"] * (images // 2),
+        }
+    )
+    truth = np.random.default_rng(99).random((images, len(FINDINGS))) < 0.3
+    for j, f in enumerate(FINDINGS):
+        frame[f"y_{f}"] = truth[:, j].astype(np.int8)
+        frame[f"p_{f}"] = np.clip(truth[:, j] * 0.5 + rng.normal(0.25, noise, images), 0, 1).astype(np.float32)
+    frame.to_parquet(path, index=False)
+    return frame
+
+
+# What the batch predictor and the app serve.
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """An untrained small model (the app and predictor do not care how good it is) and shards."""
+    from cxr14 import models
+    from cxr14.constants import FINDINGS
+
+    root = tmp_path_factory.mktemp("serve")
+    manifests = write_easy_shards(root, (("test", 12),), size=48, per_shard=12)
+    model = models.build("small_cnn", 48, "none", dropout=0.2)
+    model.save(root / "model.keras")
+    thresholds = {"max_f1": {f: 0.5 for f in FINDINGS}, "youden": {f: 0.5 for f in FINDINGS}, "chosen_on": "val"}
+    (root / "thresholds.json").write_text(json.dumps(thresholds))
+    return root, manifests
+
+
+@pytest.fixture(scope="module")
+def workdir_with_runs(served, tmp_path_factory):
+    """A workflow directory with two trained runs of different input sizes, as the workflow lays them out."""
+    from cxr14 import models
+    from cxr14.runs import MODEL, THRESHOLDS
+
+    root, _ = served
+    wd = tmp_path_factory.mktemp("runs")
+    for run, size in (("a48", 48), ("b32", 32)):
+        model = wd / MODEL.format(run=run)
+        model.parent.mkdir(parents=True)
+        models.build("small_cnn", size, "none", dropout=0.0).save(model)
+        (wd / THRESHOLDS.format(run=run)).parent.mkdir(parents=True)
+        shutil.copy(root / "thresholds.json", wd / THRESHOLDS.format(run=run))
+    return wd
+
+
+def write_dicom(path, pixels, monochrome1=False, window=None, bits_stored=12):
+    """A DICOM file of 16-bit `pixels` as a DX secondary capture (with a window, when given)."""
+    import numpy as np
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.Rows, ds.Columns = "DX", pixels.shape[0], pixels.shape[1]
+    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (
+        1,
+        16,
+        bits_stored,
+        bits_stored - 1,
+        0,
+    )
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return path

@@ -87,17 +87,20 @@ NodeName={self.node} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem} Gres=gpu:{G
 PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 """)
         # Stand-in GPUs (no device files): enough for Slurm to schedule `--gpus=1` jobs side by side.
-        (self.root / "gres.conf").write_text("".join(f"NodeName={self.node} Name=gpu File={dev}\n"
-                                                     for dev in ("/dev/null", "/dev/zero")[:GPUS]))
+        (self.root / "gres.conf").write_text(
+            "".join(f"NodeName={self.node} Name=gpu File={dev}\n" for dev in ("/dev/null", "/dev/zero")[:GPUS])
+        )
 
-    def start(self, timeout: float = 60) -> "Cluster":
+    def start(self, timeout: float = 60) -> Cluster:
         self.write_config()
         if subprocess.run(["munge", "-n"], capture_output=True).returncode != 0:
             Path("/run/munge").mkdir(parents=True, exist_ok=True)
             subprocess.run(["munged", "--force"], check=True, capture_output=True)
         node_env = {k: v for k, v in self.env.items() if k != "SLURM_CONF"}
-        for cmd, env in ((["slurmctld", "-D", "-i"], self.env),
-                         (["slurmd", "-D", "-N", self.node, "--conf-server", f"127.0.0.1:{self.ctld_port}"], node_env)):
+        for cmd, env in (
+            (["slurmctld", "-D", "-i"], self.env),
+            (["slurmd", "-D", "-N", self.node, "--conf-server", f"127.0.0.1:{self.ctld_port}"], node_env),
+        ):
             log = open(self.root / f"{cmd[0]}.out", "w")
             self.procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT))
             time.sleep(1.0)

@@ -6,7 +6,6 @@ import pytest
 
 from cxr14 import calibrate, metrics
 
-
 OFFSET = 2.0  # log(w_pos / w_neg) of a class-weighted loss for a finding of about 12% prevalence
 
 
@@ -41,7 +40,10 @@ def test_temperature_takes_out_the_class_weight_offset_and_fits_one_parameter():
 
 
 def test_the_offset_comes_from_the_runs_class_weights():
-    weights = {"pos_weights": dict.fromkeys(calibrate.FINDINGS, 0.9), "neg_weights": dict.fromkeys(calibrate.FINDINGS, 0.1)}
+    weights = {
+        "pos_weights": dict.fromkeys(calibrate.FINDINGS, 0.9),
+        "neg_weights": dict.fromkeys(calibrate.FINDINGS, 0.1),
+    }
     offsets = calibrate.loss_offsets({"config": {"loss": "weighted_bce"}, "class_weights": weights})
     assert offsets["Mass"] == pytest.approx(np.log(9))
     assert calibrate.loss_offsets({"config": {"loss": "focal"}, "class_weights": weights})["Mass"] == 0

@@ -6,8 +6,10 @@ from cxr14 import clean
 from cxr14.config import defaults
 from cxr14.constants import FINDINGS
 
-HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-          "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
 
 CLEAN = defaults("clean")
 
@@ -59,10 +61,12 @@ def test_patient_in_two_splits_fails_the_run(tmp_path):
 
 def test_only_images_on_disk_are_kept(tmp_path):
     rows = [f"0000000{p}_000.png,No Finding,0,{p},50,M,PA,1,1,1,1" for p in range(1, 5)]
-    de, tv, test, manifests = _mini(tmp_path, rows, test=["00000004_000.png"],
-                                    train_val=[r.split(",")[0] for r in rows[:3]])
+    de, tv, test, manifests = _mini(
+        tmp_path, rows, test=["00000004_000.png"], train_val=[r.split(",")[0] for r in rows[:3]]
+    )
     pd.DataFrame({"image_index": ["00000001_000.png", "00000004_000.png", "00000009_000.png"], "bytes": 1}).to_csv(
-        manifests[1], sep="\t", index=False)
+        manifests[1], sep="\t", index=False
+    )
     table, report = clean.clean_table(de, tv, test, manifests, **CLEAN)
     assert table.image_index.tolist() == ["00000001_000.png", "00000004_000.png"]
     assert report["dropped"]["not_in_selected_archives"] == 2
@@ -81,8 +85,13 @@ def real_tables():
     pd.DataFrame({"image_index": names, "bytes": 1}).to_csv(tmp / "m.tsv", sep="\t", index=False)
     out = {}
     for name in ("Data_Entry_2017_v2020.csv.gz", "Data_Entry_2017.csv.gz"):
-        out[name] = clean.clean_table(NIH_METADATA / name, NIH_METADATA / "train_val_list.txt.gz",
-                                      NIH_METADATA / "test_list.txt.gz", {1: tmp / "m.tsv"}, **CLEAN)
+        out[name] = clean.clean_table(
+            NIH_METADATA / name,
+            NIH_METADATA / "train_val_list.txt.gz",
+            NIH_METADATA / "test_list.txt.gz",
+            {1: tmp / "m.tsv"},
+            **CLEAN,
+        )
     return out, tmp
 
 
@@ -119,8 +128,13 @@ def test_real_ages_are_sensible(real_tables):
 @needs_shared
 def test_parquet_is_byte_identical_across_runs(real_tables, tmp_path):
     table, _ = real_tables[0]["Data_Entry_2017_v2020.csv.gz"]
-    again, _ = clean.clean_table(NIH_METADATA / "Data_Entry_2017_v2020.csv.gz", NIH_METADATA / "train_val_list.txt.gz",
-                                 NIH_METADATA / "test_list.txt.gz", {1: real_tables[1] / "m.tsv"}, **CLEAN)
+    again, _ = clean.clean_table(
+        NIH_METADATA / "Data_Entry_2017_v2020.csv.gz",
+        NIH_METADATA / "train_val_list.txt.gz",
+        NIH_METADATA / "test_list.txt.gz",
+        {1: real_tables[1] / "m.tsv"},
+        **CLEAN,
+    )
     clean.write_parquet(table, tmp_path / "a.parquet")
     clean.write_parquet(again, tmp_path / "b.parquet")
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
@@ -129,8 +143,12 @@ def test_parquet_is_byte_identical_across_runs(real_tables, tmp_path):
 
 
 def test_validation_split_is_patient_wise_and_seeded():
-    table = pd.DataFrame({"image_index": [f"{p:08d}_{f:03d}.png" for p in range(100) for f in range(3)],
-                          "patient_id": [p for p in range(100) for _ in range(3)]})
+    table = pd.DataFrame(
+        {
+            "image_index": [f"{p:08d}_{f:03d}.png" for p in range(100) for f in range(3)],
+            "patient_id": [p for p in range(100) for _ in range(3)],
+        }
+    )
     names = table.image_index.tolist()
     a = clean.assign_splits(table, names, [], 0.2, seed=1)
     b = clean.assign_splits(table, names, [], 0.2, seed=1)
@@ -143,15 +161,18 @@ def test_validation_split_is_patient_wise_and_seeded():
 GOOD = [f"0000000{p}_000.png,No Finding,0,{p},50,M,PA,1,1,1,1" for p in range(1, 5)]
 
 
-@pytest.mark.parametrize("case, message", [
-    ("cut mid-row", r"de\.csv: data row 4 has 2 of 11 fields .*cut short"),
-    ("duplicate name", r"de\.csv: image '00000002_000\.png' appears again at data row 5"),
-    ("unknown finding", r"de\.csv: unknown finding\(s\) \['Infiltrate'\] at data row 2"),
-    ("bad age", r"de\.csv: unreadable age '5O' at data row 3"),
-    ("in both lists", r"1 image\(s\) are in both test\.txt and tv\.txt, e\.g\. \['00000004_000\.png'\]"),
-    ("empty", r"de\.csv: the file is empty"),
-    ("utf-16", r"de\.csv: the file is UTF-16 text .*save it as UTF-8"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("cut mid-row", r"de\.csv: data row 4 has 2 of 11 fields .*cut short"),
+        ("duplicate name", r"de\.csv: image '00000002_000\.png' appears again at data row 5"),
+        ("unknown finding", r"de\.csv: unknown finding\(s\) \['Infiltrate'\] at data row 2"),
+        ("bad age", r"de\.csv: unreadable age '5O' at data row 3"),
+        ("in both lists", r"1 image\(s\) are in both test\.txt and tv\.txt, e\.g\. \['00000004_000\.png'\]"),
+        ("empty", r"de\.csv: the file is empty"),
+        ("utf-16", r"de\.csv: the file is UTF-16 text .*save it as UTF-8"),
+    ],
+)
 def test_malformed_metadata_is_refused_naming_the_file_row_and_reason(tmp_path, case, message):
     rows = list(GOOD)
     test, train_val = ["00000004_000.png"], [r.split(",")[0] for r in GOOD[:3]]
@@ -175,7 +196,8 @@ def test_malformed_metadata_is_refused_naming_the_file_row_and_reason(tmp_path, 
 
 
 def test_split_lists_naming_unknown_images_are_counted_and_reported(tmp_path):
-    de, tv, test, manifests = _mini(tmp_path, GOOD, ["00000004_000.png", "00000099_000.png"],
-                                    [r.split(",")[0] for r in GOOD[:3]])
+    de, tv, test, manifests = _mini(
+        tmp_path, GOOD, ["00000004_000.png", "00000099_000.png"], [r.split(",")[0] for r in GOOD[:3]]
+    )
     table, report = clean.clean_table(de, tv, test, manifests, **CLEAN)
     assert len(table) == 4 and report["dropped"]["listed_but_not_in_data_entry"] == 1

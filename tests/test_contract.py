@@ -1,7 +1,9 @@
 """The rule is the contract: each rule's script calls the package function of the same name with the
-rule's named input, output and params, and each step's files, logs and benchmarks share its name."""
+rule's named input, output and params (translated once, by cxr14.step), and each step's files, logs
+and benchmarks share its name."""
 
 import ast
+import dataclasses
 import importlib
 import inspect
 import re
@@ -10,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from cxr14 import runs, step
 from cxr14.config import defaults
+from cxr14.fingerprint import fingerprint
+
 
 def _plain(pattern) -> str:
     """A path pattern without the wildcard constraints Snakemake writes into it: {run,a|b} -> {run}."""
@@ -27,19 +32,34 @@ def rules(tmp_path_factory):
     from snakemake.settings.types import ConfigSettings, ResourceSettings
 
     with SnakemakeApi() as api:
-        wf = api.workflow(snakefile=REPO / "Snakefile", resource_settings=ResourceSettings(cores=2),
-                          config_settings=ConfigSettings(configfiles=[REPO / "config/demo.yaml"]),
-                          workdir=tmp_path_factory.mktemp("contract"))
+        wf = api.workflow(
+            snakefile=REPO / "Snakefile",
+            resource_settings=ResourceSettings(cores=2),
+            config_settings=ConfigSettings(configfiles=[REPO / "config/demo.yaml"]),
+            workdir=tmp_path_factory.mktemp("contract"),
+        )
         return {r.name: r for r in wf._workflow.rules}
 
 
+HELPERS = ("cxr14.step", "cxr14.runs")  # the translation, and the typed settings it is given
+
+
 def _called_function(script: Path):
-    """(module, name) of the one `from cxr14.<module> import <name>` step function a script calls."""
+    """(module, name, the keywords of its `run(...)` call) of the one step function a script calls."""
     tree = ast.parse(script.read_text())
-    imports = [(n.module, a.name) for n in tree.body if isinstance(n, ast.ImportFrom) and n.module != "cxr14.logs"
-               for a in n.names]
+    imports = [
+        (n.module, a.name)
+        for n in tree.body
+        if isinstance(n, ast.ImportFrom) and n.module not in HELPERS
+        for a in n.names
+    ]
     assert len(imports) == 1, f"{script.name} should import exactly one step function, not {imports}"
-    return importlib.import_module(imports[0][0]), imports[0][1]
+    calls = [n.value for n in tree.body if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)]
+    assert len(calls) == 1 and calls[0].func.id == "run", f"{script.name} should make one call: run(step, snakemake)"
+    keywords = {
+        k.arg: k.value.id if isinstance(k.value, ast.Name) else ast.literal_eval(k.value) for k in calls[0].keywords
+    }
+    return importlib.import_module(imports[0][0]), imports[0][1], keywords
 
 
 def test_every_script_belongs_to_the_rule_of_its_name(rules):
@@ -51,33 +71,80 @@ def test_every_script_belongs_to_the_rule_of_its_name(rules):
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
 def test_the_rule_names_exactly_the_functions_arguments(rules, script):
-    module, name = _called_function(script)
+    module, name, keywords = _called_function(script)
     assert name == script.stem, f"{script.name} calls {name}, not its namesake"
     text = script.read_text()
-    assert "snakemake.config" not in text and "snakemake.wildcards" not in text, "a step reads only its rule's declarations"
+    assert "snakemake.config" not in text and "snakemake.wildcards" not in text, (
+        "a step reads only its rule's declarations"
+    )
     rule = rules[name]
     keys = [*rule.input.keys(), *rule.output.keys(), *rule.params.keys()]
     assert len(keys) == len(set(keys)), f"rule {name} uses one name twice: {keys}"
-    extra = {"threads": 1} if "threads=snakemake.threads" in text else {}
+    assert set(keywords.get("per_run", ())) <= set(rule.input.keys()), "per-run inputs are inputs"
+    assert ("settings" in rule.params.keys()) == ("settings" in keywords), "typed settings are named in the script"
+    extra = {"threads": 1} if keywords.get("threads") else {}
     # TypeError names a missing or an unknown argument.
-    inspect.signature(getattr(module, name)).bind(**dict.fromkeys(keys), **extra)
+    inspect.signature(getattr(module, name)).bind(**dict.fromkeys(set(keys) - {step.CODE}), **extra)
 
 
-def test_train_and_evaluate_take_every_setting_of_their_section(rules):
-    assert set(rules["train"].params.keys()) - {"resume_dir"} == set(defaults("train"))
-    assert set(rules["evaluate"].params.keys()) - {"run", "members"} == set(defaults("evaluate"))
-    assert set(rules["calibrate"].params.keys()) - {"tta"} == set(defaults("calibration"))
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.stem)
+def test_each_step_declares_the_fingerprint_of_the_code_it_runs(rules, script):
+    module, name, _ = _called_function(script)
+    assert rules[name].params.get(step.CODE) == fingerprint(module.__name__)
 
 
-@pytest.mark.parametrize("stage, results, rule_names", [
-    ("download", "results/download/", ["download_archive", "download_metadata"]),
-    ("extract", "results/extract/", ["extract"]), ("clean", "results/clean/", ["clean"]),
-    ("shards", "results/shards/", ["plan_shards", "shard", "shard_manifest"]),
-    ("train", "results/runs/{run}/train/", ["train"]),
-    ("evaluate", "results/runs/{run}/evaluate/", ["score", "ensemble", "evaluate"]),
-    ("calibrate", "results/runs/{run}/calibrate/", ["calibrate"]),
-    ("leaderboard", "results/leaderboard.", ["leaderboard"]),
-])
+def test_typed_settings_are_the_schemas_sections_in_its_order():
+    for kind, section in ((runs.TrainSettings, "train"), (runs.EvaluateSettings, "evaluate")):
+        assert [f.name for f in dataclasses.fields(kind)] == list(defaults(section))
+    assert [f.name for f in dataclasses.fields(runs.AugmentSettings)] == list(defaults("train")["augment"])
+
+
+def test_the_translation_from_snakemakes_lists_to_a_steps_arguments():
+    """[] -> None, per-run lists -> {run: file}, a settings dict -> typed settings, `code` left out."""
+    from snakemake.iocontainers import InputFiles, OutputFiles, Params
+
+    def named(kind, **items):
+        out = kind(toclone=list(items.values()))
+        for k, name in enumerate(items):
+            out._set_name(name, k)
+        return out
+
+    ensemble = ["results/runs/a/evaluate/predictions.parquet", "results/runs/b-seed2/evaluate/predictions.parquet"]
+    fake = type(
+        "Snakemake",
+        (),
+        {
+            "input": named(InputFiles, member_predictions=ensemble, model=[], table="results/clean/images.parquet"),
+            "output": named(OutputFiles, predictions="results/runs/e/evaluate/predictions.parquet"),
+            "params": named(Params, settings=runs.as_param(runs.EvaluateSettings.of(defaults("evaluate"))), code="abc"),
+            "threads": 3,
+        },
+    )()
+    got = step.arguments(fake, per_run=["member_predictions"], settings=runs.EvaluateSettings, threads=True)
+    assert got["member_predictions"] == {"a": ensemble[0], "b-seed2": ensemble[1]}
+    assert got["model"] is None and got["table"] == "results/clean/images.parquet" and got["threads"] == 3
+    assert got["settings"] == runs.EvaluateSettings.of(defaults("evaluate")) and step.CODE not in got
+
+
+def test_every_rule_has_a_log_and_a_benchmark(rules):
+    for name, rule in rules.items():
+        if name != "all":
+            assert rule.log and rule.benchmark, f"rule {name} needs a log: and a benchmark:"
+
+
+@pytest.mark.parametrize(
+    "stage, results, rule_names",
+    [
+        ("download", "results/download/", ["download_archive", "download_metadata"]),
+        ("extract", "results/extract/", ["extract"]),
+        ("clean", "results/clean/", ["clean"]),
+        ("shards", "results/shards/", ["plan_shards", "shard", "shard_manifest"]),
+        ("train", "results/runs/{run}/train/", ["train"]),
+        ("evaluate", "results/runs/{run}/evaluate/", ["score", "ensemble", "evaluate"]),
+        ("calibrate", "results/runs/{run}/calibrate/", ["calibrate"]),
+        ("leaderboard", "results/leaderboard.", ["leaderboard"]),
+    ],
+)
 def test_outputs_logs_and_benchmarks_of_a_step_share_its_name(rules, stage, results, rule_names):
     logs = results.replace("results/", "logs/", 1).rstrip(".") + ("/" if results.endswith(".") else "")
     for name in rule_names:
@@ -85,5 +152,5 @@ def test_outputs_logs_and_benchmarks_of_a_step_share_its_name(rules, stage, resu
         outputs = [_plain(f) for f in rule.output]
         assert all(f.startswith(results) for f in outputs), (name, outputs)
         assert all(_plain(f).startswith(logs) for f in rule.log), (name, list(rule.log))
-        assert rule.benchmark is None or _plain(rule.benchmark).startswith(logs.replace("logs/", "benchmarks/", 1))
+        assert _plain(rule.benchmark).startswith(logs.replace("logs/", "benchmarks/", 1)), (name, rule.benchmark)
         assert (REPO / "rules" / f"{stage}.smk").read_text().count(f" {name}:") == 1

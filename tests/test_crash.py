@@ -23,8 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, serve
-from test_workflow import SHARD_TARGETS, command, planned_jobs, run, tiny_config
+from conftest import REPO, SHARD_TARGETS, command, planned_jobs, run, serve, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -50,9 +49,16 @@ def mirror(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("served")
     config = tiny_config()
-    demo_mirror(archives=[root / box_name(i) for i in range(1, 13)], data_entry=root / "Data_Entry_2017_v2020.csv",
-                train_val_list=root / TRAIN_VAL_LIST, test_list=root / TEST_LIST, bbox_list=root / BBOX_LIST,
-                expert_labels=root / EXPERT_LABELS, images_per_archive=[12] * 12, **config["demo"])
+    demo_mirror(
+        archives=[root / box_name(i) for i in range(1, 13)],
+        data_entry=root / "Data_Entry_2017_v2020.csv",
+        train_val_list=root / TRAIN_VAL_LIST,
+        test_list=root / TEST_LIST,
+        bbox_list=root / BBOX_LIST,
+        expert_labels=root / EXPERT_LABELS,
+        images_per_archive=[12] * 12,
+        **config["demo"],
+    )
     with serve(root) as served:
         yield served
 
@@ -87,15 +93,22 @@ def kill_run_when(workdir: Path, ready, what: str, hang: str | None = None, *tar
     if hang:
         env.update(CXR14_HANG=hang, CXR14_HANG_MARKER=str(marker))
     with open(workdir / "killed_run.log", "w") as out:
-        proc = subprocess.Popen(command(workdir, *targets), cwd=workdir, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            command(workdir, *targets),
+            cwd=workdir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 300
     while not ready():
         if proc.poll() is not None or time.monotonic() > deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError(f"the run ended or stalled before {what}:\n"
-                                 + (workdir / "killed_run.log").read_text()[-4000:])
+            raise AssertionError(
+                f"the run ended or stalled before {what}:\n" + (workdir / "killed_run.log").read_text()[-4000:]
+            )
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -126,8 +139,7 @@ def assert_same_files(a: Path, b: Path) -> None:
     assert mismatch == ([], []), f"differ or unreadable under {b}: {mismatch}"
 
 
-DATA = ["results/clean/images.parquet", "results/shards/plan.parquet", "results/shards/32px-raw",
-        "results/extract"]
+DATA = ["results/clean/images.parquet", "results/shards/plan.parquet", "results/shards/32px-raw", "results/extract"]
 
 
 def test_kill_9_in_every_stage_then_the_same_command_finishes_the_same(mirror, reference, tmp_path):
@@ -146,9 +158,9 @@ def test_kill_9_in_every_stage_then_the_same_command_finishes_the_same(mirror, r
 
     # 2. Extraction, at the fifth image written to the staging folder.
     kill_run_when(workdir, hung(workdir), "extraction", "call:shutil:copyfileobj@cxr14.extract#5")
-    assert ("images_01.archive.part" not in partial_files(workdir)
-            and any(ranged and ranged != "bytes=0-" for path, ranged in faults["log"] if path == ARCHIVE_1)), \
-        f"archive 1 was not resumed with a Range request: {faults['log']}"
+    assert "images_01.archive.part" not in partial_files(workdir) and any(
+        ranged and ranged != "bytes=0-" for path, ranged in faults["log"] if path == ARCHIVE_1
+    ), f"archive 1 was not resumed with a Range request: {faults['log']}"
     assert any(p.endswith(".partial") for p in partial_files(workdir))
 
     # 3. Cleaning, with the table written but not yet renamed into place.
@@ -160,7 +172,12 @@ def test_kill_9_in_every_stage_then_the_same_command_finishes_the_same(mirror, r
     assert not (results / "shards/32px-raw/train/manifest.json").exists()
 
     # 5. Training, as the second epoch ends (the first is finished and backed up).
-    kill_run_when(workdir, hung(workdir), "training", "call:keras.src.callbacks.csv_logger:CSVLogger.on_epoch_end@keras.src.callbacks.callback_list#2")
+    kill_run_when(
+        workdir,
+        hung(workdir),
+        "training",
+        "call:keras.src.callbacks.csv_logger:CSVLogger.on_epoch_end@keras.src.callbacks.callback_list#2",
+    )
     assert len(pd.read_csv(results / "runs/a/train/resume/history.csv")) == 1
     assert not (results / "runs/a/train/model.keras").exists()
 
@@ -187,8 +204,9 @@ def test_kill_9_in_every_stage_then_the_same_command_finishes_the_same(mirror, r
 def small_disk(folder: Path, kb: int):
     """`folder` on a tmpfs of `kb` KB (needs root, as in CI); yields a function that grows it."""
     folder.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kb}k", "tmpfs", str(folder)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={kb}k", "tmpfs", str(folder)], capture_output=True, text=True
+    )
     if mounted.returncode:
         pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()}); run as root to test a full disk")
     try:
@@ -205,11 +223,16 @@ def copy_of(reference: Path, tmp_path: Path, remove: str) -> Path:
     return workdir
 
 
-@pytest.mark.parametrize("stage, folder, kb, targets", [
-    ("extract", "results/extract", 64, [f"results/extract/images_0{i}.manifest.tsv" for i in (1, 2)]),
-    ("shard", "results/shards/32px-raw", 24, SHARD_TARGETS),
-])
-def test_a_full_disk_is_named_and_the_rerun_after_freeing_space_matches(reference, tmp_path, stage, folder, kb, targets):
+@pytest.mark.parametrize(
+    "stage, folder, kb, targets",
+    [
+        ("extract", "results/extract", 64, [f"results/extract/images_0{i}.manifest.tsv" for i in (1, 2)]),
+        ("shard", "results/shards/32px-raw", 24, SHARD_TARGETS),
+    ],
+)
+def test_a_full_disk_is_named_and_the_rerun_after_freeing_space_matches(
+    reference, tmp_path, stage, folder, kb, targets
+):
     workdir = copy_of(reference, tmp_path, folder)
     with small_disk(workdir / folder, kb) as grow:
         proc = run(workdir, *targets, check=False)

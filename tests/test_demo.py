@@ -1,14 +1,15 @@
 """A smaller version of the offline demo, end to end through Snakemake: its runs must learn the
-planted findings, the reports, the leaderboard and the app's inputs must be there, and a change to
-one run must rerun that run alone (with its ensembles and the leaderboard)."""
+planted findings, the reports, the leaderboard and the app's inputs must be there, a change to one
+run must rerun that run alone (with its ensembles and the leaderboard), a change to the package's
+code must rerun the steps that run it, and a config written differently must rerun nothing."""
 
 import json
+import shutil
 
 import pytest
 import yaml
 
-from conftest import REPO
-from test_workflow import planned_jobs, run
+from conftest import REPO, SNAKEMAKE, planned_jobs, run
 
 pytestmark = pytest.mark.slow
 
@@ -36,9 +37,9 @@ def test_demo_learns_the_planted_findings(demo_run):
 
 
 def test_demo_calibration_lowers_ece_and_keeps_auroc(demo_run):
-    for run in ("cnn", "cnn_focal", "cnn_80px", "mean3"):
-        c = json.loads((demo_run / f"results/runs/{run}/evaluate/metrics.json").read_text())["calibration"]
-        assert c["after"]["ece"]["mean"] < c["before"]["ece"]["mean"], (run, c["before"], c["after"])
+    for name in ("cnn", "cnn_focal", "cnn_80px", "mean3"):
+        c = json.loads((demo_run / f"results/runs/{name}/evaluate/metrics.json").read_text())["calibration"]
+        assert c["after"]["ece"]["mean"] < c["before"]["ece"]["mean"], (name, c["before"], c["after"])
         assert c["auroc_max_change"] < 1e-6
     tta = json.loads((demo_run / "results/runs/cnn/evaluate/metrics.json").read_text())["tta"]
     assert tta["views"] == 5 and tta["mean_auroc_without"] > 0.9
@@ -59,8 +60,10 @@ def test_demo_leaderboard_has_every_run_and_the_paired_comparisons(demo_run):
 
 
 def test_demo_bad_images_are_listed_and_skipped(demo_run):
-    bad = sum(len(open(demo_run / f"results/shards/64px-raw/{s}/bad_images.tsv").read().splitlines()) - 1
-              for s in ("train", "val", "test"))
+    bad = sum(
+        len(open(demo_run / f"results/shards/64px-raw/{s}/bad_images.tsv").read().splitlines()) - 1
+        for s in ("train", "val", "test")
+    )
     assert bad == 1  # the truncated PNG; the RGBA one decodes
 
 
@@ -93,10 +96,19 @@ def test_changing_one_runs_learning_rate_reruns_it_its_ensemble_and_the_leaderbo
 def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn_80px": {"shards": {"image_size": 48}}}})
     shards = jobs.pop("shard")
-    assert shards == sum(len(list((demo_run / "results/shards/80px-raw" / s).glob("*.tfrecord")))
-                         for s in ("train", "val", "test"))
-    assert jobs == {"shard_manifest": 3, "train": 1, "score": 1, "ensemble": 1, "calibrate": 2, "evaluate": 2,
-                    "leaderboard": 1, "all": 1}
+    assert shards == sum(
+        len(list((demo_run / "results/shards/80px-raw" / s).glob("*.tfrecord"))) for s in ("train", "val", "test")
+    )
+    assert jobs == {
+        "shard_manifest": 3,
+        "train": 1,
+        "score": 1,
+        "ensemble": 1,
+        "calibrate": 2,
+        "evaluate": 2,
+        "leaderboard": 1,
+        "all": 1,
+    }
 
 
 def test_changing_the_calibration_method_recalibrates_without_retraining(demo_run):
@@ -104,11 +116,14 @@ def test_changing_the_calibration_method_recalibrates_without_retraining(demo_ru
     assert jobs == {"calibrate": 4, "evaluate": 4, "leaderboard": 1, "all": 1}
 
 
-@pytest.mark.parametrize("load", [
-    "import cxr14, keras; m = keras.saving.load_model(PATH)",
-    "import keras, cxr14; m = keras.saving.load_model(PATH)",
-    "import cxr14; m = cxr14.load_model(PATH)",
-])
+@pytest.mark.parametrize(
+    "load",
+    [
+        "import cxr14, keras; m = keras.saving.load_model(PATH)",
+        "import keras, cxr14; m = keras.saving.load_model(PATH)",
+        "import cxr14; m = cxr14.load_model(PATH)",
+    ],
+)
 def test_the_saved_model_loads_the_way_keras_users_load_it(demo_run, load):
     import subprocess
     import sys
@@ -119,25 +134,139 @@ def test_the_saved_model_loads_the_way_keras_users_load_it(demo_run, load):
     assert proc.returncode == 0 and "(1, 14)" in proc.stdout, proc.stderr[-2000:]
 
 
-def test_removing_a_run_removes_its_row_from_the_leaderboard(demo_run):
-    """Last of the demo tests: it changes the demo's config."""
+def test_removing_a_run_removes_its_row_from_the_leaderboard(demo_run, tmp_path):
+    """On a copy of the finished demo, so the other tests keep theirs as it was."""
     import pandas as pd
 
-    config = yaml.safe_load((demo_run / "test.yaml").read_text())
+    copy = tmp_path / "demo"
+    shutil.copytree(demo_run, copy, symlinks=True)
+    config = yaml.safe_load((copy / "test.yaml").read_text())
     del config["runs"]["mean3"]
-    (demo_run / "test.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    assert planned_jobs(run(demo_run, "-n")) == {"leaderboard": 1, "all": 1}
-    run(demo_run)
-    assert list(pd.read_csv(demo_run / "results/leaderboard.csv").run) == ["cnn", "cnn_focal", "cnn_80px"]
+    (copy / "test.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    assert planned_jobs(run(copy, "-n")) == {"leaderboard": 1, "all": 1}
+    run(copy)
+    assert list(pd.read_csv(copy / "results/leaderboard.csv").run) == ["cnn", "cnn_focal", "cnn_80px"]
+    assert list(pd.read_csv(demo_run / "results/leaderboard.csv").run) == ["cnn", "cnn_focal", "cnn_80px", "mean3"]
 
 
-def test_lint_and_format():
+def _plan_with(demo_run, configfile, snakefile=REPO / "Snakefile") -> dict[str, int]:
+    """The jobs `snakemake -n` plans for the finished demo with only `configfile` (and `snakefile`)."""
     import subprocess
-    import sys
 
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--lint", "--configfile", "config/demo.yaml"],
-                          capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0 and "good condition" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    fmt = subprocess.run([sys.executable, "-m", "snakefmt", "--check", "Snakefile", "rules/"],
-                         capture_output=True, text=True, cwd=REPO)
-    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+    cmd = [
+        *SNAKEMAKE[:-2],
+        "-s",
+        str(snakefile),
+        "-d",
+        str(demo_run),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "2",
+        "-n",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=demo_run)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return planned_jobs(proc)
+
+
+def _sorted(value):
+    """Every mapping's keys sorted, as `yaml.safe_dump` or an editor's formatter writes them."""
+    if not isinstance(value, dict):
+        return value
+    return {k: _sorted(value[k]) for k in sorted(value, key=str)}
+
+
+def _written_otherwise(config: dict) -> dict:
+    """The same settings as a formatter or a careful user might write them: every mapping's keys in
+    another order, every default written out, integers where the schema takes any number (and a
+    float where it takes an integral one)."""
+    from cxr14.config import defaults
+
+    out = json.loads(json.dumps(config))
+    for section in ("download", "extract", "clean", "calibration", "leaderboard"):
+        out[section] = {**defaults(section), **out.get(section, {})}
+    out["train"]["augment"] = {**out["train"]["augment"], "horizontal_flip": False}  # the default, written out
+    out["train"]["augment"]["rotation_deg"] = 3  # the schema's number: 3 and 3.0 are one setting
+    out["train"]["focal_gamma"] = 2  # the default 2.0
+    out["clean"]["max_age"] = 120  # the default 120.0
+    out["shards"]["image_size"] = 64.0  # an integer setting written as a float
+    # The order of the runs is kept: it is the leaderboard's row order, and the first is the reference.
+    runs = out.pop("runs")
+    return _sorted(out) | {"runs": {name: _sorted(spec) for name, spec in runs.items()}}
+
+
+def test_a_config_written_otherwise_with_the_same_values_plans_nothing(demo_run, tmp_path):
+    config = yaml.safe_load((demo_run / "test.yaml").read_text())
+    variant = tmp_path / "same.yaml"
+    variant.write_text(yaml.safe_dump(_written_otherwise(config), sort_keys=False))
+    assert list(yaml.safe_load(variant.read_text())["train"]["augment"]) != list(config["train"]["augment"])
+    assert _plan_with(demo_run, variant) == {}
+    # A value that does change still reruns what it feeds.
+    changed = _written_otherwise(config)
+    changed["train"]["augment"]["zoom"] = 0.06
+    variant.write_text(yaml.safe_dump(changed, sort_keys=False))
+    assert _plan_with(demo_run, variant)["train"] == 3
+
+
+@pytest.fixture(scope="module")
+def source_copy(tmp_path_factory):
+    """A copy of the workflow's source (Snakefile, rules, scripts, the package, profiles) to edit."""
+    src = tmp_path_factory.mktemp("source")
+    for name in ("Snakefile", "config.yaml", "rules", "scripts", "cxr14", "profiles", "envs", "report"):
+        copy = shutil.copytree if (REPO / name).is_dir() else shutil.copy2
+        copy(
+            REPO / name,
+            src / name,
+            **({"ignore": shutil.ignore_patterns("__pycache__")} if (REPO / name).is_dir() else {}),
+        )
+    return src
+
+
+@pytest.mark.parametrize(
+    "module, edit, expected",
+    [
+        # The AUROC code itself: every step that computes metrics reruns, nothing else.
+        (
+            "metrics",
+            (
+                "return float(_SortedScores(y, score).auroc(weight[None, :])[0])",
+                "return float(_SortedScores(y, score).auroc(weight[None, :])[0]) + 0.0",
+            ),
+            {"evaluate": 4, "leaderboard": 1, "all": 1},
+        ),
+        # The app is no step: changing it reruns nothing.
+        ("app", ("DISPLAY_SIZE = 448", "DISPLAY_SIZE = 512"), {}),
+        # Comments, docstrings and formatting alone rerun nothing.
+        (
+            "metrics",
+            (
+                '"""AUROC with per-sample weights (ties count one half), in O(n log n).',
+                '# a comment\n    """AUROC with per-sample weights (ties count 1/2), in O(n log n).',
+            ),
+            {},
+        ),
+        (
+            "metrics",
+            (
+                "def weighted_auroc(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None = None) -> float:",
+                "def weighted_auroc(\n    y: np.ndarray,\n    score: np.ndarray,\n"
+                "    weight: np.ndarray | None = None,\n) -> float:",
+            ),
+            {},
+        ),
+    ],
+    ids=["metrics-code", "app-code", "metrics-docstring-and-comment", "metrics-formatting"],
+)
+def test_a_change_to_the_package_reruns_the_steps_that_run_it(demo_run, source_copy, module, edit, expected):
+    path = source_copy / "cxr14" / f"{module}.py"
+    original = path.read_text()
+    old, new = edit
+    assert original.count(old) == 1, f"{module}.py no longer has {old!r}: update this test"
+    test_yaml = demo_run / "test.yaml"
+    assert _plan_with(demo_run, test_yaml, source_copy / "Snakefile") == {}  # the copy is the same code
+    path.write_text(original.replace(old, new))
+    try:
+        assert _plan_with(demo_run, test_yaml, source_copy / "Snakefile") == expected
+    finally:
+        path.write_text(original)

@@ -108,8 +108,12 @@ def test_official_url_is_used_without_a_mirror():
 def test_missing_metadata_says_where_to_get_it(tmp_path):
     nowhere = str(tmp_path / "nowhere")
     with pytest.raises(DownloadError, match=r"test_list\.txt is missing.*nihcc.*put it in .*nowhere"):
-        download.download_metadata(sources=download.metadata_candidates("test_list.txt", None, nowhere),
-                                   out=tmp_path / "test_list.txt", metadata_dir=nowhere, **vars(FAST))
+        download.download_metadata(
+            sources=download.metadata_candidates("test_list.txt", None, nowhere),
+            out=tmp_path / "test_list.txt",
+            metadata_dir=nowhere,
+            **vars(FAST),
+        )
     assert not (tmp_path / "test_list.txt").exists()
 
 
@@ -120,8 +124,13 @@ def test_gzipped_metadata_is_unpacked(tmp_path):
     folder.mkdir()
     with gzip.open(folder / "test_list.txt.gz", "wt") as fh:
         fh.write("a.png\nb.png")
-    download.fetch_metadata(download.metadata_candidates("test_list.txt", None, str(folder)),
-                            tmp_path / "test_list.txt", "help", settings=FAST, progress=False)
+    download.fetch_metadata(
+        download.metadata_candidates("test_list.txt", None, str(folder)),
+        tmp_path / "test_list.txt",
+        "help",
+        settings=FAST,
+        progress=False,
+    )
     assert (tmp_path / "test_list.txt").read_text() == "a.png\nb.png"
 
 

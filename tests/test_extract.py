@@ -32,7 +32,9 @@ PNGS = [("images/00000001_000.png", b"a" * 10), ("images/00000001_001.png", b"b"
 
 def test_box_tar_extracts_flat_with_a_manifest(tmp_path):
     archive = _tar(tmp_path / "a.tar.gz", PNGS + [("images/readme.txt", b"x")])
-    result = extract(archive=archive, images=tmp_path / "out", manifest=tmp_path / "m.tsv", expected_images=2, count_tolerance=0.0)
+    result = extract(
+        archive=archive, images=tmp_path / "out", manifest=tmp_path / "m.tsv", expected_images=2, count_tolerance=0.0
+    )
     assert result["images"] == 2 and result["skipped"] == 1
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["00000001_000.png", "00000001_001.png"]
     table = read_manifest(tmp_path / "m.tsv")
@@ -42,7 +44,9 @@ def test_box_tar_extracts_flat_with_a_manifest(tmp_path):
 @pytest.mark.parametrize("prefix", ["images_001/images/", "images/"])
 def test_kaggle_zip_layouts(tmp_path, prefix):
     archive = _zip(tmp_path / "images_001.zip", [(prefix + n.split("/")[-1], d) for n, d in PNGS])
-    result = extract(archive=archive, images=tmp_path / "out", manifest=tmp_path / "m.tsv", expected_images=2, count_tolerance=0.0)
+    result = extract(
+        archive=archive, images=tmp_path / "out", manifest=tmp_path / "m.tsv", expected_images=2, count_tolerance=0.0
+    )
     assert result["images"] == 2
     assert (tmp_path / "out" / "00000001_001.png").read_bytes() == b"b" * 20
 
@@ -51,7 +55,13 @@ def test_kaggle_zip_layouts(tmp_path, prefix):
 def test_path_traversal_is_refused_and_leaves_nothing(tmp_path, bad):
     archive = _tar(tmp_path / "a.tar.gz", PNGS + [(bad, b"x")])
     with pytest.raises(UnsafeArchive, match="path traversal"):
-        extract(archive=archive, images=tmp_path / "out", manifest=tmp_path / "m.tsv", expected_images=3, count_tolerance=0.0)
+        extract(
+            archive=archive,
+            images=tmp_path / "out",
+            manifest=tmp_path / "m.tsv",
+            expected_images=3,
+            count_tolerance=0.0,
+        )
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
     assert not (tmp_path / "m.tsv").exists() and not (tmp_path.parent / "evil.png").exists()
 
@@ -59,33 +69,65 @@ def test_path_traversal_is_refused_and_leaves_nothing(tmp_path, bad):
 def test_zip_traversal_is_refused(tmp_path):
     archive = _zip(tmp_path / "a.zip", [("../evil.png", b"x")])
     with pytest.raises(UnsafeArchive):
-        extract(archive=archive, images=tmp_path / "out", manifest=tmp_path / "m.tsv", expected_images=1, count_tolerance=0.0)
+        extract(
+            archive=archive,
+            images=tmp_path / "out",
+            manifest=tmp_path / "m.tsv",
+            expected_images=1,
+            count_tolerance=0.0,
+        )
 
 
 def test_links_are_refused(tmp_path):
     archive = _tar(tmp_path / "a.tar.gz", PNGS, link=("images/link.png", "/etc/passwd"))
     with pytest.raises(UnsafeArchive, match="link"):
-        extract(archive=archive, images=tmp_path / "out", manifest=tmp_path / "m.tsv", expected_images=3, count_tolerance=0.0)
+        extract(
+            archive=archive,
+            images=tmp_path / "out",
+            manifest=tmp_path / "m.tsv",
+            expected_images=3,
+            count_tolerance=0.0,
+        )
 
 
 def test_image_count_is_checked_with_tolerance(tmp_path):
     archive = _tar(tmp_path / "a.tar.gz", PNGS)
     with pytest.raises(ImageCountError, match="found 2 PNG images, expected 4"):
-        extract(archive=archive, images=tmp_path / "out", manifest=tmp_path / "m.tsv", expected_images=4, count_tolerance=0.0)
+        extract(
+            archive=archive,
+            images=tmp_path / "out",
+            manifest=tmp_path / "m.tsv",
+            expected_images=4,
+            count_tolerance=0.0,
+        )
     assert not (tmp_path / "out").exists()
-    result = extract(archive=archive, images=tmp_path / "out", manifest=tmp_path / "m.tsv", expected_images=4, count_tolerance=0.5)
+    result = extract(
+        archive=archive, images=tmp_path / "out", manifest=tmp_path / "m.tsv", expected_images=4, count_tolerance=0.5
+    )
     assert result["images"] == 2
 
 
 def test_finished_extraction_is_not_redone(tmp_path):
     archive = _tar(tmp_path / "a.tar.gz", PNGS)
-    extract(archive=archive, images=tmp_path / "out", manifest=tmp_path / "m.tsv", expected_images=2, count_tolerance=0.0)
-    assert extract(archive=archive, images=tmp_path / "out", manifest=tmp_path / "m.tsv", expected_images=2, count_tolerance=0.0)["reused"]
+    extract(
+        archive=archive, images=tmp_path / "out", manifest=tmp_path / "m.tsv", expected_images=2, count_tolerance=0.0
+    )
+    assert extract(
+        archive=archive, images=tmp_path / "out", manifest=tmp_path / "m.tsv", expected_images=2, count_tolerance=0.0
+    )["reused"]
     (tmp_path / "out" / "00000001_000.png").unlink()
-    assert not extract(archive=archive, images=tmp_path / "out", manifest=tmp_path / "m.tsv", expected_images=2, count_tolerance=0.0)["reused"]
+    assert not extract(
+        archive=archive, images=tmp_path / "out", manifest=tmp_path / "m.tsv", expected_images=2, count_tolerance=0.0
+    )["reused"]
 
 
 def test_not_an_archive(tmp_path):
     (tmp_path / "x").write_bytes(b"hello")
     with pytest.raises(ValueError, match="neither a tar nor a zip"):
-        extract(archive=tmp_path / "x", images=tmp_path / "out", manifest=tmp_path / "m.tsv", expected_images=1, count_tolerance=0.0)
+        extract(
+            archive=tmp_path / "x",
+            images=tmp_path / "out",
+            manifest=tmp_path / "m.tsv",
+            expected_images=1,
+            count_tolerance=0.0,
+        )

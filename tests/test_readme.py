@@ -1,9 +1,13 @@
 """Every command the README prints, run the way a user types it in a shell: Snakemake commands as
-dry runs (`-n` added), `cxr14` commands through the CLI's own parser (test_serve runs them for real)."""
+dry runs (`-n` added), `cxr14` commands for real, in a folder holding the runs and files they name."""
 
+import json
+import os
 import re
 import shlex
+import signal
 import subprocess
+import time
 
 import pytest
 
@@ -41,13 +45,106 @@ def test_snakemake_commands_plan_without_error(command):
     assert any(word in said for word in expected), said[-3000:]
 
 
-@pytest.mark.parametrize("command", [c for c in COMMANDS if c.startswith(".venv/bin/cxr14")])
-def test_cxr14_commands_parse(command):
-    if command.endswith("--help"):
-        proc = subprocess.run(command, shell=True, cwd=REPO, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0 and "not medical advice" in " ".join(proc.stdout.split()), proc.stderr
-        return
-    from cxr14.cli import parser
+@pytest.fixture(scope="module")
+def user_folder(tmp_path_factory):
+    """A workflow folder as the README's `cxr14` commands expect it: a trained run `default` with its
+    operating points and calibration, the same three files `elsewhere/`, a few PNGs in `scans/`, a
+    DICOM in `more/`, and verified shards under results/shards (the repo's .venv linked in)."""
+    import shutil
 
-    args = parser().parse_args(shlex.split(command)[1:])
-    assert args.command in ("predict", "app", "verify")
+    import cv2
+
+    from conftest import write_dicom, write_easy_shards
+    from cxr14 import models
+    from cxr14.constants import FINDINGS
+    from cxr14.files import sha256_file
+    from cxr14.runs import CALIBRATION, MODEL, THRESHOLDS
+
+    wd = tmp_path_factory.mktemp("user")
+    (wd / ".venv").symlink_to(REPO / ".venv")
+    write_easy_shards(wd / "made", (("val", 8),), size=32, per_shard=8)
+    shutil.copytree(wd / "made/shards", wd / "results/shards/32px-raw")
+    model = wd / MODEL.format(run="default")
+    model.parent.mkdir(parents=True)
+    models.build("small_cnn", 32, "none", dropout=0.0).save(model)
+    thresholds = {rule: dict.fromkeys(FINDINGS, 0.5) for rule in ("max_f1", "youden")} | {"chosen_on": "val"}
+    calibration = {
+        "method": "temperature",
+        "fitted_on": "val",
+        "tta": False,
+        "model_sha256": sha256_file(model),
+        "base_rate": dict.fromkeys(FINDINGS, 0.05),
+        "uncalibrated": [],
+        "findings": {f: {"method": "temperature", "offset": 0.0, "temperature": 2.0} for f in FINDINGS},
+    }
+    for path, content in (
+        (THRESHOLDS.format(run="default"), thresholds),
+        (CALIBRATION.format(run="default"), calibration),
+    ):
+        (wd / path).parent.mkdir(parents=True, exist_ok=True)
+        (wd / path).write_text(json.dumps(content))
+    (wd / "elsewhere").mkdir()
+    for source, name in (
+        (model, "model.keras"),
+        (wd / THRESHOLDS.format(run="default"), "thresholds.json"),
+        (wd / CALIBRATION.format(run="default"), "calibration.json"),
+    ):
+        shutil.copy(source, wd / "elsewhere" / name)
+    (wd / "scans").mkdir()
+    for k, png in enumerate(sorted((wd / "made/images/images_01").glob("*.png"))[:3]):
+        shutil.copy(png, wd / "scans" / f"scan{k}.png")
+    (wd / "more").mkdir()
+    write_dicom(wd / "more/chest.dcm", cv2.imread(str(wd / "scans/scan0.png"), cv2.IMREAD_GRAYSCALE), bits_stored=8)
+    return wd
+
+
+def _serves(command, cwd) -> str:
+    """Start an app command, wait until it answers on its port, stop it; what it printed."""
+    import urllib.request
+
+    port = int(re.search(r"--port (\d+)", command)[1]) if "--port" in command else 7860
+    proc = subprocess.Popen(
+        command,
+        shell=True,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
+                    assert page.status == 200
+                    return page.read().decode()
+            except OSError:
+                assert time.time() < deadline, "the app did not answer within 3 minutes"
+                time.sleep(1)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c.startswith(".venv/bin/cxr14")])
+def test_cxr14_commands_run_as_typed(command, user_folder):
+    words = shlex.split(command)
+    if words[1] == "app" and "--help" not in words:
+        assert "cxr14" in _serves(command, user_folder)
+        return
+    proc = subprocess.run(command, shell=True, cwd=user_folder, capture_output=True, text=True, timeout=300)
+    said = " ".join((proc.stdout + proc.stderr).split())
+    assert proc.returncode == 0, said[-3000:]
+    if "--help" in words:
+        assert "not medical advice" in said
+    elif words[1] == "predict":
+        out = user_folder / (words[words.index("--out") + 1] if "--out" in words else "predictions.csv")
+        rows = out.read_text().splitlines()
+        expected = 4 if "more/*.dcm" in command else 3  # three PNGs, and the DICOM where it is named
+        assert len(rows) == 1 + expected and "calibrated probabilities" in said, said
+        if "--gradcam-dir" in words:
+            assert len(list((user_folder / words[words.index("--gradcam-dir") + 1]).glob("*.png"))) == expected
+    elif words[1] == "verify":
+        assert "ok " in said and "32px-raw" in said

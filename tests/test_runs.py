@@ -12,61 +12,83 @@ def resolve(**config):
 
 def test_without_runs_there_is_one_default_run_with_the_config_settings():
     got = resolve(train={"learning_rate": 0.01})
-    assert list(got) == ["default"] and got["default"].train["learning_rate"] == 0.01
+    assert list(got) == ["default"] and got["default"].train.learning_rate == 0.01
     assert got["default"].layout == "224px-raw" and not got["default"].is_ensemble
 
 
 def test_runs_override_train_shards_and_evaluate_and_share_layouts():
-    got = resolve(runs={"a": {}, "b": {"train": {"loss": "focal", "augment": {"zoom": 0.2}}},
-                        "c": {"shards": {"image_size": 320}, "evaluate": {"n_boot": 50}}})
-    assert got["b"].train["loss"] == "focal" and got["b"].train["augment"]["zoom"] == 0.2
-    assert got["b"].train["augment"]["rotation_deg"] == 5  # the rest of augment stays
+    got = resolve(
+        runs={
+            "a": {},
+            "b": {"train": {"loss": "focal", "augment": {"zoom": 0.2}}},
+            "c": {"shards": {"image_size": 320}, "evaluate": {"n_boot": 50}},
+        }
+    )
+    assert got["b"].train.loss == "focal" and got["b"].train.augment.zoom == 0.2
+    assert got["b"].train.augment.rotation_deg == 5  # the rest of augment stays
     assert got["a"].layout == got["b"].layout == "224px-raw" and got["c"].layout == "320px-raw"
-    assert got["c"].evaluate["n_boot"] == 50 and got["a"].evaluate["n_boot"] == 1000
-    assert got["b"].settings()["train.loss"] == "focal"
+    assert got["c"].evaluate.n_boot == 50 and got["a"].evaluate.n_boot == 1000
+    assert got["b"].flat_settings()["train.loss"] == "focal"
 
 
 def test_values_from_the_shell_are_read_as_the_schemas_types():
     got = resolve(runs={"a": {"train": {"learning_rate": "1e-3", "epochs": "2"}, "shards": {"image_size": "96"}}})
-    assert got["a"].train["learning_rate"] == 0.001 and got["a"].train["epochs"] == 2 and got["a"].layout == "96px-raw"
+    assert got["a"].train.learning_rate == 0.001 and got["a"].train.epochs == 2 and got["a"].layout == "96px-raw"
 
 
 def test_sweeps_expand_to_stable_readable_names():
     got = resolve(sweeps={"lr_bb": {"backbone": ["densenet121", "small_cnn"], "learning_rate": [0.001, 0.0003]}})
-    assert list(got) == ["lr_bb-backbone_densenet121-learning_rate_0.001", "lr_bb-backbone_densenet121-learning_rate_0.0003",
-                         "lr_bb-backbone_small_cnn-learning_rate_0.001", "lr_bb-backbone_small_cnn-learning_rate_0.0003"]
-    assert got["lr_bb-backbone_small_cnn-learning_rate_0.0003"].train["learning_rate"] == 0.0003
+    assert list(got) == [
+        "lr_bb-backbone_densenet121-learning_rate_0.001",
+        "lr_bb-backbone_densenet121-learning_rate_0.0003",
+        "lr_bb-backbone_small_cnn-learning_rate_0.001",
+        "lr_bb-backbone_small_cnn-learning_rate_0.0003",
+    ]
+    assert got["lr_bb-backbone_small_cnn-learning_rate_0.0003"].train.learning_rate == 0.0003
     sized = resolve(sweeps={"px": {"image_size": [128, 224]}})
     assert [r.layout for r in sized.values()] == ["128px-raw", "224px-raw"]
 
 
 def test_repeats_train_consecutive_seeds_and_ensembles_take_all_copies():
-    got = resolve(train={"seed": 7}, runs={"base": {"repeats": 3}, "other": {}, "ens": {"ensemble": ["base", "other"],
-                                                                                    "weights": [1, 2]}})
+    got = resolve(
+        train={"seed": 7},
+        runs={"base": {"repeats": 3}, "other": {}, "ens": {"ensemble": ["base", "other"], "weights": [1, 2]}},
+    )
     assert list(got) == ["base-seed7", "base-seed8", "base-seed9", "other", "ens"]
-    assert [got[f"base-seed{s}"].train["seed"] for s in (7, 8, 9)] == [7, 8, 9]
+    assert [got[f"base-seed{s}"].train.seed for s in (7, 8, 9)] == [7, 8, 9]
     assert runs.groups(got) == {"base": ["base-seed7", "base-seed8", "base-seed9"]}
     assert got["ens"].members == ["base-seed7", "base-seed8", "base-seed9", "other"]
-    assert got["ens"].weights == [1, 1, 1, 2] and got["ens"].is_ensemble
+    assert got["ens"].weights == {"base-seed7": 1, "base-seed8": 1, "base-seed9": 1, "other": 2}
+    assert got["ens"].is_ensemble
     evaluated = resolve(runs={"a": {}, "b": {}, "e": {"ensemble": ["a", "b"], "evaluate": {"n_boot": "50"}}})
-    assert evaluated["e"].evaluate["n_boot"] == 50 and evaluated["a"].evaluate["n_boot"] == 1000
+    assert evaluated["e"].evaluate.n_boot == 50 and evaluated["a"].evaluate.n_boot == 1000
 
 
-@pytest.mark.parametrize("config, message", [
-    ({"runs": {"a": {"train": {"learnig_rate": 0.1}}}}, r"run 'a': unknown train key\(s\) \['learnig_rate'\]"),
-    ({"runs": {"a": {"shards": {"images_per_shard": 9}}}}, r"unknown shards key\(s\) \['images_per_shard'\]"),
-    ({"runs": {"a": {"train": {"epochs": "many"}}}}, r"run 'a': train.epochs: 'many' is not of type 'integer'"),
-    ({"runs": {"train": {}}}, r"run name 'train' is not allowed"),
-    ({"runs": {"../x": {}}}, r"run name '../x' is not allowed"),
-    ({"runs": {"a": {}, "e": {"ensemble": ["a", "zz"]}}}, r"ensemble 'e': member 'zz' is not a trained run"),
-    ({"runs": {"a": {}, "b": {}, "e": {"ensemble": ["a", "b"], "weights": [1]}}}, r"one positive weight per listed member"),
-    ({"sweeps": {"s": {"learnig_rate": [0.1]}}}, r"sweep 's': unknown key 'learnig_rate'"),
-    ({"runs": {"a": {}, "b": {}, "e": {"ensemble": ["a", "b"], "evaluate": {"nboot": 5}}}},
-     r"run 'e': unknown evaluate key\(s\) \['nboot'\]"),
-    ({"runs": {"a": {}, "b": {}, "e": {"ensemble": ["a", "b"], "evaluate": {"n_boot": 2}}}},
-     r"run 'e': evaluate.n_boot: 2 is less than the minimum of 10"),
-    ({"runs": {"a": {}}, "leaderboard": {"reference": "b"}}, r"leaderboard.reference 'b' is not a run"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"runs": {"a": {"train": {"learnig_rate": 0.1}}}}, r"run 'a': unknown train key\(s\) \['learnig_rate'\]"),
+        ({"runs": {"a": {"shards": {"images_per_shard": 9}}}}, r"unknown shards key\(s\) \['images_per_shard'\]"),
+        ({"runs": {"a": {"train": {"epochs": "many"}}}}, r"run 'a': train.epochs: 'many' is not of type 'integer'"),
+        ({"runs": {"train": {}}}, r"run name 'train' is not allowed"),
+        ({"runs": {"../x": {}}}, r"run name '../x' is not allowed"),
+        ({"runs": {"a": {}, "e": {"ensemble": ["a", "zz"]}}}, r"ensemble 'e': member 'zz' is not a trained run"),
+        (
+            {"runs": {"a": {}, "b": {}, "e": {"ensemble": ["a", "b"], "weights": [1]}}},
+            r"one positive weight per listed member",
+        ),
+        ({"sweeps": {"s": {"learnig_rate": [0.1]}}}, r"sweep 's': unknown key 'learnig_rate'"),
+        (
+            {"runs": {"a": {}, "b": {}, "e": {"ensemble": ["a", "b"], "evaluate": {"nboot": 5}}}},
+            r"run 'e': unknown evaluate key\(s\) \['nboot'\]",
+        ),
+        (
+            {"runs": {"a": {}, "b": {}, "e": {"ensemble": ["a", "b"], "evaluate": {"n_boot": 2}}}},
+            r"run 'e': evaluate.n_boot: 2 is less than the minimum of 10",
+        ),
+        ({"runs": {"a": {}}, "leaderboard": {"reference": "b"}}, r"leaderboard.reference 'b' is not a run"),
+    ],
+)
 def test_bad_runs_are_refused_with_the_name_and_the_reason(config, message):
     with pytest.raises(runs.RunError, match=message):
         got = resolve(**config)

@@ -7,16 +7,27 @@ from conftest import NIH_SAMPLE
 from cxr14 import images, shards
 from cxr14.config import defaults
 from cxr14.constants import FINDINGS
-from cxr14.data import Augment, Shards, dataset
+from cxr14.data import Shards, dataset
+from cxr14.runs import AugmentSettings
 
 
 def _table(n=10, split="train"):
     rows = []
     for k in range(n):
         labels = {f: int((k + j) % 3 == 0) for j, f in enumerate(FINDINGS)}
-        rows.append({"image_index": f"{k + 1:08d}_000.png", "patient_id": k + 1, "follow_up": 0,
-                     "age_years": float(20 + k) if k != 3 else np.nan, "sex": "MF"[k % 2],
-                     "view": ("PA", "AP")[k % 2], "archive": 1, "split": split, **labels})
+        rows.append(
+            {
+                "image_index": f"{k + 1:08d}_000.png",
+                "patient_id": k + 1,
+                "follow_up": 0,
+                "age_years": float(20 + k) if k != 3 else np.nan,
+                "sex": "MF"[k % 2],
+                "view": ("PA", "AP")[k % 2],
+                "archive": 1,
+                "split": split,
+                **labels,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -25,7 +36,8 @@ def _dirs(tmp_path):
     return {1: tmp_path / "img" / "images_01"}
 
 
-def _write_pngs(root, table, size=100, rng=np.random.default_rng(0)):
+def _write_pngs(root, table, size=100, seed=0):
+    rng = np.random.default_rng(seed)
     folder = root / "images_01"
     folder.mkdir(parents=True, exist_ok=True)
     pixels = {}
@@ -46,9 +58,17 @@ def test_round_trip_keeps_pixels_labels_and_metadata(tmp_path, encoding):
     table = _table()
     pixels = _write_pngs(tmp_path / "img", table)
     plan = shards.plan_table(table, images_per_shard=4, seed=0)
-    infos = [shards.write_shard(plan[plan.shard == s], _dirs(tmp_path),
-                                tmp_path / f"{shards.shard_stem('train', s, 3)}.tfrecord", 32, encoding, 0)
-             for s in range(3)]
+    infos = [
+        shards.write_shard(
+            plan[plan.shard == s],
+            _dirs(tmp_path),
+            tmp_path / f"{shards.shard_stem('train', s, 3)}.tfrecord",
+            32,
+            encoding,
+            0,
+        )
+        for s in range(3)
+    ]
     assert [i["images"] for i in infos] == [4, 3, 3]
     ds = dataset(_manifest(tmp_path, infos, encoding=encoding), 4, with_metadata=True)
     seen = 0
@@ -142,10 +162,16 @@ def test_training_reader_shapes_range_and_channels(tmp_path):
     table = _table(10)
     _write_pngs(tmp_path / "img", table)
     plan = shards.plan_table(table, 5, 0)
-    infos = [shards.write_shard(plan[plan.shard == s], _dirs(tmp_path), tmp_path / f"s{s}.tfrecord", 32, "raw", 0)
-             for s in range(2)]
+    infos = [
+        shards.write_shard(plan[plan.shard == s], _dirs(tmp_path), tmp_path / f"s{s}.tfrecord", 32, "raw", 0)
+        for s in range(2)
+    ]
     src = _manifest(tmp_path, infos)
-    batches = list(dataset(src, 4, training=True, augment=Augment(**defaults("train")["augment"]), channels=3, scale="unit"))
+    batches = list(
+        dataset(
+            src, 4, training=True, augment=AugmentSettings.of(defaults("train")["augment"]), channels=3, scale="unit"
+        )
+    )
     assert len(batches) == 2  # training drops the last partial batch
     x, y = batches[0]
     assert x.shape == (4, 32, 32, 3) and x.dtype.name == "float32" and y.shape == (4, 14)

@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 import slurm_cluster
-from conftest import REPO
-from test_workflow import tiny_config
+from conftest import REPO, tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +29,13 @@ def cluster(tmp_path_factory):
 
 def test_sbatch_runs_a_job(cluster, tmp_path):
     out = tmp_path / "hello.txt"
-    proc = subprocess.run(["sbatch", "--wait", "-o", str(out), "--wrap", "echo hello from $SLURM_JOB_ID"],
-                          env=cluster.env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["sbatch", "--wait", "-o", str(out), "--wrap", "echo hello from $SLURM_JOB_ID"],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr + cluster.logs()
     assert out.read_text().startswith("hello from ")
 
@@ -53,13 +57,31 @@ def test_two_runs_train_side_by_side_through_the_slurm_profile(cluster, tmp_path
     """The data stages and two tiny runs through the Slurm profile: every job is an sbatch job, and
     the two training jobs (one GPU each: the test cluster has two stand-in GPUs) are queued together."""
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(tiny_config(images=12, archives=(1, 2))))
-    # The profile asks for 8 CPUs and 32 GB per training job; this node has 2 cores.
+    # The train rule asks for 32 GB and the profile for 8 cores per training job; this node has 2 cores.
     small = ["train:cpus_per_task=1", "train:mem_mb=2000", "train:gpu=1", "clean:mem_mb=2000"]
-    cmd = [sys.executable, "-m", "snakemake", "results/runs/a/train/model.keras", "results/runs/b/train/model.keras",
-           "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
-           "--workflow-profile", str(REPO / "profiles/slurm"), "--configfile", str(tmp_path / "test.yaml"),
-           "--slurm-init-seconds-before-status-checks", "5", "--jobs", "4", "--set-resources", *small,
-           "--set-threads", "train=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "results/runs/a/train/model.keras",
+        "results/runs/b/train/model.keras",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(tmp_path),
+        "--workflow-profile",
+        str(REPO / "profiles/slurm"),
+        "--configfile",
+        str(tmp_path / "test.yaml"),
+        "--slurm-init-seconds-before-status-checks",
+        "5",
+        "--jobs",
+        "4",
+        "--set-resources",
+        *small,
+        "--set-threads",
+        "train=1",
+    ]
     env = {**cluster.env, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
     watcher = QueueWatcher(cluster.env)
     watcher.start()

@@ -1,54 +1,12 @@
 """The Snakemake DAG itself: dry runs, a tiny real run of the data stages, and what a change reruns."""
 
-import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile")]
-
-
-def tiny_config(images=12, archives=(1, 2)) -> dict:
-    """A few phantom images per archive, 32-px shards, and two tiny runs of a small CNN."""
-    return {
-        "demo": {"seed": 1, "size": 64},
-        "mirror": "results/demo/mirror",
-        "archives": list(archives),
-        "archive_catalog": {i: {"images": images} for i in range(1, 13)},
-        "clean": {"val_fraction": 0.2},
-        "shards": {"image_size": 32, "images_per_shard": 4},
-        "train": {"backbone": "small_cnn", "weights": "none", "epochs": 1, "batch_size": 4, "augment": None},
-        "evaluate": {"n_boot": 10, "gallery_k": 0},
-        "runs": {"a": {}, "b": {"train": {"learning_rate": 0.01}}},
-    }
-
-
-def command(workdir: Path, *args) -> list[str]:
-    """The README's `snakemake --cores all` for a test folder and its test.yaml (2 cores here)."""
-    return [*SNAKEMAKE, "-d", str(workdir), "--configfile", str(workdir / "test.yaml"), "--cores", "2", *args]
-
-
-def run(workdir: Path, *args, check=True) -> subprocess.CompletedProcess:
-    cmd = command(workdir, *args)
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
-    if check and proc.returncode:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def planned_jobs(proc) -> dict[str, int]:
-    """Rule -> job count from the 'Job stats' table of a dry run."""
-    text = proc.stdout + proc.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:", 1)[1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+from conftest import SHARD_TARGETS, SNAKEMAKE, planned_jobs, rerun_plan, run, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -58,18 +16,6 @@ def workdir(tmp_path_factory):
     (wd / "test.yaml").write_text(yaml.safe_dump(tiny_config()))
     run(wd, *SHARD_TARGETS)
     return wd
-
-
-
-
-SHARD_TARGETS = [f"results/shards/32px-raw/{s}/manifest.json" for s in ("train", "val", "test")]
-
-
-def rerun_plan(workdir, change: dict, targets=SHARD_TARGETS) -> dict[str, int]:
-    """The jobs a dry run of `targets` plans after overriding the config with `change`."""
-    (workdir / "change.yaml").write_text(yaml.safe_dump(change))
-    return planned_jobs(run(workdir, "-n", *targets, "--configfile",
-                            str(workdir / "test.yaml"), str(workdir / "change.yaml")))
 
 
 def test_dry_run_plans_one_job_per_archive(tmp_path):
@@ -84,14 +30,17 @@ def test_dry_run_on_the_real_config_needs_no_network(tmp_path):
     assert jobs["download_archive"] == 12 and jobs["extract"] == 12
 
 
-@pytest.mark.parametrize("config, message", [
-    ({"archives": [13]}, "13 is greater than the maximum of 12"),
-    ({"runs": {"a": {"train": {"learnig_rate": 0.1}}}}, "run 'a': unknown train key(s) ['learnig_rate']"),
-    ({"runs": {"shards": {}}}, "run name 'shards' is not allowed"),
-    ({"runs": {"a": {}, "e": {"ensemble": ["a", "b"]}}}, "ensemble 'e': member 'b' is not a trained run"),
-    ({"train": {"epoch": 3}}, "'epoch' was unexpected"),
-    ({"shards": {"image_size": "big"}}, "'big' is not of type 'integer'"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"archives": [13]}, "13 is greater than the maximum of 12"),
+        ({"runs": {"a": {"train": {"learnig_rate": 0.1}}}}, "run 'a': unknown train key(s) ['learnig_rate']"),
+        ({"runs": {"shards": {}}}, "run name 'shards' is not allowed"),
+        ({"runs": {"a": {}, "e": {"ensemble": ["a", "b"]}}}, "ensemble 'e': member 'b' is not a trained run"),
+        ({"train": {"epoch": 3}}, "'epoch' was unexpected"),
+        ({"shards": {"image_size": "big"}}, "'big' is not of type 'integer'"),
+    ],
+)
 def test_bad_config_is_refused_naming_the_key(tmp_path, config, message):
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(config))
     proc = run(tmp_path, "-n", check=False)
@@ -101,8 +50,17 @@ def test_bad_config_is_refused_naming_the_key(tmp_path, config, message):
 def test_config_from_the_shell_is_read_as_the_schema_types(tmp_path):
     """`--config` values arrive as strings (Snakemake reads them with YAML's BaseLoader)."""
     (tmp_path / "test.yaml").write_text("{}\n")
-    jobs = planned_jobs(run(tmp_path, "-n", "results/clean/images.parquet", "--config", "archives=[1,2]",
-                            "train={epochs: 2, cache: true, learning_rate: 1e-3}", "mirror=null"))
+    jobs = planned_jobs(
+        run(
+            tmp_path,
+            "-n",
+            "results/clean/images.parquet",
+            "--config",
+            "archives=[1,2]",
+            "train={epochs: 2, cache: true, learning_rate: 1e-3}",
+            "mirror=null",
+        )
+    )
     assert jobs["download_archive"] == 2 and jobs["extract"] == 2
 
 
@@ -110,7 +68,10 @@ def test_tiny_run_writes_the_table_and_report(workdir):
     table = pd.read_parquet(workdir / "results/clean/images.parquet")
     assert len(table) == 24 and set(table.archive) == {1, 2}
     assert (workdir / "results/download/images_01.sha256").read_text().endswith("images_01.tar.gz\n")
-    assert sorted(p.name for p in (workdir / "results/extract").iterdir())[:2] == ["images_01", "images_01.manifest.tsv"]
+    assert sorted(p.name for p in (workdir / "results/extract").iterdir())[:2] == [
+        "images_01",
+        "images_01.manifest.tsv",
+    ]
     assert (workdir / "logs/extract/images_02.log").exists()
     assert (workdir / "benchmarks/download/images_01.tsv").exists()
 
@@ -132,9 +93,56 @@ def test_a_new_image_size_is_sharded_once_beside_the_old_shards(workdir):
     new = [target.replace("32px", "48px") for target in SHARD_TARGETS]
     jobs = rerun_plan(workdir, {"shards": {"image_size": 48}}, new)
     assert planned_jobs(run(workdir, "-n", *SHARD_TARGETS)) == {}  # the 32-px shards stay as they are
-    n_shards = sum(len(list((workdir / "results/shards/32px-raw" / s).glob("*.tfrecord"))) for s in ("train", "val", "test"))
+    n_shards = sum(
+        len(list((workdir / "results/shards/32px-raw" / s).glob("*.tfrecord"))) for s in ("train", "val", "test")
+    )
     assert jobs.get("shard") == n_shards > 3 and jobs.get("shard_manifest") == 3
     assert not (UPSTREAM_OF_CLEAN | {"clean", "plan_shards"}) & set(jobs)
+
+
+# The tiny run's data files, recorded before the redesign of #18 (which was to change no output) and
+# kept: a change here is a change to every user's data, to be made on purpose.
+RECORDED = {
+    "results/clean/images.parquet": "d7cee6f632a9242f",
+    "results/shards/plan.parquet": "d15dd4494a393d0d",
+    "results/shards/32px-raw/test/test-00000-of-00002.tfrecord": "14c53f6be68ef242",
+    "results/shards/32px-raw/test/test-00001-of-00002.tfrecord": "9d4f84d1db44d554",
+    "results/shards/32px-raw/train/train-00000-of-00003.tfrecord": "97881e0cdcc27e91",
+    "results/shards/32px-raw/train/train-00001-of-00003.tfrecord": "f411daea1f2ae18f",
+    "results/shards/32px-raw/train/train-00002-of-00003.tfrecord": "c1030df7e23c6132",
+    "results/shards/32px-raw/val/val-00000-of-00002.tfrecord": "a4a6931c403ea86c",
+    "results/shards/32px-raw/val/val-00001-of-00002.tfrecord": "69081665fe413965",
+}
+
+
+def content_digest(path) -> str:
+    """A file's content, independent of the writer library's version: a Parquet table's columns,
+    dtypes and values; a TFRecord shard's records, each feature's values in key order."""
+    import hashlib
+
+    import pandas as pd
+
+    digest = hashlib.sha256()
+    if str(path).endswith(".parquet"):
+        table = pd.read_parquet(path)
+        digest.update(repr(list(table.dtypes.astype(str).items())).encode())
+        digest.update(table.to_csv(index=False).encode())
+    else:
+        import tensorflow as tf
+
+        for record in tf.data.TFRecordDataset(str(path)):
+            example = tf.train.Example.FromString(record.numpy())
+            for key in sorted(example.features.feature):
+                feature = example.features.feature[key]
+                kind = feature.WhichOneof("kind")
+                digest.update(f"{key}:{kind}:{list(getattr(feature, kind).value)!r}".encode())
+    return digest.hexdigest()[:16]
+
+
+def test_the_data_files_are_as_recorded(workdir):
+    made = sorted(str(p.relative_to(workdir)) for p in (workdir / "results/shards/32px-raw").rglob("*.tfrecord"))
+    assert made == sorted(k for k in RECORDED if k.endswith(".tfrecord"))
+    assert {path: content_digest(workdir / path) for path in RECORDED} == RECORDED
 
 
 def test_shards_of_the_tiny_run(workdir):
@@ -158,8 +166,16 @@ def test_a_second_run_in_the_same_folder_is_refused_and_the_first_finishes(tmp_p
     import time
 
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(tiny_config()))
-    cmd = [*SNAKEMAKE, "-d", str(tmp_path), "--configfile", str(tmp_path / "test.yaml"), "--cores", "1",
-           "results/clean/images.parquet"]
+    cmd = [
+        *SNAKEMAKE,
+        "-d",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "test.yaml"),
+        "--cores",
+        "1",
+        "results/clean/images.parquet",
+    ]
     first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     locks = tmp_path / ".snakemake/locks"
     deadline = time.time() + 120

@@ -1,0 +1,84 @@
+"""The predictions table (`predictions.parquet`): one row per scored image, written by `score` and
+`ensemble`, read by `calibrate`, `evaluate` and `leaderboard`. Its columns are spelt here only.
+
+Columns: `split`, the image's metadata (`image_index`, `patient_id`, `age_years`, `sex`, `view`),
+`y_<finding>` (0/1 labels), `p_<finding>` (scores) and, for a test-time augmented run, the plain
+image's scores from the same pass as `p_notta_<finding>`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .constants import FINDINGS
+from .files import atomic
+
+LABELS = [f"y_{f}" for f in FINDINGS]
+SCORES = [f"p_{f}" for f in FINDINGS]
+PLAIN_SCORES = [f"p_notta_{f}" for f in FINDINGS]
+META = ["image_index", "patient_id", "age_years", "sex", "view"]
+KEY = ["split", "image_index"]
+
+
+def label(finding: str) -> str:
+    return f"y_{finding}"
+
+
+def score(finding: str) -> str:
+    return f"p_{finding}"
+
+
+def read(path, split: str | None = None) -> pd.DataFrame:
+    """The table at `path`, or its rows of one split sorted by image (so two runs' rows align)."""
+    table = pd.read_parquet(path)
+    if split is None:
+        return table
+    return table[table.split == split].sort_values("image_index", ignore_index=True)
+
+
+def write(table: pd.DataFrame, path) -> None:
+    with atomic(path) as staged:
+        table.to_parquet(staged, index=False)
+
+
+def frame(meta: dict, labels: np.ndarray, scores: np.ndarray, plain: np.ndarray | None = None) -> pd.DataFrame:
+    """A batch's rows: its metadata columns, labels (n, 14), scores (n, 14) and the plain image's
+    scores (n, 14) when the scores are test-time augmented."""
+    out = pd.DataFrame(meta)
+    for k, finding in enumerate(FINDINGS):
+        out[label(finding)] = labels[:, k].astype(np.int8)
+        out[score(finding)] = scores[:, k]
+    if plain is not None:
+        for k, column in enumerate(PLAIN_SCORES):
+            out[column] = plain[:, k]
+    return out
+
+
+def with_tta(table: pd.DataFrame) -> bool:
+    """Whether the scores are test-time augmented (the plain image's are then beside them)."""
+    return PLAIN_SCORES[0] in table.columns
+
+
+def check_tta(table: pd.DataFrame, tta: bool, path) -> None:
+    """Refuse predictions scored otherwise than the run's `evaluate.tta` says."""
+    if with_tta(table) != tta:
+        raise ValueError(
+            f"{path} was scored {'without' if tta else 'with'} test-time augmentation but this run's evaluate.tta "
+            f"is {tta}: rerun its score step (for an ensemble: its members')"
+        )
+
+
+def arrays(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, scores) of the 14 findings, (n, 14) each."""
+    return table[LABELS].to_numpy(), table[SCORES].to_numpy(np.float64)
+
+
+def plain_scores(table: pd.DataFrame) -> np.ndarray:
+    """The plain image's (n, 14) scores of a test-time augmented table."""
+    return table[PLAIN_SCORES].to_numpy(np.float64)
+
+
+def score_columns(table: pd.DataFrame) -> list[str]:
+    """Every score column: p_ and, with TTA, p_notta_ (what an ensemble averages)."""
+    return [c for c in table.columns if c in SCORES or c in PLAIN_SCORES]

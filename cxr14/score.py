@@ -1,0 +1,56 @@
+"""Step `score`: a trained run's scores on its val and test shards, through the one inference path
+that `cxr14 predict` and the app use too (`inference.forward`)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from . import models, prediction_table
+from .data import Shards, dataset, use_threads
+from .inference import forward, tta_scores
+
+log = logging.getLogger(__name__)
+
+
+def predict(model, shards: Shards, batch_size: int, tta: bool = False) -> pd.DataFrame:
+    """One row per image of `shards` (see `prediction_table`), sorted by image; with `tta` the scores are
+    the mean over the TTA views and the plain image's come from the same pass."""
+    rows = []
+    for x, y, meta in dataset(shards, batch_size, with_metadata=True):
+        plain = None
+        if tta:
+            scores, plain = tta_scores(model, x)
+        else:
+            scores = forward(model, x, tta=False)
+        info = {
+            "image_index": [s.decode() for s in meta["image_index"].numpy()],
+            "patient_id": meta["patient_id"].numpy(),
+            "age_years": meta["age_years"].numpy().astype(np.float64),
+            "sex": [s.decode() for s in meta["sex"].numpy()],
+            "view": [s.decode() for s in meta["view"].numpy()],
+        }
+        rows.append(prediction_table.frame(info, y.numpy(), scores, plain))
+    return pd.concat(rows, ignore_index=True).sort_values("image_index", ignore_index=True)
+
+
+def score(*, model, val_manifest, test_manifest, predictions, batch_size: int, tta: bool, threads=None) -> None:
+    """A trained run's scores on the val and test shards, one row per image, to `predictions`
+    (Parquet); with `tta`, test-time augmented, with the plain scores beside them."""
+    use_threads(threads)
+    net = models.load(model)
+    size = models.info(net)["image_size"]
+    sources = {
+        "val": Shards.from_manifest(val_manifest, verify=True),
+        "test": Shards.from_manifest(test_manifest, verify=True),
+    }
+    for split, src in sources.items():
+        if src.image_size != size:
+            raise ValueError(f"{model} takes {size} px but the {split} shards are {src.image_size} px")
+    table = pd.concat(
+        [predict(net, src, batch_size, tta).assign(split=split) for split, src in sources.items()], ignore_index=True
+    )
+    prediction_table.write(table, predictions)
+    log.info("%s: %d val and %d test images scored", model, sources["val"].images, sources["test"].images)

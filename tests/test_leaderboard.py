@@ -1,0 +1,61 @@
+"""Step `leaderboard` (cxr14/leaderboard.py): rows, paired comparisons, seed spread and the page."""
+
+import json
+
+import pandas as pd
+
+from conftest import synthetic_predictions
+from cxr14 import leaderboard
+from cxr14.assess import assess
+
+
+def _board(tmp_path, runs: dict, settings: dict, groups: dict) -> pd.DataFrame:
+    """The leaderboard of runs {name: noise of its synthetic predictions}, the first the reference."""
+    paths = {}
+    for k, (run, noise) in enumerate(runs.items()):
+        pred = synthetic_predictions(tmp_path / f"{run}.parquet", k, noise)
+        m = assess(pred, calibration=None, expert_csv=None, n_boot=20, seed=0)["metrics"]
+        m["model"] = {"backbone": "small_cnn", "image_size": 32}
+        (tmp_path / f"{run}.json").write_text(json.dumps(m))
+        (tmp_path / f"{run}.summary.json").write_text(
+            json.dumps({"seconds_this_run": 10.0, "epochs_run": 3, "epochs_this_run": 3, "train_images": 100})
+        )
+        paths[run] = tmp_path / f"{run}.html"
+        paths[run].write_text("report")
+    return leaderboard.leaderboard(
+        evaluations={r: tmp_path / f"{r}.json" for r in runs},
+        predictions={r: tmp_path / f"{r}.parquet" for r in runs},
+        summaries={r: tmp_path / f"{r}.summary.json" for r in runs},
+        reports=paths,
+        csv=tmp_path / "lb.csv",
+        html=tmp_path / "lb.html",
+        groups=groups,
+        flat_settings=settings,
+        reference=next(iter(runs)),
+        n_boot=200,
+        seed=0,
+    )
+
+
+def test_a_leaderboard_of_one_run_has_no_comparisons(tmp_path):
+    table = _board(tmp_path, {"ref": 0.3}, {"ref": {}}, {})
+    assert len(table) == 1 and table.diff_vs_reference.isna().all()
+    assert "ref" in (tmp_path / "lb.html").read_text()
+
+
+def test_leaderboard_rows_comparisons_and_spread(tmp_path):
+    settings = {
+        "ref": {"train.learning_rate": 0.001},
+        "s1": {"train.learning_rate": 0.01},
+        "s2": {"train.learning_rate": 0.01},
+    }
+    table = _board(tmp_path, {"ref": 0.35, "s1": 0.2, "s2": 0.22}, settings, {"s": ["s1", "s2"]})
+    csv = pd.read_csv(tmp_path / "lb.csv")
+    assert list(csv.run) == ["ref", "s1", "s2"] and csv.loc[1, "differs_from_reference"] == "train.learning_rate=0.01"
+    assert csv.loc[1, "diff_vs_reference"] > 0 and csv.loc[1, "diff_ci_low"] > 0  # less noise ranks better
+    assert csv.loc[0, "report"] == "ref.html" and csv.loc[0, "images_per_second"] == 30.0
+    assert {"auroc_Mass", "auprc_Mass", "ece_Mass", "p_holm"} <= set(csv.columns)
+    html = (tmp_path / "lb.html").read_text()
+    assert "30</b> comparisons" in html and "s1 − ref" in html and "not medical advice" in html
+    assert "table.sortable" in html and 'href="ref.html"' in html and "± " in html
+    assert table.loc[1, "p_holm"] >= table.loc[1, "p_bootstrap"]

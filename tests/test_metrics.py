@@ -1,0 +1,96 @@
+"""The numbers of the evaluation and the leaderboard (cxr14/metrics.py): AUROC with ties and weights,
+the patient bootstrap, ECE and Brier, DeLong, the paired bootstrap and Holm, checked by hand."""
+
+import numpy as np
+import pytest
+
+from cxr14 import metrics
+
+
+def test_auroc_by_hand_and_with_ties_and_weights():
+    y = np.array([0, 0, 1, 1])
+    assert metrics.weighted_auroc(y, np.array([0.1, 0.4, 0.35, 0.8])) == pytest.approx(0.75)
+    assert metrics.weighted_auroc(y, np.array([0.5, 0.5, 0.5, 0.5])) == pytest.approx(0.5)
+    # Weight 2 on the misranked negative: pairs (pos, neg) weigh w_pos * w_neg.
+    w = np.array([1, 2, 1, 1])
+    assert metrics.weighted_auroc(y, np.array([0.1, 0.4, 0.35, 0.8]), w) == pytest.approx((1 + 0 + 1 + 2) / 6)
+    assert np.isnan(metrics.weighted_auroc(np.array([1, 1]), np.array([0.2, 0.3])))
+
+
+def test_patient_bootstrap_resamples_patients_not_images():
+    patients = np.array([7, 7, 7, 3, 9, 9])
+    w = metrics.patient_bootstrap_weights(patients, 500, seed=0)
+    assert w.shape == (500, 6)
+    assert np.all(w[:, 0] == w[:, 1]) and np.all(w[:, 1] == w[:, 2]) and np.all(w[:, 4] == w[:, 5])
+    # Each replicate draws 3 patients: the draws of (7, 3, 9) sum to 3.
+    assert np.all(w[:, 0] + w[:, 3] + w[:, 4] == 3)
+
+
+def test_bootstrap_by_patient_is_wider_than_by_image_when_images_of_a_patient_agree():
+    rng = np.random.default_rng(0)
+    y = (rng.random((40, 2)) < 0.4).astype(int)
+    s = y + rng.normal(0, 0.8, y.shape)
+    y, s = np.repeat(y, 10, axis=0), np.repeat(s, 10, axis=0)  # 40 patients with 10 alike images each
+    many = metrics.bootstrap_auroc(y, s, np.arange(400), n_boot=300, seed=1)  # as if each image were a patient
+    few = metrics.bootstrap_auroc(y, s, np.arange(400) // 10, n_boot=300, seed=1)
+    for j in range(2):
+        lo, hi = many["ci"][j]
+        assert lo < many["auroc"][j] < hi
+        assert (few["ci"][j][1] - few["ci"][j][0]) > (hi - lo)
+    assert many["mean_ci"][0] < many["mean_auroc"] < many["mean_ci"][1]
+
+
+def test_ece_and_brier_by_hand():
+    y = np.array([0, 1, 1, 1])
+    s = np.array([0.05, 0.15, 0.95, 0.85])
+    r = metrics.reliability(y, s, bins=2)
+    # bin [0, .5): mean conf .1, frac pos .5; bin [.5, 1]: mean conf .9, frac pos 1.
+    assert r["ece"] == pytest.approx((2 * 0.4 + 2 * 0.1) / 4)
+    assert r["brier"] == pytest.approx(np.mean((s - y) ** 2))
+    assert r["count"] == [2, 2]
+
+
+def _delong_by_definition(y, a, b):
+    """DeLong's variance from its O(m*n) definition (the placement values), for the fast form to match."""
+    y = np.asarray(y).astype(bool)
+    comps = []
+    for s in (a, b):
+        pos, neg = s[y], s[~y]
+        psi = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])
+        comps.append((psi.mean(), psi.mean(axis=1), psi.mean(axis=0)))
+    (auc_a, v10a, v01a), (auc_b, v10b, v01b) = comps
+    s10, s01 = np.cov(np.vstack([v10a, v10b])), np.cov(np.vstack([v01a, v01b]))
+    var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / y.sum() + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / (~y).sum()
+    return auc_a - auc_b, (auc_a - auc_b) / np.sqrt(var)
+
+
+def test_delong_matches_its_definition_with_ties():
+    rng = np.random.default_rng(3)
+    y = rng.random(300) < 0.3
+    a = np.round(y + rng.normal(0, 1.0, 300), 1)  # rounding makes ties
+    b = np.round(y + rng.normal(0, 1.4, 300), 1)
+    diff, z = _delong_by_definition(y, a, b)
+    got = metrics.delong(y, a, b)
+    assert got["diff"] == pytest.approx(diff) and got["z"] == pytest.approx(z)
+    assert 0 < got["p"] < 1
+
+
+def test_paired_bootstrap_agrees_with_delong_and_is_paired():
+    rng = np.random.default_rng(0)
+    n = 600
+    y = (rng.random(n) < 0.3)[:, None]
+    a = y + rng.normal(0, 0.8, (n, 1))
+    b = y + rng.normal(0, 2.5, (n, 1))
+    boot = metrics.paired_bootstrap(y, a, b, np.arange(n) // 2, n_boot=1000, seed=0)
+    dl = metrics.delong(y[:, 0], a[:, 0], b[:, 0])
+    assert boot["mean"]["diff"] == pytest.approx(dl["diff"])
+    assert boot["mean"]["ci"][0] > 0 and boot["mean"]["p"] < 0.05 and dl["p"] < 0.05
+    # A run against itself: the paired differences are exactly 0 in every replicate.
+    same = metrics.paired_bootstrap(y, a, a, np.arange(n), n_boot=100, seed=0)
+    assert same["mean"]["diff"] == 0 and same["mean"]["ci"] == [0, 0] and same["mean"]["p"] == 1.0
+
+
+def test_holm_by_hand():
+    assert metrics.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    out = metrics.holm([0.2, float("nan")])
+    assert out[0] == pytest.approx(0.2) and np.isnan(out[1])
