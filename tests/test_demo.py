@@ -3,6 +3,7 @@ planted findings, the reports, the leaderboard and the app's inputs must be ther
 run must rerun that run alone (with its ensembles and the leaderboard), a change to the package's
 code must rerun the steps that run it, and a config written differently must rerun nothing."""
 
+import copy
 import json
 import shutil
 
@@ -183,7 +184,7 @@ def _written_otherwise(config: dict) -> dict:
     float where it takes an integral one)."""
     from cxr14.config import defaults
 
-    out = json.loads(json.dumps(config))
+    out = copy.deepcopy(config)
     for section in ("download", "extract", "clean", "calibration", "leaderboard"):
         out[section] = {**defaults(section), **out.get(section, {})}
     out["train"]["augment"] = {**out["train"]["augment"], "horizontal_flip": False}  # the default, written out
