@@ -357,8 +357,9 @@ def workdir_with_runs(served, tmp_path_factory):
     return wd
 
 
-def write_dicom(path, pixels, monochrome1=False, window=None, bits_stored=12):
-    """A DICOM file of 16-bit `pixels` as a DX secondary capture (with a window, when given)."""
+def write_dicom(path, pixels, monochrome1=False, window=None, bits_stored=12, rescale=None):
+    """A DICOM file of `pixels` stored as 16-bit words (`bits_stored` of them used), a DX secondary
+    capture; with a (centre, width) `window` and a (slope, intercept) `rescale` when given."""
     import numpy as np
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -380,6 +381,8 @@ def write_dicom(path, pixels, monochrome1=False, window=None, bits_stored=12):
     )
     if window:
         ds.WindowCenter, ds.WindowWidth = window
+    if rescale:
+        ds.RescaleSlope, ds.RescaleIntercept = rescale
     ds.PixelData = pixels.astype(np.uint16).tobytes()
     ds.save_as(str(path), enforce_file_format=True)
     return path
