@@ -1,4 +1,4 @@
-"""The numbers of an evaluation, from a predictions table alone (numpy and pandas, no model):
+"""The numbers of an evaluation, from a predictions table alone (no model and no TensorFlow):
 AUROC with patient-bootstrap CIs, operating points chosen on val, calibration before and after,
 test-time augmentation, subgroups and the expert labels."""
 

@@ -35,9 +35,10 @@ def _imports(tree: ast.AST) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            base = f"{NAME}.{node.module}" if node.level else node.module or ""
-            if node.level and not node.module:
-                base = NAME
+            if node.level:  # from .x import y, from . import y
+                base = f"{NAME}.{node.module}" if node.module else NAME
+            else:
+                base = node.module or ""
             found.add(base)  # from .x import y: x; from . import y, from .x import y: y may be a module too
             found |= {f"{base}.{alias.name}" for alias in node.names}
     return {m for m in found if _path(m)}

@@ -17,7 +17,6 @@ from .files import atomic
 LABELS = [f"y_{f}" for f in FINDINGS]
 SCORES = [f"p_{f}" for f in FINDINGS]
 PLAIN_SCORES = [f"p_notta_{f}" for f in FINDINGS]
-META = ["image_index", "patient_id", "age_years", "sex", "view"]
 KEY = ["split", "image_index"]
 
 

@@ -81,3 +81,12 @@ def test_predict_cli_takes_a_run_by_name(served, workdir_with_runs, tmp_path):
     )
     assert proc.returncode == 0 and "predicting with run b32" in proc.stderr, proc.stderr
     assert len(pd.read_csv(tmp_path / "p.csv")) == 1
+    # A run that is not there: the command says which runs are, and writes nothing.
+    proc = subprocess.run(
+        [sys.executable, "-m", "cxr14.cli", "predict", str(good), "--run", "zz", "--out", str(tmp_path / "q.csv")],
+        capture_output=True,
+        text=True,
+        cwd=workdir_with_runs,
+    )
+    assert proc.returncode == 2 and not (tmp_path / "q.csv").exists()
+    assert "cxr14 predict: run 'zz' has no trained model" in proc.stderr and "trained runs: a48, b32" in proc.stderr
