@@ -23,6 +23,7 @@ wildcard_constraints:
     num=r"\d{5}",
     layout=cxr14_runs.layout(r"\d+", f"({'|'.join(ENCODINGS)})"),
     run=cxr14_runs.NAME.pattern.strip("^$"),
+    dataset=names_pattern(DATASETS),
 
 
 include: "rules/demo.smk"
@@ -32,6 +33,8 @@ include: "rules/clean.smk"
 include: "rules/shards.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/datasets.smk"
+include: "rules/external.smk"
 include: "rules/calibrate.smk"
 include: "rules/leaderboard.smk"
 include: "rules/app.smk"
@@ -44,4 +47,5 @@ rule all:
         SHARD_MANIFESTS,
         expand(cxr14_runs.MODEL, run=TRAINED),
         expand(f"{RUN}/evaluate/report.html", run=RUNS),
+        expand(f"{EXTERNAL}/report.html", run=RUNS, dataset=DATASETS),
         "results/leaderboard.html",

@@ -82,7 +82,9 @@ def decode_bound(paths, workers):
 def _shard_job(args):
     rows, image_dir, out, size, encoding = args
     cv2.setNumThreads(1)
-    shards.write_shard(rows, {1: image_dir}, out, size, encoding, max_bad_images=0)
+    shards.write_shard(
+        rows.assign(file=[str(image_dir / n) for n in rows.image_index]), out, size, encoding, max_bad_images=0
+    )
 
 
 def shard_stage(table, image_dir, out_dir, size, encoding, workers):

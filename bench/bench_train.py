@@ -62,10 +62,11 @@ def make_shards(root: Path, n: int, size: int) -> Shards:
             }
         )
     plan = shards.plan_table(pd.DataFrame(rows), max(1, n // 4), 0)
+    located = plan.assign(file=[str(folder / name) for name in plan.image_index])
     files = []
     for s in range(int(plan.num_shards.iloc[0])):
         out = root / f"s{size}" / f"{shards.shard_stem('train', s, 4)}.tfrecord"
-        shards.write_shard(plan[plan.shard == s], {1: folder}, out, size, "raw", max_bad_images=0)
+        shards.write_shard(located[located.shard == s], out, size, "raw", max_bad_images=0)
         files.append(str(out))
     return Shards(files, size, "raw", n)
 

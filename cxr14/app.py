@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 
 from .constants import DISCLAIMER, FINDINGS
-from .images import BadImage
-from .inference import DEFAULT_MAX_MB, Predictor, read_gray, served
+from .images import DEFAULT_MAX_MB, BadImage, read_gray
+from .inference import Predictor, served
 
 log = logging.getLogger(__name__)
 

@@ -5,6 +5,7 @@ test-time augmentation, subgroups and the expert labels."""
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -40,30 +41,72 @@ def operating_points(val: pd.DataFrame, test: pd.DataFrame) -> dict:
     return out
 
 
-def subgroups(test: pd.DataFrame) -> dict:
-    """AUROC per finding and its mean for each sex, age band and view, with counts."""
+def subgroups(test: pd.DataFrame, thresholds: dict[str, float], n_boot: int, seed: int, findings=FINDINGS) -> dict:
+    """Per sex, age band and view: counts, AUROC per finding, the mean AUROC with a patient-bootstrap
+    CI, and the underdiagnosis rate (Seyyed-Kalantari et al. 2021): the share of images with a
+    positive finding that the run calls "no finding" (no score at or above its operating point in
+    `thresholds`), with a CI; per kind, the gap between its highest and lowest rate, with a CI. One
+    set of replicates (patients of the whole table) serves every group, so the gap's CI is paired.
+    Only `findings` count (an external collection's labelled ones)."""
+    columns = [FINDINGS.index(f) for f in findings]
+    y, p = (a[:, columns] for a in prediction_table.arrays(test))
+    weights = metrics.patient_bootstrap_weights(test.patient_id.to_numpy(), n_boot, seed)
+    sick = (y == 1).any(axis=1)
+    missed = sick & ~(p >= np.array([thresholds[f] for f in findings])).any(axis=1)
     groups = {
         "sex": test.sex.to_numpy(),
         "age": metrics.age_band(test.age_years.to_numpy()),
         "view": test.view.to_numpy(),
     }
-    y, p = prediction_table.arrays(test)
     out = {}
     for kind, values in groups.items():
-        out[kind] = {}
+        out[kind], rates = {}, {}
         order = [b for _, _, b in metrics.AGE_BANDS] + ["unknown"] if kind == "age" else sorted(set(values))
         for value in [v for v in order if v in set(values)]:
             mask = values == value
-            aurocs = [metrics.weighted_auroc(y[mask, j], p[mask, j]) for j in range(len(FINDINGS))]
-            finite = [a for a in aurocs if np.isfinite(a)]
+            w = weights[:, mask]
+            reps = metrics.bootstrap_reps(y[mask], p[mask], w)
+            aurocs = [metrics.weighted_auroc(y[mask, j], p[mask, j]) for j in range(len(findings))]
+            valid = np.isfinite(aurocs)
+            with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a replicate without positives is NaN
+                mean_reps = np.nanmean(reps[:, valid], axis=1) if valid.any() else np.full(n_boot, np.nan)
+                rates[str(value)] = (w * missed[mask]).sum(axis=1) / (w * sick[mask]).sum(axis=1)
+            rate = float(missed[mask].sum() / sick[mask].sum()) if sick[mask].any() else float("nan")
             out[kind][str(value)] = {
                 "images": int(mask.sum()),
                 "patients": int(test.patient_id[mask].nunique()),
-                "positives": dict(zip(FINDINGS, y[mask].sum(axis=0).astype(int).tolist())),
-                "auroc": dict(zip(FINDINGS, aurocs)),
-                "mean_auroc": float(np.mean(finite)) if finite else float("nan"),
+                "positives": dict(zip(findings, (y[mask] == 1).sum(axis=0).astype(int).tolist())),
+                "auroc": dict(zip(findings, aurocs)),
+                "mean_auroc": float(np.mean(np.asarray(aurocs)[valid])) if valid.any() else float("nan"),
+                "mean_auroc_ci": _interval(mean_reps),
+                "with_finding": int(sick[mask].sum()),
+                "underdiagnosis": rate,
+                "underdiagnosis_ci": _interval(rates[str(value)]),
             }
+        out[kind] = {"groups": out[kind], "underdiagnosis_gap": _gap(out[kind], rates)}
     return out
+
+
+def _interval(reps: np.ndarray, level: float = 0.95) -> list[float]:
+    """The percentile interval of bootstrap replicates (NaN ones skipped; NaNs when none is left)."""
+    reps = np.asarray(reps, np.float64)
+    reps = reps[np.isfinite(reps)]
+    if not len(reps):
+        return [float("nan")] * 2
+    alpha = (1 - level) / 2
+    return [float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha))]
+
+
+def _gap(groups: dict, rates: dict) -> dict | None:
+    """The highest minus the lowest underdiagnosis rate of a kind's groups (those with a rate), with
+    the CI of that same pair's difference over the shared replicates."""
+    known = {g: s["underdiagnosis"] for g, s in groups.items() if np.isfinite(s["underdiagnosis"])}
+    if len(known) < 2:
+        return None
+    high, low = max(known, key=known.get), min(known, key=known.get)
+    diff = rates[high] - rates[low]
+    return {"highest": high, "lowest": low, "gap": known[high] - known[low], "ci": _interval(diff)}
 
 
 def expert_comparison(test: pd.DataFrame, expert_csv) -> dict | None:
@@ -197,7 +240,7 @@ def assess(table: pd.DataFrame, *, calibration: dict | None, expert_csv, n_boot:
             name: {"auroc": dict(zip(FINDINGS, vals)), "mean_auroc": float(np.mean(vals))}
             for name, vals in PUBLISHED.items()
         },
-        "subgroups": subgroups(test),
+        "subgroups": subgroups(test, {f: points[f]["max_f1"]["threshold"] for f in FINDINGS}, n_boot, seed),
         "expert_labels": expert_comparison(test, expert_csv),
         "localisation": None,
     }

@@ -99,7 +99,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _max_mb(command: argparse.ArgumentParser, what: str) -> None:
-    from .inference import DEFAULT_MAX_MB
+    from .images import DEFAULT_MAX_MB
 
     command.add_argument(
         "--max-mb", type=float, default=DEFAULT_MAX_MB, metavar="MB", help=f"{what} (default: %(default)s)"

@@ -15,6 +15,7 @@ import contextlib
 import gzip
 import io
 import logging
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -24,6 +25,8 @@ import pandas as pd
 
 from .constants import FINDINGS
 from .files import atomic
+from .images import write_dicom
+from .ingest import CHEXPERT_LABELS
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +204,8 @@ def render(findings: set[str], rng: np.random.Generator, size: int) -> tuple[np.
     return np.clip(img * 255.0, 0, 255).astype(np.uint8), boxes
 
 
-def draw_labels(rng: np.random.Generator) -> set[str]:
-    found = {f for f in FINDINGS if rng.random() < PREVALENCE[f]}
+def draw_labels(rng: np.random.Generator, prevalence: dict = PREVALENCE) -> set[str]:
+    found = {f for f in FINDINGS if rng.random() < prevalence[f]}
     for (first, second), p in CO_OCCURRENCE.items():
         if first in found and rng.random() < p:
             found.add(second)
@@ -340,3 +343,92 @@ def _write_expert_labels(path, entry: pd.DataFrame, test: set, header: str) -> N
     with _text(path) as fh:
         fh.write(header + ",Fracture,Pneumothorax,Airspace opacity,Nodule or mass,Set Id\n")
         rows.to_csv(fh, header=False, index=False, lineterminator="\n")
+
+
+# The phantom external site: another hospital's prevalences (more effusion and heart failure, less of
+# the rest), its own scanner (portrait images, a lifted black level, a heel-effect gradient, gamma
+# 1.5) and its own report labeller, wrong about a finding in LABELLER_ERRORS of the cases.
+SITE_PREVALENCE = {f: 0.5 * p for f, p in PREVALENCE.items()} | {
+    "Effusion": 0.25,
+    "Cardiomegaly": 0.2,
+    "Edema": 0.12,
+    "Atelectasis": 0.18,
+}
+CHEXPERT_HEADER = [
+    "Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly",
+    "Lung Opacity", "Lung Lesion", "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax",
+    "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices",
+]  # fmt: skip
+LABELLER_ERRORS = 0.04
+SITE_FOLDER = "CheXpert-v1.0-small"  # the published folder name every Path starts with
+
+
+def site_image(findings: set[str], rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """A phantom radiograph as the site's scanner gives it: (height, width), brighter towards the
+    bottom (the heel effect), a gamma of 1.5 and a black level of 30."""
+    img, _ = render(findings, rng, shape[1])
+    img = cv2.resize(img, (shape[1], shape[0]), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+    heel = np.linspace(0.85, 1.1, shape[0], dtype=np.float32)[:, None]
+    return np.clip(30 + 200 * (img * heel) ** 1.5, 0, 255).astype(np.uint8)
+
+
+def demo_site(*, labels, images, patients: int, height: int, width: int, seed: int) -> dict:
+    """Step `demo_site`: a phantom external site laid out as CheXpert-v1.0-small: `labels` (train.csv,
+    the published header and codes: 1.0, 0.0, -1.0 uncertain, blank unmentioned) and the `images`
+    folder (train/patientNNNNN/studyN/viewN_frontal.jpg, a lateral for some studies). Every 12th
+    frontal image is a DICOM instead of a JPEG (every 24th of those MONOCHROME1, stored inverted)."""
+    rng = np.random.default_rng([seed, 1])
+    root = Path(images)
+    staged = root.with_name(root.name + ".partial")
+    shutil.rmtree(staged, ignore_errors=True)
+    rows, frontal = [], 0
+    for patient in range(1, patients + 1):
+        sex, age = str(rng.choice(["Male", "Female"])), int(rng.integers(20, 90))
+        for study in range(1, int(rng.integers(1, 3)) + 1):
+            findings = draw_labels(rng, SITE_PREVALENCE)
+            views = ["frontal"] + (["lateral"] if rng.random() < 0.3 else [])
+            for number, view in enumerate(views, start=1):
+                folder = staged / f"patient{patient:05d}" / f"study{study}"
+                folder.mkdir(parents=True, exist_ok=True)
+                img = site_image(findings, rng, (height, width))
+                if view == "lateral":
+                    img = np.ascontiguousarray(img[:, ::-1].T[:height, :width])  # not a frontal view
+                name = f"view{number}_{view}.jpg"
+                if view == "frontal":
+                    frontal += 1
+                    if frontal % 12 == 0:
+                        name = f"view{number}_{view}.dcm"
+                        inverted = frontal % 24 == 0
+                        write_dicom(folder / name, 255 - img if inverted else img, monochrome1=inverted, bits_stored=8)
+                if name.endswith(".jpg"):
+                    cv2.imwrite(str(folder / name), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
+                rows.append(_chexpert_row(f"{SITE_FOLDER}/train/patient{patient:05d}/study{study}/{name}", sex, age,
+                                          view, findings, rng))  # fmt: skip
+    shutil.rmtree(root, ignore_errors=True)
+    staged.rename(root)
+    with _text(labels) as fh:
+        pd.DataFrame(rows, columns=CHEXPERT_HEADER).to_csv(fh, index=False, lineterminator="\n")
+    result = {"images": len(rows), "patients": patients, "frontal": frontal}
+    log.info("phantom site: %s", result)
+    return result
+
+
+def _chexpert_row(path: str, sex: str, age: int, view: str, findings: set[str], rng) -> list:
+    """One CheXpert row: a mapped finding present is 1.0 (or -1.0, uncertain, 15% of the time);
+    absent, 0.0 or (30%) blank, as the labeller leaves what a report does not mention; the labeller
+    gets a finding wrong in LABELLER_ERRORS of the rows."""
+    nih = {finding: source for source, finding in CHEXPERT_LABELS.items()}
+    values = {}
+    for finding, source in nih.items():
+        if (finding in findings) != (rng.random() < LABELLER_ERRORS):
+            values[source] = "-1.0" if rng.random() < 0.15 else "1.0"
+        else:
+            values[source] = "" if rng.random() < 0.3 else "0.0"
+    for other in ("Enlarged Cardiomediastinum", "Lung Opacity", "Lung Lesion", "Pleural Other", "Fracture",
+                  "Support Devices"):  # fmt: skip
+        values[other] = str(rng.choice(["", "0.0", "1.0"], p=[0.7, 0.2, 0.1]))
+    said = any(values[source] in ("1.0", "-1.0") for source in nih.values()) or findings - set(nih)
+    values["No Finding"] = "" if said else "1.0"
+    frontal = view == "frontal"
+    return [path, sex, age, "Frontal" if frontal else "Lateral", str(rng.choice(["AP", "PA"])) if frontal else "",
+            *(values[c] for c in CHEXPERT_HEADER[5:])]  # fmt: skip

@@ -7,7 +7,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from . import prediction_table
@@ -15,7 +14,7 @@ from .assess import assess
 from .constants import FINDINGS
 from .data import use_threads
 from .explain import explain
-from .files import write_json
+from .files import json_safe, write_json
 from .report import render
 from .runs import EvaluateSettings
 
@@ -70,7 +69,7 @@ def evaluate(
             settings.batch_size,
         )  # fmt: skip
     numbers["localisation"], numbers["model"] = explained["localisation"], explained["model"]
-    numbers = _nan_to_none(numbers)
+    numbers = json_safe(numbers)
     log.info(
         "test mean AUROC %.4f (95%% CI %.4f-%.4f) on %d images",
         numbers["mean_auroc"], *numbers["mean_auroc_ci"], numbers["images"],
@@ -83,16 +82,3 @@ def evaluate(
     render(drawn, pd.read_parquet(table), json.loads(Path(cleaning_report).read_text()), report, figures,
            title=f"cxr14 evaluation: run {run}")  # fmt: skip
     return numbers
-
-
-def _nan_to_none(value):
-    """JSON has no NaN: unknown numbers become null."""
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_nan_to_none(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return None if not np.isfinite(value) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value

@@ -10,6 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
@@ -70,3 +72,16 @@ def atomic(path):
 def write_json(obj, path) -> None:
     with atomic(path) as staged:
         staged.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def json_safe(value):
+    """Numbers as JSON can hold them: numpy scalars as Python's, and NaN (unknown) as null."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return None if not np.isfinite(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

@@ -1,7 +1,10 @@
-"""Decode any chest X-ray PNG/JPEG to one 8-bit channel and resize it: the one preprocessing path
-shared by the shard stage, the batch predictor and the web app, so the same pixels give the same numbers."""
+"""Read any chest X-ray (PNG, JPEG or DICOM) to one 8-bit channel and resize it: the one preprocessing
+path shared by the shard stage (NIH and external collections), the batch predictor and the web app, so
+the same pixels give the same numbers whatever the container."""
 
 from __future__ import annotations
+
+import io
 
 import cv2
 import numpy as np
@@ -64,9 +67,9 @@ def resize(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def load(path, size: int) -> np.ndarray:
-    """A file to the (size, size) uint8 array the model sees."""
+    """A file (PNG, JPEG or DICOM) to the (size, size) uint8 array the model sees."""
     with open(path, "rb") as fh:
-        return resize(decode(fh.read()), size)
+        return resize(read_gray(fh.read(), max_mb=float("inf")), size)
 
 
 def encode_png(img: np.ndarray) -> bytes:
@@ -75,3 +78,99 @@ def encode_png(img: np.ndarray) -> bytes:
     if not ok:
         raise BadImage("PNG encoding failed")
     return buf.tobytes()
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+DEFAULT_MAX_MB = 64
+
+
+def _is_dicom(data: bytes) -> bool:
+    return len(data) > 132 and data[128:132] == b"DICM"
+
+
+def read_dicom(data: bytes) -> np.ndarray:
+    """A DICOM image to 8-bit grayscale by the rule radiology viewers follow (DICOM PS3.3 C.11):
+
+    1. the modality LUT (RescaleSlope and RescaleIntercept, or a Modality LUT Sequence);
+    2. the header's VOI LUT Sequence, else its window (WindowCenter, WindowWidth, VOILUTFunction),
+       else nothing;
+    3. a linear map onto 0-255 of the range those steps can give: the VOI LUT's entries, or the
+       stored range (BitsStored, signed or not) through the rescale. It is never the image's own
+       minimum and maximum, so an 8-bit image stored without a window keeps its pixels exactly;
+    4. MONOCHROME1 (high values dark) inverted, so bone is bright as in the NIH PNGs.
+
+    Colour images are converted to gray as PNGs are; a multi-frame file gives its first frame.
+    """
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+        pixels = ds.pixel_array
+    except Exception as exc:
+        raise BadImage(f"unreadable DICOM ({exc})") from exc
+    if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
+        pixels = pixels[0]  # a multi-frame file: the first frame
+    if pixels.ndim == 3:
+        return to_gray8(np.ascontiguousarray(pixels[..., ::-1]))  # pydicom gives RGB; OpenCV takes BGR
+    values = np.asarray(apply_modality_lut(pixels, ds), np.float64)
+    lo, hi = _dicom_output_range(ds, pixels)
+    if "VOILUTSequence" in ds:
+        values = np.asarray(apply_voi(values, ds), np.float64)
+        lo, hi = 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        values = apply_windowing(values, ds)  # onto the same output range as the rescaled stored values
+    gray = np.clip(np.rint((values - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+    return 255 - gray if ds.get("PhotometricInterpretation", "") == "MONOCHROME1" else gray
+
+
+def _dicom_output_range(ds, pixels: np.ndarray) -> tuple[float, float]:
+    """The values a DICOM image's modality LUT can give (the range pydicom's windowing maps onto)."""
+    if "ModalityLUTSequence" in ds:
+        return 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
+    bits = int(ds.get("BitsStored", pixels.dtype.itemsize * 8))
+    lo, hi = (0, 2**bits - 1) if ds.get("PixelRepresentation", 0) == 0 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope is not None and intercept is not None:
+        lo, hi = sorted((lo * float(slope) + float(intercept), hi * float(slope) + float(intercept)))
+    return float(lo), float(hi)
+
+
+def read_gray(data: bytes, max_mb: float = DEFAULT_MAX_MB) -> np.ndarray:
+    """Any supported file's bytes to full-resolution grayscale uint8 (raises BadImage)."""
+    if not data:
+        raise BadImage("empty file")
+    if len(data) > max_mb * 2**20:
+        raise BadImage(f"file is {len(data) / 2**20:.1f} MB, over the {max_mb:g} MB limit")
+    return read_dicom(data) if _is_dicom(data) else decode(data)
+
+
+def write_dicom(path, pixels, monochrome1=False, window=None, bits_stored=12, rescale=None):
+    """Write `pixels` to `path` as a DICOM file (the demo's and the tests' DICOMs): 16-bit words,
+    `bits_stored` of them used, a DX secondary capture; with a (centre, width) `window` and a (slope,
+    intercept) `rescale` when given. MONOCHROME1 only labels the pixels; invert them first."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.Rows, ds.Columns = "DX", pixels.shape[0], pixels.shape[1]
+    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (
+        1,
+        16,
+        bits_stored,
+        bits_stored - 1,
+        0,
+    )
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    if rescale:
+        ds.RescaleSlope, ds.RescaleIntercept = rescale
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+    return path

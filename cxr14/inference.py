@@ -1,82 +1,16 @@
-"""Inference on single files, shared by the batch predictor and the web app: read PNG, JPEG or
-DICOM into the same 8-bit grayscale the shard stage writes, then predict and explain."""
+"""Inference on single files, shared by the batch predictor and the web app: the images `images.read_gray`
+reads (as the shard stage does), predicted and explained."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 
 from .constants import FINDINGS
-from .images import BadImage, decode, resize, to_gray8
+from .images import resize
 from .runs import CALIBRATION, MODEL, RUN, THRESHOLDS
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
-DEFAULT_MAX_MB = 64
-
-
-def _is_dicom(data: bytes) -> bool:
-    return len(data) > 132 and data[128:132] == b"DICM"
-
-
-def read_dicom(data: bytes) -> np.ndarray:
-    """A DICOM image to 8-bit grayscale by the rule radiology viewers follow (DICOM PS3.3 C.11):
-
-    1. the modality LUT (RescaleSlope and RescaleIntercept, or a Modality LUT Sequence);
-    2. the header's VOI LUT Sequence, else its window (WindowCenter, WindowWidth, VOILUTFunction),
-       else nothing;
-    3. a linear map onto 0-255 of the range those steps can give: the VOI LUT's entries, or the
-       stored range (BitsStored, signed or not) through the rescale. It is never the image's own
-       minimum and maximum, so an 8-bit image stored without a window keeps its pixels exactly;
-    4. MONOCHROME1 (high values dark) inverted, so bone is bright as in the NIH PNGs.
-
-    Colour images are converted to gray as PNGs are; a multi-frame file gives its first frame.
-    """
-    import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
-
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-        pixels = ds.pixel_array
-    except Exception as exc:
-        raise BadImage(f"unreadable DICOM ({exc})") from exc
-    if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
-        pixels = pixels[0]  # a multi-frame file: the first frame
-    if pixels.ndim == 3:
-        return to_gray8(np.ascontiguousarray(pixels[..., ::-1]))  # pydicom gives RGB; OpenCV takes BGR
-    values = np.asarray(apply_modality_lut(pixels, ds), np.float64)
-    lo, hi = _dicom_output_range(ds, pixels)
-    if "VOILUTSequence" in ds:
-        values = np.asarray(apply_voi(values, ds), np.float64)
-        lo, hi = 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
-    elif "WindowCenter" in ds and "WindowWidth" in ds:
-        values = apply_windowing(values, ds)  # onto the same output range as the rescaled stored values
-    gray = np.clip(np.rint((values - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
-    return 255 - gray if ds.get("PhotometricInterpretation", "") == "MONOCHROME1" else gray
-
-
-def _dicom_output_range(ds, pixels: np.ndarray) -> tuple[float, float]:
-    """The values a DICOM image's modality LUT can give (the range pydicom's windowing maps onto)."""
-    if "ModalityLUTSequence" in ds:
-        return 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
-    bits = int(ds.get("BitsStored", pixels.dtype.itemsize * 8))
-    lo, hi = (0, 2**bits - 1) if ds.get("PixelRepresentation", 0) == 0 else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
-    if slope is not None and intercept is not None:
-        lo, hi = sorted((lo * float(slope) + float(intercept), hi * float(slope) + float(intercept)))
-    return float(lo), float(hi)
-
-
-def read_gray(data: bytes, max_mb: float = DEFAULT_MAX_MB) -> np.ndarray:
-    """Any supported file's bytes to full-resolution grayscale uint8 (raises BadImage)."""
-    if not data:
-        raise BadImage("empty file")
-    if len(data) > max_mb * 2**20:
-        raise BadImage(f"file is {len(data) / 2**20:.1f} MB, over the {max_mb:g} MB limit")
-    return read_dicom(data) if _is_dicom(data) else decode(data)
-
 
 # Test-time augmentation: small anatomy-safe views, (shift x, shift y) as fractions of the side and a
 # zoom about the centre; no flips (the heart is on the left). The identity view is always first.

@@ -27,6 +27,9 @@ def leaderboard(
     predictions: dict,
     summaries: dict,
     reports: dict,
+    external_evaluations: dict,
+    external_predictions: dict,
+    external_reports: dict,
     csv,
     html,
     groups: dict,
@@ -38,7 +41,10 @@ def leaderboard(
     """Step `leaderboard`: `csv` and the self-contained, sortable `html`, one row per run in the order
     of `evaluations`. Each input is {run: file}: `evaluations` (metrics JSON), `predictions` and
     `reports` of every run; `summaries` (training) of the trained runs only. `flat_settings`: each run's
-    settings as {"section.key": value}, for the 'differs from the reference' column."""
+    settings as {"section.key": value}, for the 'differs from the reference' column. The `external_*`
+    inputs are {dataset: {run: file}}: each run's evaluation, predictions and report on each external
+    collection, which add a column group per collection (its mean AUROC over the findings it labels,
+    and the paired comparison with the reference run on it)."""
     runs = list(evaluations)
     by_run = {run: json.loads(Path(path).read_text()) for run, path in evaluations.items()}
     trained_summaries = {run: json.loads(Path(path).read_text()) for run, path in summaries.items()}
@@ -56,11 +62,19 @@ def leaderboard(
         )
         for run in runs
     ]
+    collections = {
+        dataset: external(evaluations_of, external_predictions[dataset], reference, n_boot, seed)
+        for dataset, evaluations_of in external_evaluations.items()
+    }
+    for row in rows:
+        for dataset, by_run in collections.items():
+            row.update(_external_row(dataset, by_run[row["run"]]))
+            row[f"{dataset}_report"] = os.path.relpath(external_reports[dataset][row["run"]], Path(html).parent)
     table = pd.DataFrame(rows)
     with atomic(csv) as staged:
         table.to_csv(staged, index=False, float_format="%.6g")
     spread = repeat_spread(groups, by_run)
-    _render(table, comparisons, spread, reference, n_boot, html)
+    _render(table, comparisons, spread, reference, n_boot, html, collections)
     log.info(
         "leaderboard of %d runs against %s: %d paired comparisons",
         len(runs),
@@ -99,6 +113,30 @@ def compare(tests: dict[str, pd.DataFrame], reference: str, n_boot: int, seed: i
         test["p_holm"] = p
         test["excludes_0"] = bool(np.isfinite(test["ci"][0]) and (test["ci"][0] > 0 or test["ci"][1] < 0))
     return out
+
+
+def external(evaluations: dict, predictions: dict, reference: str, n_boot: int, seed: int) -> dict:
+    """run -> its figures on one external collection (mean AUROC over the findings it labels, the
+    drop from NIH) and its paired comparison with `reference` on the collection's images."""
+    by_run = {run: json.loads(Path(path).read_text()) for run, path in evaluations.items()}
+    tables = {run: prediction_table.read(path, prediction_table.EXTERNAL) for run, path in predictions.items()}
+    comparisons = compare(tables, reference, n_boot, seed)
+    return {run: {"metrics": m, "comparison": comparisons.get(run)} for run, m in by_run.items()}
+
+
+def _external_row(dataset: str, figures: dict) -> dict:
+    m, comparison = figures["metrics"], figures["comparison"]
+    mean = comparison["tests"]["mean AUROC"] if comparison else None
+    return {
+        f"{dataset}_mean_auroc": m["mean_auroc"],
+        f"{dataset}_ci_low": m["mean_auroc_ci"][0],
+        f"{dataset}_ci_high": m["mean_auroc_ci"][1],
+        f"{dataset}_drop_from_nih": m["drop"]["diff"],
+        f"{dataset}_diff_vs_reference": mean and mean["diff"],
+        f"{dataset}_diff_ci_low": mean and mean["ci"][0],
+        f"{dataset}_diff_ci_high": mean and mean["ci"][1],
+        f"{dataset}_p_bootstrap": mean and mean["p"],
+    }
 
 
 def repeat_spread(groups: dict, by_run: dict) -> list[dict]:
@@ -161,7 +199,9 @@ def _row(run, m, summary, settings, reference, comparison, report) -> dict:
     return row
 
 
-def _render(table: pd.DataFrame, comparisons: dict, spread: list[dict], reference: str, n_boot: int, html) -> None:
+def _render(
+    table: pd.DataFrame, comparisons: dict, spread: list[dict], reference: str, n_boot: int, html, collections: dict
+) -> None:
     env = templates()
     env.filters["p"] = lambda v: (f"{v:.3f}" if v >= 0.001 else "<0.001") if known(v) else "–"
     env.filters["num"] = lambda v: f"{v:g}" if known(v) else "–"
@@ -170,6 +210,7 @@ def _render(table: pd.DataFrame, comparisons: dict, spread: list[dict], referenc
         rows=records,
         findings=FINDINGS,
         comparisons=comparisons,
+        collections=collections,
         spread=spread,
         reference=reference,
         n_boot=n_boot,

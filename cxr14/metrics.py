@@ -1,4 +1,8 @@
-"""The numbers of the evaluation report, on plain numpy arrays (scikit-learn where it has them)."""
+"""The numbers of the evaluation report, on plain numpy arrays (scikit-learn where it has them).
+
+A label below 0 means "not labelled" (an external collection that does not say): the AUROC, bootstrap
+and calibration functions leave such an image out of that finding's figures. NIH labels are all 0/1.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,14 @@ def weighted_auroc(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None =
     drawn), so this computes every bootstrap replicate without copying data. Equals scikit-learn's
     roc_auc_score(y, score, sample_weight=weight). NaN when either class has zero weight.
     """
+    keep = labelled(y)
     weight = np.ones(len(y)) if weight is None else np.asarray(weight, np.float64)
-    return float(_SortedScores(y, score).auroc(weight[None, :])[0])
+    return float(_SortedScores(np.asarray(y)[keep], np.asarray(score)[keep]).auroc(weight[None, keep])[0])
+
+
+def labelled(y: np.ndarray) -> np.ndarray:
+    """The images a label column says something about (0 or 1; below 0 is not labelled)."""
+    return np.asarray(y) >= 0
 
 
 class _SortedScores:
@@ -31,7 +41,9 @@ class _SortedScores:
         self.starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
 
     def auroc(self, weights: np.ndarray) -> np.ndarray:
-        """AUROC for each row of `weights` (m, n)."""
+        """AUROC for each row of `weights` (m, n); NaN without images (a finding nobody labels)."""
+        if not len(self.order):
+            return np.full(len(weights), np.nan)
         w = weights[:, self.order]
         pos_w = np.add.reduceat(np.where(self.positive, w, 0.0), self.starts, axis=1)
         neg_w = np.add.reduceat(np.where(self.positive, 0.0, w), self.starts, axis=1)
@@ -62,7 +74,7 @@ def bootstrap_auroc(
     y, score = np.atleast_2d(y.T).T, np.atleast_2d(score.T).T
     k = y.shape[1]
     point = np.array([weighted_auroc(y[:, j], score[:, j]) for j in range(k)])
-    reps = _bootstrap_reps(y, score, patient_bootstrap_weights(patients, n_boot, seed))
+    reps = bootstrap_reps(y, score, patient_bootstrap_weights(patients, n_boot, seed))
     alpha = (1 - level) / 2
     ci = [
         [float(np.nanquantile(reps[:, j], alpha)), float(np.nanquantile(reps[:, j], 1 - alpha))]
@@ -112,6 +124,7 @@ def at_threshold(y: np.ndarray, score: np.ndarray, threshold: float) -> dict:
         "precision": precision,
         "sensitivity": recall,
         "specificity": ratio(tn, tn + fp),
+        "npv": ratio(tn, tn + fn),
         "f1": ratio(2 * tp, 2 * tp + fp + fn),
     }
 
@@ -161,20 +174,22 @@ def bootstrap_calibration(
 ) -> dict:
     """Mean over findings of ECE (equal-width and adaptive bins) and Brier score, each with a
     percentile CI from a bootstrap that resamples patients (the bins stay those of the sample)."""
-    y = y.astype(np.float64)
     k = y.shape[1]
+    keep = [labelled(y[:, j]) for j in range(k)]
+    ys = [y[keep[j], j].astype(np.float64) for j in range(k)]
+    ss = [score[keep[j], j] for j in range(k)]
     bin_of = {
-        name: [np.searchsorted(bin_edges(score[:, j], bins, adaptive), score[:, j], side="right") for j in range(k)]
+        name: [np.searchsorted(bin_edges(ss[j], bins, adaptive), ss[j], side="right") for j in range(k)]
         for name, adaptive in (("ece", False), ("ece_adaptive", True))
     }
 
     def means(w):
+        ws = [np.ones(len(ys[j])) if w is None else w[keep[j]] for j in range(k)]
         out = {
-            name: np.mean([_binned_error(idx[j], bins, y[:, j], score[:, j], w) for j in range(k)])
+            name: np.mean([_binned_error(idx[j], bins, ys[j], ss[j], ws[j]) for j in range(k)])
             for name, idx in bin_of.items()
         }
-        ww = np.ones(len(y)) if w is None else w
-        out["brier"] = float(np.mean(((score - y) ** 2 * ww[:, None]).sum(axis=0) / ww.sum()))
+        out["brier"] = float(np.mean([((ss[j] - ys[j]) ** 2 * ws[j]).sum() / ws[j].sum() for j in range(k)]))
         return out
 
     point = means(None)
@@ -215,13 +230,14 @@ def age_band(age: np.ndarray) -> np.ndarray:
     return out
 
 
-def _bootstrap_reps(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def bootstrap_reps(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """(n_boot, k) AUROC replicates, one column per finding, under the given patient weights."""
     reps = np.empty((len(weights), y.shape[1]))
     for j in range(y.shape[1]):
-        sorted_scores = _SortedScores(y[:, j], score[:, j])
+        keep = labelled(y[:, j])
+        sorted_scores = _SortedScores(y[keep, j], score[keep, j])
         for lo in range(0, len(weights), 100):  # chunks keep memory at 100 x n
-            reps[lo : lo + 100, j] = sorted_scores.auroc(weights[lo : lo + 100])
+            reps[lo : lo + 100, j] = sorted_scores.auroc(weights[lo : lo + 100][:, keep])
     return reps
 
 
@@ -253,10 +269,33 @@ def paired_bootstrap(
     applied to both models in each replicate (a paired bootstrap): {"per_column": [..], "mean": {..}},
     each {"diff", "ci", "p"}."""
     weights = patient_bootstrap_weights(patients, n_boot, seed)
-    reps_a, reps_b = _bootstrap_reps(y, score_a, weights), _bootstrap_reps(y, score_b, weights)
-    point_a = np.array([weighted_auroc(y[:, j], score_a[:, j]) for j in range(y.shape[1])])
-    point_b = np.array([weighted_auroc(y[:, j], score_b[:, j]) for j in range(y.shape[1])])
-    per_column = [_diff_summary(point_a[j] - point_b[j], reps_a[:, j] - reps_b[:, j], level) for j in range(y.shape[1])]
+    return _difference((y, score_a, weights), (y, score_b, weights), level)
+
+
+def independent_bootstrap(
+    a: tuple[np.ndarray, np.ndarray, np.ndarray],
+    b: tuple[np.ndarray, np.ndarray, np.ndarray],
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+) -> dict:
+    """AUROC(a) - AUROC(b) as `paired_bootstrap` gives it, where `a` and `b` are (labels, scores,
+    patients) of two different sets of patients (the NIH test split and an external collection):
+    each replicate resamples the patients of each set on its own."""
+    (ya, sa, pa), (yb, sb, pb) = a, b
+    wa, wb = patient_bootstrap_weights(pa, n_boot, seed), patient_bootstrap_weights(pb, n_boot, seed + 1)
+    return _difference((ya, sa, wa), (yb, sb, wb), level)
+
+
+def _difference(a: tuple, b: tuple, level: float) -> dict:
+    """Per column and mean-over-columns AUROC(a) - AUROC(b), each side (labels, scores, replicate weights)."""
+    (ya, sa, wa), (yb, sb, wb) = a, b
+    reps_a, reps_b = bootstrap_reps(ya, sa, wa), bootstrap_reps(yb, sb, wb)
+    point_a = np.array([weighted_auroc(ya[:, j], sa[:, j]) for j in range(ya.shape[1])])
+    point_b = np.array([weighted_auroc(yb[:, j], sb[:, j]) for j in range(yb.shape[1])])
+    per_column = [
+        _diff_summary(point_a[j] - point_b[j], reps_a[:, j] - reps_b[:, j], level) for j in range(ya.shape[1])
+    ]
     valid = np.isfinite(point_a) & np.isfinite(point_b)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a replicate without positives is NaN, and skipped
@@ -272,7 +311,8 @@ def delong(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray) -> dict:
     form of Sun & Xu 2014): {"diff", "z", "p"}; NaN when a class is missing."""
     from scipy.stats import norm, rankdata
 
-    y = np.asarray(y).astype(bool)
+    keep = labelled(y)
+    y, score_a, score_b = np.asarray(y)[keep].astype(bool), np.asarray(score_a)[keep], np.asarray(score_b)[keep]
     m, n = int(y.sum()), int((~y).sum())
     if m == 0 or n == 0:
         return {"diff": float("nan"), "z": float("nan"), "p": float("nan")}

@@ -13,8 +13,8 @@ from tqdm import tqdm
 
 from .constants import DISCLAIMER, FINDINGS
 from .files import atomic
-from .images import BadImage
-from .inference import DEFAULT_MAX_MB, IMAGE_SUFFIXES, Predictor, read_gray, served
+from .images import DEFAULT_MAX_MB, IMAGE_SUFFIXES, BadImage, read_gray
+from .inference import Predictor, served
 
 log = logging.getLogger(__name__)
 

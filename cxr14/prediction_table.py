@@ -1,9 +1,11 @@
-"""The predictions table (`predictions.parquet`): one row per scored image, written by `score` and
-`ensemble`, read by `calibrate`, `evaluate` and `leaderboard`. Its columns are spelt here only.
+"""The predictions table (`predictions.parquet`): one row per scored image, written by `score`,
+`score_external` and the ensemble steps, read by `calibrate`, `evaluate`, `validate` and `leaderboard`.
+Its columns are spelt here only.
 
-Columns: `split`, the image's metadata (`image_index`, `patient_id`, `age_years`, `sex`, `view`),
-`y_<finding>` (0/1 labels), `p_<finding>` (scores) and, for a test-time augmented run, the plain
-image's scores from the same pass as `p_notta_<finding>`.
+Columns: `split` (train/val/test, or `external` for a collection's images), the image's metadata
+(`image_index`, `patient_id`, `age_years`, `sex`, `view`), `y_<finding>` (0/1 labels; -1 where an
+external collection does not label the finding), `p_<finding>` (scores) and, for a test-time augmented
+run, the plain image's scores from the same pass as `p_notta_<finding>`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ LABELS = [f"y_{f}" for f in FINDINGS]
 SCORES = [f"p_{f}" for f in FINDINGS]
 PLAIN_SCORES = [f"p_notta_{f}" for f in FINDINGS]
 KEY = ["split", "image_index"]
+EXTERNAL = "external"  # the split of an external collection's rows
 
 
 def label(finding: str) -> str:

@@ -13,6 +13,9 @@ import cv2
 import matplotlib
 
 matplotlib.use("Agg")
+# Constrained layout is solved while the figure is drawn for saving; tight_layout would draw every
+# figure a second time (a third of the report's time).
+matplotlib.rcParams["figure.constrained_layout.use"] = True
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -44,7 +47,6 @@ def roc_grid(curves, metrics):
         ax.set_xlabel("1 - specificity", fontsize=7)
         ax.set_ylabel("sensitivity", fontsize=7)
         ax.tick_params(labelsize=6)
-    fig.tight_layout()
     return fig
 
 
@@ -62,15 +64,14 @@ def pr_grid(curves, metrics):
         ax.set_ylabel("precision", fontsize=7)
         ax.set_ylim(0, 1.02)
         ax.tick_params(labelsize=6)
-    fig.tight_layout()
     return fig
 
 
-def reliability_grid(reliability):
+def reliability_grid(reliability, findings=FINDINGS):
     """Per finding, the reliability curve of the model's scores (dashed) and of the calibrated
     probabilities (solid), with ECE before -> after."""
-    fig, axes = _grid()
-    for ax, name in zip(axes, FINDINGS):
+    fig, axes = _grid(len(findings))
+    for ax, name in zip(axes, findings):
         ax.plot([0, 1], [0, 1], color="0.8", lw=1)
         for kind, style in (
             ("before", dict(ls="--", color="0.55", label="scores")),
@@ -86,7 +87,6 @@ def reliability_grid(reliability):
         ax.set_ylabel("fraction positive", fontsize=7)
         ax.tick_params(labelsize=6)
     axes[0].legend(loc="upper left", fontsize=6)
-    fig.tight_layout()
     return fig
 
 
@@ -117,22 +117,29 @@ def auroc_comparison(metrics):
     ax.set_ylim(0.5, 1.0)
     ax.set_ylabel("test AUROC")
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
     return fig
 
 
 def subgroup_figure(subgroups):
-    fig, axes = plt.subplots(1, len(subgroups), figsize=(4 * len(subgroups), 3.2), squeeze=False)
-    for ax, (kind, groups) in zip(axes.flat, subgroups.items()):
+    """Per kind (sex, age, view): the mean AUROC and the underdiagnosis rate of each group, with CIs."""
+    fig, axes = plt.subplots(2, len(subgroups), figsize=(4 * len(subgroups), 5.6), squeeze=False)
+    for col, (kind, section) in enumerate(subgroups.items()):
+        groups = section["groups"]
         names = list(groups)
-        vals = [groups[g]["mean_auroc"] or 0 for g in names]
-        ax.bar(names, vals, color="tab:blue")
-        for k, g in enumerate(names):
-            ax.text(k, 0.51, f"n={groups[g]['images']}", ha="center", fontsize=7, rotation=90, color="w")
-        ax.set_ylim(0.5, 1.0)
-        ax.set_title(f"mean AUROC by {kind}", fontsize=9)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
+        for row, (key, title, lo) in enumerate(
+            (("mean_auroc", "mean AUROC", 0.5), ("underdiagnosis", "underdiagnosis", 0))
+        ):
+            ax = axes[row, col]
+            vals = np.array([groups[g][key] if known(groups[g][key]) else np.nan for g in names])
+            ci = np.array([[v if known(v) else np.nan for v in groups[g][f"{key}_ci"]] for g in names]).reshape(-1, 2)
+            err = np.abs(np.vstack([vals - ci[:, 0], ci[:, 1] - vals]))
+            ax.bar(names, np.nan_to_num(vals, nan=lo), yerr=np.nan_to_num(err), capsize=3,
+                   color="tab:blue" if row == 0 else "tab:red")  # fmt: skip
+            for k, g in enumerate(names):
+                ax.text(k, lo + 0.01, f"n={groups[g]['images']}", ha="center", fontsize=7, rotation=90)
+            ax.set_ylim(lo, 1.0)
+            ax.set_title(f"{title} by {kind} (95% CI)", fontsize=9)
+            ax.tick_params(labelsize=7)
     return fig
 
 
@@ -145,7 +152,6 @@ def prevalence_figure(table: pd.DataFrame):
     ax.set_xticks(x, FINDINGS, rotation=40, ha="right", fontsize=8)
     ax.set_ylabel("prevalence (%)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     return fig
 
 
@@ -160,7 +166,6 @@ def cooccurrence_figure(table: pd.DataFrame):
     ax.set_yticks(range(len(FINDINGS)), FINDINGS, fontsize=7)
     ax.set_title("P(column finding | row finding), all splits", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
     return fig
 
 
@@ -179,7 +184,6 @@ def demographics_figure(table: pd.DataFrame):
     b.set_ylabel("% of images")
     b.set_title("sex and view position per split", fontsize=9)
     b.legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
@@ -192,7 +196,6 @@ def gallery_figure(gallery, name):
         ax.imshow(overlay(img, cam))
         ax.set_title(f"{kind} p={prob:.2f}\n{image_index}", fontsize=6)
         ax.axis("off")
-    fig.tight_layout()
     return fig
 
 
@@ -206,7 +209,6 @@ def localisation_figure(examples):
         ax.imshow(pic)
         ax.set_title(f"{finding}\n{'hit' if hit else 'miss'}", fontsize=6)
         ax.axis("off")
-    fig.tight_layout()
     return fig
 
 
@@ -268,10 +270,55 @@ def render(
             disclaimer=DISCLAIMER,
             m=m,
             findings=FINDINGS,
+            subgroup_findings=FINDINGS,
             figs=figs.embedded,
             gallery=gallery,
             report=cleaning_report,
             splits=SPLITS,
+            created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        )
+    )
+    with atomic(out_html) as staged:
+        staged.write_text(html)
+    return Path(out_html)
+
+
+def external_auroc_figure(m: dict):
+    """Per labelled finding, the run's AUROC on NIH test and on the collection, with 95% CIs."""
+    names = m["labelled_findings"]
+    fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(names) + 2), 3.8))
+    x = np.arange(len(names))
+    for k, (key, label) in enumerate((("nih_auroc", "NIH test"), ("auroc", m["dataset"]))):
+        vals = np.array([m["findings"][f][key] if known(m["findings"][f][key]) else np.nan for f in names])
+        ci = np.array([[v if known(v) else np.nan for v in m["findings"][f][f"{key}_ci"]] for f in names]).reshape(
+            -1, 2
+        )
+        err = np.nan_to_num(np.abs(np.vstack([vals - ci[:, 0], ci[:, 1] - vals])))
+        ax.bar(x + (k - 0.5) * 0.4, np.nan_to_num(vals, nan=0.5), 0.4, yerr=err, capsize=2, label=label)
+    ax.set_xticks(x, names, rotation=40, ha="right", fontsize=8)
+    ax.set_ylim(0.5, 1.0)
+    ax.set_ylabel("AUROC")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def render_external(m: dict, drawn: dict, out_html, figures_dir, title: str) -> Path:
+    """The external-validation report: one self-contained HTML page and its figures."""
+    figs = Figures(figures_dir)
+    figs.add("auroc", external_auroc_figure(m))
+    figs.add("calibration", reliability_grid(drawn["reliability"], m["labelled_findings"]))
+    figs.add("subgroups", subgroup_figure(m["subgroups"]))
+    html = (
+        templates()
+        .get_template("external.html.j2")
+        .render(
+            title=title,
+            disclaimer=DISCLAIMER,
+            m=m,
+            findings=m["labelled_findings"],
+            subgroup_findings=m["labelled_findings"],
+            unlabelled=[f for f in FINDINGS if f not in m["labelled_findings"]],
+            figs=figs.embedded,
             created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         )
     )

@@ -15,6 +15,7 @@ import dataclasses
 import itertools
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .config import ConfigError, check, schema
 
@@ -23,6 +24,7 @@ RUN = "results/runs/{run}"
 MODEL = RUN + "/train/model.keras"
 THRESHOLDS = RUN + "/evaluate/thresholds.json"
 CALIBRATION = RUN + "/calibrate/calibration.json"
+EXTERNAL = RUN + "/external/{dataset}"  # a run's files on an external collection
 
 SECTIONS = ("train", "shards", "evaluate")
 SHARD_KEYS = ("image_size", "encoding")  # what makes a different set of shards
@@ -75,6 +77,14 @@ _TRAIN = schema()["properties"]["train"]
 AugmentSettings = _settings_class("AugmentSettings", "train.augment", _TRAIN["properties"]["augment"])
 TrainSettings = _settings_class("TrainSettings", "train", _TRAIN, {"augment": AugmentSettings})
 EvaluateSettings = _settings_class("EvaluateSettings", "evaluate", schema()["properties"]["evaluate"])
+_DATASET = schema()["properties"]["datasets"]["additionalProperties"]
+DatasetSettings = _settings_class("DatasetSettings", "datasets.<name>", _DATASET)
+
+
+def dataset_param(dataset: dict) -> dict:
+    """A dataset's checked config as a rule param: every key of the schema, in its order (None for a
+    key its format does not use)."""
+    return {key: dataset.get(key) for key in _DATASET["properties"]}
 
 
 def as_param(settings) -> dict:
@@ -124,6 +134,14 @@ def run_of(path) -> str:
     if not path.startswith(prefix):
         raise ValueError(f"{path} is not a run's file (under {prefix})")
     return path[len(prefix) :].split("/", 1)[0]
+
+
+def dataset_of(path) -> str:
+    """The collection a run's file under results/runs/<run>/external/<dataset>/ belongs to."""
+    parts = Path(str(path)).parts
+    if "external" not in parts[3:-1]:
+        raise ValueError(f"{path} is not a run's file on an external collection ({EXTERNAL})")
+    return parts[parts.index("external", 3) + 1]
 
 
 def layout(image_size: int, encoding: str) -> str:

@@ -11,6 +11,7 @@ import pandas as pd
 from . import models, prediction_table
 from .data import Shards, dataset, use_threads
 from .inference import forward, tta_scores
+from .prediction_table import EXTERNAL
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,20 @@ def predict(model, shards: Shards, batch_size: int, tta: bool = False) -> pd.Dat
 def score(*, model, val_manifest, test_manifest, predictions, batch_size: int, tta: bool, threads=None) -> None:
     """A trained run's scores on the val and test shards, one row per image, to `predictions`
     (Parquet); with `tta`, test-time augmented, with the plain scores beside them."""
+    _score_splits(model, {"val": val_manifest, "test": test_manifest}, predictions, batch_size, tta, threads)
+
+
+def score_external(*, model, manifest, predictions, batch_size: int, tta: bool, threads=None) -> None:
+    """Step `score_external`: a trained run's scores on an external collection's shards (split
+    `external`), exactly as `score` makes them on NIH's."""
+    _score_splits(model, {EXTERNAL: manifest}, predictions, batch_size, tta, threads)
+
+
+def _score_splits(model, manifests: dict, predictions, batch_size: int, tta: bool, threads) -> None:
     use_threads(threads)
     net = models.load(model)
     size = models.info(net)["image_size"]
-    sources = {
-        "val": Shards.from_manifest(val_manifest, verify=True),
-        "test": Shards.from_manifest(test_manifest, verify=True),
-    }
+    sources = {split: Shards.from_manifest(manifest, verify=True) for split, manifest in manifests.items()}
     for split, src in sources.items():
         if src.image_size != size:
             raise ValueError(f"{model} takes {size} px but the {split} shards are {src.image_size} px")
@@ -53,4 +61,4 @@ def score(*, model, val_manifest, test_manifest, predictions, batch_size: int, t
         [predict(net, src, batch_size, tta).assign(split=split) for split, src in sources.items()], ignore_index=True
     )
     prediction_table.write(table, predictions)
-    log.info("%s: %d val and %d test images scored", model, sources["val"].images, sources["test"].images)
+    log.info("%s: scored %s", model, ", ".join(f"{src.images} {split}" for split, src in sources.items()))

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .constants import FINDINGS, SPLITS
 from .files import atomic, disk_full, sha256_file, write_json
-from .images import BadImage, decode, resize
+from .images import BadImage, load
 
 log = logging.getLogger(__name__)
 ENCODINGS = ("raw", "png")
@@ -63,7 +63,9 @@ def shard(
     if len(images) != len(archives):
         raise ValueError(f"{len(images)} image folders for {len(archives)} archives")
     rows = pd.read_parquet(plan, filters=[("split", "==", split), ("shard", "==", index)])
-    written = write_shard(rows, dict(zip(archives, images)), tfrecord, image_size, encoding, max_bad_images)
+    folders = dict(zip(archives, images))
+    rows["file"] = [str(Path(folders[int(a)]) / name) for a, name in zip(rows.archive, rows.image_index)]
+    written = write_shard(rows, tfrecord, image_size, encoding, max_bad_images)
     write_json(written, info)
     log.info(
         "%s: %d images, %d bad, %d bytes",
@@ -94,19 +96,60 @@ def shard_manifest(
     return written
 
 
+# An external collection's shards: one group, `images-00003-of-00012` under its own folder.
+DATASET_SHARDS = "images"
+
+
+def plan_dataset_shards(*, table, plan, images_per_shard: int, seed: int) -> int:
+    """Step `plan_dataset_shards`: which image of an ingested collection (`table`) goes to which
+    shard (`plan`, Parquet); returns the number of shards."""
+    from .clean import write_parquet
+
+    planned = plan_group(pd.read_parquet(table).assign(split=DATASET_SHARDS), images_per_shard, seed)
+    write_parquet(planned, plan)
+    log.info("%d images in %d shards", len(planned), planned.num_shards.iloc[0])
+    return int(planned.num_shards.iloc[0])
+
+
+def dataset_shard(
+    *, plan, tfrecord, info, index: int, root: str, image_size: int, encoding: str, max_bad_images: int
+) -> dict:
+    """Step `dataset_shard`: shard `index` of a collection's plan to `tfrecord` and its sidecar `info`,
+    each image read from `root`/its path, as the NIH shards are (same reader, resize and features)."""
+    rows = pd.read_parquet(plan, filters=[("shard", "==", index)])
+    rows["file"] = [str(Path(root) / p) for p in rows.path]
+    written = write_shard(rows, tfrecord, image_size, encoding, max_bad_images)
+    write_json(written, info)
+    log.info("%s: %d images, %d bad", written["file"], written["images"], len(written["bad_images"]))
+    return written
+
+
+def dataset_shard_manifest(
+    *, infos: list, manifest, bad_images, image_size: int, encoding: str, max_bad_images: int
+) -> dict:
+    """Step `dataset_shard_manifest`: a collection's manifest and bad-image list, as a split's."""
+    return shard_manifest(infos=infos, manifest=manifest, bad_images=bad_images, split=DATASET_SHARDS,
+                          image_size=image_size, encoding=encoding, max_bad_images=max_bad_images)  # fmt: skip
+
+
 def plan_table(table: pd.DataFrame, images_per_shard: int, seed: int) -> pd.DataFrame:
     """Assign every image to a shard: a seeded order within each split, then contiguous slices."""
-    parts = []
-    for split in SPLITS:
-        part = table[table.split == split].sort_values("image_index", ignore_index=True)
-        order = np.random.default_rng([seed, SPLITS.index(split)]).permutation(len(part))
-        part = part.iloc[order].reset_index(drop=True)
-        num = max(1, math.ceil(len(part) / images_per_shard))
-        part["shard"] = (np.arange(len(part)) * num // max(len(part), 1)).astype("int32")
-        part["num_shards"] = np.int32(num)
-        part["position"] = np.arange(len(part), dtype="int32")
-        parts.append(part)
-    return pd.concat(parts, ignore_index=True)
+    return pd.concat(
+        [plan_group(table[table.split == split], images_per_shard, [seed, k]) for k, split in enumerate(SPLITS)],
+        ignore_index=True,
+    )
+
+
+def plan_group(part: pd.DataFrame, images_per_shard: int, seed) -> pd.DataFrame:
+    """One group of images (a split, a collection) in a seeded order, cut into contiguous shards."""
+    part = part.sort_values("image_index", ignore_index=True)
+    order = np.random.default_rng(seed).permutation(len(part))
+    part = part.iloc[order].reset_index(drop=True)
+    num = max(1, math.ceil(len(part) / images_per_shard))
+    part["shard"] = (np.arange(len(part)) * num // max(len(part), 1)).astype("int32")
+    part["num_shards"] = np.int32(num)
+    part["position"] = np.arange(len(part), dtype="int32")
+    return part
 
 
 def shard_counts(plan_table: pd.DataFrame) -> dict[str, int]:
@@ -148,10 +191,8 @@ def _example(row, pixels: np.ndarray, encoding: str):
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def write_shard(
-    rows: pd.DataFrame, image_dirs: dict, out: str | Path, image_size: int, encoding: str, max_bad_images: int
-) -> dict:
-    """Write one shard from `rows` of the plan; an image is read from `image_dirs[its archive]/NAME`.
+def write_shard(rows: pd.DataFrame, out: str | Path, image_size: int, encoding: str, max_bad_images: int) -> dict:
+    """Write one shard from `rows` of a plan, each image read from its `file` (PNG, JPEG or DICOM).
 
     Bad images are skipped and listed; more than `max_bad_images` of them fails without output.
     """
@@ -165,9 +206,8 @@ def write_shard(
         try:
             with tf.io.TFRecordWriter(str(staged)) as writer:
                 for row in rows.sort_values("position").itertuples(index=False):
-                    path = Path(image_dirs[int(row.archive)]) / row.image_index
                     try:
-                        pixels = resize(decode(path.read_bytes()), image_size)
+                        pixels = load(row.file, image_size)
                     except (BadImage, OSError) as exc:
                         bad.append({"image_index": row.image_index, "reason": str(exc)})
                         continue

@@ -3,7 +3,8 @@ params to one step function through `run`, which translates them once, here.
 
 - An input a rule leaves out for some jobs is `[]` to Snakemake; the step gets None.
 - A per-run input (one file of each of several runs, `per_run`) is a list to Snakemake; the step
-  gets {run: file}, the run read from each path (results/runs/<run>/...).
+  gets {run: file}, the run read from each path (results/runs/<run>/...). A per-dataset input (a file
+  of each run on each external collection, `per_dataset`) becomes {dataset: {run: file}}.
 - A run's typed settings (`runs.TrainSettings`, `runs.EvaluateSettings`) reach the rule as a plain
   dict (Snakemake records params by their repr); the step gets the typed settings back.
 - The `code` param (the fingerprint of the package code the step runs, see `fingerprint`) is there
@@ -15,19 +16,30 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from .logs import logged
-from .runs import run_of
+from .runs import dataset_of, run_of
 
 CODE = "code"
 
 
-def arguments(snakemake, per_run: Iterable[str] = (), settings: type | None = None, threads: bool = False) -> dict:
+def arguments(
+    snakemake,
+    per_run: Iterable[str] = (),
+    settings: type | None = None,
+    threads: bool = False,
+    per_dataset: Iterable[str] = (),
+) -> dict:
     """The keyword arguments of a step function from a rule script's `snakemake` object."""
-    per_run = set(per_run)
+    per_run, per_dataset = set(per_run), set(per_dataset)
     kwargs = {}
     for name, value in {**snakemake.input}.items():
         if name in per_run:
             files = [value] if isinstance(value, str) else list(value)
             kwargs[name] = {run_of(path): path for path in files}
+        elif name in per_dataset:
+            files = [value] if isinstance(value, str) else list(value)
+            kwargs[name] = {}
+            for path in files:
+                kwargs[name].setdefault(dataset_of(path), {})[run_of(path)] = path
         elif not isinstance(value, str) and len(value) == 0:
             kwargs[name] = None
         else:
@@ -42,7 +54,15 @@ def arguments(snakemake, per_run: Iterable[str] = (), settings: type | None = No
     return kwargs
 
 
-def run(step: Callable, snakemake, *, per_run: Iterable[str] = (), settings: type | None = None, threads: bool = False):
+def run(
+    step: Callable,
+    snakemake,
+    *,
+    per_run: Iterable[str] = (),
+    settings: type | None = None,
+    threads: bool = False,
+    per_dataset: Iterable[str] = (),
+):
     """Call `step` with its rule's named input, output and params (and `threads`), in the rule's log."""
     with logged(snakemake.log[0]):
-        return step(**arguments(snakemake, per_run, settings, threads))
+        return step(**arguments(snakemake, per_run, settings, threads, per_dataset))

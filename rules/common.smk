@@ -21,7 +21,7 @@ from cxr14.constants import (
     box_name,
 )
 from cxr14.download import archive_candidates, metadata_candidates
-from cxr14.shards import ENCODINGS, shard_stem
+from cxr14.shards import DATASET_SHARDS, ENCODINGS, shard_stem
 
 # Once, for every job: strings from `--config` read as the schema's types, checked, defaults filled in.
 cxr14_config.validate(config)
@@ -119,6 +119,70 @@ def layout_setting(index):
 def names_pattern(names):
     """A wildcard constraint that matches exactly these run names (none: nothing)."""
     return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
+# External collections (datasets:), each ingested, sharded in every layout a run reads, and scored.
+DATASETS = sorted(config["datasets"])
+DATASET = "results/datasets/{dataset}"
+DATASET_SHARD = (
+    f"{DATASET}/shards/{{layout}}/{shard_stem(DATASET_SHARDS, '{shard}', '{num}')}"
+)
+DATASET_MANIFEST = f"{DATASET}/shards/{{layout}}/manifest.json"
+EXTERNAL = f"{RUN}/external/{{dataset}}"
+
+
+def dataset_setting(key):
+    return lambda wildcards: config["datasets"][wildcards.dataset][key]
+
+
+def dataset_settings(wildcards):
+    """A dataset's checked config as one param (typed again by the step)."""
+    return cxr14_runs.dataset_param(config["datasets"][wildcards.dataset])
+
+
+def dataset_table(key):
+    """A dataset's table of role `key` (files, metadata, split_file, patients) under its root; [] when
+    its format has none."""
+
+    def tables(wildcards):
+        dataset = config["datasets"][wildcards.dataset]
+        names = dataset.get(key)
+        if names is None:
+            return []
+        return (
+            [os.path.join(dataset["root"], n) for n in names]
+            if isinstance(names, list)
+            else os.path.join(dataset["root"], names)
+        )
+
+    return tables
+
+
+def dataset_manifest(wildcards):
+    """The collection's manifest in the shard layout of the run in the wildcards."""
+    return DATASET_MANIFEST.format(
+        dataset=wildcards.dataset, layout=RUNS[wildcards.run].layout
+    )
+
+
+def dataset_shard_infos(wildcards):
+    """A collection's shard sidecars, known once its plan checkpoint has run."""
+    import pandas as pd
+
+    plan = pd.read_parquet(
+        checkpoints.plan_dataset_shards.get(dataset=wildcards.dataset).output.plan,
+        columns=["num_shards"],
+    )
+    n = int(plan.num_shards.iloc[0])
+    return [
+        f"{DATASET_SHARD}.json".format(
+            dataset=wildcards.dataset,
+            layout=wildcards.layout,
+            shard=f"{i:05d}",
+            num=f"{n:05d}",
+        )
+        for i in range(n)
+    ]
 
 
 def shard_infos(wildcards):

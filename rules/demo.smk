@@ -28,3 +28,29 @@ if DEMO:
             code=package_code("demo"),
         script:
             "../scripts/demo_mirror.py"
+
+
+if DEMO and config["demo"]["site"]:
+    SITE_ROOT = config["datasets"][config["demo"]["site"]]["root"]
+
+    rule demo_site:
+        output:
+            labels=os.path.join(SITE_ROOT, "train.csv"),
+            images=directory(os.path.join(SITE_ROOT, "train")),
+        log:
+            "logs/demo/site.log",
+        benchmark:
+            "benchmarks/demo/site.tsv"
+        conda:
+            "../envs/demo.yaml"
+        resources:
+            mem_mb=2000,
+            runtime=30,
+        params:
+            patients=config["demo"]["site_patients"],
+            height=390,
+            width=320,
+            seed=config["demo"]["seed"],
+            code=package_code("demo"),
+        script:
+            "../scripts/demo_site.py"

@@ -7,6 +7,13 @@ rule leaderboard:
         predictions=expand(f"{RUN}/evaluate/predictions.parquet", run=RUNS),
         summaries=expand(f"{RUN}/train/training_summary.json", run=TRAINED),
         reports=expand(f"{RUN}/evaluate/report.html", run=RUNS),
+        external_evaluations=expand(
+            f"{EXTERNAL}/metrics.json", run=RUNS, dataset=DATASETS
+        ),
+        external_predictions=expand(
+            f"{EXTERNAL}/predictions.parquet", run=RUNS, dataset=DATASETS
+        ),
+        external_reports=expand(f"{EXTERNAL}/report.html", run=RUNS, dataset=DATASETS),
     output:
         csv="results/leaderboard.csv",
         html=report(

@@ -5,4 +5,9 @@ import _package  # noqa: F401  (makes cxr14 importable)
 from cxr14.leaderboard import leaderboard
 from cxr14.step import run
 
-run(leaderboard, snakemake, per_run=["evaluations", "predictions", "summaries", "reports"])  # noqa: F821
+run(
+    leaderboard,
+    snakemake,  # noqa: F821
+    per_run=["evaluations", "predictions", "summaries", "reports"],
+    per_dataset=["external_evaluations", "external_predictions", "external_reports"],
+)

@@ -252,8 +252,7 @@ def write_easy_shards(root, splits=(("train", 160), ("val", 64)), size=32, per_s
         num = int(part.num_shards.iloc[0])
         infos = [
             shards.write_shard(
-                part[part.shard == s],
-                {1: folder},
+                part[part.shard == s].assign(file=lambda rows: [str(folder / n) for n in rows.image_index]),
                 root / "shards" / split / f"{shards.shard_stem(split, s, num)}.tfrecord",
                 size,
                 "raw",
@@ -324,6 +323,41 @@ def synthetic_predictions(path, seed, noise, images=80):
     return frame
 
 
+EXTERNAL_LABELLED = ["Atelectasis", "Cardiomegaly", "Effusion", "Pneumothorax"]
+
+
+def synthetic_external_predictions(path, seed, noise, images=120):
+    """An external collection's predictions table: the EXTERNAL_LABELLED findings labelled (a tenth of
+    their labels -1, as U-Ignore leaves an uncertain one), the rest -1 throughout; scores that see the
+    labels through Gaussian noise of sd `noise`; the labels depend on no seed."""
+    import numpy as np
+    import pandas as pd
+
+    from cxr14 import prediction_table
+    from cxr14.constants import FINDINGS
+
+    rng, truth_rng = np.random.default_rng(seed), np.random.default_rng(77)
+    frame = pd.DataFrame(
+        {
+            "image_index": [f"site/{k:05d}.jpg" for k in range(images)],
+            "patient_id": np.arange(images) // 2,
+            "age_years": truth_rng.choice([30.0, 70.0, np.nan], images),
+            "sex": truth_rng.choice(["M", "F"], images),
+            "view": truth_rng.choice(["PA", "AP"], images),
+            "split": prediction_table.EXTERNAL,
+        }
+    )
+    for f in FINDINGS:
+        truth = truth_rng.random(images) < 0.3
+        y = np.where(truth, 1, 0) if f in EXTERNAL_LABELLED else np.full(images, -1)
+        if f in EXTERNAL_LABELLED:
+            y[truth_rng.random(images) < 0.1] = -1
+        frame[f"y_{f}"] = y.astype(np.int8)
+        frame[f"p_{f}"] = np.clip(truth * 0.3 + rng.normal(0.3, noise, images), 0, 1).astype(np.float32)
+    frame.to_parquet(path, index=False)
+    return frame
+
+
 # What the batch predictor and the app serve.
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
@@ -355,34 +389,3 @@ def workdir_with_runs(served, tmp_path_factory):
         (wd / THRESHOLDS.format(run=run)).parent.mkdir(parents=True)
         shutil.copy(root / "thresholds.json", wd / THRESHOLDS.format(run=run))
     return wd
-
-
-def write_dicom(path, pixels, monochrome1=False, window=None, bits_stored=12, rescale=None):
-    """A DICOM file of `pixels` stored as 16-bit words (`bits_stored` of them used), a DX secondary
-    capture; with a (centre, width) `window` and a (slope, intercept) `rescale` when given."""
-    import numpy as np
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.Rows, ds.Columns = "DX", pixels.shape[0], pixels.shape[1]
-    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
-    ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = (
-        1,
-        16,
-        bits_stored,
-        bits_stored - 1,
-        0,
-    )
-    if window:
-        ds.WindowCenter, ds.WindowWidth = window
-    if rescale:
-        ds.RescaleSlope, ds.RescaleIntercept = rescale
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
-    return path

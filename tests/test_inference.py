@@ -5,11 +5,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import NIH_SAMPLE, needs_shared, write_dicom
+from conftest import NIH_SAMPLE, needs_shared
 from cxr14.constants import FINDINGS
 from cxr14.data import Shards, dataset
-from cxr14.images import BadImage
-from cxr14.inference import Predictor, read_gray
+from cxr14.images import BadImage, read_gray, write_dicom
+from cxr14.inference import Predictor
 from cxr14.predict import predict_files
 
 

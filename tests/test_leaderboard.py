@@ -2,16 +2,20 @@
 
 import json
 
+import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
-from conftest import synthetic_predictions
+from conftest import synthetic_external_predictions, synthetic_predictions
 from cxr14 import leaderboard
 from cxr14.assess import assess
+from cxr14.constants import FINDINGS
 
 
-def _board(tmp_path, runs: dict, settings: dict, groups: dict) -> pd.DataFrame:
-    """The leaderboard of runs {name: noise of its synthetic predictions}, the first the reference."""
-    paths = {}
+def _board(tmp_path, runs: dict, settings: dict, groups: dict, site: dict | None = None) -> pd.DataFrame:
+    """The leaderboard of runs {name: noise of its synthetic predictions}, the first the reference;
+    `site`: {name: noise} of each run's predictions on an external collection "site"."""
+    paths, external = {}, {"external_evaluations": {}, "external_predictions": {}, "external_reports": {}}
     for k, (run, noise) in enumerate(runs.items()):
         pred = synthetic_predictions(tmp_path / f"{run}.parquet", k, noise)
         m = assess(pred, calibration=None, expert_csv=None, n_boot=20, seed=0)["metrics"]
@@ -22,11 +26,33 @@ def _board(tmp_path, runs: dict, settings: dict, groups: dict) -> pd.DataFrame:
         )
         paths[run] = tmp_path / f"{run}.html"
         paths[run].write_text("report")
+    for run, noise in (site or {}).items():
+        pred = synthetic_external_predictions(tmp_path / f"{run}.site.parquet", 10 + len(run), noise)
+        labelled = [f for f in FINDINGS if (pred[f"y_{f}"] >= 0).any()]
+        mean = float(
+            np.mean(
+                [
+                    roc_auc_score(pred[f"y_{f}"][pred[f"y_{f}"] >= 0], pred[f"p_{f}"][pred[f"y_{f}"] >= 0])
+                    for f in labelled
+                ]
+            )
+        )
+        m = {"mean_auroc": mean, "mean_auroc_ci": [mean - 0.05, mean + 0.05], "labelled_findings": labelled,
+             "nih": {"mean_auroc": 0.8}, "drop": {"diff": 0.8 - mean, "ci": [0.0, 0.2]}}  # fmt: skip
+        (tmp_path / f"{run}.site.json").write_text(json.dumps(m))
+        (tmp_path / f"{run}.site.html").write_text("external report")
+        for key, suffix in (
+            ("external_evaluations", "json"),
+            ("external_predictions", "parquet"),
+            ("external_reports", "html"),
+        ):
+            external[key].setdefault("site", {})[run] = tmp_path / f"{run}.site.{suffix}"
     return leaderboard.leaderboard(
         evaluations={r: tmp_path / f"{r}.json" for r in runs},
         predictions={r: tmp_path / f"{r}.parquet" for r in runs},
         summaries={r: tmp_path / f"{r}.summary.json" for r in runs},
         reports=paths,
+        **external,
         csv=tmp_path / "lb.csv",
         html=tmp_path / "lb.html",
         groups=groups,
@@ -59,3 +85,14 @@ def test_leaderboard_rows_comparisons_and_spread(tmp_path):
     assert "30</b> comparisons" in html and "s1 − ref" in html and "not medical advice" in html
     assert "table.sortable" in html and 'href="ref.html"' in html and "± " in html
     assert table.loc[1, "p_holm"] >= table.loc[1, "p_bootstrap"]
+
+
+def test_each_external_collection_gets_its_columns_and_a_paired_comparison(tmp_path):
+    settings = {"ref": {}, "better": {"train.loss": "focal"}}
+    _board(tmp_path, {"ref": 0.3, "better": 0.3}, settings, {}, site={"ref": 0.4, "better": 0.1})
+    csv = pd.read_csv(tmp_path / "lb.csv").set_index("run")
+    assert csv.loc["better", "site_mean_auroc"] > csv.loc["ref", "site_mean_auroc"]
+    assert csv.loc["better", "site_diff_vs_reference"] > 0 and csv.loc["better", "site_diff_ci_low"] > 0
+    assert np.isnan(csv.loc["ref", "site_diff_vs_reference"]) and csv.loc["better", "site_report"] == "better.site.html"
+    html = (tmp_path / "lb.html").read_text()
+    assert 'id="external-site"' in html and "Atelectasis, Cardiomegaly, Effusion, Pneumothorax" in html

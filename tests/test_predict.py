@@ -10,8 +10,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from conftest import REPO, write_dicom
+from conftest import REPO
 from cxr14.constants import FINDINGS
+from cxr14.images import write_dicom
 from cxr14.predict import expand
 
 

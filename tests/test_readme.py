@@ -54,10 +54,11 @@ def user_folder(tmp_path_factory):
 
     import cv2
 
-    from conftest import write_dicom, write_easy_shards
+    from conftest import write_easy_shards
     from cxr14 import models
     from cxr14.constants import FINDINGS
     from cxr14.files import sha256_file
+    from cxr14.images import write_dicom
     from cxr14.runs import CALIBRATION, MODEL, THRESHOLDS
 
     wd = tmp_path_factory.mktemp("user")

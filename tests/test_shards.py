@@ -31,9 +31,9 @@ def _table(n=10, split="train"):
     return pd.DataFrame(rows)
 
 
-def _dirs(tmp_path):
-    """The extracted folder of each archive, as the shard step takes them (the tables use archive 1)."""
-    return {1: tmp_path / "img" / "images_01"}
+def _located(rows, tmp_path):
+    """Plan rows with the `file` each image is read from (the tables' images are in archive 1's folder)."""
+    return rows.assign(file=[str(tmp_path / "img" / "images_01" / name) for name in rows.image_index])
 
 
 def _write_pngs(root, table, size=100, seed=0):
@@ -60,8 +60,7 @@ def test_round_trip_keeps_pixels_labels_and_metadata(tmp_path, encoding):
     plan = shards.plan_table(table, images_per_shard=4, seed=0)
     infos = [
         shards.write_shard(
-            plan[plan.shard == s],
-            _dirs(tmp_path),
+            _located(plan[plan.shard == s], tmp_path),
             tmp_path / f"{shards.shard_stem('train', s, 3)}.tfrecord",
             32,
             encoding,
@@ -96,8 +95,8 @@ def test_shards_are_byte_identical_and_the_plan_is_seeded(tmp_path):
     _write_pngs(tmp_path / "img", table)
     a = shards.plan_table(table, 5, seed=1)
     assert a.equals(shards.plan_table(table, 5, seed=1)) and not a.equals(shards.plan_table(table, 5, seed=2))
-    shards.write_shard(a[a.shard == 0], _dirs(tmp_path), tmp_path / "a.tfrecord", 16, "raw", 0)
-    shards.write_shard(a[a.shard == 0], _dirs(tmp_path), tmp_path / "b.tfrecord", 16, "raw", 0)
+    shards.write_shard(_located(a[a.shard == 0], tmp_path), tmp_path / "a.tfrecord", 16, "raw", 0)
+    shards.write_shard(_located(a[a.shard == 0], tmp_path), tmp_path / "b.tfrecord", 16, "raw", 0)
     assert (tmp_path / "a.tfrecord").read_bytes() == (tmp_path / "b.tfrecord").read_bytes()
     assert shards.shard_counts(a) == {"train": 3, "val": 0, "test": 0}
 
@@ -109,12 +108,12 @@ def test_bad_images_are_skipped_listed_and_capped(tmp_path):
     path.write_bytes(path.read_bytes()[:200])  # truncated
     (tmp_path / "img/images_01" / table.image_index[2]).unlink()  # missing
     plan = shards.plan_table(table, 10, 0)
-    info = shards.write_shard(plan, _dirs(tmp_path), tmp_path / "s.tfrecord", 16, "raw", max_bad_images=2)
+    info = shards.write_shard(_located(plan, tmp_path), tmp_path / "s.tfrecord", 16, "raw", max_bad_images=2)
     assert info["images"] == 2
     assert {b["image_index"] for b in info["bad_images"]} == set(table.image_index[1:3])
     assert any("truncated" in b["reason"] for b in info["bad_images"])
     with pytest.raises(shards.TooManyBadImages, match="2 bad images"):
-        shards.write_shard(plan, _dirs(tmp_path), tmp_path / "t.tfrecord", 16, "raw", max_bad_images=1)
+        shards.write_shard(_located(plan, tmp_path), tmp_path / "t.tfrecord", 16, "raw", max_bad_images=1)
     assert not (tmp_path / "t.tfrecord").exists() and not (tmp_path / "t.partial.tfrecord").exists()
     shards.write_manifest("train", [info], 16, "raw", tmp_path / "m.json", tmp_path / "bad.tsv", 5)
     assert len(pd.read_csv(tmp_path / "bad.tsv", sep="\t")) == 2
@@ -163,7 +162,7 @@ def test_training_reader_shapes_range_and_channels(tmp_path):
     _write_pngs(tmp_path / "img", table)
     plan = shards.plan_table(table, 5, 0)
     infos = [
-        shards.write_shard(plan[plan.shard == s], _dirs(tmp_path), tmp_path / f"s{s}.tfrecord", 32, "raw", 0)
+        shards.write_shard(_located(plan[plan.shard == s], tmp_path), tmp_path / f"s{s}.tfrecord", 32, "raw", 0)
         for s in range(2)
     ]
     src = _manifest(tmp_path, infos)

@@ -1,0 +1,424 @@
+"""External collections read as published: tiny copies of CheXpert, MIMIC-CXR-JPG, PadChest, VinDr-CXR
+and a hospital's CSV export, laid out file for file as their releases are, harmonised row by row."""
+
+import gzip
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxr14 import config, runs
+from cxr14.constants import FINDINGS
+from cxr14.demo import CHEXPERT_HEADER
+from cxr14.images import write_dicom
+from cxr14.ingest import UNLABELLED, CollectionError, ingest
+
+U = UNLABELLED
+SCHEMA = config.schema()["properties"]["datasets"]["additionalProperties"]
+
+
+def settings(**dataset):
+    """A dataset's typed settings, checked and defaulted as the workflow does."""
+    return runs.DatasetSettings.of(runs.dataset_param(config.check(dict(dataset), SCHEMA, "datasets.test")))
+
+
+def run_ingest(tmp_path, s, labels, **tables):
+    out = tmp_path / "out"
+    ingest(
+        labels=[str(s.root + "/" + name) for name in labels],
+        metadata=tables.get("metadata"),
+        split_file=tables.get("split_file"),
+        patients=tables.get("patients"),
+        images=out / "images.parquet",
+        report=out / "ingest_report.json",
+        root=s.root,
+        name="test",
+        settings=s,
+    )
+    return pd.read_parquet(out / "images.parquet"), json.loads((out / "ingest_report.json").read_text())
+
+
+def image(path, size=(48, 40), value=100):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full(size, value, np.uint8))
+
+
+def row_of(frame, image_index) -> dict:
+    return frame.set_index("image_index").loc[image_index].to_dict()
+
+
+# -- CheXpert ------------------------------------------------------------------------------------------
+
+
+def chexpert(tmp_path, rows, csv="train.csv"):
+    """CheXpert-v1.0-small/<csv> with the published header; `rows`: (patient, study, view, sex, age,
+    {observation: code})."""
+    root = tmp_path / "CheXpert-v1.0-small"
+    split = "valid" if csv == "valid.csv" else "train"
+    lines = []
+    for patient, study, view, sex, age, values in rows:
+        name = f"view1_{'frontal' if view in ('AP', 'PA') else 'lateral'}.jpg"
+        path = f"CheXpert-v1.0-small/{split}/patient{patient:05d}/study{study}/{name}"
+        image(root / path.split("/", 1)[1])
+        frontal = view in ("AP", "PA")
+        lines.append(
+            [path, sex, age, "Frontal" if frontal else "Lateral", view if frontal else "",
+             *(values.get(c, "") for c in CHEXPERT_HEADER[5:])]
+        )  # fmt: skip
+    pd.DataFrame(lines, columns=CHEXPERT_HEADER).to_csv(root / csv, index=False)
+    return root
+
+
+CHEXPERT_ROWS = [
+    (1, 1, "PA", "Male", 61, {"Pleural Effusion": "1.0", "Cardiomegaly": "-1.0", "Edema": "0.0"}),
+    (1, 2, "Lateral", "Male", 61, {"Pleural Effusion": "1.0"}),
+    (2, 1, "AP", "Female", 0, {"No Finding": "1.0", "Support Devices": "1.0"}),
+    (3, 1, "PA", "Unknown", 45, {"Pneumothorax": "1.0", "Atelectasis": "", "Lung Opacity": "1.0"}),
+]
+
+
+def test_chexpert_labels_views_and_the_uncertain_policies(tmp_path):
+    root = chexpert(tmp_path, CHEXPERT_ROWS)
+    frame, report = run_ingest(
+        tmp_path, settings(format="chexpert", root=str(root), files=["train.csv"]), ["train.csv"]
+    )
+    assert list(frame.image_index) == [
+        "train/patient00001/study1/view1_frontal.jpg",
+        "train/patient00002/study1/view1_frontal.jpg",
+        "train/patient00003/study1/view1_frontal.jpg",
+    ]
+    first = row_of(frame, "train/patient00001/study1/view1_frontal.jpg")
+    assert (first["Effusion"], first["Cardiomegaly"], first["Edema"], first["Pneumonia"]) == (1, U, 0, U)
+    assert (first["patient"], first["sex"], first["age_years"], first["view"], first["split"]) == (
+        "patient00001", "M", 61.0, "PA", "train"
+    )  # fmt: skip
+    healthy = row_of(frame, "train/patient00002/study1/view1_frontal.jpg")
+    assert [healthy[f] for f in ("Atelectasis", "Cardiomegaly", "Effusion", "Pneumothorax")] == [0, 0, 0, 0]
+    assert np.isnan(healthy["age_years"]) and healthy["view"] == "AP"  # CheXpert's age 0 is unknown
+    third = row_of(frame, "train/patient00003/study1/view1_frontal.jpg")
+    assert (third["Pneumothorax"], third["Atelectasis"], third["sex"]) == (1, U, "unknown")
+    # Findings CheXpert does not label are masked in every row, never negative.
+    for finding in ("Infiltration", "Mass", "Nodule", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia"):
+        assert (frame[finding] == U).all()
+    assert report["labelled_findings"] == [
+        "Atelectasis", "Cardiomegaly", "Effusion", "Pneumonia", "Pneumothorax", "Consolidation", "Edema"
+    ]  # fmt: skip
+    assert report["dropped"]["view not in views"] == 1 and report["images"] == 3
+    # Patient 3's blank Effusion is unmentioned (not labelled); patient 2's is negative ("No Finding").
+    assert report["findings"]["Effusion"] == {"labelled": 2, "positives": 1, "prevalence": 0.5}
+    for policy, want in (("zero", 0), ("one", 1)):
+        s = settings(format="chexpert", root=str(root), files=["train.csv"], uncertain=policy)
+        frame, _ = run_ingest(tmp_path, s, ["train.csv"])
+        assert row_of(frame, "train/patient00001/study1/view1_frontal.jpg")["Cardiomegaly"] == want
+    s = settings(format="chexpert", root=str(root), files=["train.csv"], views=["PA", "AP", "LATERAL"])
+    frame, _ = run_ingest(tmp_path, s, ["train.csv"])
+    assert row_of(frame, "train/patient00001/study2/view1_lateral.jpg")["view"] == "LATERAL"
+
+
+def test_chexpert_valid_csv_is_the_val_split(tmp_path):
+    root = chexpert(tmp_path, CHEXPERT_ROWS[:1], csv="valid.csv")
+    frame, report = run_ingest(tmp_path, settings(format="chexpert", root=str(root)), ["valid.csv"])
+    assert list(frame.split) == ["val"] and report["splits"] == {"val": 1}
+
+
+# -- MIMIC-CXR-JPG -------------------------------------------------------------------------------------
+
+
+def write_gz(path, frame):
+    with gzip.open(path, "wt", newline="") as fh:
+        frame.to_csv(fh, index=False)
+
+
+def mimic(tmp_path, with_patients=False):
+    """mimic-cxr-jpg/2.1.0: the three tables (gzipped CSVs) and files/pXX/p<subject>/s<study>/<dicom>.jpg."""
+    root = tmp_path / "mimic-cxr-jpg" / "2.1.0"
+    root.mkdir(parents=True)
+    meta = pd.DataFrame(
+        {
+            "dicom_id": ["d1", "d2", "d3", "d4"],
+            "subject_id": [10000032, 10000032, 11000011, 12000012],
+            "study_id": [50414267, 50414267, 53189527, 57000000],
+            "PerformedProcedureStepDescription": ["CHEST (PA AND LAT)"] * 4,
+            "ViewPosition": ["PA", "LATERAL", "AP", "PA"],
+            "Rows": [3056] * 4,
+            "Columns": [2544] * 4,
+            "StudyDate": [21800506] * 4,
+            "StudyTime": [213014.531] * 4,
+            "ProcedureCodeSequence_CodeMeaning": ["CHEST (PA AND LAT)"] * 4,
+            "ViewCodeSequence_CodeMeaning": ["postero-anterior", "lateral", "antero-posterior", "postero-anterior"],
+            "PatientOrientationCodeSequence_CodeMeaning": ["Erect"] * 4,
+        }
+    )
+    labels = pd.DataFrame(
+        {
+            "subject_id": [10000032, 11000011],
+            "study_id": [50414267, 53189527],
+            **{c: [None, None] for c in sorted(set(CHEXPERT_HEADER[5:]))},
+        }
+    )
+    labels.loc[0, ["Pleural Effusion", "Edema"]] = [1.0, -1.0]
+    labels.loc[1, "No Finding"] = 1.0
+    split = pd.DataFrame({"dicom_id": meta.dicom_id, "study_id": meta.study_id, "subject_id": meta.subject_id,
+                          "split": ["train", "train", "test", "validate"]})  # fmt: skip
+    write_gz(root / "mimic-cxr-2.0.0-metadata.csv.gz", meta)
+    write_gz(root / "mimic-cxr-2.0.0-chexpert.csv.gz", labels)
+    write_gz(root / "mimic-cxr-2.0.0-split.csv.gz", split)
+    for r in meta.itertuples():
+        s = str(r.subject_id)
+        image(root / "files" / f"p{s[:2]}" / f"p{s}" / f"s{r.study_id}" / f"{r.dicom_id}.jpg")
+    tables = {
+        "metadata": str(root / "mimic-cxr-2.0.0-metadata.csv.gz"),
+        "split_file": str(root / "mimic-cxr-2.0.0-split.csv.gz"),
+    }
+    if with_patients:
+        people = pd.DataFrame({"subject_id": [10000032, 11000011, 12000012], "gender": ["F", "M", "F"],
+                               "anchor_age": [52, 70, 33], "anchor_year": [2180] * 3,
+                               "anchor_year_group": ["2014 - 2016"] * 3,
+                               "dod": [None] * 3})  # fmt: skip
+        write_gz(root / "patients.csv.gz", people)
+        tables["patients"] = str(root / "patients.csv.gz")
+    return root, tables
+
+
+def test_mimic_joins_studies_to_images_and_builds_the_published_paths(tmp_path):
+    root, tables = mimic(tmp_path, with_patients=True)
+    s = settings(format="mimic", root=str(root), patients="patients.csv.gz")
+    frame, report = run_ingest(tmp_path, s, s.files, **tables)
+    assert list(frame.image_index) == [
+        "files/p10/p10000032/s50414267/d1.jpg",
+        "files/p11/p11000011/s53189527/d3.jpg",
+        "files/p12/p12000012/s57000000/d4.jpg",
+    ]
+    d1, d3, d4 = (row_of(frame, i) for i in frame.image_index)
+    assert (d1["Effusion"], d1["Edema"], d1["Atelectasis"], d1["split"], d1["sex"], d1["age_years"]) == (
+        1, U, U, "train", "F", 52.0
+    )  # fmt: skip
+    assert [d3[f] for f in ("Effusion", "Edema", "Pneumonia")] == [0, 0, 0] and d3["split"] == "test"
+    assert all(d4[f] == U for f in FINDINGS) and d4["split"] == "val"  # a study the labeller left out
+    assert report["dropped"]["view not in views"] == 1
+
+
+# -- PadChest ------------------------------------------------------------------------------------------
+
+PADCHEST_COLUMNS = [
+    "ImageID", "ImageDir", "StudyDate_DICOM", "StudyID", "PatientID", "PatientBirth", "PatientSex_DICOM",
+    "ViewPosition_DICOM", "Projection", "MethodProjection", "Pediatric", "Modality_DICOM", "Manufacturer_DICOM",
+    "PhotometricInterpretation_DICOM", "PixelRepresentation_DICOM", "PixelAspectRatio_DICOM",
+    "SpatialResolution_DICOM", "BitsStored_DICOM", "WindowCenter_DICOM", "WindowWidth_DICOM", "Rows_DICOM",
+    "Columns_DICOM", "XRayTubeCurrent_DICOM", "Exposure_DICOM", "ExposureInuAs_DICOM", "ExposureTime",
+    "RelativeXRayExposure_DICOM", "ReportID", "Report", "MethodLabel", "Labels", "Localizations",
+    "LabelsLocalizationsBySentence", "labelCUIS", "LocalizationsCUIS",
+]  # fmt: skip
+
+
+def padchest(tmp_path):
+    root = tmp_path / "padchest"
+    rows = [
+        ("20536686640136348236148679891455886468_k6ga29.png", 0, "20140915", "p1", "1936.0", "M", "PA",
+         "['pleural effusion', 'cardiomegaly', ' pacemaker']"),
+        ("135803415504923515076821959678074435083_fzis7b.png", 0, "20150101", "p2", "1950.0", "F", "AP_horizontal",
+         "['normal']"),
+        ("313572750430997347502932654319389875966_54hr1w.png", 1, "20160302", "p3", "", "F", "L",
+         "['infiltrates', 'nodule']"),
+        ("216840111366964012339356563862009072111404053_00-043-192.png", 1, "20120101", "p4", "1960.0", "M", "PA",
+         "['air bronchogram', 'hiatal hernia', 'apical pleural thickening']"),
+    ]  # fmt: skip
+    table = pd.DataFrame("", index=range(len(rows)), columns=PADCHEST_COLUMNS)
+    for i, (name, folder, date, patient, birth, sex, projection, labels) in enumerate(rows):
+        fields = ["ImageID", "ImageDir", "StudyDate_DICOM", "PatientID", "PatientBirth", "PatientSex_DICOM",
+                  "Projection", "Labels"]  # fmt: skip
+        table.loc[i, fields] = [name, str(folder), date, patient, birth, sex, projection, labels]
+        path = root / str(folder) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), np.full((40, 40), 3000 + 100 * i, np.uint16))  # 16-bit, as published
+    write_gz(root / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz", table)
+    return root
+
+
+def test_padchest_label_lists_projections_and_ages(tmp_path):
+    root = padchest(tmp_path)
+    s = settings(format="padchest", root=str(root))
+    frame, report = run_ingest(tmp_path, s, s.files)
+    assert len(frame) == 3 and report["dropped"]["view not in views"] == 1  # the lateral ('L')
+    first = row_of(frame, "0/20536686640136348236148679891455886468_k6ga29.png")
+    assert (first["Effusion"], first["Cardiomegaly"], first["Pneumonia"], first["Hernia"]) == (1, 1, 0, 0)
+    assert (first["age_years"], first["sex"], first["view"], first["patient"]) == (78.0, "M", "PA", "p1")
+    normal = row_of(frame, "0/135803415504923515076821959678074435083_fzis7b.png")
+    assert all(normal[f] == 0 for f in FINDINGS) and normal["view"] == "AP"  # AP_horizontal: supine AP
+    fourth = row_of(frame, "1/216840111366964012339356563862009072111404053_00-043-192.png")
+    assert [f for f in FINDINGS if fourth[f] == 1] == ["Consolidation", "Pleural_Thickening", "Hernia"]
+    assert report["labelled_findings"] == list(FINDINGS)  # PadChest's terms cover all 14
+
+
+# -- VinDr-CXR -----------------------------------------------------------------------------------------
+
+VINDR_LABELS = [
+    "Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Clavicle fracture", "Consolidation",
+    "Edema", "Emphysema", "Enlarged PA", "ILD", "Infiltration", "Lung Opacity", "Lung cavity", "Lung cyst",
+    "Mediastinal shift", "Nodule/Mass", "Pleural effusion", "Pleural thickening", "Pneumothorax",
+    "Pulmonary fibrosis", "Rib fracture", "Other lesion", "COPD", "Lung tumor", "Pneumonia", "Tuberculosis",
+    "Other disease", "No finding",
+]  # fmt: skip
+
+
+def vindr(tmp_path):
+    """vindr-cxr/1.0.0: annotations/image_labels_{train,test}.csv and {train,test}/<image_id>.dicom."""
+    root = tmp_path / "vindr-cxr" / "1.0.0"
+    (root / "annotations").mkdir(parents=True)
+    train = pd.DataFrame(0, index=range(3), columns=["image_id", "rad_id", *VINDR_LABELS])
+    train["image_id"], train["rad_id"] = "000434271f63a053c4128a0ba6352c7f", ["R2", "R3", "R6"]
+    train.loc[0, ["Pleural effusion", "Cardiomegaly"]] = 1
+    train.loc[1, "Pleural effusion"] = 1
+    train.loc[[0, 1, 2], "Pulmonary fibrosis"] = 1
+    train.to_csv(root / "annotations" / "image_labels_train.csv", index=False)
+    test = pd.DataFrame(0, index=range(1), columns=["image_id", *VINDR_LABELS])
+    test["image_id"] = "002a34c58c5b758217ed1f584ccbcfe9"
+    test.loc[0, "Pneumothorax"] = 1
+    test.to_csv(root / "annotations" / "image_labels_test.csv", index=False)
+    for split, name in (("train", train.image_id[0]), ("test", test.image_id[0])):
+        (root / split).mkdir()
+        write_dicom(root / split / f"{name}.dicom", np.full((40, 40), 2000, np.uint16))
+    return root
+
+
+@pytest.mark.parametrize(
+    "readers, effusion, cardiomegaly, fibrosis", [("any", 1, 1, 1), ("majority", 1, 0, 1), ("all", 0, 0, 1)]
+)
+def test_vindr_readers_rule_and_consensus_test_labels(tmp_path, readers, effusion, cardiomegaly, fibrosis):
+    root = vindr(tmp_path)
+    files = ["annotations/image_labels_train.csv", "annotations/image_labels_test.csv"]
+    frame, report = run_ingest(tmp_path, settings(format="vindr", root=str(root), files=files, readers=readers), files)
+    train = row_of(frame, "train/000434271f63a053c4128a0ba6352c7f.dicom")
+    assert (train["Effusion"], train["Cardiomegaly"], train["Fibrosis"]) == (effusion, cardiomegaly, fibrosis)
+    test = row_of(frame, "test/002a34c58c5b758217ed1f584ccbcfe9.dicom")
+    assert test["Pneumothorax"] == 1 and test["split"] == "test" and test["view"] == "PA"
+    assert (frame[["Mass", "Nodule", "Hernia"]] == U).all().all()  # Nodule/Mass is neither alone
+    assert report["policy"]["readers"] == readers
+
+
+# -- a hospital's CSV export ---------------------------------------------------------------------------
+
+
+def export(tmp_path, text, images=("a.png", "b.jpg", "c.dcm")):
+    root = tmp_path / "export"
+    for name in images:
+        if name.endswith(".dcm"):
+            root.mkdir(parents=True, exist_ok=True)
+            write_dicom(root / name, np.full((30, 50), 900, np.uint16))
+        else:
+            image(root / name)
+    (root / "labels.csv").write_text(text)
+    return root
+
+
+def test_a_csv_export_with_its_own_column_names(tmp_path):
+    root = export(
+        tmp_path,
+        "file,mrn,years,gender,projection,effusion,ptx,Cardiomegaly\n"
+        "a.png,100,71,F,PA,1,0,\nb.jpg,100,71,F,AP,0,,1\nc.dcm,200,,M,PA,,1,0\n",
+    )
+    s = settings(
+        format="csv", root=str(root), files=["labels.csv"],
+        columns={"path": "file", "patient": "mrn", "age": "years", "sex": "gender", "view": "projection"},
+        findings={"effusion": "Effusion", "ptx": "Pneumothorax", "Cardiomegaly": "Cardiomegaly"},
+    )  # fmt: skip
+    frame, report = run_ingest(tmp_path, s, ["labels.csv"])
+    assert frame[["Effusion", "Pneumothorax", "Cardiomegaly"]].to_numpy().tolist() == [[1, 0, U], [0, U, 1], [U, 1, 0]]
+    assert list(frame.patient) == ["100", "100", "200"] and list(frame.patient_id) == [0, 0, 1]
+    assert report["labelled_findings"] == ["Cardiomegaly", "Effusion", "Pneumothorax"]
+
+
+# -- bad input: a clear error naming the file, the row and the reason, and nothing written -------------
+
+BAD = {
+    "a missing column": ("file,patient_id,Effusion\na.png,1,1\n", r"labels.csv: missing column\(s\) \['path'\]"),
+    "an unknown label value": (
+        "path,patient_id,Effusion\na.png,1,1\nb.jpg,2,2\n",
+        r"labels.csv, row labels.csv:3: column 'Effusion' has '2', not one of \['0', '1'\] or blank",
+    ),
+    "a path that does not exist": (
+        "path,patient_id,Effusion\na.png,1,1\nnowhere.png,2,0\n",
+        r"1 image files do not exist .* \(max_missing=0\), e.g. row labels.csv:3: nowhere.png",
+    ),
+    "a repeated image": (
+        "path,patient_id,Effusion\na.png,1,1\na.png,1,0\n",
+        r"image a.png is listed more than once \(rows labels.csv:2, labels.csv:3\)",
+    ),
+    "a patient in two splits": (
+        "path,patient_id,split,Effusion\na.png,1,train,1\nb.jpg,1,test,0\n",
+        r"patient 1 is in more than one split \(labels.csv:2: train, labels.csv:3: test\)",
+    ),
+    "no labelled finding": (
+        "path,patient_id,Effusion\na.png,1,\nb.jpg,2,\n",
+        r"no row labels any of the 14 NIH findings",
+    ),
+    "no finding column": ("path,patient_id,Lung Opacity\na.png,1,1\n", r"labels.csv: no finding column"),
+}
+
+
+@pytest.mark.parametrize("case", BAD, ids=list(BAD))
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, case):
+    text, message = BAD[case]
+    root = export(tmp_path, text)
+    with pytest.raises(CollectionError, match=message):
+        run_ingest(tmp_path, settings(format="csv", root=str(root), files=["labels.csv"]), ["labels.csv"])
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_missing_images_within_the_tolerance_are_dropped_and_counted(tmp_path):
+    root = export(tmp_path, "path,patient_id,Effusion\na.png,1,1\nnowhere.png,2,0\nb.jpg,3,0\n")
+    s = settings(format="csv", root=str(root), files=["labels.csv"], max_missing=1)
+    frame, report = run_ingest(tmp_path, s, ["labels.csv"])
+    assert list(frame.image_index) == ["a.png", "b.jpg"] and report["dropped"]["image file missing"] == 1
+
+
+def test_a_misspelt_dataset_key_is_named():
+    with pytest.raises(config.ConfigError, match="'uncertian' was unexpected"):
+        settings(format="chexpert", root="x", uncertian="zero")
+    with pytest.raises(config.ConfigError, match="files' is a required property"):
+        settings(format="csv", root="x")
+
+
+def test_the_readme_label_table_is_the_code_table():
+    """The README's harmonisation table says what LABEL_MAP does (CheXpert/MIMIC and VinDr columns)."""
+    from conftest import REPO
+    from cxr14.ingest import LABEL_MAP
+
+    text = (REPO / "README.md").read_text()
+    table = text.split("| NIH finding | CheXpert / MIMIC | VinDr-CXR | PadChest (any of) |", 1)[1].split("\n\n", 1)[0]
+    rows = {cells[0]: cells[1:] for line in table.strip().splitlines()[1:]
+            for cells in [[c.strip() for c in line.strip("|").split("|")]]}  # fmt: skip
+    assert list(rows) == list(FINDINGS)
+    for column, fmt in ((0, "chexpert"), (1, "vindr")):
+        by_finding = {finding: source for source, finding in LABEL_MAP[fmt].items()}
+        for finding, cells in rows.items():
+            assert cells[column].split(" (")[0] == by_finding.get(finding, "–"), (fmt, finding)
+    assert LABEL_MAP["mimic"] == LABEL_MAP["chexpert"]
+    for finding, cells in rows.items():  # every PadChest term of a finding is named in its cell
+        for term in (t for t, f in LABEL_MAP["padchest"].items() if f == finding):
+            words = term.split()
+            assert all(w in cells[2] for w in words), (finding, term)
+
+
+def test_a_file_that_is_no_image_is_named_by_its_shard(tmp_path):
+    """Ingest checks that files exist; the shard step decodes them: a non-image is listed with the
+    reason, and past `max_bad_images` the shard fails naming it, leaving no shard behind."""
+    from cxr14 import shards
+    from cxr14.shards import TooManyBadImages
+
+    root = export(tmp_path, "path,patient_id,Effusion\na.png,1,1\nnotes.png,2,0\n")
+    (root / "notes.png").write_text("not an x-ray")
+    frame, _ = run_ingest(tmp_path, settings(format="csv", root=str(root), files=["labels.csv"]), ["labels.csv"])
+    plan = tmp_path / "plan.parquet"
+    shards.plan_dataset_shards(table=tmp_path / "out" / "images.parquet", plan=plan, images_per_shard=10, seed=0)
+    out = tmp_path / "shards"
+    info = shards.dataset_shard(plan=plan, tfrecord=out / "a.tfrecord", info=out / "a.json", index=0, root=str(root),
+                                image_size=16, encoding="raw", max_bad_images=1)  # fmt: skip
+    assert info["images"] == 1 and info["bad_images"][0]["image_index"] == "notes.png"
+    assert "not a decodable image" in info["bad_images"][0]["reason"]
+    with pytest.raises(TooManyBadImages, match="notes.png: not a decodable image"):
+        shards.dataset_shard(plan=plan, tfrecord=out / "b.tfrecord", info=out / "b.json", index=0, root=str(root),
+                             image_size=16, encoding="raw", max_bad_images=0)  # fmt: skip
+    assert not (out / "b.tfrecord").exists() and not list(out.glob("b.partial*"))

@@ -1,0 +1,146 @@
+"""External validation: a collection's images take the NIH path's preprocessing and scores, and the
+report judges a run on the findings the collection labels, beside its NIH figures."""
+
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+from test_ingest import run_ingest, settings
+
+from conftest import EXTERNAL_LABELLED as LABELLED
+from conftest import NIH_SAMPLE, needs_shared, synthetic_external_predictions, synthetic_predictions
+from cxr14 import metrics, models, prediction_table, shards
+from cxr14.calibrate import apply_one
+from cxr14.constants import FINDINGS
+from cxr14.images import write_dicom
+from cxr14.runs import EvaluateSettings
+from cxr14.score import predict, score_external
+from cxr14.validate import validate
+
+
+@needs_shared
+def test_a_collection_holding_nih_pixels_scores_as_the_nih_path(tmp_path):
+    """Real NIH test PNGs as an external collection, as PNG, DICOM and inverted MONOCHROME1 DICOM
+    copies: ingest, shard and score give the NIH shard path's scores to 1e-6."""
+    pngs = sorted(NIH_SAMPLE.glob("*.png"))
+    model = tmp_path / "model.keras"
+    models.build("small_cnn", 64, "none", dropout=0.0).save(model)
+    root = tmp_path / "site"
+    rows = ["path,patient_id,sex,age,view,Effusion"]
+    for k, png in enumerate(pngs):
+        pixels = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
+        (root / "png").mkdir(parents=True, exist_ok=True)
+        (root / "png" / png.name).write_bytes(png.read_bytes())
+        (root / "dcm").mkdir(exist_ok=True)
+        write_dicom(root / "dcm" / f"{png.stem}.dcm", pixels, bits_stored=8)
+        write_dicom(root / "dcm" / f"{png.stem}.m1.dcm", 255 - pixels, monochrome1=True, bits_stored=8)
+        for name in (f"png/{png.name}", f"dcm/{png.stem}.dcm", f"dcm/{png.stem}.m1.dcm"):
+            rows.append(f"{name},{k},F,50,PA,{k % 2}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    s = settings(format="csv", root=str(root), files=["labels.csv"], images_per_shard=4)
+    run_ingest(tmp_path, s, ["labels.csv"])
+    plan = tmp_path / "out" / "plan.parquet"
+    n = shards.plan_dataset_shards(table=tmp_path / "out" / "images.parquet", plan=plan, images_per_shard=4, seed=0)
+    folder = tmp_path / "out" / "shards" / "64px-raw"
+    infos = []
+    for i in range(n):
+        stem = folder / shards.shard_stem(shards.DATASET_SHARDS, i, n)
+        shards.dataset_shard(plan=plan, tfrecord=f"{stem}.tfrecord", info=f"{stem}.json", index=i, root=str(root),
+                             image_size=64, encoding="raw", max_bad_images=0)  # fmt: skip
+        infos.append(f"{stem}.json")
+    shards.dataset_shard_manifest(infos=infos, manifest=folder / "manifest.json", bad_images=folder / "bad.tsv",
+                                  image_size=64, encoding="raw", max_bad_images=0)  # fmt: skip
+    score_external(model=model, manifest=folder / "manifest.json", predictions=tmp_path / "ext.parquet",
+                   batch_size=4, tta=False)  # fmt: skip
+    external = prediction_table.read(tmp_path / "ext.parquet", prediction_table.EXTERNAL).set_index("image_index")
+    assert len(external) == 3 * len(pngs)
+    assert set(external.y_Effusion) <= {0, 1} and (external.y_Atelectasis == -1).all()
+
+    # The NIH road: the same PNGs through the NIH shard writer and the NIH scorer.
+    table = pd.DataFrame({
+        "image_index": [p.name for p in pngs], "patient_id": range(len(pngs)), "age_years": 50.0, "sex": "F",
+        "view": "PA", "split": "test", "archive": 1, **{f: 0 for f in FINDINGS},
+    })  # fmt: skip
+    planned = shards.plan_table(table, 10, 0)
+    planned["file"] = [str(NIH_SAMPLE / name) for name in planned.image_index]
+    nih_dir = tmp_path / "nih"
+    info = shards.write_shard(planned, nih_dir / "test-00000-of-00001.tfrecord", 64, "raw", 0)
+    shards.write_manifest("test", [info], 64, "raw", nih_dir / "manifest.json", nih_dir / "bad.tsv", 0)
+    nih = predict(models.load(model), shards_of(nih_dir / "manifest.json"), 4).set_index("image_index")
+    columns = prediction_table.SCORES
+    for png in pngs:
+        want = nih.loc[png.name, columns].to_numpy(np.float64)
+        for name in (f"png/{png.name}", f"dcm/{png.stem}.dcm", f"dcm/{png.stem}.m1.dcm"):
+            np.testing.assert_allclose(external.loc[name, columns].to_numpy(np.float64), want, atol=1e-6)
+
+
+def shards_of(manifest):
+    from cxr14.data import Shards
+
+    return Shards.from_manifest(manifest)
+
+
+def test_the_external_report_judges_only_what_the_collection_labels(tmp_path):
+    synthetic_predictions(tmp_path / "nih.parquet", seed=1, noise=0.2)
+    ext = synthetic_external_predictions(tmp_path / "ext.parquet", seed=3, noise=0.25)
+    calibration = {
+        "method": "platt",
+        "uncalibrated": [],
+        "min_positives": 10,
+        "findings": {f: {"method": "platt", "a": 1.2, "b": -0.3} for f in FINDINGS},
+    }
+    (tmp_path / "calibration.json").write_text(json.dumps(calibration))
+    points = {"max_f1": dict.fromkeys(FINDINGS, 0.5), "youden": dict.fromkeys(FINDINGS, 0.4), "chosen_on": "val"}
+    (tmp_path / "thresholds.json").write_text(json.dumps(points))
+    collection = {
+        "name": "site", "format": "csv", "images": len(ext), "patients": int(ext.patient_id.nunique()),
+        "labelled_findings": LABELLED, "dropped": {"view not in views": 3}, "views": {"AP": 60, "PA": 60},
+        "sex": {"F": 60, "M": 60}, "splits": {"none": 120},
+        "policy": {"uncertain": "ignore", "readers": None, "views": ["PA", "AP"],
+                   "label_map": {"effusion": "Effusion"}},
+    }  # fmt: skip
+    (tmp_path / "ingest.json").write_text(json.dumps(collection))
+    out = tmp_path / "report"
+    m = validate(
+        predictions=tmp_path / "ext.parquet", nih_predictions=tmp_path / "nih.parquet",
+        calibration=tmp_path / "calibration.json", thresholds=tmp_path / "thresholds.json",
+        ingest_report=tmp_path / "ingest.json", evaluation=out / "metrics.json", report=out / "report.html",
+        figures=out / "figures", settings=EvaluateSettings.of({"n_boot": 50, "seed": 0, "gallery_k": 0,
+                                                             "batch_size": 8, "tta": False}),
+        run="cnn", dataset="site", recalibrate=0.3, seed=0, calibration_method="platt", min_positives=5,
+    )  # fmt: skip
+    assert m == json.loads((out / "metrics.json").read_text())
+    assert list(m["findings"]) == LABELLED
+    nih = pd.read_parquet(tmp_path / "nih.parquet").query("split == 'test'")
+    for f in LABELLED:
+        known = ext[f"y_{f}"] >= 0
+        assert m["findings"][f]["labelled"] == known.sum()
+        assert m["findings"][f]["auroc"] == pytest.approx(roc_auc_score(ext[f"y_{f}"][known], ext[f"p_{f}"][known]))
+        nih_auroc = roc_auc_score(nih[f"y_{f}"], nih[f"p_{f}"])
+        assert m["findings"][f]["nih_auroc"] == pytest.approx(nih_auroc)
+        assert m["findings"][f]["drop"]["diff"] == pytest.approx(nih_auroc - m["findings"][f]["auroc"])
+        lo, hi = m["findings"][f]["drop"]["ci"]
+        assert lo <= m["findings"][f]["drop"]["diff"] <= hi
+        # The NIH operating point, on the calibrated probabilities of the labelled images.
+        p = apply_one(calibration["findings"][f], ext[f"p_{f}"][known])
+        want = metrics.at_threshold(ext[f"y_{f}"][known].to_numpy(), p, 0.5)
+        got = m["findings"][f]["operating_points"]["max_f1"]
+        assert (got["tp"], got["fp"], got["fn"], got["tn"]) == (want["tp"], want["fp"], want["fn"], want["tn"])
+        assert got["npv"] == pytest.approx(want["tn"] / (want["tn"] + want["fn"]))
+        cal = m["findings"][f]["calibration"]
+        assert cal["in_the_large"] == pytest.approx(cal["mean_predicted"] - cal["observed"])
+    assert m["mean_auroc"] == pytest.approx(np.mean([m["findings"][f]["auroc"] for f in LABELLED]))
+    r = m["recalibration"]
+    assert r["fit_images"] + r["report_images"] == len(ext) and r["fit_patients"] == round(0.3 * 60)
+    assert set(r["findings"]["Effusion"]) == {"method", "nih", "local"}
+    assert set(m["subgroups"]) == {"sex", "age", "view"}
+    assert {"F", "M"} == set(m["subgroups"]["sex"]["groups"])
+    html = (out / "report.html").read_text()
+    for anchor in ("summary", "collection", "auroc", "calibration", "operating-points", "recalibration", "subgroups"):
+        assert f'id="{anchor}"' in html
+    assert "not labelled, so not scored: Infiltration" in html and "research tool" in html
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["auroc.png", "calibration.png", "subgroups.png"]
+    assert "overflow-x: auto" in html  # a wide table scrolls inside the page
