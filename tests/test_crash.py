@@ -168,7 +168,7 @@ def test_kill_9_in_every_stage_then_the_same_command_finishes_the_same(mirror, r
     assert (results / "clean/images.partial.parquet").exists() and not (results / "clean/images.parquet").exists()
 
     # 4. Sharding, at the third image of each shard job.
-    kill_run_when(workdir, hung(workdir), "sharding", "call:cxr14.shards:resize@cxr14.shards#3")
+    kill_run_when(workdir, hung(workdir), "sharding", "call:cxr14.shards:load@cxr14.shards#3")
     assert not (results / "shards/32px-raw/train/manifest.json").exists()
 
     # 5. Training, as the second epoch ends (the first is finished and backed up).
