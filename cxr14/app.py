@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .calibrate import SHARED
 from .constants import DISCLAIMER, FINDINGS
 from .images import DEFAULT_MAX_MB, BadImage, read_gray
 from .inference import Predictor, served
@@ -82,8 +83,12 @@ class Analysis:
         for k in np.argsort(-probs):
             name = FINDINGS[k]
             rate = f"{base[name]:.3f}" if name in base else "–"
-            raw = " (score: too few val positives to calibrate)" if fitted.get(name, {}).get("method") == "none" else ""
-            lines.append(f"| {name} | {probs[k]:.3f}{raw} | {rate} | {'▲' if name in above else ''} |")
+            shared = (
+                " (shared temperature: too few val positives for its own map)"
+                if fitted.get(name, {}).get("method") == SHARED
+                else ""
+            )
+            lines.append(f"| {name} | {probs[k]:.3f}{shared} | {rate} | {'▲' if name in above else ''} |")
         return "\n".join(lines)
 
     def analyse(self, file, run: str):

@@ -171,7 +171,9 @@ def calibration_section(
     return {
         "method": calibration["method"] if calibration else "none",
         "fitted_on": "val",
-        "uncalibrated": calibration["uncalibrated"] if calibration else list(FINDINGS),
+        "uncalibrated": [] if calibration else list(FINDINGS),
+        "shared": calibration["shared"] if calibration else [],
+        "shared_temperature": calibration and calibration["shared_temperature"],
         "min_positives": calibration and calibration["min_positives"],
         "before": metrics.bootstrap_calibration(y, before, patients, n_boot, seed),
         "after": metrics.bootstrap_calibration(y, after, patients, n_boot, seed),

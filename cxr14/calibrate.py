@@ -5,8 +5,12 @@ A model trained with class-weighted cross-entropy ranks well but overstates rare
 optimum the weighted loss adds log(w_pos / w_neg) to the true logit. Temperature scaling (the default)
 removes that known offset (from the run's class weights; 0 for an unweighted loss or an ensemble) and
 fits one parameter, (logit - offset) / T; Platt scaling fits a * logit + b (a > 0). Both are strictly
-increasing, so AUROC is unchanged; isotonic regression is monotone but flattens ties. A finding with
-too few validation positives (or negatives) to fit is left as it is, and the JSON says so.
+increasing, so AUROC is unchanged; isotonic regression is monotone but flattens ties.
+
+A finding with too few validation positives (or negatives) for a map of its own still loses the part
+of the miscalibration that needs no data, its class-weight offset, and borrows strength from the
+others: a temperature shared across findings, fitted on every finding's val labels pooled (each with
+its own offset removed). The JSON and the report name those findings (`shared`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from .files import sha256_file, write_json
 log = logging.getLogger(__name__)
 
 METHODS = ("temperature", "platt", "isotonic")
+SHARED = "shared_temperature"  # the map of a finding with too few val positives for its own
 _EPS = 1e-15  # only exact 0 and 1 are clipped: they were tied already
 
 
@@ -46,7 +51,7 @@ def fit(y, p, method: str, min_positives: int, offset: float = 0.0) -> dict:
     """The fitted map of one finding from val labels `y` and scores `p`; {"method": "none", "reason"}
     when either class has fewer than `min_positives` images. `offset`: the logit shift the training
     loss's class weights put in (temperature scaling takes it out first)."""
-    from scipy.optimize import minimize, minimize_scalar
+    from scipy.optimize import minimize
 
     y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
     positives, negatives = int(y.sum()), int(len(y) - y.sum())
@@ -60,15 +65,9 @@ def fit(y, p, method: str, min_positives: int, offset: float = 0.0) -> dict:
         }
     z = logit(p)
     out = {"positives": positives, "negatives": negatives, "val_log_loss_before": _log_loss(y, p)}
-    # Platt's targets, (N+ + 1) / (N+ + 2) and 1 / (N- + 2) rather than 1 and 0: a val split the model
-    # separates perfectly would otherwise drive the fit to an infinitely sharp map (T -> 0), which
-    # saturates at 1.0 and ties scores the model had ranked apart.
-    target = np.where(y > 0, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+    target = _targets(y)
     if method == "temperature":
-        best = minimize_scalar(
-            lambda log_t: _log_loss(target, sigmoid((z - offset) / np.exp(log_t))), bounds=(-6, 6), method="bounded"
-        )
-        out.update(method="temperature", offset=float(offset), temperature=float(np.exp(best.x)))
+        out.update(method="temperature", offset=float(offset), temperature=_temperature(target, z - offset))
     elif method == "platt":
         best = minimize(
             lambda ab: _log_loss(target, sigmoid(ab[0] * z + ab[1])),
@@ -88,13 +87,57 @@ def fit(y, p, method: str, min_positives: int, offset: float = 0.0) -> dict:
     return out
 
 
+def _targets(y: np.ndarray) -> np.ndarray:
+    """Platt's targets, (N+ + 1) / (N+ + 2) and 1 / (N- + 2) rather than 1 and 0: a val split the model
+    separates perfectly would otherwise drive the fit to an infinitely sharp map (T -> 0), which
+    saturates at 1.0 and ties scores the model had ranked apart."""
+    positives, negatives = y.sum(), len(y) - y.sum()
+    return np.where(y > 0, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+
+
+def _temperature(target: np.ndarray, z: np.ndarray) -> float:
+    """The T of sigmoid(z / T) with the least log-loss against `target`."""
+    from scipy.optimize import minimize_scalar
+
+    best = minimize_scalar(
+        lambda log_t: _log_loss(target, sigmoid(z / np.exp(log_t))), bounds=(-6, 6), method="bounded"
+    )
+    return float(np.exp(best.x))
+
+
+def shared(fitted: dict, val: pd.DataFrame, offsets: dict[str, float], min_positives: int) -> tuple[dict, float]:
+    """`fitted` with each finding fitted "none" (too few val positives) given the shared map: its own
+    class-weight offset removed, then one temperature for all findings, fitted on every finding's val
+    labels pooled (1.0 when even the pool is too small). Returns (the maps, that temperature)."""
+    ys = np.concatenate([val[prediction_table.label(f)].to_numpy(np.float64) for f in FINDINGS])
+    zs = np.concatenate([logit(val[prediction_table.score(f)].to_numpy(np.float64)) - offsets[f] for f in FINDINGS])
+    positives, negatives = int(ys.sum()), int(len(ys) - ys.sum())
+    temperature = _temperature(_targets(ys), zs) if min(positives, negatives) >= min_positives else 1.0
+    out = dict(fitted)
+    for f, params in fitted.items():
+        if params["method"] != "none":
+            continue
+        out[f] = {
+            "method": SHARED,
+            "offset": float(offsets[f]),
+            "temperature": temperature,
+            "positives": params["positives"],
+            "negatives": params["negatives"],
+            "reason": f"{params['reason'].split(';')[0]}; fewer than {min_positives} of each for a map of its own, "
+            f"so its class-weight offset ({offsets[f]:+.3f} in logit) is removed and the temperature shared across "
+            f"findings ({temperature:.3f}, fitted on {positives} positive and {negatives} negative val labels of all "
+            "findings pooled) is used",
+        }
+    return out, temperature
+
+
 def apply_one(params: dict, p) -> np.ndarray:
     """One finding's map applied to scores `p` (float64)."""
     p = np.asarray(p, np.float64)
     method = params["method"]
     if method == "none":
         return p
-    if method == "temperature":
+    if method in ("temperature", SHARED):
         return sigmoid((logit(p) - params["offset"]) / params["temperature"])
     if method == "platt":
         return sigmoid(params["a"] * logit(p) + params["b"])
@@ -145,6 +188,7 @@ def calibrate(*, predictions, table, summary, calibration, method: str, min_posi
         for f in FINDINGS
     }
     skipped = [f for f, v in fitted.items() if v["method"] == "none"]
+    fitted, temperature = shared(fitted, val, offsets, min_positives)
     result = {
         "method": method,
         "fitted_on": "val",
@@ -156,12 +200,13 @@ def calibrate(*, predictions, table, summary, calibration, method: str, min_posi
         "predictions_sha256": sha256_file(predictions),
         "base_rate": {f: float(train[f].mean()) for f in FINDINGS},
         "train_images": int(len(train)),
-        "uncalibrated": skipped,
+        "shared": skipped,  # every other finding has a map of its own
+        "shared_temperature": temperature,
         "findings": fitted,
     }
     write_json(result, calibration)
     log.info(
-        "%s calibration on %d val images; left uncalibrated (too few val positives): %s",
+        "%s calibration on %d val images; with the shared temperature (too few val positives): %s",
         method,
         len(val),
         ", ".join(skipped) or "none",

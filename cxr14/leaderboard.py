@@ -112,6 +112,8 @@ def compare(tests: dict[str, pd.DataFrame], reference: str, n_boot: int, seed: i
         test = out[run]["tests"][name]
         test["p_holm"] = p
         test["excludes_0"] = bool(np.isfinite(test["ci"][0]) and (test["ci"][0] > 0 or test["ci"][1] < 0))
+        # Which way: a CI wholly above 0 says the run beats the reference, wholly below that it is worse.
+        test["verdict"] = ("better" if test["ci"][0] > 0 else "worse") if test["excludes_0"] else None
     return out
 
 

@@ -139,7 +139,7 @@ def judge(
         "calibration": {
             "method": calibration["method"],
             "fitted_on": "NIH val",
-            "uncalibrated": [f for f in calibration["uncalibrated"] if f in findings],
+            "shared": [f for f in calibration["shared"] if f in findings],
             "before": metrics.bootstrap_calibration(raw_y, raw_p, patients, n_boot, seed),
             "after": metrics.bootstrap_calibration(y, p, patients, n_boot, seed),
         },

@@ -99,12 +99,13 @@ def evaluated(tmp_path_factory):
 
 
 def test_calibration_and_tta_in_the_evaluation(evaluated):
-    """Only Atelectasis has val positives: it is calibrated, the rest are left alone and named; AUROC
-    does not move; TTA is compared with the plain scores on the same images."""
+    """Only Atelectasis has val positives: it gets a map of its own, the rest the shared temperature
+    (named); AUROC does not move; TTA is compared with the plain scores on the same images."""
     root, m, _ = evaluated
     cal = json.loads((root / "eval/calibration.json").read_text())
     assert cal["findings"]["Atelectasis"]["method"] == "temperature" and cal["fitted_on"] == "val"
-    assert cal["uncalibrated"] == list(FINDINGS[1:]) and "val positives" in cal["findings"]["Mass"]["reason"]
+    assert cal["shared"] == list(FINDINGS[1:]) and "val positives" in cal["findings"]["Mass"]["reason"]
+    assert cal["findings"]["Mass"]["method"] == "shared_temperature" and "uncalibrated" not in cal
     assert cal["base_rate"]["Atelectasis"] == pytest.approx(0.5, abs=0.1) and cal["tta"] is True
     c = m["calibration"]
     assert c["method"] == "temperature" and c["auroc_max_change"] < 1e-6
@@ -113,11 +114,15 @@ def test_calibration_and_tta_in_the_evaluation(evaluated):
             low, high = c[kind][key]["ci"]
             assert low <= c[kind][key]["mean"] <= high
     assert c["findings"]["Atelectasis"]["ece"] != c["findings"]["Atelectasis"]["before"]["ece"]
-    assert c["findings"]["Mass"]["ece"] == c["findings"]["Mass"]["before"]["ece"]
+    assert c["findings"]["Mass"]["method"] == "shared_temperature" and c["shared"] == list(FINDINGS[1:])
     assert m["tta"]["views"] == 5 and m["tta"]["auroc_without"]["Atelectasis"] > 0.8
     assert m["tta"]["diff"]["ci"][0] <= m["tta"]["diff"]["diff"] <= m["tta"]["diff"]["ci"][1]
     html = (root / "eval/report.html").read_text()
-    assert 'id="calibration-summary"' in html and "Test-time augmentation" in html and "Left uncalibrated" in html
+    assert (
+        'id="calibration-summary"' in html
+        and "Test-time augmentation" in html
+        and "temperature shared across findings" in html
+    )
 
 
 def test_evaluation_outputs(evaluated):
@@ -251,7 +256,7 @@ def test_evaluation_predict_and_app_give_the_same_calibrated_probability(evaluat
             [label[f] for f in FINDINGS], evaluated_probs.loc[name, probs].to_numpy(float), atol=1e-5
         )
     assert "calibrated on the validation split" in table and "| base rate |" in table
-    assert "Mass | " in table and "(score: too few val positives to calibrate)" in table
+    assert "Mass | " in table and "(shared temperature: too few val positives for its own map)" in table
 
 
 def test_a_calibration_is_refused_for_another_model(evaluated, tmp_path):

@@ -84,7 +84,16 @@ def test_leaderboard_rows_comparisons_and_spread(tmp_path):
     html = (tmp_path / "lb.html").read_text()
     assert "30</b> comparisons" in html and "s1 − ref" in html and "not medical advice" in html
     assert "table.sortable" in html and 'href="ref.html"' in html and "± " in html
+    # Better than the reference is green; worse (a CI wholly below 0) is red, never green.
+    assert html.count('class="worse"') == 0 and 'class="better"' in html
     assert table.loc[1, "p_holm"] >= table.loc[1, "p_bootstrap"]
+
+
+def test_a_worse_run_is_marked_worse_not_better(tmp_path):
+    _board(tmp_path, {"ref": 0.2, "noisy": 0.45}, {"ref": {}, "noisy": {}}, {})
+    html = (tmp_path / "lb.html").read_text()
+    row = html.split('id="run-noisy"', 1)[1].split("</tr>", 1)[0]
+    assert 'class="worse"' in row and 'class="better"' not in row
 
 
 def test_each_external_collection_gets_its_columns_and_a_paired_comparison(tmp_path):

@@ -75,7 +75,8 @@ def user_folder(tmp_path_factory):
         "tta": False,
         "model_sha256": sha256_file(model),
         "base_rate": dict.fromkeys(FINDINGS, 0.05),
-        "uncalibrated": [],
+        "shared": [],
+        "shared_temperature": 1.0,
         "findings": {f: {"method": "temperature", "offset": 0.0, "temperature": 2.0} for f in FINDINGS},
     }
     for path, content in (

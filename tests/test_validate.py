@@ -53,6 +53,11 @@ def test_a_collection_holding_nih_pixels_scores_as_the_nih_path(tmp_path):
         infos.append(f"{stem}.json")
     shards.dataset_shard_manifest(infos=infos, manifest=folder / "manifest.json", bad_images=folder / "bad.tsv",
                                   image_size=64, encoding="raw", max_bad_images=0)  # fmt: skip
+    # Deterministic: the same plan and images give the same shard bytes.
+    again = tmp_path / "again.tfrecord"
+    shards.dataset_shard(plan=plan, tfrecord=again, info=tmp_path / "again.json", index=0, root=str(root),
+                         image_size=64, encoding="raw", max_bad_images=0)  # fmt: skip
+    assert again.read_bytes() == (folder / f"{shards.shard_stem(shards.DATASET_SHARDS, 0, n)}.tfrecord").read_bytes()
     score_external(model=model, manifest=folder / "manifest.json", predictions=tmp_path / "ext.parquet",
                    batch_size=4, tta=False)  # fmt: skip
     external = prediction_table.read(tmp_path / "ext.parquet", prediction_table.EXTERNAL).set_index("image_index")
@@ -88,7 +93,7 @@ def test_the_external_report_judges_only_what_the_collection_labels(tmp_path):
     ext = synthetic_external_predictions(tmp_path / "ext.parquet", seed=3, noise=0.25)
     calibration = {
         "method": "platt",
-        "uncalibrated": [],
+        "shared": [],
         "min_positives": 10,
         "findings": {f: {"method": "platt", "a": 1.2, "b": -0.3} for f in FINDINGS},
     }
