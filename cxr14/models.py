@@ -26,22 +26,15 @@ class WeightsUnavailable(RuntimeError):
     """Pretrained weights could not be had (no network, or a bad local file)."""
 
 
-def _densenet(size, weights):
-    return keras.applications.DenseNet121(include_top=False, weights=weights, input_shape=(size, size, 3))
+def _application(name: str, **options):
+    """A Keras application without its top, at (size, size, 3), as a backbone builder."""
 
+    def build(size, weights):
+        return getattr(keras.applications, name)(
+            include_top=False, weights=weights, input_shape=(size, size, 3), **options
+        )
 
-def _efficientnet(size, weights):
-    return keras.applications.EfficientNetB0(include_top=False, weights=weights, input_shape=(size, size, 3))
-
-
-def _resnet(size, weights):
-    return keras.applications.ResNet50(include_top=False, weights=weights, input_shape=(size, size, 3))
-
-
-def _mobilenet(size, weights):
-    return keras.applications.MobileNetV3Small(
-        include_top=False, weights=weights, input_shape=(size, size, 3), include_preprocessing=True
-    )
+    return build
 
 
 def _small_cnn(size, weights):
@@ -59,12 +52,17 @@ def _small_cnn(size, weights):
     return keras.Model(inputs, x, name="small_cnn")
 
 
-# name -> (builder, input scaling inside the graph, channels the backbone takes)
+# name -> (builder, input scaling inside the graph, channels the backbone takes). "builtin": the
+# application scales 0..255 itself (include_preprocessing); "torch" and "caffe" are done here.
 BACKBONES = {
-    "densenet121": (_densenet, "torch", 3),
-    "efficientnetb0": (_efficientnet, "builtin", 3),
-    "resnet50": (_resnet, "caffe", 3),
-    "mobilenetv3small": (_mobilenet, "builtin", 3),
+    "densenet121": (_application("DenseNet121"), "torch", 3),
+    "densenet169": (_application("DenseNet169"), "torch", 3),
+    "densenet201": (_application("DenseNet201"), "torch", 3),
+    "efficientnetb0": (_application("EfficientNetB0"), "builtin", 3),
+    "efficientnetv2b0": (_application("EfficientNetV2B0", include_preprocessing=True), "builtin", 3),
+    "convnext_tiny": (_application("ConvNeXtTiny", include_preprocessing=True), "builtin", 3),
+    "resnet50": (_application("ResNet50"), "caffe", 3),
+    "mobilenetv3small": (_application("MobileNetV3Small", include_preprocessing=True), "builtin", 3),
     "small_cnn": (_small_cnn, "builtin", 1),
 }
 
