@@ -48,8 +48,7 @@ def subgroups(test: pd.DataFrame, thresholds: dict[str, float], n_boot: int, see
     `thresholds`), with a CI; per kind, the gap between its highest and lowest rate, with a CI. One
     set of replicates (patients of the whole table) serves every group, so the gap's CI is paired.
     Only `findings` count (an external collection's labelled ones)."""
-    columns = [FINDINGS.index(f) for f in findings]
-    y, p = (a[:, columns] for a in prediction_table.arrays(test))
+    y, p = prediction_table.arrays(test, findings)
     weights = metrics.patient_bootstrap_weights(test.patient_id.to_numpy(), n_boot, seed)
     sick = (y == 1).any(axis=1)
     missed = sick & ~(p >= np.array([thresholds[f] for f in findings])).any(axis=1)

@@ -123,7 +123,8 @@ def shared(fitted: dict, val: pd.DataFrame, offsets: dict[str, float], min_posit
             "temperature": temperature,
             "positives": params["positives"],
             "negatives": params["negatives"],
-            "reason": f"{params['reason'].split(';')[0]}; fewer than {min_positives} of each for a map of its own, "
+            "reason": f"{params['positives']} val positives and {params['negatives']} negatives; fewer than "
+            f"{min_positives} of each for a map of its own, "
             f"so its class-weight offset ({offsets[f]:+.3f} in logit) is removed and the temperature shared across "
             f"findings ({temperature:.3f}, fitted on {positives} positive and {negatives} negative val labels of all "
             "findings pooled) is used",

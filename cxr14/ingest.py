@@ -90,6 +90,12 @@ LABEL_MAP = {
     "csv": {f: f for f in FINDINGS},  # unless the config's `findings` names other columns
 }
 LATERAL = {"LATERAL", "LL", "RL", "L", "LAT"}
+# How several readers' labels of one image (VinDr-CXR train) make one: `readers` in the config.
+READER_RULES = {
+    "any": lambda votes: votes.max(),
+    "all": lambda votes: votes.min(),
+    "majority": lambda votes: votes.mean() > 0.5,
+}
 SPLIT_NAMES = {"train": "train", "valid": "val", "validate": "val", "val": "val", "test": "test"}
 
 
@@ -217,7 +223,7 @@ def read_mimic(labels: list, *, metadata, split_file, patients, settings) -> pd.
     """One row per image of the metadata table, the labels of its study (subject_id, study_id)."""
     meta = read_csv(metadata)
     require(meta, ["dicom_id", "subject_id", "study_id", "ViewPosition"], metadata)
-    studies = pd.concat([read_csv(p).assign(file=str(p)) for p in labels], ignore_index=True)
+    studies = pd.concat([read_csv(p) for p in labels], ignore_index=True)
     require(studies, ["subject_id", "study_id", *CHEXPERT_LABELS], labels[0])
     repeated = studies.duplicated(["subject_id", "study_id"], keep=False)
     if repeated.any():
@@ -292,7 +298,7 @@ def read_padchest(labels: list, settings, **_) -> pd.DataFrame:
 
 def read_vindr(labels: list, settings, **_) -> pd.DataFrame:
     """image_labels_{train,test}.csv: train has a row per radiologist (`rad_id`), combined by the
-    `readers` rule; test has the consensus, one row per image. Sex, age and view from each DICOM's header."""
+    `readers` rule; test has the consensus, one row per image. The tables give no sex, age or view."""
     parts = []
     for path in labels:
         frame = read_csv(path)
@@ -300,8 +306,7 @@ def read_vindr(labels: list, settings, **_) -> pd.DataFrame:
         split = "test" if "test" in Path(path).name else "train"
         values = {source: coded(frame, source, {"1": 1, "0": 0}, path) for source in VINDR_LABELS}
         votes = pd.DataFrame(values).groupby(frame.image_id.str.strip(), sort=True)
-        rule = {"any": votes.max(), "all": votes.min(), "majority": (votes.mean() > 0.5).astype(np.int8)}
-        combined = rule[settings.readers].astype(np.int8)
+        combined = READER_RULES[settings.readers](votes).astype(np.int8)
         first_row = frame.groupby(frame.image_id.str.strip(), sort=True).row.first()
         out = pd.DataFrame({
             "image": split + "/" + combined.index + ".dicom",
@@ -342,7 +347,7 @@ def read_export(labels: list, settings, **_) -> pd.DataFrame:
             "patient": frame[columns["patient"]].str.strip(),
             "age_years": age_of(column_or(frame, columns["age"])),
             "sex": sex_of(column_or(frame, columns["sex"])),
-            "view": view_of(column_or(frame, columns["view"])) if columns["view"] in frame.columns else "unknown",
+            "view": view_of(column_or(frame, columns["view"])),
             "split": column_or(frame, columns["split"]).str.strip().str.lower().map(lambda s: SPLIT_NAMES.get(s, s)),
             "row": frame.row,
         })  # fmt: skip
@@ -404,8 +409,7 @@ def harmonise(raw: pd.DataFrame, root: Path, settings) -> tuple[pd.DataFrame, di
     frame = raw[exists].sort_values("image", ignore_index=True)
     if frame.empty:
         raise CollectionError(f"no image left after dropping {dropped}")
-    labelled = [f for f in FINDINGS if (frame[f] != UNLABELLED).any()]
-    if not labelled:
+    if not labelled_findings(frame):
         raise CollectionError("no row labels any of the 14 NIH findings: nothing to validate on")
     patients = sorted(frame.patient.unique())
     out = pd.DataFrame({
@@ -454,6 +458,6 @@ def describe(frame: pd.DataFrame, dropped: dict, name: str, settings) -> dict:
             "readers": settings.readers if settings.format == "vindr" else None,
             "views": list(settings.views),
             "splits": settings.splits,
-            "label_map": {s: f for s, f in (settings.findings or LABEL_MAP[settings.format]).items()},
+            "label_map": dict(settings.findings or LABEL_MAP[settings.format]),
         },
     }

@@ -19,7 +19,7 @@ def weighted_auroc(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None =
     drawn), so this computes every bootstrap replicate without copying data. Equals scikit-learn's
     roc_auc_score(y, score, sample_weight=weight). NaN when either class has zero weight.
     """
-    keep = labelled(y)
+    keep = _labelled_rows(y)
     weight = np.ones(len(y)) if weight is None else np.asarray(weight, np.float64)
     return float(_SortedScores(np.asarray(y)[keep], np.asarray(score)[keep]).auroc(weight[None, keep])[0])
 
@@ -27,6 +27,13 @@ def weighted_auroc(y: np.ndarray, score: np.ndarray, weight: np.ndarray | None =
 def labelled(y: np.ndarray) -> np.ndarray:
     """The images a label column says something about (0 or 1; below 0 is not labelled)."""
     return np.asarray(y) >= 0
+
+
+def _labelled_rows(y: np.ndarray):
+    """`labelled(y)` as an index: every row, without a copy, when all are labelled (NIH's always are),
+    so the bootstrap's hot loop copies nothing for them."""
+    keep = labelled(y)
+    return slice(None) if keep.all() else keep
 
 
 class _SortedScores:
@@ -175,7 +182,7 @@ def bootstrap_calibration(
     """Mean over findings of ECE (equal-width and adaptive bins) and Brier score, each with a
     percentile CI from a bootstrap that resamples patients (the bins stay those of the sample)."""
     k = y.shape[1]
-    keep = [labelled(y[:, j]) for j in range(k)]
+    keep = [_labelled_rows(y[:, j]) for j in range(k)]
     ys = [y[keep[j], j].astype(np.float64) for j in range(k)]
     ss = [score[keep[j], j] for j in range(k)]
     bin_of = {
@@ -234,7 +241,7 @@ def bootstrap_reps(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.
     """(n_boot, k) AUROC replicates, one column per finding, under the given patient weights."""
     reps = np.empty((len(weights), y.shape[1]))
     for j in range(y.shape[1]):
-        keep = labelled(y[:, j])
+        keep = _labelled_rows(y[:, j])
         sorted_scores = _SortedScores(y[keep, j], score[keep, j])
         for lo in range(0, len(weights), 100):  # chunks keep memory at 100 x n
             reps[lo : lo + 100, j] = sorted_scores.auroc(weights[lo : lo + 100][:, keep])
@@ -311,7 +318,7 @@ def delong(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray) -> dict:
     form of Sun & Xu 2014): {"diff", "z", "p"}; NaN when a class is missing."""
     from scipy.stats import norm, rankdata
 
-    keep = labelled(y)
+    keep = _labelled_rows(y)
     y, score_a, score_b = np.asarray(y)[keep].astype(bool), np.asarray(score_a)[keep], np.asarray(score_b)[keep]
     m, n = int(y.sum()), int((~y).sum())
     if m == 0 or n == 0:

@@ -71,9 +71,10 @@ def check_tta(table: pd.DataFrame, tta: bool, path) -> None:
         )
 
 
-def arrays(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, scores) of the 14 findings, (n, 14) each."""
-    return table[LABELS].to_numpy(), table[SCORES].to_numpy(np.float64)
+def arrays(table: pd.DataFrame, findings=FINDINGS) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, scores) of `findings` (the 14 by default; an external collection's labelled ones),
+    (n, len(findings)) each."""
+    return table[[label(f) for f in findings]].to_numpy(), table[[score(f) for f in findings]].to_numpy(np.float64)
 
 
 def plain_scores(table: pd.DataFrame) -> np.ndarray:

@@ -120,6 +120,14 @@ def auroc_comparison(metrics):
     return fig
 
 
+def _bars(entries: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Bar heights (NaN where unknown) and their (2, n) error bars from each entry's `key` and its
+    `key_ci` [low, high] (0 where unknown)."""
+    vals = np.array([e[key] if known(e[key]) else np.nan for e in entries])
+    ci = np.array([[v if known(v) else np.nan for v in e[f"{key}_ci"]] for e in entries]).reshape(-1, 2)
+    return vals, np.nan_to_num(np.abs(np.vstack([vals - ci[:, 0], ci[:, 1] - vals])))
+
+
 def subgroup_figure(subgroups):
     """Per kind (sex, age, view): the mean AUROC and the underdiagnosis rate of each group, with CIs."""
     fig, axes = plt.subplots(2, len(subgroups), figsize=(4 * len(subgroups), 5.6), squeeze=False)
@@ -130,10 +138,8 @@ def subgroup_figure(subgroups):
             (("mean_auroc", "mean AUROC", 0.5), ("underdiagnosis", "underdiagnosis", 0))
         ):
             ax = axes[row, col]
-            vals = np.array([groups[g][key] if known(groups[g][key]) else np.nan for g in names])
-            ci = np.array([[v if known(v) else np.nan for v in groups[g][f"{key}_ci"]] for g in names]).reshape(-1, 2)
-            err = np.abs(np.vstack([vals - ci[:, 0], ci[:, 1] - vals]))
-            ax.bar(names, np.nan_to_num(vals, nan=lo), yerr=np.nan_to_num(err), capsize=3,
+            vals, err = _bars([groups[g] for g in names], key)
+            ax.bar(names, np.nan_to_num(vals, nan=lo), yerr=err, capsize=3,
                    color="tab:blue" if row == 0 else "tab:red")  # fmt: skip
             for k, g in enumerate(names):
                 ax.text(k, lo + 0.01, f"n={groups[g]['images']}", ha="center", fontsize=7, rotation=90)
@@ -289,11 +295,7 @@ def external_auroc_figure(m: dict):
     fig, ax = plt.subplots(figsize=(max(4, 0.8 * len(names) + 2), 3.8))
     x = np.arange(len(names))
     for k, (key, label) in enumerate((("nih_auroc", "NIH test"), ("auroc", m["dataset"]))):
-        vals = np.array([m["findings"][f][key] if known(m["findings"][f][key]) else np.nan for f in names])
-        ci = np.array([[v if known(v) else np.nan for v in m["findings"][f][f"{key}_ci"]] for f in names]).reshape(
-            -1, 2
-        )
-        err = np.nan_to_num(np.abs(np.vstack([vals - ci[:, 0], ci[:, 1] - vals])))
+        vals, err = _bars([m["findings"][f] for f in names], key)
         ax.bar(x + (k - 0.5) * 0.4, np.nan_to_num(vals, nan=0.5), 0.4, yerr=err, capsize=2, label=label)
     ax.set_xticks(x, names, rotation=40, ha="right", fontsize=8)
     ax.set_ylim(0.5, 1.0)

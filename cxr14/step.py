@@ -32,11 +32,10 @@ def arguments(
     per_run, per_dataset = set(per_run), set(per_dataset)
     kwargs = {}
     for name, value in {**snakemake.input}.items():
+        files = [value] if isinstance(value, str) else list(value)
         if name in per_run:
-            files = [value] if isinstance(value, str) else list(value)
             kwargs[name] = {run_of(path): path for path in files}
         elif name in per_dataset:
-            files = [value] if isinstance(value, str) else list(value)
             kwargs[name] = {}
             for path in files:
                 kwargs[name].setdefault(dataset_of(path), {})[run_of(path)] = path

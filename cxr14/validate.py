@@ -17,7 +17,7 @@ import pandas as pd
 
 from . import metrics, prediction_table
 from .assess import subgroups
-from .calibrate import apply, calibrated, fit
+from .calibrate import calibrated, fit
 from .constants import FINDINGS
 from .files import json_safe, write_json
 from .report import render_external
@@ -54,10 +54,11 @@ def validate(
         raise ValueError(f"{predictions}: no external rows")
     prediction_table.check_tta(external, settings.tta, predictions)
     collection = json.loads(Path(ingest_report).read_text())
+    fitted = json.loads(Path(calibration).read_text())
     numbers, drawn = judge(
         external,
         prediction_table.read(nih_predictions, "test"),
-        calibration=json.loads(Path(calibration).read_text()),
+        calibration=fitted,
         thresholds=json.loads(Path(thresholds).read_text()),
         findings=collection["labelled_findings"],
         n_boot=settings.n_boot,
@@ -65,7 +66,7 @@ def validate(
     )
     if recalibrate > 0:
         numbers["recalibration"] = local_recalibration(
-            external, numbers["findings"], json.loads(Path(calibration).read_text()), recalibrate, seed,
+            external, numbers["findings"], fitted, recalibrate, seed,
             calibration_method, min_positives, settings.n_boot, settings.seed,
         )  # fmt: skip
     numbers = json_safe({"run": run, "dataset": dataset, "collection": collection, **numbers})
@@ -76,13 +77,6 @@ def validate(
         numbers["mean_auroc"], len(numbers["findings"]), numbers["nih"]["mean_auroc"], numbers["drop"]["diff"],
     )  # fmt: skip
     return numbers
-
-
-def columns(table: pd.DataFrame, findings: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, scores) of `findings` only, (n, len(findings)) each."""
-    y, p = prediction_table.arrays(table)
-    index = [FINDINGS.index(f) for f in findings]
-    return y[:, index], p[:, index]
 
 
 def judge(
@@ -98,10 +92,10 @@ def judge(
     """The numbers of the external report (JSON-ready but for NaN) and what its figures draw."""
     if not findings:
         raise ValueError("the collection labels none of the 14 findings")
-    raw_y, raw_p = columns(external, findings)
+    _, raw_p = prediction_table.arrays(external, findings)
     ext = calibrated(external, calibration)
-    y, p = columns(ext, findings)
-    ny, npred = columns(calibrated(nih, calibration), findings)
+    y, p = prediction_table.arrays(ext, findings)
+    ny, npred = prediction_table.arrays(calibrated(nih, calibration), findings)
     patients, nih_patients = ext.patient_id.to_numpy(), nih.patient_id.to_numpy()
     here = metrics.bootstrap_auroc(y, p, patients, n_boot, seed)
     there = metrics.bootstrap_auroc(ny, npred, nih_patients, n_boot, seed)
@@ -140,7 +134,7 @@ def judge(
             "method": calibration["method"],
             "fitted_on": "NIH val",
             "shared": [f for f in calibration["shared"] if f in findings],
-            "before": metrics.bootstrap_calibration(raw_y, raw_p, patients, n_boot, seed),
+            "before": metrics.bootstrap_calibration(y, raw_p, patients, n_boot, seed),
             "after": metrics.bootstrap_calibration(y, p, patients, n_boot, seed),
         },
         "thresholds_chosen_on": thresholds.get("chosen_on", "val"),
@@ -196,10 +190,9 @@ def local_recalibration(
         offset = calibration["findings"][f].get("offset", 0.0)
         local["findings"][f] = fit(yf[known], pf[known], method, min_positives, offset)
     held = external[~fitting]
-    y, raw = columns(held, names)
-    index = [FINDINGS.index(f) for f in names]
-    scores = held[prediction_table.SCORES].to_numpy(np.float64)
-    by = {"nih": apply(calibration, scores)[:, index], "local": apply(local, scores)[:, index]}
+    y, raw = prediction_table.arrays(held, names)
+    by = {name: prediction_table.arrays(calibrated(held, fitted), names)[1]
+          for name, fitted in (("nih", calibration), ("local", local))}  # fmt: skip
     patients = held.patient_id.to_numpy()
     per_finding = {}
     for j, f in enumerate(names):

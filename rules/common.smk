@@ -128,7 +128,7 @@ DATASET_SHARD = (
     f"{DATASET}/shards/{{layout}}/{shard_stem(DATASET_SHARDS, '{shard}', '{num}')}"
 )
 DATASET_MANIFEST = f"{DATASET}/shards/{{layout}}/manifest.json"
-EXTERNAL = f"{RUN}/external/{{dataset}}"
+EXTERNAL = cxr14_runs.EXTERNAL
 
 
 def dataset_setting(key):
