@@ -24,6 +24,7 @@ wildcard_constraints:
     layout=cxr14_runs.layout(r"\d+", f"({'|'.join(ENCODINGS)})"),
     run=cxr14_runs.NAME.pattern.strip("^$"),
     dataset=names_pattern(DATASETS),
+    group=f"{cxr14_runs.UNSPLIT}|train|val|test",
 
 
 include: "rules/demo.smk"

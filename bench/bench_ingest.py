@@ -58,9 +58,9 @@ def make_collection(root: Path, n: int, seed: int = 0) -> None:
 
 def shard_all(plan: Path, root: Path, out: Path, n_shards: int) -> None:
     for i in range(n_shards):
-        stem = out / shards.shard_stem(shards.DATASET_SHARDS, i, n_shards)
-        shards.dataset_shard(plan=plan, tfrecord=f"{stem}.tfrecord", info=f"{stem}.json", index=i, root=str(root),
-                             image_size=224, encoding="raw", max_bad_images=0)  # fmt: skip
+        stem = out / shards.shard_stem(runs.UNSPLIT, i, n_shards)
+        shards.dataset_shard(plan=plan, tfrecord=f"{stem}.tfrecord", info=f"{stem}.json", group=runs.UNSPLIT, index=i,
+                             root=str(root), image_size=224, encoding="raw", max_bad_images=0)  # fmt: skip
 
 
 def collection_bench(work: Path, n: int, compare: int) -> None:
@@ -73,7 +73,9 @@ def collection_bench(work: Path, n: int, compare: int) -> None:
                         patients=None, images=out / "images.parquet", report=out / "report.json", root=str(root),
                         name="bench", settings=s)  # fmt: skip
     plan = out / "plan.parquet"
-    n_shards = shards.plan_dataset_shards(table=out / "images.parquet", plan=plan, images_per_shard=1000, seed=0)
+    planned = shards.plan_dataset_shards(table=out / "images.parquet", report=out / "report.json", plan=plan,
+                                         groups=[runs.UNSPLIT], images_per_shard=1000, seed=0)  # fmt: skip
+    n_shards = planned[runs.UNSPLIT]
     t_shard, _ = timed(shard_all, plan, root, out / "shards", n_shards)
 
     # The same pixels (PNG copies of the first `compare`), through the NIH writer and the external one.
@@ -85,7 +87,7 @@ def collection_bench(work: Path, n: int, compare: int) -> None:
     table = table.assign(
         path=table.path.str.replace(".jpg", ".png"), image_index=table.path.str.replace(".jpg", ".png")
     )
-    png_plan = shards.plan_group(table.assign(split=shards.DATASET_SHARDS), compare, 0)
+    png_plan = shards.plan_group(table.assign(split=runs.UNSPLIT), compare, 0)
     png_plan.to_parquet(work / "png_plan.parquet")
     nih_rows = png_plan.assign(file=[str(png_root / p) for p in png_plan.path], archive=1)
     t_nih, _ = timed(shards.write_shard, nih_rows, work / "nih.tfrecord", 224, "raw", 0)

@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 
 def _register_keras_objects(_keras) -> None:
-    from . import models  # noqa: F401  (its decorators register ModelInfo and WeightedBCE)
+    from . import models  # noqa: F401  (its decorators register ModelInfo and the loss)
 
 
 try:

@@ -59,6 +59,24 @@ class Shards:
             verify_shards(path)
         return cls(files, manifest["image_size"], manifest["encoding"], manifest["images"], manifest)
 
+    @classmethod
+    def pooled(cls, paths, verify: bool = False) -> Shards:
+        """The shards of several manifests (a run's training sources: NIH's split, a collection's) as
+        one set; they must share image size and encoding."""
+        parts = [cls.from_manifest(p, verify) for p in paths]
+        layouts = {(s.image_size, s.encoding) for s in parts}
+        if len(layouts) > 1:
+            raise ValueError(
+                "the training sources have different shard layouts: "
+                + ", ".join(f"{p} ({s.image_size} px, {s.encoding})" for p, s in zip(paths, parts))
+            )
+        if len(parts) == 1:
+            return parts[0]
+        shards = [shard for s in parts for shard in s.manifest["shards"]]
+        manifest = {"shards": shards, "sources": [str(p) for p in paths]}
+        return cls([f for s in parts for f in s.files], parts[0].image_size, parts[0].encoding,
+                   sum(s.images for s in parts), manifest)  # fmt: skip
+
 
 def _decode(encoding: str, size: int):
     if encoding == "raw":

@@ -19,6 +19,7 @@ labels follow the `uncertain` policy, and every dropped row is counted by reason
 from __future__ import annotations
 
 import ast
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from .clean import write_parquet
-from .constants import FINDINGS
+from .constants import FINDINGS, SPLITS
 from .files import write_json
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def ingest(*, labels: list, metadata, split_file, patients, images, report, root
     raw = READERS[settings.format](labels, metadata=metadata, split_file=split_file, patients=patients,
                                    settings=settings)  # fmt: skip
     frame, counts = harmonise(raw, Path(root), settings)
-    summary = describe(frame, counts, name, settings)
+    summary = describe(frame, counts, name, settings) | {"image_files": files_fingerprint(Path(root), frame.path)}
     write_parquet(frame, images)
     write_json(summary, report)
     log.info("%s: %d images of %d patients kept; dropped %s", name, len(frame), summary["patients"], counts)
@@ -385,6 +386,15 @@ def harmonise(raw: pd.DataFrame, root: Path, settings) -> tuple[pd.DataFrame, di
     blank = raw.image.fillna("").str.strip() == ""
     if blank.any():
         raise CollectionError(f"row {raw.row[blank].iloc[0]}: no image path")
+    if settings.split == "own":
+        unsplit = ~raw.split.isin(SPLITS)
+        if unsplit.any():
+            raise CollectionError(
+                f"row {raw.row[unsplit].iloc[0]}: no train, val or test split ({raw.split[unsplit].iloc[0]!r}), and "
+                "`split: own` takes each image's split from the collection"
+            )
+    elif settings.split is not None:
+        raw = raw.assign(split=made_split(raw.patient, settings.split))
     repeated = raw.image.duplicated(keep=False)
     if repeated.any():
         rows = raw.row[repeated][raw.image[repeated] == raw.image[repeated].iloc[0]]
@@ -411,6 +421,13 @@ def harmonise(raw: pd.DataFrame, root: Path, settings) -> tuple[pd.DataFrame, di
         raise CollectionError(f"no image left after dropping {dropped}")
     if not labelled_findings(frame):
         raise CollectionError("no row labels any of the 14 NIH findings: nothing to validate on")
+    if settings.split is not None:
+        empty = [split for split in SPLITS if not (frame.split == split).any()]
+        if empty:
+            raise CollectionError(
+                f"the {' and '.join(empty)} split(s) have no images ({frame.split.value_counts().to_dict()}); a "
+                "collection to train on needs train, val and test"
+            )
     patients = sorted(frame.patient.unique())
     out = pd.DataFrame({
         "image_index": frame.image,
@@ -424,6 +441,35 @@ def harmonise(raw: pd.DataFrame, root: Path, settings) -> tuple[pd.DataFrame, di
         **{f: frame[f].astype(np.int8) for f in FINDINGS},
     })  # fmt: skip
     return out[COLUMNS], dropped
+
+
+def files_fingerprint(root: Path, paths) -> str:
+    """A digest of every image file's path, size and modification time: images replaced under the same
+    names change it, so the collection is sharded again (its table alone would not change)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        stat = (root / path).stat()
+        digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def made_split(patients: pd.Series, fractions: dict) -> pd.Series:
+    """Each row's split in a new patient-wise split: the `val` and `test` fractions of the patients
+    (at least one each), drawn with `seed`; the rest train. The same patients, fractions and seed
+    give the same split, whatever the row order."""
+    names = np.array(sorted(patients.unique()))
+    order = np.random.default_rng(fractions.get("seed", 0)).permutation(len(names))
+    n_test = max(1, round(fractions["test"] * len(names)))
+    n_val = max(1, round(fractions["val"] * len(names)))
+    if n_test + n_val >= len(names):
+        raise CollectionError(
+            f"{len(names)} patients cannot be split into val {fractions['val']}, test {fractions['test']} and "
+            "a train split of at least one patient"
+        )
+    split = np.full(len(names), "train", dtype=object)
+    split[order[:n_test]] = "test"
+    split[order[n_test : n_test + n_val]] = "val"
+    return patients.map(dict(zip(names, split)))
 
 
 def labelled_findings(frame: pd.DataFrame) -> list[str]:
@@ -458,6 +504,7 @@ def describe(frame: pd.DataFrame, dropped: dict, name: str, settings) -> dict:
             "readers": settings.readers if settings.format == "vindr" else None,
             "views": list(settings.views),
             "splits": settings.splits,
+            "split": settings.split,
             "label_map": dict(settings.findings or LABEL_MAP[settings.format]),
         },
     }

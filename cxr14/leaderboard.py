@@ -35,6 +35,7 @@ def leaderboard(
     groups: dict,
     flat_settings: dict,
     reference: str,
+    starts_from: dict,
     n_boot: int,
     seed: int,
 ) -> pd.DataFrame:
@@ -44,12 +45,13 @@ def leaderboard(
     settings as {"section.key": value}, for the 'differs from the reference' column. The `external_*`
     inputs are {dataset: {run: file}}: each run's evaluation, predictions and report on each external
     collection, which add a column group per collection (its mean AUROC over the findings it labels,
-    and the paired comparison with the reference run on it)."""
+    and the paired comparison with the reference run on it). `starts_from`: each fine-tune's starting
+    run, which it is compared with on NIH test and on every collection (what it gained, what it lost)."""
     runs = list(evaluations)
     by_run = {run: json.loads(Path(path).read_text()) for run, path in evaluations.items()}
     trained_summaries = {run: json.loads(Path(path).read_text()) for run, path in summaries.items()}
     tests = {run: prediction_table.read(path, "test") for run, path in predictions.items()}
-    comparisons = compare(tests, reference, n_boot, seed)
+    comparisons = compare(tests, against(tests, reference), n_boot, seed)
     rows = [
         _row(
             run,
@@ -66,15 +68,21 @@ def leaderboard(
         dataset: external(evaluations_of, external_predictions[dataset], reference, n_boot, seed)
         for dataset, evaluations_of in external_evaluations.items()
     }
+    fine_tunes = fine_tune_gains(tests, external_predictions, starts_from, n_boot, seed)
     for row in rows:
+        row["starts_from"] = starts_from.get(row["run"])
         for dataset, by_run in collections.items():
             row.update(_external_row(dataset, by_run[row["run"]]))
             row[f"{dataset}_report"] = os.path.relpath(external_reports[dataset][row["run"]], Path(html).parent)
+        for where, comparison in fine_tunes.get(row["run"], {}).items():
+            mean = comparison["tests"]["mean AUROC"]
+            row |= {f"{where}_gain_vs_start": mean["diff"], f"{where}_gain_ci_low": mean["ci"][0],
+                    f"{where}_gain_ci_high": mean["ci"][1]}  # fmt: skip
     table = pd.DataFrame(rows)
     with atomic(csv) as staged:
         table.to_csv(staged, index=False, float_format="%.6g")
     spread = repeat_spread(groups, by_run)
-    _render(table, comparisons, spread, reference, n_boot, html, collections)
+    _render(table, comparisons, spread, reference, n_boot, html, collections, fine_tunes)
     log.info(
         "leaderboard of %d runs against %s: %d paired comparisons",
         len(runs),
@@ -84,15 +92,18 @@ def leaderboard(
     return table
 
 
-def compare(tests: dict[str, pd.DataFrame], reference: str, n_boot: int, seed: int) -> dict:
-    """run -> its comparison with `reference` on the test images both scored: the paired-bootstrap
-    difference in mean AUROC and per finding (CI, p), DeLong per finding, and Holm-adjusted p-values
-    over every test of every run (the family the page reports)."""
-    ref = tests[reference]
+def against(tables: dict, reference: str) -> dict[str, str]:
+    """Every run but the reference, paired with the reference."""
+    return {run: reference for run in tables if run != reference}
+
+
+def compare(tests: dict[str, pd.DataFrame], pairs: dict[str, str], n_boot: int, seed: int) -> dict:
+    """run -> its comparison with the run `pairs` names for it on the test images both scored: the
+    paired-bootstrap difference in mean AUROC and per finding (CI, p), DeLong per finding, and
+    Holm-adjusted p-values over every test of every pair (the family the page reports)."""
     out = {}
-    for run, test in tests.items():
-        if run == reference:
-            continue
+    for run, other in pairs.items():
+        test, ref = tests[run], tests[other]
         both = ref[["image_index"]].merge(test[["image_index"]], on="image_index")
         a = test.set_index("image_index").loc[both.image_index]
         b = ref.set_index("image_index").loc[both.image_index]
@@ -122,8 +133,24 @@ def external(evaluations: dict, predictions: dict, reference: str, n_boot: int, 
     drop from NIH) and its paired comparison with `reference` on the collection's images."""
     by_run = {run: json.loads(Path(path).read_text()) for run, path in evaluations.items()}
     tables = {run: prediction_table.read(path, prediction_table.EXTERNAL) for run, path in predictions.items()}
-    comparisons = compare(tables, reference, n_boot, seed)
+    comparisons = compare(tables, against(tables, reference), n_boot, seed)
     return {run: {"metrics": m, "comparison": comparisons.get(run)} for run, m in by_run.items()}
+
+
+def fine_tune_gains(tests: dict, external_predictions: dict, starts_from: dict, n_boot: int, seed: int) -> dict:
+    """fine-tune -> {"nih" or dataset: its paired comparison with its starting run there}: what it
+    gained on the collections and what it gave up on NIH test (Holm within each)."""
+    if not starts_from:
+        return {}
+    out: dict = {}
+    tables = {"nih": tests} | {
+        dataset: {run: prediction_table.read(path, prediction_table.EXTERNAL) for run, path in by_run.items()}
+        for dataset, by_run in external_predictions.items()
+    }
+    for where, by_run in tables.items():
+        for run, comparison in compare(by_run, starts_from, n_boot, seed).items():
+            out.setdefault(run, {})[where] = comparison
+    return out
 
 
 def _external_row(dataset: str, figures: dict) -> dict:
@@ -177,6 +204,7 @@ def _row(run, m, summary, settings, reference, comparison, report) -> dict:
         "mean_auprc": float(np.mean(auprc)) if auprc else None,
         "mean_ece": float(np.mean(ece)) if ece else None,
         "differs_from_reference": "(reference)" if run == reference else _differs(run, settings, reference),
+        "trained_on": summary and " + ".join(summary.get("trained_on", ["nih"])),
         "train_seconds": summary and summary["seconds_this_run"],
         "epochs": summary and summary["epochs_run"],
         "images_per_second": summary
@@ -202,7 +230,14 @@ def _row(run, m, summary, settings, reference, comparison, report) -> dict:
 
 
 def _render(
-    table: pd.DataFrame, comparisons: dict, spread: list[dict], reference: str, n_boot: int, html, collections: dict
+    table: pd.DataFrame,
+    comparisons: dict,
+    spread: list[dict],
+    reference: str,
+    n_boot: int,
+    html,
+    collections: dict,
+    fine_tunes: dict,
 ) -> None:
     env = templates()
     env.filters["p"] = lambda v: (f"{v:.3f}" if v >= 0.001 else "<0.001") if known(v) else "–"
@@ -213,6 +248,7 @@ def _render(
         findings=FINDINGS,
         comparisons=comparisons,
         collections=collections,
+        fine_tunes=fine_tunes,
         spread=spread,
         reference=reference,
         n_boot=n_boot,

@@ -146,46 +146,84 @@ def load(path) -> keras.Model:
 
 
 @keras.saving.register_keras_serializable(package="cxr14")
-class WeightedBCE(keras.losses.Loss):
-    """Binary cross-entropy with per-class weights for positives and negatives (CheXNet's loss):
-    w+ = N_neg / N and w- = N_pos / N per finding, from the training split."""
+class FindingsLoss(keras.losses.Loss):
+    """Binary cross-entropy per finding, optionally class-weighted (CheXNet's w+ = N_neg / N,
+    w- = N_pos / N from the training split) and focal ((1 - p_t)^gamma), averaged over the findings
+    each image is labelled for: a label of -1 (a collection that does not say) is masked, never
+    taken as negative. On NIH every finding is labelled and this is the plain mean over 14."""
 
-    def __init__(self, pos_weights, neg_weights, name="weighted_bce", **kwargs):
+    def __init__(self, pos_weights=None, neg_weights=None, gamma=0.0, name="findings_loss", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.pos_weights = [float(w) for w in pos_weights]
-        self.neg_weights = [float(w) for w in neg_weights]
+        ones = [1.0] * len(FINDINGS)
+        self.pos_weights = [float(w) for w in (ones if pos_weights is None else pos_weights)]
+        self.neg_weights = [float(w) for w in (ones if neg_weights is None else neg_weights)]
+        self.gamma = float(gamma)
 
     def call(self, y_true, y_pred):
         ops = keras.ops
         eps = keras.config.epsilon()
-        y_pred = ops.clip(ops.cast(y_pred, "float32"), eps, 1.0 - eps)
+        p = ops.clip(ops.cast(y_pred, "float32"), eps, 1.0 - eps)
         y_true = ops.cast(y_true, "float32")
-        pos = ops.convert_to_tensor(self.pos_weights) * y_true * ops.log(y_pred)
-        neg = ops.convert_to_tensor(self.neg_weights) * (1.0 - y_true) * ops.log(1.0 - y_pred)
-        return -ops.mean(pos + neg, axis=-1)
+        mask = ops.cast(y_true >= 0, "float32")
+        y = ops.maximum(y_true, 0.0)
+        pos = ops.convert_to_tensor(self.pos_weights) * y * ops.log(p)
+        neg = ops.convert_to_tensor(self.neg_weights) * (1.0 - y) * ops.log(1.0 - p)
+        if self.gamma:
+            pos, neg = pos * (1.0 - p) ** self.gamma, neg * p**self.gamma
+        return -ops.sum((pos + neg) * mask, axis=-1) / ops.maximum(ops.sum(mask, axis=-1), 1.0)
 
     def get_config(self):
-        return {**super().get_config(), "pos_weights": self.pos_weights, "neg_weights": self.neg_weights}
+        return {**super().get_config(), "pos_weights": self.pos_weights, "neg_weights": self.neg_weights,
+                "gamma": self.gamma}  # fmt: skip
 
 
-def class_weights(positives, total) -> dict:
-    """Per-finding weights from the training split's label counts."""
+@keras.saving.register_keras_serializable(package="cxr14")
+class FindingsAUC(keras.metrics.AUC):
+    """Keras's multi-label AUC (the training log's `auroc`) over labelled images only (-1 labels weigh
+    nothing), averaged over the findings the training split has both classes of (from its `positives`
+    and `labelled` counts): a finding a collection never labels would count as an AUC of 0."""
+
+    def __init__(self, positives=None, labelled=None, **kwargs):
+        kwargs.setdefault("multi_label", True)
+        kwargs.setdefault("num_labels", len(FINDINGS))
+        if positives is not None and "label_weights" not in kwargs:
+            weights = [float(0 < p < n) for p, n in zip(positives, labelled)]
+            kwargs["label_weights"] = weights if any(weights) else None
+        super().__init__(**kwargs)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = keras.ops.cast(y_true, "float32")
+        labelled = keras.ops.cast(y_true >= 0, "float32")
+        return super().update_state(keras.ops.maximum(y_true, 0.0), y_pred, sample_weight=labelled)
+
+    def get_config(self):
+        config = super().get_config()
+        if config.get("label_weights") is not None:  # a tensor, which a saved model's JSON cannot hold
+            config["label_weights"] = [float(w) for w in keras.ops.convert_to_numpy(config["label_weights"])]
+        return config
+
+
+def class_weights(positives, total, labelled=None) -> dict:
+    """Per-finding weights from the training split's label counts: `positives` and, where a finding is
+    not labelled on every one of the `total` images, the `labelled` count of each (0: weights 0)."""
     pos = [max(int(p), 0) for p in positives]
-    pos_w = [(total - p) / total for p in pos]
-    neg_w = [p / total for p in pos]
+    known = [int(total)] * len(FINDINGS) if labelled is None else [int(n) for n in labelled]
+    pos_w = [(n - p) / n if n else 0.0 for p, n in zip(pos, known)]
+    neg_w = [p / n if n else 0.0 for p, n in zip(pos, known)]
     return {
         "positives": dict(zip(FINDINGS, pos)),
         "total": int(total),
+        "labelled": dict(zip(FINDINGS, known)),
         "pos_weights": dict(zip(FINDINGS, pos_w)),
         "neg_weights": dict(zip(FINDINGS, neg_w)),
     }
 
 
-def make_loss(name: str, weights: dict | None, focal_gamma: float):
+def make_loss(name: str, weights: dict | None, focal_gamma: float) -> FindingsLoss:
     if name == "weighted_bce":
-        return WeightedBCE([weights["pos_weights"][f] for f in FINDINGS], [weights["neg_weights"][f] for f in FINDINGS])
+        return FindingsLoss(*([weights[kind][f] for f in FINDINGS] for kind in ("pos_weights", "neg_weights")))
     if name == "bce":
-        return keras.losses.BinaryCrossentropy()
+        return FindingsLoss()
     if name == "focal":
-        return keras.losses.BinaryFocalCrossentropy(gamma=focal_gamma)
+        return FindingsLoss(gamma=focal_gamma)
     raise ValueError(f"unknown loss {name!r}; choose weighted_bce, bce or focal")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ConfigError, check, schema
+from .constants import SPLITS
 
 # Where each run's files are: rules and the CLI both spell them from here.
 RUN = "results/runs/{run}"
@@ -83,8 +84,35 @@ DatasetSettings = _settings_class("DatasetSettings", "datasets.<name>", _DATASET
 
 def dataset_param(dataset: dict) -> dict:
     """A dataset's checked config as a rule param: every key of the schema, in its order (None for a
-    key its format does not use)."""
-    return {key: dataset.get(key) for key in _DATASET["properties"]}
+    key its format does not use; a made `split` as val, test, seed however it was written)."""
+    param = {key: dataset.get(key) for key in _DATASET["properties"]}
+    if isinstance(param["split"], dict):
+        param["split"] = {key: param["split"][key] for key in ("val", "test", "seed")}
+    return param
+
+
+NIH = "nih"  # `train.data`: the NIH splits (a dataset name otherwise)
+UNSPLIT = "images"  # the one shard group of a collection that is not split (else train, val, test)
+
+
+def sources(data) -> list[str]:
+    """`train.data` as a list: `site` and `[site]` are one setting."""
+    return [data] if isinstance(data, str) else list(data)
+
+
+def is_split(dataset: dict) -> bool:
+    """Whether a collection has train/val/test splits of its own (so a run can train on it)."""
+    return dataset.get("split") is not None
+
+
+def dataset_groups(dataset: dict) -> list[str]:
+    """The shard groups of a collection: its three splits, or one group of every image."""
+    return list(SPLITS) if is_split(dataset) else [UNSPLIT]
+
+
+def validation_group(dataset: dict) -> str:
+    """The group every run is validated on: a split collection's test split, else all of it."""
+    return "test" if is_split(dataset) else UNSPLIT
 
 
 def as_param(settings) -> dict:
@@ -106,6 +134,11 @@ class Run:
     @property
     def is_ensemble(self) -> bool:
         return bool(self.members)
+
+    @property
+    def starts_from(self) -> str | None:
+        """The run a fine-tune starts from (`train.init`); None for a new model or an ensemble."""
+        return self.train.init if self.train else None
 
     @property
     def layout(self) -> str:
@@ -182,6 +215,8 @@ def resolve(config: dict) -> dict[str, Run]:
                 EvaluateSettings.of(settings["evaluate"]),
                 group=name if repeats > 1 else None,
             )
+    _check_data(runs, config.get("datasets") or {})
+    _fine_tunes(runs, specs)
     for name, spec in specs.items():
         if spec and "ensemble" in spec:
             runs[name] = _ensemble(name, spec, runs, base)
@@ -242,6 +277,73 @@ def _overridden(name: str, section: str, settings: dict, override: dict) -> dict
         return check(merged, schema()["properties"][section], where=section)
     except ConfigError as exc:
         raise RunError(f"run {name!r}: " + "; ".join(exc.problems)) from exc
+
+
+def _check_data(runs: dict[str, Run], datasets: dict) -> None:
+    """Each run's `train.data` as a list of sources, each NIH or a split collection, none twice."""
+    for run in runs.values():
+        data = sources(run.train.data)
+        for source in data:
+            if source != NIH and source not in datasets:
+                raise RunError(
+                    f"run {run.name!r}: train.data {source!r} is neither {NIH!r} nor a dataset; datasets are "
+                    f"{sorted(datasets)}"
+                )
+            if source != NIH and not is_split(datasets[source]):
+                raise RunError(
+                    f"run {run.name!r}: dataset {source!r} has no train/val/test split to train on; give it "
+                    "`split: own` (its own) or `split: {val: 0.1, test: 0.2}` (made at ingest)"
+                )
+        if len(set(data)) < len(data):
+            raise RunError(f"run {run.name!r}: train.data lists a source twice: {data}")
+        run.train = dataclasses.replace(run.train, data=data)
+
+
+def _fine_tunes(runs: dict[str, Run], specs: dict) -> None:
+    """A fine-tune (`train.init`) keeps its starting run's input size, encoding, backbone and dropout
+    (the model it loads has them); setting another one is an error, as is a start that is not a
+    trained run, or a chain of starts that loops."""
+    for run in runs.values():
+        chain = [run.name]
+        while (start := runs[chain[-1]].starts_from) is not None:
+            if start not in runs:
+                repeats = [r for r in runs.values() if r.group == start]
+                hint = f"; it is repeated: name one copy, e.g. {repeats[0].name!r}" if repeats else ""
+                raise RunError(
+                    f"run {chain[-1]!r}: train.init {start!r} is not a trained run{hint} (trained runs: {sorted(runs)})"
+                )
+            if start in chain:
+                raise RunError(f"runs start from each other in a loop: {' -> '.join([*chain, start])}")
+            chain.append(start)
+    for run in runs.values():
+        if run.starts_from is None:
+            continue
+        origin = runs[run.starts_from]
+        while origin.starts_from is not None:
+            origin = runs[origin.starts_from]
+        spec = specs[run.group or run.name] or {}
+        explicit = {**{f"train.{k}": v for k, v in (spec.get("train") or {}).items()},
+                    **{f"shards.{k}": v for k, v in (spec.get("shards") or {}).items()}}  # fmt: skip
+        kept = {
+            "shards.image_size": origin.shards["image_size"],
+            "shards.encoding": origin.shards["encoding"],
+            "train.backbone": origin.train.backbone,
+            "train.dropout": origin.train.dropout,
+        }
+        for key, value in kept.items():
+            if key in explicit and _canonical(key, explicit[key]) != value:
+                raise RunError(
+                    f"run {run.name!r} starts from {run.starts_from!r}, whose model has {key} {value!r}, but sets "
+                    f"{key} {explicit[key]!r}: a fine-tune keeps its starting model's input and network"
+                )
+        run.shards = {k: kept[f"shards.{k}"] for k in SHARD_KEYS}
+        run.train = dataclasses.replace(run.train, backbone=origin.train.backbone, dropout=origin.train.dropout)
+
+
+def _canonical(key: str, value):
+    """A run's own setting read as the schema's type (`--config` hands strings)."""
+    section, name = key.split(".")
+    return check({name: value}, {"properties": {name: schema()["properties"][section]["properties"][name]}})[name]
 
 
 def _ensemble(name: str, spec: dict, runs: dict[str, Run], base: dict) -> Run:

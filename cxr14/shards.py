@@ -19,6 +19,7 @@ import pandas as pd
 from .constants import FINDINGS, SPLITS
 from .files import atomic, disk_full, sha256_file, write_json
 from .images import BadImage, load
+from .runs import UNSPLIT
 
 log = logging.getLogger(__name__)
 ENCODINGS = ("raw", "png")
@@ -96,27 +97,34 @@ def shard_manifest(
     return written
 
 
-# An external collection's shards: one group, `images-00003-of-00012` under its own folder.
-DATASET_SHARDS = "images"
+# An external collection's shards: per split (`train/train-00003-of-00012`) when it is split, else one
+# group of every image (`images/images-00003-of-00012`), under the collection's own folder.
 
 
-def plan_dataset_shards(*, table, plan, images_per_shard: int, seed: int) -> int:
-    """Step `plan_dataset_shards`: which image of an ingested collection (`table`) goes to which
-    shard (`plan`, Parquet); returns the number of shards."""
+def plan_dataset_shards(*, table, report, plan, groups: list[str], images_per_shard: int, seed: int) -> dict[str, int]:
+    """Step `plan_dataset_shards`: which image of an ingested collection (`table`) goes to which shard of
+    which of its `groups` (`plan`, Parquet); returns the number of shards per group. The ingest `report`
+    is an input for its fingerprint of the image files: images replaced under the same names reshard."""
     from .clean import write_parquet
 
-    planned = plan_group(pd.read_parquet(table).assign(split=DATASET_SHARDS), images_per_shard, seed)
+    log.info("image files %s", json.loads(Path(report).read_text())["image_files"][:16])
+
+    frame = pd.read_parquet(table)
+    if list(groups) == [UNSPLIT]:
+        frame = frame.assign(split=UNSPLIT)
+    planned = plan_table(frame, images_per_shard, seed, groups)
     write_parquet(planned, plan)
-    log.info("%d images in %d shards", len(planned), planned.num_shards.iloc[0])
-    return int(planned.num_shards.iloc[0])
+    counts = shard_counts(planned, groups)
+    log.info("%d images; shards per group: %s", len(planned), counts)
+    return counts
 
 
 def dataset_shard(
-    *, plan, tfrecord, info, index: int, root: str, image_size: int, encoding: str, max_bad_images: int
+    *, plan, tfrecord, info, group: str, index: int, root: str, image_size: int, encoding: str, max_bad_images: int
 ) -> dict:
-    """Step `dataset_shard`: shard `index` of a collection's plan to `tfrecord` and its sidecar `info`,
+    """Step `dataset_shard`: shard `index` of a collection's `group` to `tfrecord` and its sidecar `info`,
     each image read from `root`/its path, as the NIH shards are (same reader, resize and features)."""
-    rows = pd.read_parquet(plan, filters=[("shard", "==", index)])
+    rows = pd.read_parquet(plan, filters=[("split", "==", group), ("shard", "==", index)])
     rows["file"] = [str(Path(root) / p) for p in rows.path]
     written = write_shard(rows, tfrecord, image_size, encoding, max_bad_images)
     write_json(written, info)
@@ -125,17 +133,17 @@ def dataset_shard(
 
 
 def dataset_shard_manifest(
-    *, infos: list, manifest, bad_images, image_size: int, encoding: str, max_bad_images: int
+    *, infos: list, manifest, bad_images, group: str, image_size: int, encoding: str, max_bad_images: int
 ) -> dict:
-    """Step `dataset_shard_manifest`: a collection's manifest and bad-image list, as a split's."""
-    return shard_manifest(infos=infos, manifest=manifest, bad_images=bad_images, split=DATASET_SHARDS,
+    """Step `dataset_shard_manifest`: a collection group's manifest and bad-image list, as a split's."""
+    return shard_manifest(infos=infos, manifest=manifest, bad_images=bad_images, split=group,
                           image_size=image_size, encoding=encoding, max_bad_images=max_bad_images)  # fmt: skip
 
 
-def plan_table(table: pd.DataFrame, images_per_shard: int, seed: int) -> pd.DataFrame:
-    """Assign every image to a shard: a seeded order within each split, then contiguous slices."""
+def plan_table(table: pd.DataFrame, images_per_shard: int, seed: int, groups=SPLITS) -> pd.DataFrame:
+    """Assign every image to a shard: a seeded order within each split (group), then contiguous slices."""
     return pd.concat(
-        [plan_group(table[table.split == split], images_per_shard, [seed, k]) for k, split in enumerate(SPLITS)],
+        [plan_group(table[table.split == split], images_per_shard, [seed, k]) for k, split in enumerate(groups)],
         ignore_index=True,
     )
 
@@ -152,11 +160,11 @@ def plan_group(part: pd.DataFrame, images_per_shard: int, seed) -> pd.DataFrame:
     return part
 
 
-def shard_counts(plan_table: pd.DataFrame) -> dict[str, int]:
-    """Number of shards per split (0 for an empty split)."""
+def shard_counts(plan_table: pd.DataFrame, groups=SPLITS) -> dict[str, int]:
+    """Number of shards per split or group (0 for an empty one)."""
     return {
         s: int(plan_table.loc[plan_table.split == s, "num_shards"].max()) if (plan_table.split == s).any() else 0
-        for s in SPLITS
+        for s in groups
     }
 
 

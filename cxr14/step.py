@@ -4,7 +4,8 @@ params to one step function through `run`, which translates them once, here.
 - An input a rule leaves out for some jobs is `[]` to Snakemake; the step gets None.
 - A per-run input (one file of each of several runs, `per_run`) is a list to Snakemake; the step
   gets {run: file}, the run read from each path (results/runs/<run>/...). A per-dataset input (a file
-  of each run on each external collection, `per_dataset`) becomes {dataset: {run: file}}.
+  of each run on each external collection, `per_dataset`) becomes {dataset: {run: file}}. An input
+  of one or more files (`lists`) is always a list.
 - A run's typed settings (`runs.TrainSettings`, `runs.EvaluateSettings`) reach the rule as a plain
   dict (Snakemake records params by their repr); the step gets the typed settings back.
 - The `code` param (the fingerprint of the package code the step runs, see `fingerprint`) is there
@@ -27,9 +28,10 @@ def arguments(
     settings: type | None = None,
     threads: bool = False,
     per_dataset: Iterable[str] = (),
+    lists: Iterable[str] = (),
 ) -> dict:
     """The keyword arguments of a step function from a rule script's `snakemake` object."""
-    per_run, per_dataset = set(per_run), set(per_dataset)
+    per_run, per_dataset, lists = set(per_run), set(per_dataset), set(lists)
     kwargs = {}
     for name, value in {**snakemake.input}.items():
         files = [value] if isinstance(value, str) else list(value)
@@ -39,6 +41,8 @@ def arguments(
             kwargs[name] = {}
             for path in files:
                 kwargs[name].setdefault(dataset_of(path), {})[run_of(path)] = path
+        elif name in lists:
+            kwargs[name] = files
         elif not isinstance(value, str) and len(value) == 0:
             kwargs[name] = None
         else:
@@ -61,7 +65,8 @@ def run(
     settings: type | None = None,
     threads: bool = False,
     per_dataset: Iterable[str] = (),
+    lists: Iterable[str] = (),
 ):
     """Call `step` with its rule's named input, output and params (and `threads`), in the rule's log."""
     with logged(snakemake.log[0]):
-        return step(**arguments(snakemake, per_run, settings, threads, per_dataset))
+        return step(**arguments(snakemake, per_run, settings, threads, per_dataset, lists))

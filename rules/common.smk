@@ -21,7 +21,7 @@ from cxr14.constants import (
     box_name,
 )
 from cxr14.download import archive_candidates, metadata_candidates
-from cxr14.shards import DATASET_SHARDS, ENCODINGS, shard_stem
+from cxr14.shards import ENCODINGS, shard_stem
 
 # Once, for every job: strings from `--config` read as the schema's types, checked, defaults filled in.
 cxr14_config.validate(config)
@@ -125,9 +125,9 @@ def names_pattern(names):
 DATASETS = sorted(config["datasets"])
 DATASET = "results/datasets/{dataset}"
 DATASET_SHARD = (
-    f"{DATASET}/shards/{{layout}}/{shard_stem(DATASET_SHARDS, '{shard}', '{num}')}"
+    f"{DATASET}/shards/{{layout}}/{{group}}/{shard_stem('{group}', '{shard}', '{num}')}"
 )
-DATASET_MANIFEST = f"{DATASET}/shards/{{layout}}/manifest.json"
+DATASET_MANIFEST = f"{DATASET}/shards/{{layout}}/{{group}}/manifest.json"
 EXTERNAL = cxr14_runs.EXTERNAL
 
 
@@ -159,30 +159,65 @@ def dataset_table(key):
 
 
 def dataset_manifest(wildcards):
-    """The collection's manifest in the shard layout of the run in the wildcards."""
+    """The manifest every run is validated on (a split collection's test split, else all of it), in
+    the shard layout of the run in the wildcards."""
     return DATASET_MANIFEST.format(
-        dataset=wildcards.dataset, layout=RUNS[wildcards.run].layout
+        dataset=wildcards.dataset,
+        layout=RUNS[wildcards.run].layout,
+        group=cxr14_runs.validation_group(config["datasets"][wildcards.dataset]),
     )
 
 
+def dataset_groups(wildcards):
+    return cxr14_runs.dataset_groups(config["datasets"][wildcards.dataset])
+
+
 def dataset_shard_infos(wildcards):
-    """A collection's shard sidecars, known once its plan checkpoint has run."""
+    """A collection group's shard sidecars, known once its plan checkpoint has run."""
     import pandas as pd
 
     plan = pd.read_parquet(
         checkpoints.plan_dataset_shards.get(dataset=wildcards.dataset).output.plan,
-        columns=["num_shards"],
+        columns=["split", "num_shards"],
     )
-    n = int(plan.num_shards.iloc[0])
+    num = plan.loc[plan.split == wildcards.group, "num_shards"]
+    n = int(num.iloc[0])
     return [
         f"{DATASET_SHARD}.json".format(
             dataset=wildcards.dataset,
             layout=wildcards.layout,
+            group=wildcards.group,
             shard=f"{i:05d}",
             num=f"{n:05d}",
         )
         for i in range(n)
     ]
+
+
+def training_manifests(split):
+    """The `split` manifests of the sources a run trains on (`train.data`: NIH's splits, a collection's),
+    in the run's shard layout."""
+
+    def manifests(wildcards):
+        run = RUNS[wildcards.run]
+        return [
+            (
+                MANIFEST.format(layout=run.layout, split=split)
+                if source == cxr14_runs.NIH
+                else DATASET_MANIFEST.format(
+                    dataset=source, layout=run.layout, group=split
+                )
+            )
+            for source in run.train.data
+        ]
+
+    return manifests
+
+
+def starting_model(wildcards):
+    """A fine-tune's starting model (`train.init`); none for a new one."""
+    start = RUNS[wildcards.run].starts_from
+    return cxr14_runs.MODEL.format(run=start) if start else []
 
 
 def shard_infos(wildcards):

@@ -1,5 +1,6 @@
 # External collections (datasets:): each read as published and harmonised to the 14 NIH findings
-# (ingest), then sharded like the NIH splits, one job per shard, in each layout a run reads.
+# (ingest), then sharded like the NIH splits (per split when it is split), one job per shard, in each
+# layout a run reads.
 
 
 rule ingest:
@@ -32,6 +33,7 @@ rule ingest:
 checkpoint plan_dataset_shards:
     input:
         table=f"{DATASET}/images.parquet",
+        report=f"{DATASET}/ingest_report.json",
     output:
         plan=f"{DATASET}/shards/plan.parquet",
     log:
@@ -44,6 +46,7 @@ checkpoint plan_dataset_shards:
         mem_mb=2000,
         runtime=10,
     params:
+        groups=dataset_groups,
         images_per_shard=dataset_setting("images_per_shard"),
         seed=dataset_setting("seed"),
         code=package_code("shards"),
@@ -68,6 +71,7 @@ rule dataset_shard:
         runtime=60,
         cpus_per_task=2,
     params:
+        group="{group}",
         index=lambda wildcards: int(wildcards.shard),
         root=dataset_setting("root"),
         image_size=layout_setting(0),
@@ -83,17 +87,18 @@ rule dataset_shard_manifest:
         infos=dataset_shard_infos,
     output:
         manifest=DATASET_MANIFEST,
-        bad_images=f"{DATASET}/shards/{{layout}}/bad_images.tsv",
+        bad_images=f"{DATASET}/shards/{{layout}}/{{group}}/bad_images.tsv",
     log:
-        "logs/datasets/{dataset}/shards/{layout}/manifest.log",
+        "logs/datasets/{dataset}/shards/{layout}/{group}/manifest.log",
     benchmark:
-        "benchmarks/datasets/{dataset}/shards/{layout}/manifest.tsv"
+        "benchmarks/datasets/{dataset}/shards/{layout}/{group}/manifest.tsv"
     conda:
         "../envs/shards.yaml"
     resources:
         mem_mb=500,
         runtime=5,
     params:
+        group="{group}",
         image_size=layout_setting(0),
         encoding=layout_setting(1),
         max_bad_images=config["shards"]["max_bad_images"],

@@ -35,6 +35,9 @@ rule leaderboard:
         groups=cxr14_runs.groups(RUNS),
         flat_settings={name: run.flat_settings() for name, run in RUNS.items()},
         reference=REFERENCE,
+        starts_from={
+            name: run.starts_from for name, run in RUNS.items() if run.starts_from
+        },
         n_boot=config["leaderboard"]["n_boot"],
         seed=config["leaderboard"]["seed"],
         code=package_code("leaderboard"),

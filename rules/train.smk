@@ -1,10 +1,13 @@
-# Stage 5: train each run's Keras model on the train and val shards of its layout.
+# Stage 5: train each run's Keras model on the train and val shards of its layout (NIH's, a
+# collection's, or both), from scratch, ImageNet weights, or another run's model (a fine-tune).
 
 
 rule train:
     input:
-        train_manifest=run_manifest("train"),
-        val_manifest=run_manifest("val"),
+        # One per source of `train.data` (NIH, collections), pooled.
+        train_manifests=training_manifests("train"),
+        val_manifests=training_manifests("val"),
+        init=starting_model,
     output:
         model=cxr14_runs.MODEL,
         summary=f"{RUN}/train/training_summary.json",

@@ -6,4 +6,4 @@ from cxr14.runs import TrainSettings
 from cxr14.step import run
 from cxr14.train import train
 
-run(train, snakemake, settings=TrainSettings, threads=True)  # noqa: F821
+run(train, snakemake, settings=TrainSettings, threads=True, lists=["train_manifests", "val_manifests"])  # noqa: F821

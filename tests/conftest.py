@@ -209,9 +209,12 @@ def spot_example(rng, size):
     return labels, img, box
 
 
-def write_easy_shards(root, splits=(("train", 160), ("val", 64)), size=32, per_shard=64, seed=0, example=easy_example):
+def write_easy_shards(
+    root, splits=(("train", 160), ("val", 64)), size=32, per_shard=64, seed=0, example=easy_example, unlabelled=()
+):
     """Shards of synthetic images for each split, through the real shard writer; {split: manifest}.
-    The table (with any box) is saved as root/table.parquet."""
+    The table (with any box) is saved as root/table.parquet. `unlabelled` findings are -1 (a collection
+    that does not label them)."""
     import cv2
     import numpy as np
     import pandas as pd
@@ -244,6 +247,7 @@ def write_easy_shards(root, splits=(("train", 160), ("val", 64)), size=32, per_s
                 }
             )
     table = pd.DataFrame(rows)
+    table[list(unlabelled)] = -1
     table.to_parquet(root / "table.parquet")
     plan = shards.plan_table(table.drop(columns="box"), per_shard, seed)
     manifests = {}
@@ -275,16 +279,17 @@ def settings_of(kind, **overrides):
     return kind.of(check({**defaults(section), **overrides}, schema()["properties"][section], where=section))
 
 
-def train_into(out, train_manifest, val_manifest, extra_callbacks=(), **settings):
+def train_into(out, train_manifest, val_manifest, extra_callbacks=(), init=None, **settings):
     """cxr14.train.train with its outputs laid out in one folder as the rule lays them out; `settings`
-    override the schema's train defaults."""
+    override the schema's train defaults. A manifest may be a list of them (several sources)."""
     from cxr14.runs import TrainSettings
     from cxr14.train import train
 
     out = Path(out)
     return train(
-        train_manifest=train_manifest,
-        val_manifest=val_manifest,
+        train_manifests=train_manifest if isinstance(train_manifest, list) else [train_manifest],
+        val_manifests=val_manifest if isinstance(val_manifest, list) else [val_manifest],
+        init=init,
         model=out / "model.keras",
         summary=out / "training_summary.json",
         history=out / "history.csv",

@@ -23,7 +23,7 @@ def demo_run(tmp_path_factory):
     base["shards"] = {"image_size": 64, "images_per_shard": 200}
     base["train"].update({"epochs": 14, "deterministic": True})
     base["evaluate"].update({"n_boot": 50, "gallery_k": 1})
-    base["demo"]["site_patients"] = 50
+    base["demo"]["site_patients"] = 150
     (wd / "test.yaml").write_text(yaml.safe_dump(base, sort_keys=False))  # the first run is the reference
     run(wd)
     return wd
@@ -51,12 +51,12 @@ def test_demo_leaderboard_has_every_run_and_the_paired_comparisons(demo_run):
     import pandas as pd
 
     board = pd.read_csv(demo_run / "results/leaderboard.csv")
-    assert list(board.run) == ["cnn", "cnn_focal", "cnn_80px", "mean3"]
-    assert list(board.kind) == ["trained"] * 3 + ["ensemble"]
+    assert list(board.run) == ["cnn", "cnn_focal", "cnn_80px", "mean3", "cnn_site"]
+    assert list(board.kind) == ["trained"] * 3 + ["ensemble", "trained"]
     assert board.differs_from_reference.tolist()[:3] == ["(reference)", "train.loss=focal", "shards.image_size=80"]
     assert board.diff_vs_reference[1:].notna().all() and (board.epochs[:3] >= 1).all()
     html = (demo_run / "results/leaderboard.html").read_text()
-    assert "45</b> comparisons" in html and 'href="runs/mean3/evaluate/report.html"' in html
+    assert "60</b> comparisons" in html and 'href="runs/mean3/evaluate/report.html"' in html
     # Runs at another image size read shards of their own, made once.
     assert sorted(p.name for p in (demo_run / "results/shards").iterdir() if p.is_dir()) == ["64px-raw", "80px-raw"]
 
@@ -73,12 +73,17 @@ def test_demo_external_site_is_judged_beside_nih(demo_run):
     ]  # fmt: skip
     table = pd.read_parquet(demo_run / "results/datasets/site/images.parquet")
     assert table.image_index.str.endswith(".dcm").sum() >= 2 and (table.Atelectasis == -1).any()
-    for shard_dir in (demo_run / "results/datasets/site/shards").iterdir():
-        if shard_dir.is_dir():  # every JPEG and DICOM decoded
-            assert json.loads((shard_dir / "manifest.json").read_text())["images"] == len(table)
-    for run_name in ("cnn", "cnn_focal", "cnn_80px", "mean3"):
+    # Split patient-wise at ingest; every JPEG and DICOM of a split decoded into its shards.
+    assert (table.groupby("patient").split.nunique() == 1).all() and set(table.split) == {"train", "val", "test"}
+    test = table[table.split == "test"]
+    for manifest in (demo_run / "results/datasets/site/shards").glob("*/*/manifest.json"):
+        assert json.loads(manifest.read_text())["images"] == (table.split == manifest.parent.name).sum()
+    assert {m.parent.name for m in (demo_run / "results/datasets/site/shards").glob("80px-raw/*/manifest.json")} == {
+        "test"
+    }  # only the fine-tune's layout needs the train and val splits
+    for run_name in ("cnn", "cnn_focal", "cnn_80px", "mean3", "cnn_site"):
         m = json.loads((demo_run / f"results/runs/{run_name}/external/site/metrics.json").read_text())
-        assert list(m["findings"]) == ingested["labelled_findings"] and m["images"] == len(table)
+        assert list(m["findings"]) == ingested["labelled_findings"] and m["images"] == len(test)
         assert m["drop"]["diff"] == pytest.approx(m["nih"]["mean_auroc"] - m["mean_auroc"])
         assert m["drop"]["ci"][0] <= m["drop"]["diff"] <= m["drop"]["ci"][1]
         assert m["recalibration"]["fraction"] == 0.3
@@ -132,6 +137,53 @@ def test_changing_one_runs_learning_rate_reruns_it_its_ensemble_and_the_leaderbo
     }  # fmt: skip
 
 
+def test_changing_the_starting_run_retrains_the_fine_tune_too(demo_run):
+    jobs = plan(demo_run, {"runs": {"cnn": {"train": {"learning_rate": 0.004}}}})
+    assert jobs == {
+        "train": 2, "score": 2, "ensemble": 1, "calibrate": 3, "evaluate": 3, "score_external": 2,
+        "ensemble_external": 1, "validate": 3, "leaderboard": 1, "all": 1,
+    }  # fmt: skip
+
+
+def test_changing_only_the_fine_tune_leaves_its_starting_run_alone(demo_run):
+    config = yaml.safe_load((demo_run / "test.yaml").read_text())
+    tuned = config["runs"]["cnn_site"]
+    tuned["train"]["learning_rate"] = 0.001
+    jobs = plan(demo_run, {"runs": {**config["runs"], "cnn_site": tuned}})
+    assert jobs == {
+        "train": 1, "score": 1, "calibrate": 1, "evaluate": 1, "score_external": 1, "validate": 1, "leaderboard": 1,
+        "all": 1,
+    }  # fmt: skip
+
+
+def test_the_fine_tune_trains_on_the_site_from_cnn_and_is_judged_against_it(demo_run):
+    """cnn_site starts from cnn's model, trains on the site's train split (its unlabelled findings
+    masked, its class weights from its labelled images), and the leaderboard compares it with cnn on
+    the site's test split and on NIH test."""
+    import pandas as pd
+
+    from cxr14.files import sha256_file
+
+    summary = json.loads((demo_run / "results/runs/cnn_site/train/training_summary.json").read_text())
+    assert summary["init"]["model_sha256"] == sha256_file(demo_run / "results/runs/cnn/train/model.keras")
+    table = pd.read_parquet(demo_run / "results/datasets/site/images.parquet")
+    train = table[table.split == "train"]
+    assert summary["trained_on"] == ["site"] and summary["train_images"] == len(train)
+    labelled = summary["class_weights"]["labelled"]
+    assert labelled["Mass"] == 0 and labelled["Effusion"] == (train.Effusion >= 0).sum() < len(train)
+    assert summary["class_weights"]["positives"]["Effusion"] == (train.Effusion == 1).sum()
+    history = pd.read_csv(demo_run / "results/runs/cnn_site/train/history.csv")
+    assert list(history.epoch) == list(range(len(history))) and len(history) > 2  # head-only epochs, then all
+    board = pd.read_csv(demo_run / "results/leaderboard.csv").set_index("run")
+    assert board.loc["cnn_site", "starts_from"] == "cnn" and board.loc["cnn_site", "trained_on"] == "site"
+    for where in ("nih", "site"):
+        gain = board.loc["cnn_site", [f"{where}_gain_vs_start", f"{where}_gain_ci_low", f"{where}_gain_ci_high"]]
+        assert gain.notna().all() and gain.iloc[1] <= gain.iloc[0] <= gain.iloc[2]
+    assert board.loc["cnn_site", "site_gain_vs_start"] > 0  # it learnt the site
+    html = (demo_run / "results/leaderboard.html").read_text()
+    assert 'id="fine-tunes"' in html and "Δ NIH test" in html
+
+
 def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn_80px": {"shards": {"image_size": 48}}}})
     shards = jobs.pop("shard")
@@ -139,7 +191,7 @@ def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
         len(list((demo_run / "results/shards/80px-raw" / s).glob("*.tfrecord"))) for s in ("train", "val", "test")
     )
     site_shards = jobs.pop("dataset_shard")
-    assert site_shards == len(list((demo_run / "results/datasets/site/shards/80px-raw").glob("*.tfrecord")))
+    assert site_shards == len(list((demo_run / "results/datasets/site/shards/80px-raw/test").glob("*.tfrecord")))
     assert jobs == {
         "shard_manifest": 3,
         "dataset_shard_manifest": 1,
@@ -158,7 +210,7 @@ def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
 
 def test_changing_the_calibration_method_recalibrates_without_retraining(demo_run):
     jobs = plan(demo_run, {"calibration": {"method": "platt"}})
-    assert jobs == {"calibrate": 4, "evaluate": 4, "validate": 4, "leaderboard": 1, "all": 1}
+    assert jobs == {"calibrate": 5, "evaluate": 5, "validate": 5, "leaderboard": 1, "all": 1}
 
 
 @pytest.mark.parametrize(
@@ -190,8 +242,10 @@ def test_removing_a_run_removes_its_row_from_the_leaderboard(demo_run, tmp_path)
     (copy / "test.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     assert planned_jobs(run(copy, "-n")) == {"leaderboard": 1, "all": 1}
     run(copy)
-    assert list(pd.read_csv(copy / "results/leaderboard.csv").run) == ["cnn", "cnn_focal", "cnn_80px"]
-    assert list(pd.read_csv(demo_run / "results/leaderboard.csv").run) == ["cnn", "cnn_focal", "cnn_80px", "mean3"]
+    assert list(pd.read_csv(copy / "results/leaderboard.csv").run) == ["cnn", "cnn_focal", "cnn_80px", "cnn_site"]
+    assert list(pd.read_csv(demo_run / "results/leaderboard.csv").run) == [
+        "cnn", "cnn_focal", "cnn_80px", "mean3", "cnn_site"
+    ]  # fmt: skip
 
 
 def _plan_with(demo_run, configfile, snakefile=REPO / "Snakefile") -> dict[str, int]:
@@ -236,6 +290,7 @@ def _written_otherwise(config: dict) -> dict:
     out["train"]["focal_gamma"] = 2  # the default 2.0
     out["clean"]["max_age"] = 120  # the default 120.0
     out["shards"]["image_size"] = 64.0  # an integer setting written as a float
+    out["runs"]["cnn_site"]["train"]["data"] = ["site"]  # one source, as a list
     # The order of the runs is kept: it is the leaderboard's row order, and the first is the reference.
     runs = out.pop("runs")
     return _sorted(out) | {"runs": {name: _sorted(spec) for name, spec in runs.items()}}
@@ -251,7 +306,7 @@ def test_a_config_written_otherwise_with_the_same_values_plans_nothing(demo_run,
     changed = _written_otherwise(config)
     changed["train"]["augment"]["zoom"] = 0.06
     variant.write_text(yaml.safe_dump(changed, sort_keys=False))
-    assert _plan_with(demo_run, variant)["train"] == 3
+    assert _plan_with(demo_run, variant)["train"] == 4
 
 
 @pytest.fixture(scope="module")
@@ -278,7 +333,7 @@ def source_copy(tmp_path_factory):
                 "return np.asarray(y) >= 0",
                 "return np.asarray(y) >= 0.0",
             ),
-            {"evaluate": 4, "validate": 4, "leaderboard": 1, "all": 1},
+            {"evaluate": 5, "validate": 5, "leaderboard": 1, "all": 1},
         ),
         # The app is no step: changing it reruns nothing.
         ("app", ("DISPLAY_SIZE = 448", "DISPLAY_SIZE = 512"), {}),

@@ -367,6 +367,79 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, case):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+def _patients_csv(tmp_path, n_patients: int, split_column: bool = False):
+    """A hospital export of n patients with two images each (and a split column when asked)."""
+    lines, names = ["path,patient_id,split,Effusion" if split_column else "path,patient_id,Effusion"], []
+    for k in range(n_patients):
+        for view in (1, 2):
+            own = ["train", "val", "test"][k % 3]
+            names.append(f"p{k}_{view}.png")
+            lines.append(f"{names[-1]},{k},{own},{(k + view) % 2}" if split_column else f"{names[-1]},{k},{k % 2}")
+    return export(tmp_path / f"{n_patients}", "\n".join(lines) + "\n", names)
+
+
+def test_a_made_split_is_patient_wise_seeded_and_sized(tmp_path):
+    root = _patients_csv(tmp_path, 40)
+    s = settings(format="csv", root=str(root), files=["labels.csv"], split={"test": 0.25, "val": 0.1, "seed": 3})
+    frame, report = run_ingest(tmp_path, s, ["labels.csv"])
+    patients = frame.groupby("split").patient.nunique().to_dict()
+    assert patients == {"test": 10, "val": 4, "train": 26}
+    assert (frame.groupby("patient").split.nunique() == 1).all()  # no patient in two splits
+    assert report["splits"] == {"test": 20, "train": 52, "val": 8} and report["policy"]["split"]["seed"] == 3
+    again, _ = run_ingest(tmp_path, settings(format="csv", root=str(root), files=["labels.csv"],
+                                             split={"val": 0.1, "test": 0.25, "seed": 3}), ["labels.csv"])  # fmt: skip
+    pd.testing.assert_frame_equal(again, frame)  # the same split however the keys are written
+    other, _ = run_ingest(tmp_path, settings(format="csv", root=str(root), files=["labels.csv"],
+                                             split={"val": 0.1, "test": 0.25, "seed": 4}), ["labels.csv"])  # fmt: skip
+    assert not other.split.equals(frame.split)
+
+
+def test_the_collections_own_split_is_kept_and_checked(tmp_path):
+    root = _patients_csv(tmp_path, 9, split_column=True)
+    s = settings(format="csv", root=str(root), files=["labels.csv"], split="own")
+    frame, _ = run_ingest(tmp_path, s, ["labels.csv"])
+    assert frame.groupby("split").patient.nunique().to_dict() == {"test": 3, "train": 3, "val": 3}
+    with pytest.raises(CollectionError, match=r"the test split\(s\) have no images"):
+        run_ingest(tmp_path, settings(format="csv", root=str(root), files=["labels.csv"], split="own",
+                                      splits=["train", "val"]), ["labels.csv"])  # fmt: skip
+    unsplit = export(tmp_path / "unsplit", "path,patient_id,Effusion\na.png,1,1\nb.jpg,2,0\n")
+    with pytest.raises(CollectionError, match=r"row labels.csv:2: no train, val or test split"):
+        run_ingest(tmp_path, settings(format="csv", root=str(unsplit), files=["labels.csv"], split="own"),
+                   ["labels.csv"])  # fmt: skip
+    with pytest.raises(CollectionError, match=r"2 patients cannot be split into val 0.3, test 0.4"):
+        run_ingest(tmp_path, settings(format="csv", root=str(_patients_csv(tmp_path, 2)), files=["labels.csv"],
+                                      split={"val": 0.3, "test": 0.4}), ["labels.csv"])  # fmt: skip
+
+
+def test_an_image_replaced_under_its_name_changes_the_ingest_report(tmp_path):
+    """The table alone would not change, so the report's fingerprint of the files is what reshards."""
+    root = export(tmp_path, "path,patient_id,Effusion\na.png,1,1\nb.jpg,2,0\n")
+    s = settings(format="csv", root=str(root), files=["labels.csv"])
+    frame, report = run_ingest(tmp_path, s, ["labels.csv"])
+    image(root / "b.jpg", value=30)
+    again, replaced = run_ingest(tmp_path, s, ["labels.csv"])
+    pd.testing.assert_frame_equal(again, frame)
+    assert replaced["image_files"] != report["image_files"]
+
+
+def test_a_split_collection_is_sharded_per_split(tmp_path):
+    from cxr14 import shards
+
+    root = _patients_csv(tmp_path, 12)
+    s = settings(format="csv", root=str(root), files=["labels.csv"], split={"val": 0.25, "test": 0.25})
+    frame, _ = run_ingest(tmp_path, s, ["labels.csv"])
+    plan = tmp_path / "plan.parquet"
+    groups = runs.dataset_groups({"split": s.split})
+    out = tmp_path / "out"
+    counts = shards.plan_dataset_shards(table=out / "images.parquet", report=out / "ingest_report.json", plan=plan,
+                                        groups=groups, images_per_shard=5, seed=0)  # fmt: skip
+    assert groups == ["train", "val", "test"] and counts == {"train": 3, "val": 2, "test": 2}
+    planned = pd.read_parquet(plan)
+    for group in groups:
+        assert set(planned.image_index[planned.split == group]) == set(frame.image_index[frame.split == group])
+    assert runs.validation_group({"split": s.split}) == "test" and runs.validation_group({}) == runs.UNSPLIT
+
+
 def test_missing_images_within_the_tolerance_are_dropped_and_counted(tmp_path):
     root = export(tmp_path, "path,patient_id,Effusion\na.png,1,1\nnowhere.png,2,0\nb.jpg,3,0\n")
     s = settings(format="csv", root=str(root), files=["labels.csv"], max_missing=1)
@@ -412,13 +485,17 @@ def test_a_file_that_is_no_image_is_named_by_its_shard(tmp_path):
     (root / "notes.png").write_text("not an x-ray")
     frame, _ = run_ingest(tmp_path, settings(format="csv", root=str(root), files=["labels.csv"]), ["labels.csv"])
     plan = tmp_path / "plan.parquet"
-    shards.plan_dataset_shards(table=tmp_path / "out" / "images.parquet", plan=plan, images_per_shard=10, seed=0)
+    ingested = tmp_path / "out"
+    shards.plan_dataset_shards(table=ingested / "images.parquet", report=ingested / "ingest_report.json", plan=plan,
+                               groups=[runs.UNSPLIT],
+                               images_per_shard=10, seed=0)  # fmt: skip
     out = tmp_path / "shards"
-    info = shards.dataset_shard(plan=plan, tfrecord=out / "a.tfrecord", info=out / "a.json", index=0, root=str(root),
-                                image_size=16, encoding="raw", max_bad_images=1)  # fmt: skip
+    info = shards.dataset_shard(plan=plan, tfrecord=out / "a.tfrecord", info=out / "a.json", group=runs.UNSPLIT,
+                                index=0, root=str(root), image_size=16, encoding="raw", max_bad_images=1)  # fmt: skip
     assert info["images"] == 1 and info["bad_images"][0]["image_index"] == "notes.png"
     assert "not a decodable image" in info["bad_images"][0]["reason"]
     with pytest.raises(TooManyBadImages, match="notes.png: not a decodable image"):
-        shards.dataset_shard(plan=plan, tfrecord=out / "b.tfrecord", info=out / "b.json", index=0, root=str(root),
+        shards.dataset_shard(plan=plan, tfrecord=out / "b.tfrecord", info=out / "b.json", group=runs.UNSPLIT, index=0,
+                             root=str(root),
                              image_size=16, encoding="raw", max_bad_images=0)  # fmt: skip
     assert not (out / "b.tfrecord").exists() and not list(out.glob("b.partial*"))

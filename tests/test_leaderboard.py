@@ -12,9 +12,10 @@ from cxr14.assess import assess
 from cxr14.constants import FINDINGS
 
 
-def _board(tmp_path, runs: dict, settings: dict, groups: dict, site: dict | None = None) -> pd.DataFrame:
+def _board(tmp_path, runs: dict, settings: dict, groups: dict, site: dict | None = None, starts_from=None):
     """The leaderboard of runs {name: noise of its synthetic predictions}, the first the reference;
-    `site`: {name: noise} of each run's predictions on an external collection "site"."""
+    `site`: {name: noise} of each run's predictions on an external collection "site"; `starts_from`:
+    the fine-tunes' starting runs."""
     paths, external = {}, {"external_evaluations": {}, "external_predictions": {}, "external_reports": {}}
     for k, (run, noise) in enumerate(runs.items()):
         pred = synthetic_predictions(tmp_path / f"{run}.parquet", k, noise)
@@ -58,6 +59,7 @@ def _board(tmp_path, runs: dict, settings: dict, groups: dict, site: dict | None
         groups=groups,
         flat_settings=settings,
         reference=next(iter(runs)),
+        starts_from=starts_from or {},
         n_boot=200,
         seed=0,
     )
@@ -105,3 +107,25 @@ def test_each_external_collection_gets_its_columns_and_a_paired_comparison(tmp_p
     assert np.isnan(csv.loc["ref", "site_diff_vs_reference"]) and csv.loc["better", "site_report"] == "better.site.html"
     html = (tmp_path / "lb.html").read_text()
     assert 'id="external-site"' in html and "Atelectasis, Cardiomegaly, Effusion, Pneumothorax" in html
+
+
+def test_a_fine_tune_is_compared_with_its_starting_run_on_nih_and_on_the_site(tmp_path):
+    """A run fine-tuned on the site (less noise there, more on NIH) against the run it started from,
+    not only against the reference: its gain on the site is green, its cost on NIH test red."""
+    runs = {"ref": 0.3, "start": 0.25, "tuned": 0.45}
+    settings = dict.fromkeys(runs, {})
+    site = {"ref": 0.3, "start": 0.4, "tuned": 0.1}
+    _board(tmp_path, runs, settings, {}, site=site, starts_from={"tuned": "start"})
+    csv = pd.read_csv(tmp_path / "lb.csv").set_index("run")
+    assert csv.loc["tuned", "starts_from"] == "start" and pd.isna(csv.loc["start", "starts_from"])
+    assert csv.loc["tuned", "site_gain_vs_start"] > 0 and csv.loc["tuned", "site_gain_ci_low"] > 0
+    assert csv.loc["tuned", "nih_gain_vs_start"] < 0 and csv.loc["tuned", "nih_gain_ci_high"] < 0
+    # the gain is against the start, not the reference
+    assert csv.loc["tuned", "site_gain_vs_start"] != csv.loc["tuned", "site_diff_vs_reference"]
+    html = (tmp_path / "lb.html").read_text()
+    section = html.split('id="fine-tunes"', 1)[1].split("</section>", 1)[0]
+    row = section.split("<td>tuned</td>", 1)[1].split("</tr>", 1)[0]
+    assert "Δ NIH test" in section and "Δ site" in section
+    cells = row.split("<td")
+    assert [c for c in cells if 'class="worse"' in c] and [c for c in cells if 'class="better"' in c]
+    assert row.index('class="worse"') < row.index('class="better"')  # NIH first, then the site

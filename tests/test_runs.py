@@ -64,6 +64,78 @@ def test_repeats_train_consecutive_seeds_and_ensembles_take_all_copies():
     assert evaluated["e"].evaluate.n_boot == 50 and evaluated["a"].evaluate.n_boot == 1000
 
 
+SITE = {"site": {"format": "chexpert", "root": "x", "split": {"val": 0.1, "test": 0.2}},
+        "plain": {"format": "chexpert", "root": "y"}}  # fmt: skip
+
+
+def test_a_fine_tune_keeps_its_starting_models_input_and_network():
+    got = resolve(
+        datasets=SITE,
+        runs={
+            "base": {"train": {"backbone": "small_cnn", "dropout": 0.3}, "shards": {"image_size": 80}},
+            "tuned": {"train": {"init": "base", "data": "site", "learning_rate": 1e-4, "freeze_epochs": 2}},
+            "both": {"train": {"init": "tuned", "data": ["nih", "site"]}},
+        },
+    )
+    for name in ("tuned", "both"):
+        run = got[name]
+        assert run.layout == "80px-raw" and run.train.backbone == "small_cnn" and run.train.dropout == 0.3
+    assert got["tuned"].starts_from == "base" and got["both"].starts_from == "tuned" and got["base"].starts_from is None
+    assert got["tuned"].train.data == ["site"] and got["both"].train.data == ["nih", "site"]
+    assert got["base"].train.data == ["nih"]
+    # `site` and `[site]` are one setting: the same param, so the same plan
+    listed = resolve(datasets=SITE, runs={"b": {}, "t": {"train": {"init": "b", "data": ["site"]}}})
+    plain = resolve(datasets=SITE, runs={"b": {}, "t": {"train": {"init": "b", "data": "site"}}})
+    assert runs.as_param(listed["t"].train) == runs.as_param(plain["t"].train)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"runs": {"t": {"train": {"init": "nope"}}}}, r"run 't': train.init 'nope' is not a trained run"),
+        ({"runs": {"t": {"train": {"init": "t"}}}}, r"runs start from each other in a loop: t -> t"),
+        (
+            {"runs": {"a": {"train": {"init": "b"}}, "b": {"train": {"init": "a"}}}},
+            r"runs start from each other in a loop: a -> b -> a",
+        ),
+        (
+            {"runs": {"a": {"repeats": 2}, "t": {"train": {"init": "a"}}}},
+            r"train.init 'a' is not a trained run; it is repeated: name one copy, e.g. 'a-seed42'",
+        ),
+        (
+            {"runs": {"a": {}, "b": {}, "e": {"ensemble": ["a", "b"]}, "t": {"train": {"init": "e"}}}},
+            r"run 't': train.init 'e' is not a trained run",
+        ),
+        (
+            {
+                "runs": {
+                    "a": {"shards": {"image_size": 64}},
+                    "t": {"train": {"init": "a"}, "shards": {"image_size": 32}},
+                }
+            },
+            r"run 't' starts from 'a', whose model has shards.image_size 64, but sets shards.image_size 32",
+        ),
+        (
+            {"runs": {"a": {}, "t": {"train": {"init": "a", "backbone": "resnet50"}}}},
+            r"whose model has train.backbone 'densenet121', but sets train.backbone 'resnet50'",
+        ),
+        ({"runs": {"a": {"train": {"data": "else"}}}}, r"run 'a': train.data 'else' is neither 'nih' nor a dataset"),
+        ({"runs": {"a": {"train": {"data": "plain"}}}}, r"run 'a': dataset 'plain' has no train/val/test split"),
+        ({"runs": {"a": {"train": {"data": ["site", "site"]}}}}, r"run 'a': train.data lists a source twice"),
+    ],
+)
+def test_bad_fine_tunes_are_refused_before_any_job_starts(config, message):
+    with pytest.raises(runs.RunError, match=message):
+        resolve(datasets=SITE, **config)
+
+
+def test_a_dataset_cannot_be_called_nih():
+    from cxr14.config import ConfigError
+
+    with pytest.raises(ConfigError, match="datasets"):
+        validate({"archive_catalog": {}, "datasets": {"nih": {"format": "chexpert", "root": "x"}}})
+
+
 @pytest.mark.parametrize(
     "config, message",
     [

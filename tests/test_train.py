@@ -11,6 +11,7 @@ from conftest import train_into, write_easy_shards
 from cxr14 import models
 from cxr14.constants import FINDINGS
 from cxr14.data import Shards, dataset
+from cxr14.files import sha256_file
 
 PARAMS = {
     "backbone": "small_cnn",
@@ -87,7 +88,8 @@ def test_summary_records_data_weights_and_config(trained, easy):
     _, summary, _ = trained
     manifest = json.loads(easy["train"].read_text())
     assert summary["data"]["train"] == [s["sha256"] for s in manifest["shards"]]
-    assert summary["config"] == PARAMS and summary["train_images"] == 160
+    assert summary["config"] == PARAMS | {"init": None, "data": "nih", "freeze_epochs": 0}
+    assert summary["train_images"] == 160 and summary["trained_on"] == ["nih"]
     assert summary["class_weights"]["total"] == 160
     assert summary["epochs_run"] == 4 and summary["device"]["gpus"] == 0
 
@@ -102,7 +104,38 @@ def test_weighted_bce_matches_a_hand_computation():
             -(0.1 * np.log(1 - 0.4) + 0.3 * np.log(1 - 0.1)) / 2,
         ]
     )
-    assert float(models.WeightedBCE(pos_w, neg_w)(y, p)) == pytest.approx(by_hand, rel=1e-5)
+    assert float(models.FindingsLoss(pos_w, neg_w)(y, p)) == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_the_loss_masks_findings_a_collection_does_not_label():
+    """-1 (not labelled) is left out of the loss, not taken as negative: whatever the model says
+    there changes nothing, and an image's loss is the mean over its labelled findings."""
+    y = np.array([[1.0, -1.0, 0.0], [-1.0, 0.0, -1.0]], np.float32)
+    p = np.array([[0.8, 0.3, 0.2], [0.4, 0.1, 0.9]], np.float32)
+    loss = models.FindingsLoss([0.9, 0.7, 0.6], [0.1, 0.3, 0.4])
+    by_hand = np.mean([-(0.9 * np.log(0.8) + 0.4 * np.log(0.8)) / 2, -(0.3 * np.log(0.9)) / 1])
+    assert float(loss(y, p)) == pytest.approx(by_hand, rel=1e-5)
+    moved = p.copy()
+    moved[y < 0] = 0.99
+    assert float(loss(y, moved)) == pytest.approx(float(loss(y, p)), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "keras_loss"),
+    [("bce", keras.losses.BinaryCrossentropy()), ("focal", keras.losses.BinaryFocalCrossentropy(gamma=2.0))],
+)
+def test_unweighted_losses_match_keras_on_fully_labelled_data(name, keras_loss):
+    rng = np.random.default_rng(0)
+    y = (rng.random((32, len(FINDINGS))) < 0.3).astype(np.float32)
+    p = rng.uniform(0.02, 0.98, (32, len(FINDINGS))).astype(np.float32)
+    ours = models.make_loss(name, None, 2.0)
+    assert float(ours(y, p)) == pytest.approx(float(keras_loss(y, p)), rel=1e-4)
+
+
+def test_class_weights_count_only_labelled_images():
+    w = models.class_weights([10, 0] + [0] * 12, 100, [40, 0] + [100] * 12)
+    assert w["pos_weights"]["Atelectasis"] == pytest.approx(0.75) and w["neg_weights"]["Atelectasis"] == 0.25
+    assert w["pos_weights"]["Cardiomegaly"] == 0.0 == w["neg_weights"]["Cardiomegaly"]  # never labelled
 
 
 def test_class_weights_from_counts():
@@ -142,6 +175,68 @@ def test_a_run_killed_after_epoch_1_resumes_at_epoch_2(easy, tmp_path):
     assert record.epochs == [1, 2]
     assert list(pd.read_csv(tmp_path / "history.csv").epoch) == [0, 1, 2]
     assert summary["epochs_run"] == 3 and summary["epochs_this_run"] == 2
+
+
+class _Weights(keras.callbacks.Callback):
+    """The backbone's and the head's weights at the end of each epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone, self.head = [], []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.backbone.append([w.copy() for w in self.model.get_layer("backbone").get_weights()])
+        self.head.append([w.copy() for w in self.model.get_layer("findings").get_weights()])
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A collection's shards: other images, and two findings it does not label (-1)."""
+    return write_easy_shards(tmp_path_factory.mktemp("site"), seed=5, unlabelled=("Mass", "Nodule"))
+
+
+def test_a_fine_tune_starts_from_the_run_trains_the_head_first_and_masks_what_the_site_does_not_label(
+    trained, site, tmp_path
+):
+    out, _, _ = trained
+    start = models.load(out / "model.keras")
+    weights = _Weights()
+    params = {**PARAMS, "epochs": 3, "freeze_epochs": 1, "learning_rate": 0.001, "data": "site"}
+    summary = train_into(tmp_path, site["train"], site["val"], extra_callbacks=[weights], init=out / "model.keras",
+                         **params)  # fmt: skip
+    # epoch 1: only the head moved; then the backbone too
+    for a, b in zip(weights.backbone[0], start.get_layer("backbone").get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(weights.head[0], start.get_layer("findings").get_weights()))
+    assert any(not np.array_equal(a, b) for a, b in zip(weights.backbone[2], weights.backbone[0]))
+    assert summary["init"]["model_sha256"] == sha256_file(out / "model.keras") and summary["trained_on"] == ["site"]
+    assert summary["class_weights"]["labelled"]["Mass"] == 0 and summary["class_weights"]["pos_weights"]["Mass"] == 0
+    assert summary["class_weights"]["labelled"]["Atelectasis"] == 160 and summary["best_val_auroc"]["Mass"] is None
+    assert list(pd.read_csv(tmp_path / "history.csv").epoch) == [0, 1, 2]
+    tuned = models.load(tmp_path / "model.keras")
+    assert all(layer.trainable for layer in tuned._flatten_layers())  # saved ready to be fine-tuned again
+    assert models.info(tuned) == models.info(start)
+
+
+def test_a_fine_tune_killed_in_its_second_phase_resumes_there(trained, site, tmp_path):
+    out, _, _ = trained
+    params = {**PARAMS, "epochs": 3, "freeze_epochs": 1, "learning_rate": 0.001}
+    with pytest.raises(_Killed):  # killed as epoch 2 (the first with the backbone) begins
+        train_into(tmp_path, site["train"], site["val"], init=out / "model.keras", **params,
+                   extra_callbacks=[_KillAfterFirstEpoch()])  # fmt: skip
+    assert (tmp_path / "resume/frozen.keras").exists()
+    record = _RecordEpochs()
+    summary = train_into(tmp_path, site["train"], site["val"], init=out / "model.keras", **params,
+                         extra_callbacks=[record])  # fmt: skip
+    assert record.epochs == [1, 2] and summary["epochs_run"] == 3
+    assert list(pd.read_csv(tmp_path / "history.csv").epoch) == [0, 1, 2]
+
+
+def test_a_starting_model_of_another_size_is_refused(trained, tmp_path):
+    out, _, _ = trained
+    other = write_easy_shards(tmp_path / "48", splits=(("train", 16), ("val", 16)), size=48)
+    with pytest.raises(ValueError, match=r"takes 32 px images .* the training shards are 48 px"):
+        train_into(tmp_path / "run", other["train"], other["val"], init=out / "model.keras", **PARAMS)
 
 
 def test_imagenet_weights_offline_fail_with_a_clear_message(monkeypatch, tmp_path):

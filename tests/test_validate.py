@@ -12,7 +12,7 @@ from test_ingest import run_ingest, settings
 
 from conftest import EXTERNAL_LABELLED as LABELLED
 from conftest import NIH_SAMPLE, needs_shared, synthetic_external_predictions, synthetic_predictions
-from cxr14 import metrics, models, prediction_table, shards
+from cxr14 import metrics, models, prediction_table, runs, shards
 from cxr14.calibrate import apply_one
 from cxr14.constants import FINDINGS
 from cxr14.images import write_dicom
@@ -43,21 +43,23 @@ def test_a_collection_holding_nih_pixels_scores_as_the_nih_path(tmp_path):
     s = settings(format="csv", root=str(root), files=["labels.csv"], images_per_shard=4)
     run_ingest(tmp_path, s, ["labels.csv"])
     plan = tmp_path / "out" / "plan.parquet"
-    n = shards.plan_dataset_shards(table=tmp_path / "out" / "images.parquet", plan=plan, images_per_shard=4, seed=0)
+    ingested = tmp_path / "out"
+    n = shards.plan_dataset_shards(table=ingested / "images.parquet", report=ingested / "ingest_report.json", plan=plan,
+                                   groups=[runs.UNSPLIT], images_per_shard=4, seed=0)[runs.UNSPLIT]  # fmt: skip
     folder = tmp_path / "out" / "shards" / "64px-raw"
     infos = []
     for i in range(n):
-        stem = folder / shards.shard_stem(shards.DATASET_SHARDS, i, n)
-        shards.dataset_shard(plan=plan, tfrecord=f"{stem}.tfrecord", info=f"{stem}.json", index=i, root=str(root),
-                             image_size=64, encoding="raw", max_bad_images=0)  # fmt: skip
+        stem = folder / shards.shard_stem(runs.UNSPLIT, i, n)
+        shards.dataset_shard(plan=plan, tfrecord=f"{stem}.tfrecord", info=f"{stem}.json", group=runs.UNSPLIT, index=i,
+                             root=str(root), image_size=64, encoding="raw", max_bad_images=0)  # fmt: skip
         infos.append(f"{stem}.json")
     shards.dataset_shard_manifest(infos=infos, manifest=folder / "manifest.json", bad_images=folder / "bad.tsv",
-                                  image_size=64, encoding="raw", max_bad_images=0)  # fmt: skip
+                                  group=runs.UNSPLIT, image_size=64, encoding="raw", max_bad_images=0)  # fmt: skip
     # Deterministic: the same plan and images give the same shard bytes.
     again = tmp_path / "again.tfrecord"
-    shards.dataset_shard(plan=plan, tfrecord=again, info=tmp_path / "again.json", index=0, root=str(root),
-                         image_size=64, encoding="raw", max_bad_images=0)  # fmt: skip
-    assert again.read_bytes() == (folder / f"{shards.shard_stem(shards.DATASET_SHARDS, 0, n)}.tfrecord").read_bytes()
+    shards.dataset_shard(plan=plan, tfrecord=again, info=tmp_path / "again.json", group=runs.UNSPLIT, index=0,
+                         root=str(root), image_size=64, encoding="raw", max_bad_images=0)  # fmt: skip
+    assert again.read_bytes() == (folder / f"{shards.shard_stem(runs.UNSPLIT, 0, n)}.tfrecord").read_bytes()
     score_external(model=model, manifest=folder / "manifest.json", predictions=tmp_path / "ext.parquet",
                    batch_size=4, tta=False)  # fmt: skip
     external = prediction_table.read(tmp_path / "ext.parquet", prediction_table.EXTERNAL).set_index("image_index")
