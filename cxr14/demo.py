@@ -347,7 +347,7 @@ def _write_expert_labels(path, entry: pd.DataFrame, test: set, header: str) -> N
 
 # The phantom external site: another hospital's prevalences (a trauma and heart-failure centre: more
 # pneumothorax, effusion and heart failure, less of the rest), its own scanner (portrait images, a
-# flat, low-contrast processing: a black level of 90 and a range of 100 grey levels, and a heel-effect
+# flat, low-contrast processing: a black level of 110 and a range of 70 grey levels, and a heel-effect
 # gradient; an NIH model misses the apical lucency of a pneumothorax there, which a fine-tune on the
 # site's images learns) and its own report labeller, wrong about a finding in LABELLER_ERRORS of the cases.
 SITE_PREVALENCE = {f: 0.5 * p for f, p in PREVALENCE.items()} | {
@@ -368,11 +368,11 @@ SITE_FOLDER = "CheXpert-v1.0-small"  # the published folder name every Path star
 
 def site_image(findings: set[str], rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
     """A phantom radiograph as the site's scanner gives it: (height, width), brighter towards the
-    bottom (the heel effect), a black level of 90 and a range of 100 grey levels."""
+    bottom (the heel effect), a black level of 110 and a range of 70 grey levels."""
     img, _ = render(findings, rng, shape[1])
     img = cv2.resize(img, (shape[1], shape[0]), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     heel = np.linspace(0.85, 1.1, shape[0], dtype=np.float32)[:, None]
-    return np.clip(90 + 100 * img * heel, 0, 255).astype(np.uint8)
+    return np.clip(110 + 70 * img * heel, 0, 255).astype(np.uint8)
 
 
 def demo_site(*, labels, images, patients: int, height: int, width: int, seed: int) -> dict:

@@ -232,6 +232,23 @@ def test_a_fine_tune_killed_in_its_second_phase_resumes_there(trained, site, tmp
     assert list(pd.read_csv(tmp_path / "history.csv").epoch) == [0, 1, 2]
 
 
+def test_nih_and_a_collection_train_together(easy, site, tmp_path):
+    """`data: [nih, site]`: the train splits pooled, the val splits pooled; a finding the collection
+    does not label is weighted by the images that do."""
+    params = {**PARAMS, "epochs": 1, "data": ["nih", "site"]}
+    summary = train_into(tmp_path, [easy["train"], site["train"]], [easy["val"], site["val"]], **params)
+    assert summary["train_images"] == 320 and summary["val_images"] == 128 and summary["trained_on"] == ["nih", "site"]
+    weights = summary["class_weights"]
+    assert weights["labelled"]["Mass"] == 160 and weights["labelled"]["Atelectasis"] == 320
+    assert len(summary["data"]["train"]) == len(json.loads(easy["train"].read_text())["shards"]) * 2
+
+
+def test_sources_of_other_layouts_are_not_pooled(easy, tmp_path):
+    other = write_easy_shards(tmp_path, splits=(("train", 8),), size=48)
+    with pytest.raises(ValueError, match=r"different shard layouts: .*\(32 px, raw\), .*\(48 px, raw\)"):
+        Shards.pooled([easy["train"], other["train"]])
+
+
 def test_a_starting_model_of_another_size_is_refused(trained, tmp_path):
     out, _, _ = trained
     other = write_easy_shards(tmp_path / "48", splits=(("train", 16), ("val", 16)), size=48)
