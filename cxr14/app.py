@@ -12,7 +12,7 @@ import numpy as np
 
 from .calibrate import SHARED
 from .constants import DISCLAIMER, FINDINGS
-from .images import DEFAULT_MAX_MB, BadImage, read_gray
+from .images import DEFAULT_MAX_MB, DEFAULT_MAX_MEGAPIXELS, BadImage, read_gray
 from .inference import Predictor, served
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,9 @@ class Analysis:
     """What the page shows for one upload and run. The session state keeps the upload at full
     resolution, so another run (of another input size) or another finding can be shown for it."""
 
-    def __init__(self, runs: dict[str, tuple], max_mb: float):
-        self.runs, self.max_mb = runs, max_mb  # run -> (model, thresholds or None, calibration or None)
+    def __init__(self, runs: dict[str, tuple], max_mb: float, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS):
+        self.runs = runs  # run -> (model, thresholds or None, calibration or None)
+        self.max_mb, self.max_megapixels = max_mb, max_megapixels
         self._loaded: dict[str, Predictor] = {}
 
     def predictor(self, run: str) -> Predictor:
@@ -98,7 +99,7 @@ class Analysis:
             return empty
         path = Path(file if isinstance(file, str) else file.name)
         try:
-            gray = read_gray(path.read_bytes(), self.max_mb)
+            gray = read_gray(path.read_bytes(), self.max_mb, self.max_megapixels)
         except (BadImage, OSError) as exc:
             log.info("refused %s: %s", path.name, exc)
             return (f"**Could not read {path.name}:** {exc}. Upload a PNG, JPEG or DICOM chest X-ray.", *empty[1:])
@@ -122,11 +123,17 @@ class Analysis:
         return predictor.explain(predictor.prepare(np.asarray(gray, np.uint8)), finding, DISPLAY_SIZE)
 
 
-def build(runs: dict[str, tuple], first: str, max_mb: float = DEFAULT_MAX_MB, examples_dir: Path | None = None):
+def build(
+    runs: dict[str, tuple],
+    first: str,
+    max_mb: float = DEFAULT_MAX_MB,
+    examples_dir: Path | None = None,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+):
     """The page for `runs` (name -> (model, thresholds, calibration)), showing `first` until another is picked."""
     import gradio as gr
 
-    analysis = Analysis(runs, max_mb)
+    analysis = Analysis(runs, max_mb, max_megapixels)
     examples = make_examples(examples_dir or Path(tempfile.gettempdir()) / "cxr14-examples")
     with gr.Blocks(title="cxr14: chest X-ray findings (research use only)") as demo:
         gr.Markdown(f"# cxr14\n{DISCLAIMER}", elem_classes=["cxr14-disclaimer"], elem_id="disclaimer")
@@ -161,7 +168,7 @@ def build(runs: dict[str, tuple], first: str, max_mb: float = DEFAULT_MAX_MB, ex
 
 def main(args) -> int:
     runs, first = served(args.run, args.model, args.thresholds, args.calibration)
-    demo = build(runs, first, args.max_mb)
+    demo = build(runs, first, args.max_mb, max_megapixels=args.max_megapixels)
     host = "0.0.0.0" if args.share_on_network else "127.0.0.1"
     demo.launch(server_name=host, server_port=args.port, css=CSS, share=False, show_error=True)
     return 0

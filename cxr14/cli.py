@@ -52,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default: %(default)s)"
     )
-    _max_mb(p, "skip files larger than this")
+    _limits(p, "skip files")
     p.set_defaults(main=lambda a: __import__("cxr14.predict", fromlist=["main"]).main(a))
 
     a = sub.add_parser(
@@ -77,7 +77,7 @@ def parser() -> argparse.ArgumentParser:
         default=app_defaults["share_on_network"],
         help="listen on all interfaces, not only 127.0.0.1",
     )
-    _max_mb(a, "refuse uploads larger than this")
+    _limits(a, "refuse uploads")
     a.set_defaults(main=lambda a: __import__("cxr14.app", fromlist=["main"]).main(a))
 
     v = sub.add_parser(
@@ -98,11 +98,23 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def _max_mb(command: argparse.ArgumentParser, what: str) -> None:
-    from .images import DEFAULT_MAX_MB
+def _limits(command: argparse.ArgumentParser, what: str) -> None:
+    from .images import DEFAULT_MAX_MB, DEFAULT_MAX_MEGAPIXELS
 
     command.add_argument(
-        "--max-mb", type=float, default=DEFAULT_MAX_MB, metavar="MB", help=f"{what} (default: %(default)s)"
+        "--max-mb",
+        type=float,
+        default=DEFAULT_MAX_MB,
+        metavar="MB",
+        help=f"{what} larger than this (default: %(default)s)",
+    )
+    command.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=DEFAULT_MAX_MEGAPIXELS,
+        metavar="MP",
+        help=f"{what} whose header promises more decoded pixels (x frames x samples) than this many million, "
+        "before decoding them (default: %(default)s; the largest chest radiographs have about 18.5)",
     )
 
 

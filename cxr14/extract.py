@@ -1,6 +1,8 @@
 """Safe extraction of the NIH image archives (Box tar.gz or Kaggle zip) into one flat folder each.
 
-Only PNG members are taken; absolute paths, `..` components and links refuse the whole archive.
+Only PNG members are taken; absolute paths, `..` components, links and devices refuse the whole
+archive, and so does a member that would expand past MAX_IMAGE_BYTES or more PNGs than the catalog
+says the archive holds (so a crafted archive cannot fill the disk: at most images x MAX_IMAGE_BYTES).
 Images land in `<out_dir>.partial/` and the folder is renamed into place only when the archive is
 fully read and its image count checks out, so a failed run leaves nothing that looks finished.
 """
@@ -25,7 +27,12 @@ log = logging.getLogger(__name__)
 
 
 class UnsafeArchive(RuntimeError):
-    """The archive holds a member that would escape the target folder, or a link."""
+    """The archive holds a member that would escape the target folder, a link or a device, or one that
+    expands past any real image's size."""
+
+
+# A 1024 x 1024 NIH PNG is at most 4 MiB even as raw RGBA (the largest real ones are under 1 MiB).
+MAX_IMAGE_BYTES = 8 * 2**20
 
 
 class ImageCountError(RuntimeError):
@@ -38,13 +45,24 @@ def _check_name(archive: Path, name: str) -> None:
         raise UnsafeArchive(f"{archive}: refusing member {name!r} (path traversal)")
 
 
+def _check_size(archive: Path, name: str, size: int) -> None:
+    if size > MAX_IMAGE_BYTES:
+        raise UnsafeArchive(
+            f"{archive}: refusing member {name!r}: it expands to {size} bytes, past {MAX_IMAGE_BYTES} "
+            "(no chest X-ray of the archive is that large)"
+        )
+
+
 def _tar_members(archive: Path) -> Iterator[tuple[str, BinaryIO]]:
     with tarfile.open(archive, mode="r|*") as tar:
         for member in tar:
             _check_name(archive, member.name)
             if member.issym() or member.islnk():
                 raise UnsafeArchive(f"{archive}: refusing link member {member.name!r} -> {member.linkname!r}")
+            if member.isdev():
+                raise UnsafeArchive(f"{archive}: refusing device member {member.name!r} (character, block or fifo)")
             if member.isfile():
+                _check_size(archive, member.name, member.size)
                 yield member.name, tar.extractfile(member)
 
 
@@ -55,6 +73,7 @@ def _zip_members(archive: Path) -> Iterator[tuple[str, BinaryIO]]:
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise UnsafeArchive(f"{archive}: refusing link member {info.filename!r}")
             if not info.is_dir():
+                _check_size(archive, info.filename, info.file_size)
                 with zf.open(info) as fh:
                     yield info.filename, fh
 
@@ -96,7 +115,7 @@ def extract(*, archive, images, manifest, expected_images: int, count_tolerance:
     staging.mkdir(parents=True)
     try:
         with reporting_disk_full(out_dir):
-            rows, skipped = _extract_pngs(archive, staging)
+            rows, skipped = _extract_pngs(archive, staging, expected_images)
         _check_count(archive, len(rows), expected_images, count_tolerance)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -111,17 +130,19 @@ def extract(*, archive, images, manifest, expected_images: int, count_tolerance:
     return {"archive": str(archive), "images": len(rows), "skipped": skipped, "reused": False}
 
 
-def _extract_pngs(archive: Path, staging: Path) -> tuple[list[tuple[str, int]], int]:
+def _extract_pngs(archive: Path, staging: Path, expected_images: int) -> tuple[list[tuple[str, int]], int]:
     rows, skipped = [], 0
     for name, stream in members(archive):
         base = PurePosixPath(name).name
         if not base.lower().endswith(".png"):
             skipped += 1
             continue
+        if len(rows) == expected_images:
+            raise ImageCountError(f"{archive}: more than the {expected_images} PNG images the catalog says it holds")
         target = staging / base
         if target.exists():
             raise UnsafeArchive(f"{archive}: image {base} appears twice")
-        with open(target, "wb") as out:
+        with open(target, "wb") as out:  # (tar and zip streams end at the member's declared size, checked)
             shutil.copyfileobj(stream, out, 2**20)
         rows.append((base, target.stat().st_size))
     return rows, skipped

@@ -14,6 +14,72 @@ class BadImage(ValueError):
     """The file is not a decodable image; the message says why."""
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+DEFAULT_MAX_MB = 64
+# The largest chest radiographs are about 4,300 x 4,300 pixels (18.5 megapixels, one sample each);
+# twice that, with margin, is the most any reader decodes unless told otherwise (--max-megapixels).
+DEFAULT_MAX_MEGAPIXELS = 40.0
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type: gray, RGB, palette, gray+alpha, RGBA
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic)
+JPEG_FRAMES = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+JPEG_STANDALONE = {0x01, *range(0xD0, 0xD9)}  # markers without a length: TEM, RSTn, SOI
+
+
+def check_size(kind: str, width: int, height: int, max_megapixels: float, frames: int = 1, samples: int = 1) -> None:
+    """Refuse an image whose header promises more decoded values than `max_megapixels` million (or
+    none): a few hundred bytes can declare gigabytes (a decompression bomb), so this runs before
+    any decoding."""
+    if width <= 0 or height <= 0 or frames <= 0 or samples <= 0:
+        raise BadImage(f"{kind} header says {width} x {height} pixels: not an image")
+    values = width * height * frames * samples
+    if values > max_megapixels * 1e6:
+        what = f"{width} x {height} pixels" + (f" x {frames} frames" if frames > 1 else "")
+        what += f" x {samples} samples" if samples > 1 else ""
+        raise BadImage(
+            f"{kind} header says {what} ({values / 1e6:.3g} megapixels decoded), over the limit of "
+            f"{max_megapixels:g} (--max-megapixels)"
+        )
+
+
+def png_size(data: bytes) -> tuple[int, int, int]:
+    """(width, height, samples per pixel) from a PNG's IHDR chunk."""
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        raise BadImage("truncated PNG: no IHDR header")
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[25] not in PNG_SAMPLES:
+        raise BadImage(f"PNG colour type {data[25]} does not exist")
+    return width, height, PNG_SAMPLES[data[25]]
+
+
+def jpeg_size(data: bytes) -> tuple[int, int, int]:
+    """(width, height, components) from a JPEG's start-of-frame segment, found by walking the
+    segments from the start (bounded by the file: each step moves forward)."""
+    i = 2
+    while i + 4 <= len(data):
+        if data[i] != 0xFF:
+            raise BadImage(f"corrupt JPEG: no marker at byte {i}")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in JPEG_STANDALONE:
+            i += 2
+            continue
+        if marker == 0xDA:
+            break  # start of scan before any frame header
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in JPEG_FRAMES:
+            if length < 8 or i + 10 > len(data):
+                raise BadImage("truncated JPEG frame header")
+            height, width = int.from_bytes(data[i + 5 : i + 7], "big"), int.from_bytes(data[i + 7 : i + 9], "big")
+            return width, height, data[i + 9]
+        if length < 2:
+            raise BadImage(f"corrupt JPEG: segment length {length} at byte {i}")
+        i += 2 + length
+    raise BadImage("JPEG without a frame header (truncated or corrupt)")
+
+
 def to_gray8(img: np.ndarray) -> np.ndarray:
     """Any decoded array (gray, BGR, BGRA; 8 or 16 bit, or float) to one 8-bit channel.
 
@@ -36,10 +102,19 @@ def to_gray8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def decode(data: bytes) -> np.ndarray:
-    """Encoded PNG/JPEG bytes to a grayscale uint8 array (raises BadImage)."""
+def decode(data: bytes, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
+    """Encoded PNG/JPEG bytes to a grayscale uint8 array, the header's size checked first (raises
+    BadImage, also for any other format: OpenCV would decode a dozen, none of them a radiograph's)."""
     if not data:
         raise BadImage("empty file")
+    if data.startswith(PNG_SIGNATURE):
+        width, height, samples = png_size(data)
+        check_size("PNG", width, height, max_megapixels, samples=samples)
+    elif data.startswith(b"\xff\xd8"):
+        width, height, samples = jpeg_size(data)
+        check_size("JPEG", width, height, max_megapixels, samples=samples)
+    else:
+        raise BadImage("not a PNG, JPEG or DICOM file")
     buf = np.frombuffer(data, np.uint8)
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None:
@@ -67,7 +142,8 @@ def resize(img: np.ndarray, size: int) -> np.ndarray:
 
 
 def load(path, size: int) -> np.ndarray:
-    """A file (PNG, JPEG or DICOM) to the (size, size) uint8 array the model sees."""
+    """A file (PNG, JPEG or DICOM) to the (size, size) uint8 array the model sees (no file-size limit:
+    a collection's files are trusted that far; the pixel limit still holds)."""
     with open(path, "rb") as fh:
         return resize(read_gray(fh.read(), max_mb=float("inf")), size)
 
@@ -80,15 +156,11 @@ def encode_png(img: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
-DEFAULT_MAX_MB = 64
-
-
 def _is_dicom(data: bytes) -> bool:
     return len(data) > 132 and data[128:132] == b"DICM"
 
 
-def read_dicom(data: bytes) -> np.ndarray:
+def read_dicom(data: bytes, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> np.ndarray:
     """A DICOM image to 8-bit grayscale by the rule radiology viewers follow (DICOM PS3.3 C.11):
 
     1. the modality LUT (RescaleSlope and RescaleIntercept, or a Modality LUT Sequence);
@@ -99,16 +171,25 @@ def read_dicom(data: bytes) -> np.ndarray:
        minimum and maximum, so an 8-bit image stored without a window keeps its pixels exactly;
     4. MONOCHROME1 (high values dark) inverted, so bone is bright as in the NIH PNGs.
 
-    Colour images are converted to gray as PNGs are; a multi-frame file gives its first frame.
+    Colour images are converted to gray as PNGs are; a multi-frame file gives its first frame. The
+    header's Rows x Columns x NumberOfFrames x SamplesPerPixel is checked against `max_megapixels`,
+    and a compressed transfer syntax against the decoders installed, before any pixel is decoded.
     """
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        frames, samples = int(ds.get("NumberOfFrames") or 1), int(ds.get("SamplesPerPixel") or 1)
+    except Exception as exc:
+        raise BadImage(f"unreadable DICOM header ({exc})") from exc
+    check_size("DICOM", columns, rows, max_megapixels, frames, samples)
+    _check_decoder(ds)
+    try:
         pixels = ds.pixel_array
     except Exception as exc:
-        raise BadImage(f"unreadable DICOM ({exc})") from exc
+        raise BadImage(f"unreadable DICOM pixels ({exc})") from exc
     if pixels.ndim == 3 and pixels.shape[-1] not in (3, 4):
         pixels = pixels[0]  # a multi-frame file: the first frame
     if pixels.ndim == 3:
@@ -124,6 +205,26 @@ def read_dicom(data: bytes) -> np.ndarray:
     return 255 - gray if ds.get("PhotometricInterpretation", "") == "MONOCHROME1" else gray
 
 
+def _check_decoder(ds) -> None:
+    """A compressed DICOM whose transfer syntax no installed package decodes is named as such."""
+    from pydicom.pixels.decoders.base import get_decoder
+
+    syntax = ds.file_meta.get("TransferSyntaxUID") if "file_meta" in dir(ds) else None
+    if syntax is None:
+        return
+    if not syntax.is_transfer_syntax:
+        raise BadImage(f"DICOM transfer syntax {str(syntax)!r} is not a known transfer syntax")
+    if not syntax.is_compressed:
+        return
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError as exc:
+        raise BadImage(f"DICOM transfer syntax {syntax.name} ({syntax}) is not supported ({exc})") from exc
+    if not decoder.is_available:
+        needs = "; ".join(decoder.missing_dependencies) or "a plugin"
+        raise BadImage(f"DICOM compressed as {syntax.name} ({syntax}) needs a decoder that is not installed: {needs}")
+
+
 def _dicom_output_range(ds, pixels: np.ndarray) -> tuple[float, float]:
     """The values a DICOM image's modality LUT can give (the range pydicom's windowing maps onto)."""
     if "ModalityLUTSequence" in ds:
@@ -136,13 +237,18 @@ def _dicom_output_range(ds, pixels: np.ndarray) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def read_gray(data: bytes, max_mb: float = DEFAULT_MAX_MB) -> np.ndarray:
-    """Any supported file's bytes to full-resolution grayscale uint8 (raises BadImage)."""
+def read_gray(
+    data: bytes, max_mb: float = DEFAULT_MAX_MB, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+) -> np.ndarray:
+    """Any supported file's bytes (PNG, JPEG, DICOM) to full-resolution grayscale uint8. BadImage, with
+    the reason, is the one error for every file that cannot be read: too many bytes, a header that
+    promises more than `max_megapixels` million decoded values (checked before decoding), another
+    format, or damaged content."""
     if not data:
         raise BadImage("empty file")
     if len(data) > max_mb * 2**20:
         raise BadImage(f"file is {len(data) / 2**20:.1f} MB, over the {max_mb:g} MB limit")
-    return read_dicom(data) if _is_dicom(data) else decode(data)
+    return read_dicom(data, max_megapixels) if _is_dicom(data) else decode(data, max_megapixels)
 
 
 def write_dicom(path, pixels, monochrome1=False, window=None, bits_stored=12, rescale=None):

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from .constants import DISCLAIMER, FINDINGS
 from .files import atomic
-from .images import DEFAULT_MAX_MB, IMAGE_SUFFIXES, BadImage, read_gray
+from .images import DEFAULT_MAX_MB, DEFAULT_MAX_MEGAPIXELS, IMAGE_SUFFIXES, BadImage, read_gray
 from .inference import Predictor, served
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ def predict_files(
     batch_size: int,
     gradcam_dir=None,
     max_mb: float = DEFAULT_MAX_MB,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     progress: bool = True,
 ) -> tuple[int, list[tuple[str, str]]]:
     """Write `out_csv`; return (images predicted, [(file, reason)] for the files skipped)."""
@@ -67,7 +68,7 @@ def predict_files(
             batch, names = [], []
             for path in files[start : start + batch_size]:
                 try:
-                    batch.append(predictor.prepare(read_gray(path.read_bytes(), max_mb)))
+                    batch.append(predictor.prepare(read_gray(path.read_bytes(), max_mb, max_megapixels)))
                     names.append(path)
                 except (BadImage, OSError) as exc:
                     errors.append((str(path), str(exc)))
@@ -109,7 +110,13 @@ def main(args) -> int:
     predictor = Predictor(*runs[first])
     print(f"predicting with run {first}" if not args.model else f"predicting with {args.model}", file=sys.stderr)
     done, errors = predict_files(
-        predictor, files, args.out, gradcam_dir=args.gradcam_dir, batch_size=args.batch_size, max_mb=args.max_mb
+        predictor,
+        files,
+        args.out,
+        gradcam_dir=args.gradcam_dir,
+        batch_size=args.batch_size,
+        max_mb=args.max_mb,
+        max_megapixels=args.max_megapixels,
     )
     for path, reason in errors:
         print(f"skipped {path}: {reason}", file=sys.stderr)

@@ -178,6 +178,20 @@ def http_mirror(tmp_path):
         yield url, root, faults
 
 
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid PNG whose header declares width x height 8-bit gray pixels, with a little compressed
+    data: the decompression bomb a size limit on bytes does not catch."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = zlib.compress((b"\0" + b"\x80" * width) * 64, 9)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
 def easy_example(rng, size):
     """A 0/1 label vector and an image that shows it: finding k lights up cell k of a 4x4 grid."""
     import numpy as np

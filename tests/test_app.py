@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, png_bomb
 from cxr14.constants import FINDINGS
 
 
@@ -22,6 +22,9 @@ def test_app_refuses_bad_uploads_and_keeps_serving(served, tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     status, label, *_ = analysis.analyse(str(tmp_path / "notes.txt"), "m")
     assert "Could not read notes.txt" in status and label is None
+    (tmp_path / "bomb.png").write_bytes(png_bomb(30000, 30000))  # 875 KB on the report; a few here
+    status, label, *_ = analysis.analyse(str(tmp_path / "bomb.png"), "m")
+    assert "Could not read bomb.png" in status and "30000 x 30000 pixels" in status and label is None
     good = sorted((root / "images/images_01").glob("*.png"))[0]
     status, label, table, heat, top, state = analysis.analyse(str(good), "m")
     assert status.startswith("Answered by run **m**") and set(label) == set(FINDINGS)

@@ -90,6 +90,43 @@ def test_links_are_refused(tmp_path):
         )
 
 
+def _extract_to(tmp_path, archive, expected_images=3):
+    return extract(archive=archive, images=tmp_path / "out", manifest=tmp_path / "m.tsv",
+                   expected_images=expected_images, count_tolerance=0.0)  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", [tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE])
+def test_devices_are_refused(tmp_path, kind):
+    archive = tmp_path / "a.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("images/00000002_000.png")
+        info.type, info.devmajor, info.devminor = kind, 1, 3
+        tar.addfile(info)
+    with pytest.raises(UnsafeArchive, match="refusing device member 'images/00000002_000.png'"):
+        _extract_to(tmp_path, archive)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_a_member_past_any_real_images_size_is_refused_before_it_is_written(tmp_path, monkeypatch):
+    from cxr14 import extract as module
+
+    monkeypatch.setattr(module, "MAX_IMAGE_BYTES", 15)
+    archive = _tar(tmp_path / "a.tar.gz", PNGS)  # 10 and 20 bytes
+    with pytest.raises(UnsafeArchive, match=r"'images/00000001_001.png': it expands to 20 bytes, past 15"):
+        _extract_to(tmp_path, archive, expected_images=2)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    zipped = _zip(tmp_path / "a.zip", PNGS)
+    with pytest.raises(UnsafeArchive, match="expands to 20 bytes"):
+        _extract_to(tmp_path, zipped, expected_images=2)
+
+
+def test_more_images_than_the_catalog_says_stop_the_extraction_early(tmp_path):
+    archive = _tar(tmp_path / "a.tar.gz", PNGS + [("images/00000003_000.png", b"c")])
+    with pytest.raises(ImageCountError, match="more than the 2 PNG images the catalog says it holds"):
+        _extract_to(tmp_path, archive, expected_images=2)
+    assert not (tmp_path / "out.partial").exists()
+
+
 def test_image_count_is_checked_with_tolerance(tmp_path):
     archive = _tar(tmp_path / "a.tar.gz", PNGS)
     with pytest.raises(ImageCountError, match="found 2 PNG images, expected 4"):

@@ -73,7 +73,7 @@ def test_real_nih_pixels_give_the_same_scores_as_png_and_as_dicom(served, tmp_pa
 def test_bad_files_are_refused_clearly(tmp_path):
     with pytest.raises(BadImage, match="empty file"):
         read_gray(b"")
-    with pytest.raises(BadImage, match="not a decodable image"):
+    with pytest.raises(BadImage, match="not a PNG, JPEG or DICOM file"):
         read_gray(b"%PDF-1.4 not an x-ray")
     with pytest.raises(BadImage, match=r"over the 0.001 MB limit"):
         read_gray(b"x" * 5000, max_mb=0.001)

@@ -493,8 +493,8 @@ def test_a_file_that_is_no_image_is_named_by_its_shard(tmp_path):
     info = shards.dataset_shard(plan=plan, tfrecord=out / "a.tfrecord", info=out / "a.json", group=runs.UNSPLIT,
                                 index=0, root=str(root), image_size=16, encoding="raw", max_bad_images=1)  # fmt: skip
     assert info["images"] == 1 and info["bad_images"][0]["image_index"] == "notes.png"
-    assert "not a decodable image" in info["bad_images"][0]["reason"]
-    with pytest.raises(TooManyBadImages, match="notes.png: not a decodable image"):
+    assert "not a PNG, JPEG or DICOM file" in info["bad_images"][0]["reason"]
+    with pytest.raises(TooManyBadImages, match="notes.png: not a PNG, JPEG or DICOM file"):
         shards.dataset_shard(plan=plan, tfrecord=out / "b.tfrecord", info=out / "b.json", group=runs.UNSPLIT, index=0,
                              root=str(root),
                              image_size=16, encoding="raw", max_bad_images=0)  # fmt: skip

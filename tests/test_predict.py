@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from conftest import REPO
+from conftest import REPO, png_bomb
 from cxr14.constants import FINDINGS
 from cxr14.images import write_dicom
 from cxr14.predict import expand
@@ -25,6 +25,7 @@ def test_predict_cli_skips_bad_files_and_writes_gradcam(served, tmp_path):
         shutil.copy(p, folder / p.name)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (folder / "empty.jpg").write_bytes(b"")
+    (folder / "bomb.png").write_bytes(png_bomb(30000, 30000))
     rgba = cv2.cvtColor(cv2.imread(str(good[0]), cv2.IMREAD_GRAYSCALE), cv2.COLOR_GRAY2BGRA)
     cv2.imwrite(str(folder / "rgba.png"), rgba)
     write_dicom(folder / "scan.dcm", np.tile(np.linspace(0, 4000, 48), (48, 1)))
@@ -53,6 +54,9 @@ def test_predict_cli_skips_bad_files_and_writes_gradcam(served, tmp_path):
     rows = list(csv.DictReader(open(out)))
     assert sorted(r["image"] for r in rows) == sorted([p.name for p in good] + ["rgba.png", "scan.dcm"])
     assert "skipped" in proc.stderr and "broken.png" in proc.stderr and "empty.jpg: empty file" in proc.stderr
+    assert (
+        "bomb.png: PNG header says 30000 x 30000 pixels (900 megapixels decoded), over the limit of 40" in proc.stderr
+    )
     assert "not medical advice" in proc.stderr and "uncalibrated scores (no calibration.json)" in proc.stderr
     assert len(list((tmp_path / "cams").glob("*_gradcam.png"))) == 5
     for r in rows:
