@@ -38,6 +38,7 @@ include: "rules/datasets.smk"
 include: "rules/external.smk"
 include: "rules/calibrate.smk"
 include: "rules/leaderboard.smk"
+include: "rules/model_card.smk"
 include: "rules/app.smk"
 
 
@@ -49,4 +50,5 @@ rule all:
         expand(cxr14_runs.MODEL, run=TRAINED),
         expand(f"{RUN}/evaluate/report.html", run=RUNS),
         expand(f"{EXTERNAL}/report.html", run=RUNS, dataset=DATASETS),
+        expand(f"{RUN}/model_card.md", run=RUNS),
         "results/leaderboard.html",

@@ -210,6 +210,7 @@ def _row(run, m, summary, settings, reference, comparison, report) -> dict:
         "images_per_second": summary
         and round(summary["train_images"] * summary["epochs_this_run"] / max(summary["seconds_this_run"], 1e-9), 1),
         "report": report,
+        "model_card": str(Path(report).parent.parent / "model_card.html"),
         **dict.fromkeys(["diff_vs_reference", "diff_ci_low", "diff_ci_high", "p_bootstrap", "p_holm"]),
     }
     if comparison:

@@ -160,6 +160,28 @@ class Run:
         return flat | evaluate
 
 
+def reproducing_config(runs: dict[str, Run], name: str, datasets: dict) -> dict:
+    """The config that makes run `name` again as it was resolved: every setting of it and of the runs
+    it needs (an ensemble's members, a fine-tune's starting run), and the collections they train on."""
+    needed, order = [name], []
+    while needed:
+        run = runs[needed.pop()]
+        if run.name not in order:
+            order.insert(0, run.name)
+            needed += run.members + ([run.starts_from] if run.starts_from else [])
+    specs, used = {}, set()
+    for run in (runs[n] for n in order):
+        evaluate = {"evaluate": as_param(run.evaluate)}
+        if run.is_ensemble:
+            weights = {"weights": list(run.weights.values())} if run.weights else {}
+            specs[run.name] = {"ensemble": run.members, **weights, **evaluate}
+        else:
+            specs[run.name] = {"train": as_param(run.train), "shards": dict(run.shards), **evaluate}
+            used |= set(sources(run.train.data)) - {NIH}
+    collections = {d: {k: v for k, v in dataset_param(datasets[d]).items() if k in datasets[d]} for d in sorted(used)}
+    return {"runs": specs, **({"datasets": collections} if collections else {})}
+
+
 def run_of(path) -> str:
     """The run a file under results/runs/<run>/ belongs to."""
     prefix = RUN.split("{run}")[0]

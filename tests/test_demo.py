@@ -125,7 +125,7 @@ def test_adding_a_run_trains_and_evaluates_that_run_only(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn_lr": {"train": {"learning_rate": 0.004}}}})
     assert jobs == {
         "train": 1, "score": 1, "calibrate": 1, "evaluate": 1, "score_external": 1, "validate": 1, "leaderboard": 1,
-        "all": 1,
+        "model_card": 1, "all": 1,
     }  # fmt: skip
 
 
@@ -133,7 +133,7 @@ def test_changing_one_runs_learning_rate_reruns_it_its_ensemble_and_the_leaderbo
     jobs = plan(demo_run, {"runs": {"cnn_focal": {"train": {"loss": "focal", "learning_rate": 0.004}}}})
     assert jobs == {
         "train": 1, "score": 1, "ensemble": 1, "calibrate": 2, "evaluate": 2, "score_external": 1,
-        "ensemble_external": 1, "validate": 2, "leaderboard": 1, "all": 1,
+        "ensemble_external": 1, "validate": 2, "leaderboard": 1, "model_card": 2, "all": 1,
     }  # fmt: skip
 
 
@@ -141,7 +141,7 @@ def test_changing_the_starting_run_retrains_the_fine_tune_too(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn": {"train": {"learning_rate": 0.004}}}})
     assert jobs == {
         "train": 2, "score": 2, "ensemble": 1, "calibrate": 3, "evaluate": 3, "score_external": 2,
-        "ensemble_external": 1, "validate": 3, "leaderboard": 1, "all": 1,
+        "ensemble_external": 1, "validate": 3, "leaderboard": 1, "model_card": 3, "all": 1,
     }  # fmt: skip
 
 
@@ -152,7 +152,7 @@ def test_changing_only_the_fine_tune_leaves_its_starting_run_alone(demo_run):
     jobs = plan(demo_run, {"runs": {**config["runs"], "cnn_site": tuned}})
     assert jobs == {
         "train": 1, "score": 1, "calibrate": 1, "evaluate": 1, "score_external": 1, "validate": 1, "leaderboard": 1,
-        "all": 1,
+        "model_card": 1, "all": 1,
     }  # fmt: skip
 
 
@@ -184,6 +184,27 @@ def test_the_fine_tune_trains_on_the_site_from_cnn_and_is_judged_against_it(demo
     assert 'id="fine-tunes"' in html and "Δ NIH test" in html
 
 
+def test_every_run_has_a_model_card_linked_from_its_report_and_the_leaderboard(demo_run):
+    import yaml as yaml_
+
+    from cxr14 import runs
+    from cxr14.config import validate
+
+    for run_name in ("cnn", "cnn_focal", "cnn_80px", "mean3", "cnn_site"):
+        card = (demo_run / f"results/runs/{run_name}/model_card.md").read_text()
+        assert "## Metrics" in card and "| site |" in card and "not a medical device" in card
+        assert (demo_run / f"results/runs/{run_name}/model_card.html").exists()
+        assert 'href="../model_card.html"' in (demo_run / f"results/runs/{run_name}/evaluate/report.html").read_text()
+    card = (demo_run / "results/runs/cnn_site/model_card.md").read_text()
+    assert "Fine-tuned from** run `cnn`" in card and "**Training data**: site" in card
+    # The card's config makes the same run again.
+    config = yaml_.safe_load((demo_run / "test.yaml").read_text())
+    again = yaml_.safe_load(card.split("```yaml\n", 1)[1].split("```", 1)[0])
+    resolved = runs.resolve(validate({"archive_catalog": {}, **again}))
+    assert resolved["cnn_site"] == runs.resolve(validate({**config, "archive_catalog": {}}))["cnn_site"]
+    assert 'href="runs/cnn_site/model_card.html"' in (demo_run / "results/leaderboard.html").read_text()
+
+
 def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn_80px": {"shards": {"image_size": 48}}}})
     shards = jobs.pop("shard")
@@ -204,13 +225,14 @@ def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
         "ensemble_external": 1,
         "validate": 2,
         "leaderboard": 1,
+        "model_card": 2,
         "all": 1,
     }
 
 
 def test_changing_the_calibration_method_recalibrates_without_retraining(demo_run):
     jobs = plan(demo_run, {"calibration": {"method": "platt"}})
-    assert jobs == {"calibrate": 5, "evaluate": 5, "validate": 5, "leaderboard": 1, "all": 1}
+    assert jobs == {"calibrate": 5, "evaluate": 5, "validate": 5, "leaderboard": 1, "model_card": 5, "all": 1}
 
 
 @pytest.mark.parametrize(
@@ -333,7 +355,7 @@ def source_copy(tmp_path_factory):
                 "return np.asarray(y) >= 0",
                 "return np.asarray(y) >= 0.0",
             ),
-            {"evaluate": 5, "validate": 5, "leaderboard": 1, "all": 1},
+            {"evaluate": 5, "validate": 5, "leaderboard": 1, "model_card": 5, "all": 1},
         ),
         # The app is no step: changing it reruns nothing.
         ("app", ("DISPLAY_SIZE = 448", "DISPLAY_SIZE = 512"), {}),

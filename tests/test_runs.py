@@ -178,3 +178,23 @@ def test_the_readmes_fine_tuning_example_resolves_as_it_says():
     assert got["densenet_site"].starts_from == "densenet" and got["densenet_site"].train.data == ["site"]
     assert got["densenet_both"].train.data == ["nih", "site"] and got["densenet_site"].train.freeze_epochs == 1
     assert got["densenet_site"].layout == got["densenet"].layout
+
+
+def test_the_config_that_reproduces_a_run_resolves_to_the_same_run():
+    config = {
+        "datasets": SITE,
+        "runs": {
+            "base": {"train": {"backbone": "small_cnn", "learning_rate": 0.01}, "shards": {"image_size": 80}},
+            "other": {"repeats": 2},
+            "tuned": {"train": {"init": "base", "data": "site"}},
+            "ens": {"ensemble": ["tuned", "other"], "weights": [2, 1]},
+        },
+    }
+    got = resolve(**config)
+    for name in ("tuned", "ens"):
+        again = resolve(**runs.reproducing_config(got, name, validate({"archive_catalog": {}, **config})["datasets"]))
+        assert again[name] == got[name]
+        assert set(again) == (
+            {"base", "tuned"} if name == "tuned" else {"base", "tuned", "other-seed42", "other-seed43", "ens"}
+        )
+    assert set(runs.reproducing_config(got, "tuned", SITE)["datasets"]) == {"site"}

@@ -1,0 +1,83 @@
+"""Step `model_card`: a run's model card (Mitchell et al. 2019), in Markdown and as an HTML page, from
+the files the workflow has already written: what the model is and was trained on, what it is for and
+not for, how it was judged (NIH test and every external collection, by subgroup, with CIs), its
+calibration and operating points, what to be wary of, and how to make it again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import yaml
+
+from .constants import DISCLAIMER, FINDINGS
+from .files import atomic
+from .report import templates
+
+log = logging.getLogger(__name__)
+
+
+def data_hash(summary: dict) -> str:
+    """One digest of the shards a run trained and chose its epoch on (their sha256s, in order)."""
+    shards = [*summary["data"]["train"], *summary["data"]["val"]]
+    return hashlib.sha256("\n".join(shards).encode()).hexdigest()
+
+
+def model_card(
+    *,
+    evaluation,
+    thresholds,
+    calibration,
+    summary,
+    external_evaluations: dict | None,
+    card,
+    html,
+    run: str,
+    config: dict,
+    starts_from: str | None,
+) -> str:
+    """Write the model card of `run` to `card` (Markdown) and `html`. Inputs: its NIH `evaluation`
+    (metrics JSON), `thresholds`, `calibration`, its training `summary` (None for an ensemble) and
+    `external_evaluations` ({dataset: {run: metrics JSON}}, None without collections); `config` is the
+    part of the config that makes the run again (`runs.reproducing_config`), `starts_from` a
+    fine-tune's starting run."""
+    m = json.loads(Path(evaluation).read_text())
+    trained = json.loads(Path(summary).read_text()) if summary else None
+    external = {
+        dataset: json.loads(Path(by_run[run]).read_text()) for dataset, by_run in (external_evaluations or {}).items()
+    }
+    env = templates()
+    env.autoescape = False  # Markdown, not HTML
+    env.filters["ci"] = lambda pair: f"{pair[0]:.3f}–{pair[1]:.3f}" if pair and None not in pair else "–"
+    text = env.get_template("model_card.md.j2").render(
+        run=run,
+        m=m,
+        trained=trained,
+        data_hash=data_hash(trained) if trained else None,
+        external=external,
+        thresholds=json.loads(Path(thresholds).read_text()),
+        calibration=json.loads(Path(calibration).read_text()),
+        config=yaml.safe_dump(config, sort_keys=False, default_flow_style=False).strip(),
+        starts_from=starts_from,
+        findings=FINDINGS,
+        disclaimer=DISCLAIMER,
+    )
+    with atomic(card) as staged:
+        staged.write_text(text)
+    page = (
+        templates()
+        .get_template("model_card.html.j2")
+        .render(title=f"Model card: run {run}", body=_html(text), disclaimer=DISCLAIMER)
+    )
+    with atomic(html) as staged:
+        staged.write_text(page)
+    log.info("model card of %s: %s, %s", run, card, html)
+    return text
+
+
+def _html(markdown: str) -> str:
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").enable("table").render(markdown)
