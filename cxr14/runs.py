@@ -5,7 +5,9 @@ A run overrides the config's `train` section, the shard `image_size` and `encodi
 `evaluate` section. `repeats: N` trains N copies with seeds seed, seed+1, ... (named `NAME-seedS`);
 `ensemble: [a, b]` averages the probabilities of trained runs (a repeated run stands for all its
 copies), with optional `weights`. A sweep `{NAME: {key: [values], ...}}` is the grid of its keys,
-one run per combination, named `NAME-key_value-key_value`.
+one run per combination, named `NAME-key_value-key_value`. A fine-tune (`train.init: RUN`) starts
+from another run's model and keeps its input and network; `train.data` names what a run trains on
+(`nih`, a split collection, or several).
 """
 
 from __future__ import annotations

@@ -220,7 +220,12 @@ def train(
         """Epochs first..last (0-based, last excluded); the backbone frozen when `frozen`."""
         best_so_far = float(_read_history(history_path).val_mean_auroc.max()) if history_path.exists() else None
         if backup.exists():
-            log.info("resuming after epoch %d (best val mean AUROC so far %s)", _backed_up_epochs(backup), best_so_far)
+            log.info(
+                "resuming after epoch %d, the last finished one, from %s (best val mean AUROC so far %s)",
+                _backed_up_epochs(backup),
+                backup,
+                best_so_far,
+            )
         with strategy.scope():
             net.compile(
                 optimizer=keras.optimizers.Adam(settings.learning_rate),

@@ -145,7 +145,8 @@ def test_odd_images_decode_to_one_8bit_channel(kind):
 
 
 def test_undecodable_bytes_raise_bad_image():
-    for data, reason in ((b"", "empty"), (b"not an image", "not a decodable")):
+    truncated = b"\x89PNG\r\n\x1a\n" + cv2.imencode(".png", np.zeros((9, 9), np.uint8))[1].tobytes()[8:40]
+    for data, reason in ((b"", "empty"), (b"not an image", "not a PNG, JPEG or DICOM"), (truncated, "not a decodable")):
         with pytest.raises(images.BadImage, match=reason):
             images.decode(data)
 
