@@ -21,7 +21,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import logging
-import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +112,8 @@ def ingest(*, labels: list, metadata, split_file, patients, images, report, root
     dataset's config (`runs.DatasetSettings`)."""
     raw = READERS[settings.format](labels, metadata=metadata, split_file=split_file, patients=patients,
                                    settings=settings)  # fmt: skip
-    frame, counts = harmonise(raw, Path(root), settings)
-    summary = describe(frame, counts, name, settings) | {"image_files": files_fingerprint(Path(root), frame.path)}
+    frame, counts, files = harmonise(raw, Path(root), settings)
+    summary = describe(frame, counts, name, settings) | {"image_files": files}
     write_parquet(frame, images)
     write_json(summary, report)
     log.info("%s: %d images of %d patients kept; dropped %s", name, len(frame), summary["patients"], counts)
@@ -372,8 +372,9 @@ READERS = {
 # -- one harmonised table -------------------------------------------------------------------------------
 
 
-def harmonise(raw: pd.DataFrame, root: Path, settings) -> tuple[pd.DataFrame, dict]:
-    """The rows kept, checked and sorted by image, and the count of rows dropped per reason."""
+def harmonise(raw: pd.DataFrame, root: Path, settings) -> tuple[pd.DataFrame, dict, str]:
+    """The rows kept, checked and sorted by image, the count of rows dropped per reason, and the
+    fingerprint of the kept image files (`files_fingerprint`), from one stat of each file."""
     dropped = {}
     if settings.splits is not None:
         keep = raw.split.isin(settings.splits)
@@ -408,7 +409,8 @@ def harmonise(raw: pd.DataFrame, root: Path, settings) -> tuple[pd.DataFrame, di
         rows = raw[raw.patient == patient]
         where = ", ".join(f"{r.row}: {r.split}" for r in rows.itertuples())
         raise CollectionError(f"patient {patient} is in more than one split ({where})")
-    exists = np.array([os.path.isfile(root / p) for p in raw.image])
+    stats = [file_stat(root / p) for p in raw.image]
+    exists = np.array([st is not None for st in stats])
     missing = raw[~exists]
     dropped["image file missing"] = len(missing)
     if len(missing) > settings.max_missing:
@@ -416,7 +418,7 @@ def harmonise(raw: pd.DataFrame, root: Path, settings) -> tuple[pd.DataFrame, di
             f"{len(missing)} image files do not exist under {root} (max_missing={settings.max_missing}), e.g. "
             + "; ".join(f"row {r.row}: {r.image}" for r in missing.head(5).itertuples())
         )
-    frame = raw[exists].sort_values("image", ignore_index=True)
+    frame = raw[exists].assign(stat=[st for st in stats if st is not None]).sort_values("image", ignore_index=True)
     if frame.empty:
         raise CollectionError(f"no image left after dropping {dropped}")
     if not labelled_findings(frame):
@@ -440,16 +442,24 @@ def harmonise(raw: pd.DataFrame, root: Path, settings) -> tuple[pd.DataFrame, di
         "split": frame.split,
         **{f: frame[f].astype(np.int8) for f in FINDINGS},
     })  # fmt: skip
-    return out[COLUMNS], dropped
+    return out[COLUMNS], dropped, files_fingerprint(frame.image, frame.stat)
 
 
-def files_fingerprint(root: Path, paths) -> str:
+def file_stat(path: Path) -> tuple[int, int] | None:
+    """(size, modification time in ns) of a regular file; None when there is none."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+
+
+def files_fingerprint(paths, stats) -> str:
     """A digest of every image file's path, size and modification time: images replaced under the same
     names change it, so the collection is sharded again (its table alone would not change)."""
     digest = hashlib.sha256()
-    for path in paths:
-        stat = (root / path).stat()
-        digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    for path, (size, mtime) in zip(paths, stats):
+        digest.update(f"{path}\t{size}\t{mtime}\n".encode())
     return digest.hexdigest()
 
 
