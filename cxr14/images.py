@@ -209,7 +209,7 @@ def _check_decoder(ds) -> None:
     """A compressed DICOM whose transfer syntax no installed package decodes is named as such."""
     from pydicom.pixels.decoders.base import get_decoder
 
-    syntax = ds.file_meta.get("TransferSyntaxUID") if "file_meta" in dir(ds) else None
+    syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
     if syntax is None:
         return
     if not syntax.is_transfer_syntax:
