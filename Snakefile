@@ -39,6 +39,7 @@ include: "rules/external.smk"
 include: "rules/calibrate.smk"
 include: "rules/leaderboard.smk"
 include: "rules/model_card.smk"
+include: "rules/export.smk"
 include: "rules/app.smk"
 
 
@@ -51,4 +52,5 @@ rule all:
         expand(f"{RUN}/evaluate/report.html", run=RUNS),
         expand(f"{EXTERNAL}/report.html", run=RUNS, dataset=DATASETS),
         expand(f"{RUN}/model_card.md", run=RUNS),
+        expand(f"{EXPORT}/parity.json", run=TRAINED),
         "results/leaderboard.html",

@@ -4,6 +4,7 @@ model looked. Research use only; the page says so at the top and bottom."""
 from __future__ import annotations
 
 import logging
+import sys
 import tempfile
 from pathlib import Path
 
@@ -167,6 +168,9 @@ def build(
 
 
 def main(args) -> int:
+    if args.model and args.model.lower().endswith(".onnx"):
+        print(f"{args.model}: the app shows Grad-CAM, which needs the Keras model; give model.keras", file=sys.stderr)
+        return 2
     runs, first = served(args.run, args.model, args.thresholds, args.calibration)
     demo = build(runs, first, args.max_mb, max_megapixels=args.max_megapixels)
     host = "0.0.0.0" if args.share_on_network else "127.0.0.1"

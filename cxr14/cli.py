@@ -31,7 +31,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--run", metavar="NAME", help="a trained run of the workflow (its model and operating points)")
-    which.add_argument("--model", metavar="MODEL.keras", help="a model file instead of a run")
+    which.add_argument(
+        "--model",
+        metavar="MODEL",
+        help="a model file instead of a run: a model.keras, or the export step's model.onnx (its calibration and "
+        "operating points come from the serving.json beside it)",
+    )
     p.add_argument(
         "--out", default="predictions.csv", metavar="CSV", help="where to write the predictions (default: %(default)s)"
     )

@@ -17,21 +17,32 @@ from .runs import CALIBRATION, MODEL, RUN, THRESHOLDS
 TTA_VIEWS = ((0.0, 0.0, 1.0), (-0.03, 0.0, 1.0), (0.03, 0.0, 1.0), (0.0, 0.0, 1.05), (0.0, 0.0, 0.95))
 
 
+def axis_resampling(size: int, shift: float, scale: float) -> np.ndarray:
+    """The (size, size) matrix that resamples one image axis, shifted by `shift` of the side and zoomed
+    by `scale` about the centre: bilinear, edges extended, as keras's affine transform does (to float
+    rounding). Kept as matrices, a view is two matrix products, which every export format takes."""
+    centre = (size - 1) / 2
+    source = np.clip(np.arange(size) / scale + centre * (1 - 1 / scale) - shift * size, 0, size - 1)
+    low = np.floor(source).astype(int)
+    weight = source - low
+    matrix = np.zeros((size, size))
+    np.add.at(matrix, (np.arange(size), low), 1 - weight)
+    np.add.at(matrix, (np.arange(size), np.minimum(low + 1, size - 1)), weight)
+    return matrix.astype(np.float32)
+
+
 def tta_views(x) -> list:
-    """The TTA_VIEWS of a (B, S, S, C) batch (bilinear, edges extended)."""
+    """The TTA_VIEWS of a (B, S, S, C) batch (an array, a tensor or a Keras model's input)."""
     import keras
 
     size = x.shape[1]
-    centre = (size - 1) / 2
     views = []
     for dx, dy, scale in TTA_VIEWS:
         if (dx, dy, scale) == (0.0, 0.0, 1.0):
             views.append(x)
             continue
-        # keras maps each output pixel (u, v) to the input pixel (a0 u + a2, b1 v + b2).
-        shift = centre * (1 - 1 / scale)
-        transform = np.array([1 / scale, 0, shift - dx * size, 0, 1 / scale, shift - dy * size, 0, 0], np.float32)
-        views.append(keras.ops.image.affine_transform(x, transform, interpolation="bilinear", fill_mode="nearest"))
+        rows, cols = axis_resampling(size, dy, scale), axis_resampling(size, dx, scale)
+        views.append(keras.ops.einsum("ij,bjkc,lk->bilc", rows, x, cols))
     return views
 
 
@@ -76,11 +87,56 @@ def load_calibration(path, model_path) -> dict | None:
     return calibration
 
 
+SERVING_INPUT, SERVING_OUTPUT = "image", "findings"  # the names in every format the export step writes
+SERVING = "serving.json"  # what the export step writes beside its models
+
+
+def load_onnx(path, threads: int | None = None):
+    """(B, S, S, 1) pixels -> (B, 14) scores through an `onnxruntime.InferenceSession` on the CPU (no
+    TensorFlow needed); the export step checks its ONNX models with this same function."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: session.run([SERVING_OUTPUT], {SERVING_INPUT: np.asarray(x, np.float32)})[0]
+
+
+def exported(model_path) -> dict:
+    """The serving.json beside an exported model, checked to describe that very file."""
+    from .files import sha256_file
+
+    path = Path(model_path).with_name(SERVING)
+    if not path.is_file():
+        raise FileNotFoundError(f"{model_path}: no {SERVING} beside it; use the export step's folder as it is")
+    serving = json.loads(path.read_text())
+    want = serving["files"]["onnx"]["sha256"]
+    if Path(model_path).name != serving["files"]["onnx"]["path"] or sha256_file(model_path) != want:
+        raise ValueError(f"{path} describes another model than {model_path} (sha256 {want[:12]}...)")
+    return serving
+
+
 class Predictor:
     """A model loaded once, with its calibration and operating points; predicts and explains
-    grayscale images. Without a calibration the scores are the model's own (and no TTA)."""
+    grayscale images. Without a calibration the scores are the model's own (and no TTA).
+
+    A Keras model (a run's model.keras) or the export step's ONNX model: that holds the TTA views
+    itself and brings its calibration and operating points in the serving.json beside it; it scores
+    through onnxruntime alone, and cannot explain (Grad-CAM needs the Keras model's gradients)."""
 
     def __init__(self, model_path, thresholds_path=None, calibration_path=None):
+        self.onnx = Path(model_path).suffix.lower() == ".onnx"
+        if self.onnx:
+            if thresholds_path or calibration_path:
+                raise ValueError(f"{model_path}: an ONNX model's operating points and calibration are its {SERVING}")
+            serving = exported(model_path)
+            self.model, self.session = None, load_onnx(model_path)
+            self.info = serving["model"]
+            self.size = int(self.info["image_size"])
+            self.thresholds, self.calibration = serving["operating_points"], serving["calibration"]
+            self.tta = bool(serving["tta"])
+            return
         from . import models
 
         self.model = models.load(model_path)
@@ -101,6 +157,8 @@ class Predictor:
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
         """(B, S, S, 1) prepared images to (B, 14) raw model scores (TTA'd as in the evaluation)."""
+        if self.onnx:
+            return np.asarray(self.session(batch), np.float32)
         return forward(self.model, np.asarray(batch, np.float32), self.tta)
 
     def calibrated(self, scores: np.ndarray) -> np.ndarray:
@@ -124,6 +182,9 @@ class Predictor:
         import cv2
 
         from .gradcam import gradcam, overlay
+
+        if self.onnx:
+            raise ValueError("Grad-CAM needs the Keras model (model.keras), not its ONNX export")
 
         cam, _ = gradcam(self.model, prepared[None], FINDINGS.index(finding))
         gray, cam = prepared[..., 0], cam[0]

@@ -108,6 +108,9 @@ def main(args) -> int:
         return 2
     runs, first = served(args.run, args.model, args.thresholds, args.calibration)
     predictor = Predictor(*runs[first])
+    if args.gradcam_dir and predictor.onnx:
+        print(f"--gradcam-dir: Grad-CAM needs the Keras model, not {args.model}", file=sys.stderr)
+        return 2
     print(f"predicting with run {first}" if not args.model else f"predicting with {args.model}", file=sys.stderr)
     done, errors = predict_files(
         predictor,

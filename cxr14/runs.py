@@ -27,6 +27,7 @@ RUN = "results/runs/{run}"
 MODEL = RUN + "/train/model.keras"
 THRESHOLDS = RUN + "/evaluate/thresholds.json"
 CALIBRATION = RUN + "/calibrate/calibration.json"
+EXPORT = RUN + "/export"  # the run's model for serving outside cxr14
 EXTERNAL = RUN + "/external/{dataset}"  # a run's files on an external collection
 
 SECTIONS = ("train", "shards", "evaluate")

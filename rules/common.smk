@@ -33,6 +33,7 @@ ENSEMBLES = [name for name, run in RUNS.items() if run.is_ensemble]
 REFERENCE = cxr14_runs.reference(config, RUNS)
 LAYOUTS = sorted({RUNS[name].layout for name in TRAINED})
 RUN = cxr14_runs.RUN
+EXPORT = cxr14_runs.EXPORT
 
 ARCHIVES = sorted(config["archives"])
 NN = [f"{i:02d}" for i in ARCHIVES]  # the {nn} wildcard of each

@@ -144,6 +144,7 @@ def test_every_rule_has_a_log_and_a_benchmark(rules):
         ("calibrate", "results/runs/{run}/calibrate/", ["calibrate"]),
         ("leaderboard", "results/leaderboard.", ["leaderboard"]),
         ("model_card", "results/runs/{run}/model_card.", ["model_card"]),
+        ("export", "results/runs/{run}/export/", ["export"]),
     ],
 )
 def test_outputs_logs_and_benchmarks_of_a_step_share_its_name(rules, stage, results, rule_names):

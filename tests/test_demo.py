@@ -125,7 +125,7 @@ def test_adding_a_run_trains_and_evaluates_that_run_only(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn_lr": {"train": {"learning_rate": 0.004}}}})
     assert jobs == {
         "train": 1, "score": 1, "calibrate": 1, "evaluate": 1, "score_external": 1, "validate": 1, "leaderboard": 1,
-        "model_card": 1, "all": 1,
+        "model_card": 1, "export": 1, "all": 1,
     }  # fmt: skip
 
 
@@ -133,7 +133,7 @@ def test_changing_one_runs_learning_rate_reruns_it_its_ensemble_and_the_leaderbo
     jobs = plan(demo_run, {"runs": {"cnn_focal": {"train": {"loss": "focal", "learning_rate": 0.004}}}})
     assert jobs == {
         "train": 1, "score": 1, "ensemble": 1, "calibrate": 2, "evaluate": 2, "score_external": 1,
-        "ensemble_external": 1, "validate": 2, "leaderboard": 1, "model_card": 2, "all": 1,
+        "ensemble_external": 1, "validate": 2, "leaderboard": 1, "model_card": 2, "export": 1, "all": 1,
     }  # fmt: skip
 
 
@@ -141,7 +141,7 @@ def test_changing_the_starting_run_retrains_the_fine_tune_too(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn": {"train": {"learning_rate": 0.004}}}})
     assert jobs == {
         "train": 2, "score": 2, "ensemble": 1, "calibrate": 3, "evaluate": 3, "score_external": 2,
-        "ensemble_external": 1, "validate": 3, "leaderboard": 1, "model_card": 3, "all": 1,
+        "ensemble_external": 1, "validate": 3, "leaderboard": 1, "model_card": 3, "export": 2, "all": 1,
     }  # fmt: skip
 
 
@@ -152,7 +152,7 @@ def test_changing_only_the_fine_tune_leaves_its_starting_run_alone(demo_run):
     jobs = plan(demo_run, {"runs": {**config["runs"], "cnn_site": tuned}})
     assert jobs == {
         "train": 1, "score": 1, "calibrate": 1, "evaluate": 1, "score_external": 1, "validate": 1, "leaderboard": 1,
-        "model_card": 1, "all": 1,
+        "model_card": 1, "export": 1, "all": 1,
     }  # fmt: skip
 
 
@@ -205,6 +205,18 @@ def test_every_run_has_a_model_card_linked_from_its_report_and_the_leaderboard(d
     assert 'href="runs/cnn_site/model_card.html"' in (demo_run / "results/leaderboard.html").read_text()
 
 
+def test_every_trained_run_is_exported_with_parity(demo_run):
+    """The demo exports each trained run (an ensemble has no model of its own): SavedModel, ONNX and
+    TFLite, each within the limit of the evaluation's scores on the run's test images."""
+    for run_name in ("cnn", "cnn_focal", "cnn_80px", "cnn_site"):
+        export = demo_run / f"results/runs/{run_name}/export"
+        parity = json.loads((export / "parity.json").read_text())["formats"]
+        assert all(p["max_abs_diff"] <= p["max_allowed"] <= 1e-3 and p["images"] > 50 for p in parity.values())
+        assert (export / "saved_model/saved_model.pb").exists() and (export / "model.tflite").stat().st_size > 0
+        assert json.loads((export / "serving.json").read_text())["tta"] is True
+    assert not (demo_run / "results/runs/mean3/export").exists()
+
+
 def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn_80px": {"shards": {"image_size": 48}}}})
     shards = jobs.pop("shard")
@@ -226,13 +238,16 @@ def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
         "validate": 2,
         "leaderboard": 1,
         "model_card": 2,
+        "export": 1,
         "all": 1,
     }
 
 
 def test_changing_the_calibration_method_recalibrates_without_retraining(demo_run):
     jobs = plan(demo_run, {"calibration": {"method": "platt"}})
-    assert jobs == {"calibrate": 5, "evaluate": 5, "validate": 5, "leaderboard": 1, "model_card": 5, "all": 1}
+    assert jobs == {
+        "calibrate": 5, "evaluate": 5, "validate": 5, "leaderboard": 1, "model_card": 5, "export": 4, "all": 1
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -355,7 +370,7 @@ def source_copy(tmp_path_factory):
                 "return np.asarray(y) >= 0",
                 "return np.asarray(y) >= 0.0",
             ),
-            {"evaluate": 5, "validate": 5, "leaderboard": 1, "model_card": 5, "all": 1},
+            {"evaluate": 5, "validate": 5, "leaderboard": 1, "model_card": 5, "export": 4, "all": 1},
         ),
         # The app is no step: changing it reruns nothing.
         ("app", ("DISPLAY_SIZE = 448", "DISPLAY_SIZE = 512"), {}),

@@ -5,97 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import settings_of, spot_example, train_into, write_easy_shards
 from cxr14 import explain, gradcam, models
-from cxr14.calibrate import calibrate, calibrated
-from cxr14.config import defaults
+from cxr14.calibrate import calibrated
 from cxr14.constants import FINDINGS
-from cxr14.evaluate import evaluate
-from cxr14.runs import EvaluateSettings
-from cxr14.score import score
-
-
-@pytest.fixture(scope="module")
-def evaluated(tmp_path_factory):
-    """A small CNN trained to find a bright square anywhere (Atelectasis), evaluated end to end with
-    the squares as boxes."""
-    root = tmp_path_factory.mktemp("eval")
-    manifests = write_easy_shards(
-        root, (("train", 320), ("val", 96), ("test", 96)), size=128, per_shard=128, example=spot_example
-    )
-    train_into(
-        root / "model",
-        manifests["train"],
-        manifests["val"],
-        backbone="small_cnn",
-        weights="none",
-        epochs=8,
-        learning_rate=0.003,
-        lr_factor=0.5,
-        lr_patience=3,
-        early_stopping_patience=10,
-        dropout=0.0,
-        seed=0,
-        cache=True,
-        augment=None,
-        deterministic=True,
-    )
-    table = pd.read_parquet(root / "table.parquet")
-    boxes = root / "boxes.csv"
-    boxed = table[(table.split == "test") & (table.Atelectasis == 1)]
-    boxes.write_text(
-        "Image Index,Finding Label,Bbox [x,y,w,h],,,\n"
-        + "".join(
-            f"{r.image_index},Infiltrate,600,600,1,1\n{r.image_index},Atelectasis,{','.join(map(str, r.box))}\n"
-            for r in boxed.itertuples()
-        )
-    )
-    report = {
-        "images": {"train": 320, "val": 96, "test": 96},
-        "patients": {"train": 320, "val": 96, "test": 96},
-        "data_entry": "synthetic",
-        "rows_in": 512,
-        "rows_out": 512,
-        "leakage_patients": 0,
-        "changed": {},
-        "dropped": {},
-    }
-    (root / "cleaning_report.json").write_text(json.dumps(report))
-    out = root / "eval"
-    score(
-        model=root / "model/model.keras",
-        val_manifest=manifests["val"],
-        test_manifest=manifests["test"],
-        predictions=out / "predictions.parquet",
-        batch_size=64,
-        tta=True,
-    )
-    calibrate(
-        predictions=out / "predictions.parquet",
-        table=root / "table.parquet",
-        summary=root / "model/training_summary.json",
-        calibration=out / "calibration.json",
-        **defaults("calibration"),
-        tta=True,
-    )
-    m = evaluate(
-        predictions=out / "predictions.parquet",
-        calibration=out / "calibration.json",
-        model=root / "model/model.keras",
-        test_manifest=manifests["test"],
-        table=root / "table.parquet",
-        cleaning_report=root / "cleaning_report.json",
-        boxes=boxes,
-        expert_labels=None,
-        evaluation=out / "metrics.json",
-        thresholds=out / "thresholds.json",
-        report=out / "report.html",
-        figures=out / "figures",
-        run="spots",
-        ensemble_of=None,
-        settings=settings_of(EvaluateSettings, n_boot=50, gallery_k=1, tta=True),
-    )
-    return root, m, len(boxed)
 
 
 def test_calibration_and_tta_in_the_evaluation(evaluated):

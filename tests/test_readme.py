@@ -92,12 +92,29 @@ def user_folder(tmp_path_factory):
         (wd / CALIBRATION.format(run="default"), "calibration.json"),
     ):
         shutil.copy(source, wd / "elsewhere" / name)
+    _export_onnx(wd, model, calibration, thresholds)
     (wd / "scans").mkdir()
     for k, png in enumerate(sorted((wd / "made/images/images_01").glob("*.png"))[:3]):
         shutil.copy(png, wd / "scans" / f"scan{k}.png")
     (wd / "more").mkdir()
     write_dicom(wd / "more/chest.dcm", cv2.imread(str(wd / "scans/scan0.png"), cv2.IMREAD_GRAYSCALE), bits_stored=8)
     return wd
+
+
+def _export_onnx(wd, model, calibration, thresholds) -> None:
+    """The export step's ONNX model and serving.json for run `default` (what `predict` reads of it)."""
+    from cxr14 import export, models
+    from cxr14.files import sha256_file, write_json
+    from cxr14.runs import EXPORT
+
+    folder = wd / EXPORT.format(run="default")
+    folder.mkdir(parents=True)
+    net = models.load(model)
+    export.write_onnx(net, 32, folder / "model.onnx")
+    files = {"onnx": {"path": "model.onnx", "sha256": sha256_file(folder / "model.onnx")}}
+    info = export.serving_info(run="default", model=model, info=models.info(net), tta=False, calibration=calibration,
+                               thresholds=thresholds["max_f1"], files=files)  # fmt: skip
+    write_json(info, folder / "serving.json")
 
 
 def _serves(command, cwd) -> str:

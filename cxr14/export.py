@@ -1,0 +1,304 @@
+"""Step `export`: a trained run's model for serving outside cxr14, as a TensorFlow SavedModel (TF Serving),
+an ONNX model (ONNX Runtime) and a TFLite model (mobile and edge).
+
+Each takes what the Keras model takes, (B, S, S, 1) float32 grayscale pixels 0..255 named `image`, and
+holds all the preprocessing after that: gray to RGB, the backbone's input scaling and, when the run is
+evaluated with test-time augmentation, the views and their mean. Each gives `findings`, the (B, 14) raw
+scores the evaluation reports. The calibration and operating points go beside them in one JSON that the
+three share (`serving.json`). Each export is loaded the way its users load it and checked on the run's
+test shards against the evaluation's own scores (the Keras model through `inference.forward`);
+`parity.json` records the largest differences, and a difference past the limit fails the step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import models, prediction_table
+from .calibrate import apply, check_model
+from .constants import DISCLAIMER, FINDINGS
+from .data import Shards, dataset, use_threads
+from .files import atomic, sha256_file, write_json
+from .inference import SERVING_INPUT as INPUT
+from .inference import SERVING_OUTPUT as OUTPUT
+from .inference import TTA_VIEWS, load_onnx, tta_views
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("saved_model", "onnx", "tflite")
+ONNX_OPSET = 17
+
+
+class ParityError(ValueError):
+    """An exported model does not give the Keras model's scores; the message names the format and image."""
+
+
+def serving_model(model, tta: bool):
+    """The model as the evaluation scores with it: (B, S, S, 1) pixels to (B, 14) scores, with `tta` the
+    mean over the TTA_VIEWS (resampled by matrix products, so every export format holds them)."""
+    import keras
+
+    if not tta:
+        return model
+    inputs = keras.Input(model.input_shape[1:], name=INPUT)
+    views = tta_views(inputs)
+    scores = model(keras.ops.concatenate(views, axis=0))
+    mean = keras.ops.mean(keras.ops.reshape(scores, (len(views), -1, len(FINDINGS))), axis=0)
+    return keras.Model(inputs, mean, name=f"{model.name}_tta")
+
+
+def _signature(size: int):
+    import tensorflow as tf
+
+    return tf.TensorSpec((None, size, size, 1), tf.float32, name=INPUT)
+
+
+def write_saved_model(net, size: int, path) -> None:
+    """A SavedModel whose `serving_default` signature maps `image` to `findings`."""
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(net)
+    serve = lambda image: {OUTPUT: net(image, training=False)}  # noqa: E731
+    archive.add_endpoint("serve", serve, input_signature=[_signature(size)])
+    archive.write_out(str(path), verbose=False)
+
+
+def write_onnx(net, size: int, path, opset: int = ONNX_OPSET) -> None:
+    """The model's inference graph, frozen, converted by tf2onnx, with inputs and outputs named as above."""
+    import tensorflow as tf
+    import tf2onnx
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx  # Keras's own numpy-2 fixes to tf2onnx
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    patch_tf2onnx()
+    function = tf.function(lambda image: net(image, training=False)).get_concrete_function(_signature(size))
+    frozen = convert_variables_to_constants_v2(function)
+    graph = frozen.graph.as_graph_def()
+    _compile_nothing(graph)
+    names = {frozen.inputs[0].name: INPUT, frozen.outputs[0].name: OUTPUT}
+    (given, made), handlers = names, {"Erfc": (_erfc, [])}
+    proto, _ = tf2onnx.convert.from_graph_def(
+        graph, input_names=[given], output_names=[made], opset=opset, custom_op_handlers=handlers
+    )
+    for node in proto.graph.node:
+        node.input[:] = [names.get(n, n) for n in node.input]
+        node.output[:] = [names.get(n, n) for n in node.output]
+    for value in [*proto.graph.input, *proto.graph.output]:
+        value.name = names.get(value.name, value.name)
+    with atomic(path) as staged:
+        Path(staged).write_bytes(proto.SerializeToString())
+
+
+def _compile_nothing(graph) -> None:
+    """Drop the XLA-compile marks Keras puts on some ops' functions (its grouped convolutions, as in
+    ConvNeXt), so tf2onnx inlines them instead of leaving calls ONNX has no operator for."""
+    for function in graph.library.function:
+        function.attr.pop("_XlaMustCompile", None)
+        function.attr.pop("_noinline", None)
+    for node in [*graph.node, *(n for f in graph.library.function for n in f.node_def)]:
+        node.attr.pop("_XlaMustCompile", None)
+
+
+def _erfc(ctx, node, name, args) -> None:
+    """tf2onnx has no Erfc (exact GELU, as in ConvNeXt): 1 - Erf(x), which ONNX has."""
+    from tf2onnx import utils
+
+    one = ctx.make_const(utils.make_name(f"{name}_one"), np.array(1, np.float32))
+    erf = ctx.make_node("Erf", [node.input[0]], op_name_scope=name)
+    node.type = "Sub"
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+
+
+def write_tflite(saved_model, path) -> None:
+    """The SavedModel's serving signature converted for TFLite (float32, no quantisation)."""
+    import tensorflow as tf
+
+    converted = tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert()
+    with atomic(path) as staged:
+        Path(staged).write_bytes(converted)
+
+
+def load_saved_model(path):
+    """(B, S, S, 1) -> (B, 14) through `tf.saved_model.load` and its serving signature."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    return lambda x: serve(**{INPUT: tf.constant(x, tf.float32)})[OUTPUT].numpy()
+
+
+def load_tflite(path, threads: int | None = None):
+    """(B, S, S, 1) -> (B, 14) through `tf.lite.Interpreter`, resized to each batch's size."""
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+    (given,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    shape = [None]
+
+    def predict(x):
+        x = np.asarray(x, np.float32)
+        if shape[0] != x.shape:
+            interpreter.resize_tensor_input(given["index"], x.shape)
+            interpreter.allocate_tensors()
+            shape[0] = x.shape
+        interpreter.set_tensor(given["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(out["index"]).copy()
+
+    return predict
+
+
+LOADERS = {"saved_model": load_saved_model, "onnx": load_onnx, "tflite": load_tflite}
+
+
+def serving_info(*, run: str, model, info: dict, tta: bool, calibration: dict, thresholds: dict, files: dict) -> dict:
+    """serving.json: what a server needs beside any of the three files."""
+    return {
+        "run": run,
+        "disclaimer": DISCLAIMER,
+        "model_sha256": sha256_file(model),
+        "model": info,
+        "labels": list(FINDINGS),
+        "input": {
+            "name": INPUT,
+            "shape": [None, info["image_size"], info["image_size"], 1],
+            "dtype": "float32",
+            "values": "grayscale 0..255: the image read as cxr14.images.read_gray does (16-bit windowed, "
+            "MONOCHROME1 inverted) and resized to the input size with area interpolation (cxr14.images.resize)",
+        },
+        "output": {
+            "name": OUTPUT,
+            "shape": [None, len(FINDINGS)],
+            "values": "raw score per finding in `labels` order"
+            + (", the mean over the test-time views below" if tta else "")
+            + "; map through `calibration` for probabilities, compare with `operating_points`",
+        },
+        "tta": tta,
+        "tta_views": [dict(zip(("shift_x", "shift_y", "zoom"), view)) for view in TTA_VIEWS] if tta else [],
+        "calibration": calibration,
+        "operating_points": thresholds,
+        "files": files,
+    }
+
+
+def first_test_images(manifest, batch_size: int, limit: int | None):
+    """(image names, (B, S, S, 1) pixels) of the first `limit` images of the test shards, in shard order."""
+    left = limit
+    for x, _, meta in dataset(Shards.from_manifest(manifest, verify=True), batch_size, with_metadata=True):
+        names = [s.decode() for s in meta["image_index"].numpy()]
+        x = x.numpy()
+        if left is not None:
+            names, x = names[:left], x[:left]
+            left -= len(names)
+        if names:
+            yield names, x
+        if left is not None and left <= 0:
+            return
+
+
+# Scores this close to 0 or 1 are float32's last few steps; their calibrated values are ill-determined
+# (1.0 and 0.99999988 map far apart through a steep calibration), so the calibrated figure skips them.
+SATURATED = 1e-6
+
+
+def parity(predict, reference, batches, calibration: dict) -> dict:
+    """How far one export's scores are from the evaluation's `reference` scores (image -> (14,)) over
+    `batches`: the largest raw difference (checked) with its image and finding, the largest calibrated
+    one where the reference is not SATURATED (recorded: a calibration that moves a finding's logit far,
+    as the class-weight offset of a rare one does, magnifies float32 rounding near 0 and 1), and the
+    time the export took."""
+    worst = {"raw": 0.0, "calibrated": 0.0, "image": None, "finding": None}
+    images, saturated, seconds = 0, 0, 0.0
+    for names, x in batches:
+        start = time.perf_counter()
+        got = np.asarray(predict(x), np.float64)
+        seconds += time.perf_counter() - start
+        want = np.stack([reference[n] for n in names]).astype(np.float64)
+        raw = np.abs(got - want)
+        if raw.max() > worst["raw"]:
+            row, col = np.unravel_index(raw.argmax(), raw.shape)
+            worst.update(raw=float(raw.max()), image=names[row], finding=FINDINGS[col])
+        defined = np.abs(want - 0.5) < 0.5 - SATURATED
+        calibrated = np.abs(apply(calibration, got) - apply(calibration, want))[defined]
+        worst["calibrated"] = max(worst["calibrated"], float(calibrated.max(initial=0.0)))
+        images += len(names)
+        saturated += int((~defined).sum())
+    return {"max_abs_diff": worst["raw"], "worst_image": worst["image"], "worst_finding": worst["finding"],
+            "max_abs_diff_calibrated": worst["calibrated"], "saturated_scores": saturated, "images": images,
+            "seconds": round(seconds, 3)}  # fmt: skip
+
+
+def export(
+    *,
+    model,
+    calibration,
+    thresholds,
+    predictions,
+    test_manifest,
+    saved_model,
+    onnx,
+    tflite,
+    serving,
+    parity_report,
+    run: str,
+    tta: bool,
+    batch_size: int,
+    parity_images: int | None,
+    max_difference: dict,
+    threads=None,
+) -> None:
+    """Export the run's model in the three formats, write serving.json, then load each as its users do,
+    score the first `parity_images` test images (all with None) and compare with the evaluation's
+    scores (`predictions`); a format past its `max_difference` fails the step, naming the image."""
+    use_threads(threads)
+    keras_model = models.load(model)
+    size = int(models.info(keras_model)["image_size"])
+    cal = json.loads(Path(calibration).read_text())
+    check_model(cal, model)
+    if bool(cal.get("tta")) != bool(tta):
+        raise ValueError(f"{calibration} was fitted with tta={cal.get('tta')}, but the run scores with tta={tta}")
+    net = serving_model(keras_model, tta)
+    shutil.rmtree(saved_model, ignore_errors=True)
+    write_saved_model(net, size, saved_model)
+    write_onnx(net, size, onnx)
+    write_tflite(saved_model, tflite)
+    paths = {"saved_model": saved_model, "onnx": onnx, "tflite": tflite}
+    files = {fmt: {"path": Path(p).name, **({"sha256": sha256_file(p)} if fmt != "saved_model" else {})}
+             for fmt, p in paths.items()}  # fmt: skip
+    info = serving_info(
+        run=run,
+        model=model,
+        info=models.info(keras_model),
+        tta=tta,
+        calibration=cal,
+        thresholds=json.loads(Path(thresholds).read_text())["max_f1"],
+        files=files,
+    )
+
+    test = prediction_table.read(predictions, "test")
+    reference = dict(zip(test["image_index"], test[prediction_table.SCORES].to_numpy(np.float64)))
+    checked = {}
+    for fmt in FORMATS:
+        predict = LOADERS[fmt](paths[fmt])
+        checked[fmt] = parity(predict, reference, first_test_images(test_manifest, batch_size, parity_images), cal)
+        checked[fmt]["max_allowed"] = max_difference[fmt]
+        log.info("%s: largest difference from the evaluation's scores %.2e over %d test images",
+                 fmt, checked[fmt]["max_abs_diff"], checked[fmt]["images"])  # fmt: skip
+    report = {"run": run, "reference": "the evaluation's test scores (predictions.parquet)", "formats": checked}
+    bad = {f: c for f, c in checked.items() if c["max_abs_diff"] > c["max_allowed"]}
+    if bad:
+        raise ParityError(
+            "; ".join(
+                f"{f}: {c['worst_image']} {c['worst_finding']} differs from the Keras model's score by "
+                f"{c['max_abs_diff']:.2e} (at most {c['max_allowed']:.0e} allowed, export.max_difference)"
+                for f, c in bad.items()
+            )
+        )
+    write_json(info, serving)
+    write_json(report, parity_report)

@@ -1,0 +1,175 @@
+"""The export step: SavedModel, ONNX and TFLite that give the evaluation's scores, loaded as their users
+load them, and `cxr14 predict --model model.onnx` answering as the Keras model does."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import NIH_SAMPLE, REPO, needs_shared
+from cxr14.config import defaults
+from cxr14.constants import FINDINGS
+from cxr14.images import read_gray, resize
+
+PROBS = [f"p_{f}" for f in FINDINGS]
+
+
+def export_evaluated(root, out, **overrides):
+    """The export step on the `evaluated` run (TTA on, 128 px) into `out`; its output paths."""
+    from cxr14.export import export
+
+    paths = {
+        "saved_model": out / "saved_model",
+        "onnx": out / "model.onnx",
+        "tflite": out / "model.tflite",
+        "serving": out / "serving.json",
+        "parity_report": out / "parity.json",
+    }
+    settings = {**defaults("export"), "parity_images": None, **overrides}
+    export(
+        model=root / "model/model.keras",
+        calibration=root / "eval/calibration.json",
+        thresholds=root / "eval/thresholds.json",
+        predictions=overrides.pop("predictions", root / "eval/predictions.parquet"),
+        test_manifest=root / "shards/test/manifest.json",
+        **paths,
+        run="spots",
+        tta=True,
+        batch_size=32,
+        **{k: settings[k] for k in ("parity_images", "max_difference")},
+    )
+    return paths
+
+
+@pytest.fixture(scope="module")
+def exported(evaluated, tmp_path_factory):
+    root, _, _ = evaluated
+    return root, export_evaluated(root, tmp_path_factory.mktemp("export") / "export")
+
+
+@needs_shared
+def test_tta_views_are_the_affine_transforms_they_replace():
+    """The TTA views, now two matrix products each (which ONNX and TFLite take), are keras's bilinear
+    affine transforms with edges extended, on a real NIH image at both sizes the workflow uses."""
+    import keras
+
+    from cxr14.inference import TTA_VIEWS, tta_views
+
+    gray = read_gray((NIH_SAMPLE / "00000001_000.png").read_bytes())
+    for size in (64, 224):
+        x = resize(gray, size).astype(np.float32)[None, ..., None]
+        centre = (size - 1) / 2
+        for (dx, dy, scale), view in zip(TTA_VIEWS, tta_views(x)):
+            shift = centre * (1 - 1 / scale)
+            transform = np.array([1 / scale, 0, shift - dx * size, 0, 1 / scale, shift - dy * size, 0, 0], np.float32)
+            affine = keras.ops.image.affine_transform(x, transform, interpolation="bilinear", fill_mode="nearest")
+            assert np.abs(np.asarray(view) - np.asarray(affine)).max() < 2e-3  # of 255 grey levels
+
+
+def test_every_format_gives_the_evaluations_scores(exported):
+    """Each format, loaded as its users load it, scores every test image within 1e-4 of the evaluation
+    (the Keras model with TTA), and serving.json carries what a server needs beside it."""
+    import onnxruntime
+    import tensorflow as tf
+
+    root, paths = exported
+    report = json.loads(paths["parity_report"].read_text())["formats"]
+    assert set(report) == {"saved_model", "onnx", "tflite"}
+    for fmt, checked in report.items():
+        assert checked["images"] == 96 and checked["max_abs_diff"] <= 1e-4, fmt
+    serving = json.loads(paths["serving"].read_text())
+    assert serving["tta"] is True and len(serving["tta_views"]) == 5 and serving["labels"] == list(FINDINGS)
+    assert serving["input"]["shape"] == [None, 128, 128, 1] and serving["model"]["backbone"] == "small_cnn"
+    assert serving["operating_points"] == json.loads((root / "eval/thresholds.json").read_text())["max_f1"]
+    assert serving["calibration"] == json.loads((root / "eval/calibration.json").read_text())
+    assert "not a medical device" in serving["disclaimer"]
+
+    test = pd.read_parquet(root / "eval/predictions.parquet").query("split == 'test'").head(8)
+    x = np.stack([resize(read_gray((root / "images/images_01" / n).read_bytes()), 128) for n in test.image_index])
+    x = x.astype(np.float32)[..., None]
+    want = test[PROBS].to_numpy()
+    saved = tf.saved_model.load(str(paths["saved_model"])).signatures["serving_default"]
+    np.testing.assert_allclose(saved(image=tf.constant(x))["findings"].numpy(), want, atol=1e-4)
+    session = onnxruntime.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image"] and session.get_inputs()[0].shape[1:] == [128, 128, 1]
+    np.testing.assert_allclose(session.run(["findings"], {"image": x})[0], want, atol=1e-4)
+    interpreter = tf.lite.Interpreter(model_path=str(paths["tflite"]))
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    np.testing.assert_allclose(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), want, atol=1e-4)
+
+
+def predict_cli(*args, check=True):
+    command = [sys.executable, "-m", "cxr14.cli", "predict", *map(str, args)]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    assert not check or proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_predict_with_the_onnx_model_answers_as_the_keras_model(exported, tmp_path):
+    """`cxr14 predict --model model.onnx` (serving.json beside it: calibration, operating points) writes
+    what `--model model.keras` with the run's calibration and thresholds writes: the run's own test
+    PNGs and the real NIH sample (full-size, other statistics) alike."""
+    root, paths = exported
+    images = sorted((root / "images/images_01").glob("*.png"))[-6:]
+    if NIH_SAMPLE.is_dir():
+        images += sorted(NIH_SAMPLE.glob("*.png"))
+    cal, thr = root / "eval/calibration.json", root / "eval/thresholds.json"
+    keras_csv, onnx_csv = tmp_path / "keras.csv", tmp_path / "onnx.csv"
+    predict_cli(*images, "--model", root / "model/model.keras", "--calibration", cal, "--thresholds", thr,
+                "--out", keras_csv)  # fmt: skip
+    proc = predict_cli(*images, "--model", paths["onnx"], "--out", onnx_csv)
+    assert "calibrated probabilities, with TTA" in proc.stderr
+    a, b = pd.read_csv(keras_csv), pd.read_csv(onnx_csv)
+    assert list(a.image) == list(b.image) and len(a) == len(images)
+    raw = [f"raw_{f}" for f in FINDINGS]
+    np.testing.assert_allclose(b[raw].to_numpy(), a[raw].to_numpy(), atol=1e-4)
+    np.testing.assert_allclose(b[PROBS].to_numpy(), a[PROBS].to_numpy(), atol=1e-3)
+    assert list(b.findings.fillna("")) == list(a.findings.fillna(""))
+
+
+def test_an_onnx_model_is_served_only_with_its_own_serving_json(exported, tmp_path):
+    root, paths = exported
+    image = sorted((root / "images/images_01").glob("*.png"))[0]
+    proc = predict_cli(image, "--model", paths["onnx"], "--calibration", root / "eval/calibration.json", check=False)
+    assert proc.returncode != 0 and "operating points and calibration are its serving.json" in proc.stderr
+    proc = predict_cli(image, "--model", paths["onnx"], "--gradcam-dir", tmp_path / "cams", check=False)
+    assert proc.returncode == 2 and "Grad-CAM needs the Keras model" in proc.stderr
+    alone = tmp_path / "alone" / "model.onnx"
+    alone.parent.mkdir()
+    shutil.copy(paths["onnx"], alone)
+    proc = predict_cli(image, "--model", alone, check=False)
+    assert proc.returncode != 0 and "no serving.json beside it" in proc.stderr
+    shutil.copy(paths["serving"], alone.parent)
+    alone.write_bytes(alone.read_bytes() + b"\0")
+    proc = predict_cli(image, "--model", alone, check=False)
+    assert proc.returncode != 0 and "describes another model" in proc.stderr
+
+
+def test_an_export_that_differs_fails_and_leaves_no_report(evaluated, tmp_path):
+    """When a format's scores are past the limit on one image (here: the reference moved by 1e-3 on
+    one image), the step names the format, the image and the difference, and writes no report."""
+    from cxr14.export import ParityError
+
+    root, _, _ = evaluated
+    table = pd.read_parquet(root / "eval/predictions.parquet")
+    moved = table.index[(table.split == "test")][3]
+    table.loc[moved, "p_Cardiomegaly"] = np.clip(table.loc[moved, "p_Cardiomegaly"] - 1e-3, 0, 1)
+    table.to_parquet(tmp_path / "moved.parquet", index=False)
+    name = table.loc[moved, "image_index"]
+    with pytest.raises(ParityError, match=rf"saved_model: {name} Cardiomegaly differs .* by 1\.00e-03"):
+        export_evaluated(root, tmp_path / "export", predictions=tmp_path / "moved.parquet")
+    assert not (tmp_path / "export/parity.json").exists() and not (tmp_path / "export/serving.json").exists()
+
+
+def test_the_app_refuses_an_onnx_model(exported):
+    _, paths = exported
+    proc = subprocess.run([sys.executable, "-m", "cxr14.cli", "app", "--model", str(paths["onnx"])],
+                          capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert proc.returncode == 2 and "Grad-CAM, which needs the Keras model" in proc.stderr
