@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import cv2
@@ -44,16 +45,23 @@ def make_examples(folder: Path, size: int = 512) -> list[str]:
 
 class Analysis:
     """What the page shows for one upload and run. The session state keeps the upload at full
-    resolution, so another run (of another input size) or another finding can be shown for it."""
+    resolution, so another run (of another input size) or another finding can be shown for it.
+
+    Several uploads are worked on at once (the queue's concurrency): each is read and checked on its
+    own, so a refused file never waits behind a model, while each run's model takes one image at a
+    time (a lock per run): its memory is that of one forward and backward pass, however many wait."""
 
     def __init__(self, runs: dict[str, tuple], max_mb: float, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS):
         self.runs = runs  # run -> (model, thresholds or None, calibration or None)
         self.max_mb, self.max_megapixels = max_mb, max_megapixels
         self._loaded: dict[str, Predictor] = {}
+        self._locks = {run: threading.Lock() for run in runs}
+        self._loading = threading.Lock()
 
     def predictor(self, run: str) -> Predictor:
-        if run not in self._loaded:
-            self._loaded[run] = Predictor(*self.runs[run])
+        with self._loading:  # one copy of each model, however many uploads ask for it first
+            if run not in self._loaded:
+                self._loaded[run] = Predictor(*self.runs[run])
         return self._loaded[run]
 
     def describe(self, run: str, answered: bool = False) -> str:
@@ -106,13 +114,15 @@ class Analysis:
             return (f"**Could not read {path.name}:** {exc}. Upload a PNG, JPEG or DICOM chest X-ray.", *empty[1:])
         predictor = self.predictor(run)
         prepared = predictor.prepare(gray)
-        probs = predictor.predict(prepared[None])[0]
-        top = FINDINGS[int(np.argmax(probs))]
+        with self._locks[run]:
+            probs = predictor.predict(prepared[None])[0]
+            top = FINDINGS[int(np.argmax(probs))]
+            overlay = predictor.explain(prepared, top, DISPLAY_SIZE)
         return (
             self.describe(run, answered=True),
             {f: float(p) for f, p in zip(FINDINGS, probs)},
             self.findings_markdown(predictor, probs),
-            predictor.explain(prepared, top, DISPLAY_SIZE),
+            overlay,
             top,
             gray,
         )
@@ -121,7 +131,9 @@ class Analysis:
         if gray is None or not finding:
             return None
         predictor = self.predictor(run)
-        return predictor.explain(predictor.prepare(np.asarray(gray, np.uint8)), finding, DISPLAY_SIZE)
+        prepared = predictor.prepare(np.asarray(gray, np.uint8))
+        with self._locks[run]:
+            return predictor.explain(prepared, finding, DISPLAY_SIZE)
 
 
 def build(
@@ -130,8 +142,11 @@ def build(
     max_mb: float = DEFAULT_MAX_MB,
     examples_dir: Path | None = None,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    concurrency: int = 2,
+    queue_size: int = 64,
 ):
-    """The page for `runs` (name -> (model, thresholds, calibration)), showing `first` until another is picked."""
+    """The page for `runs` (name -> (model, thresholds, calibration)), showing `first` until another is
+    picked; `concurrency` uploads worked on at once (all events share it), `queue_size` waiting."""
     import gradio as gr
 
     analysis = Analysis(runs, max_mb, max_megapixels)
@@ -160,11 +175,12 @@ def build(
                 heatmap = gr.Image(label="Where the model looked (Grad-CAM)", type="numpy", elem_id="heatmap")
         gr.Markdown(DISCLAIMER, elem_classes=["cxr14-disclaimer"])
         outputs = [status, label, table, heatmap, choose, state]
-        upload.change(analysis.analyse, inputs=[upload, run], outputs=outputs)
-        run.change(analysis.analyse, inputs=[upload, run], outputs=outputs)
-        run.change(analysis.describe, inputs=run, outputs=info)
-        choose.input(analysis.explain, inputs=[choose, state, run], outputs=heatmap)
-    return demo
+        shared = {"concurrency_id": "cxr14", "concurrency_limit": concurrency}
+        upload.change(analysis.analyse, inputs=[upload, run], outputs=outputs, api_name="analyse", **shared)
+        run.change(analysis.analyse, inputs=[upload, run], outputs=outputs, api_name="analyse_again", **shared)
+        run.change(analysis.describe, inputs=run, outputs=info, api_name="describe", **shared)
+        choose.input(analysis.explain, inputs=[choose, state, run], outputs=heatmap, api_name="explain", **shared)
+    return demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
 
 
 def main(args) -> int:
@@ -172,7 +188,10 @@ def main(args) -> int:
         print(f"{args.model}: the app shows Grad-CAM, which needs the Keras model; give model.keras", file=sys.stderr)
         return 2
     runs, first = served(args.run, args.model, args.thresholds, args.calibration)
-    demo = build(runs, first, args.max_mb, max_megapixels=args.max_megapixels)
+    demo = build(runs, first, args.max_mb, max_megapixels=args.max_megapixels, concurrency=args.concurrency,
+                 queue_size=args.queue_size)  # fmt: skip
     host = "0.0.0.0" if args.share_on_network else "127.0.0.1"
-    demo.launch(server_name=host, server_port=args.port, css=CSS, share=False, show_error=True)
+    # Gradio refuses a larger upload as it arrives, before it is written to disk.
+    limit = int(args.max_mb * 2**20)
+    demo.launch(server_name=host, server_port=args.port, css=CSS, share=False, show_error=True, max_file_size=limit)
     return 0

@@ -82,6 +82,20 @@ def parser() -> argparse.ArgumentParser:
         default=app_defaults["share_on_network"],
         help="listen on all interfaces, not only 127.0.0.1",
     )
+    a.add_argument(
+        "--concurrency",
+        type=int,
+        default=app_defaults["concurrency"],
+        metavar="N",
+        help="uploads worked on at once; each run's model takes one at a time (default: %(default)s)",
+    )
+    a.add_argument(
+        "--queue-size",
+        type=int,
+        default=app_defaults["queue_size"],
+        metavar="N",
+        help="uploads that may wait; past that the page says the queue is full (default: %(default)s)",
+    )
     _limits(a, "refuse uploads")
     a.set_defaults(main=lambda a: __import__("cxr14.app", fromlist=["main"]).main(a))
 

@@ -18,7 +18,10 @@ rule app:
         run=config["app"]["run"] or (REFERENCE if REFERENCE in TRAINED else TRAINED[0]),
         port=config["app"]["port"],
         share="--share-on-network" if config["app"]["share_on_network"] else "",
+        concurrency=config["app"]["concurrency"],
+        queue_size=config["app"]["queue_size"],
         root=workflow.basedir,
     shell:
         "PYTHONPATH={params.root}${{PYTHONPATH:+:$PYTHONPATH}} python -m cxr14.cli app --run {params.run} "
-        "--port {params.port} {params.share} 2>&1 | tee {log}"
+        "--port {params.port} --concurrency {params.concurrency} --queue-size {params.queue_size} "
+        "{params.share} 2>&1 | tee {log}"

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cxr14.loadtest import png_bomb  # noqa: F401  (the tests' decompression bomb)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 NIH_METADATA = SHARED / "nih-metadata"
@@ -176,20 +178,6 @@ def http_mirror(tmp_path):
     root.mkdir()
     with serve(root) as (url, faults):
         yield url, root, faults
-
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid PNG whose header declares width x height 8-bit gray pixels, with a little compressed
-    data: the decompression bomb a size limit on bytes does not catch."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    rows = zlib.compress((b"\0" + b"\x80" * width) * 64, 9)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
 def easy_example(rng, size):

@@ -1,16 +1,12 @@
 """The web app (cxr14/app.py, `cxr14 app`): bad uploads refused while it keeps serving, the chosen run
 answers, and the page in a real browser."""
 
-import os
 import shutil
-import socket
-import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import REPO, png_bomb
+from conftest import NIH_SAMPLE, REPO, png_bomb
 from cxr14.constants import FINDINGS
 
 
@@ -52,36 +48,18 @@ def test_app_answers_with_the_chosen_run(served, workdir_with_runs, monkeypatch)
         served_runs("zz", None, None)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_app_in_a_real_browser(served, workdir_with_runs, tmp_path):
     chromium = shutil.which("chromium")
     if chromium is None:
         pytest.skip("Debian's chromium is not installed (./run.sh test installs it where it can)")
     from playwright.sync_api import sync_playwright
 
+    from cxr14 import loadtest
+
     root, _ = served
-    port = _free_port()
-    app = subprocess.Popen(
-        [sys.executable, "-m", "cxr14.cli", "app", "--port", str(port)],
-        cwd=workdir_with_runs,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert app.poll() is None, app.stdout.read()
-            time.sleep(0.5)
+    port = loadtest.free_port()
+    command = [sys.executable, "-m", "cxr14.cli", "app", "--port", str(port)]
+    with loadtest.running_app(command, port, cwd=workdir_with_runs, env={"PYTHONPATH": str(REPO)}) as app:
         good = sorted((root / "images/images_01").glob("*.png"))[0]
         with sync_playwright() as p:
             browser = p.chromium.launch(
@@ -109,6 +87,34 @@ def test_app_in_a_real_browser(served, workdir_with_runs, tmp_path):
             page.get_by_text("Could not read bad.png").wait_for(timeout=60_000)
             browser.close()
         assert app.poll() is None
-    finally:
-        app.terminate()
-        app.wait(timeout=30)
+
+
+def test_the_app_under_load_answers_every_good_upload_and_refuses_every_bad_one(served, tmp_path):
+    """Concurrent clients upload real-sized radiographs (1024 and 3,000 px PNGs, a 16-bit DICOM) the way
+    the page does while others send bombs, junk, an empty file and a file past --max-mb: every good
+    upload is answered, every bad one refused with its reason, and the app still serves afterwards.
+    Timings and memory are the benchmark's (bench/bench_app.py), not asserted here."""
+    from cxr14 import loadtest
+
+    root, _ = served
+    sample = NIH_SAMPLE / "00000001_000.png"
+    files = loadtest.upload_files(tmp_path / "uploads", 16, sample if sample.exists() else None)
+    port = loadtest.free_port()
+    command = [sys.executable, "-m", "cxr14.cli", "app", "--model", str(root / "model.keras"), "--port", str(port),
+               "--max-mb", "16", "--concurrency", "2"]  # fmt: skip
+    plan = loadtest.mixed_plan(files, clients=3, rounds=1, hostile_clients=2)
+    with loadtest.running_app(command, port, env={"PYTHONPATH": str(REPO)}) as app:
+        outcomes = loadtest.drive(f"http://127.0.0.1:{port}/", plan, "model", deadline_s=240)
+        assert loadtest.answers(f"http://127.0.0.1:{port}/") and app.poll() is None
+    assert len(outcomes) == sum(map(len, plan))
+    reasons = {
+        "png_bomb": "30000 x 30000 pixels", "jpeg_bomb": "60000 x 60000 pixels", "junk": "not a PNG, JPEG or DICOM",
+        "empty": "empty file", "text_as_dicom": "not a PNG, JPEG or DICOM", "too_large": "HTTP 413",
+    }  # fmt: skip
+    for o in outcomes:
+        if o.kind in loadtest.GOOD:
+            assert o.answered and o.message.startswith("Answered by run **model**"), o
+        else:
+            assert not o.answered and reasons[o.kind] in o.message, o
+    with pytest.raises(ValueError, match="only drives an app on this machine"):
+        loadtest.check_loopback("http://192.0.2.1:7860/")

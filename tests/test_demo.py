@@ -20,8 +20,8 @@ def demo_run(tmp_path_factory):
     wd = tmp_path_factory.mktemp("demo")
     base = yaml.safe_load((REPO / "config/demo.yaml").read_text())
     base["archive_catalog"] = {i: {"images": 70} for i in range(1, 13)}
-    base["shards"] = {"image_size": 64, "images_per_shard": 200}
-    base["train"].update({"epochs": 14, "deterministic": True})
+    base["shards"] = {"image_size": 64, "images_per_shard": 1000}  # one shard per split: fewer TF-importing jobs
+    base["train"].update({"epochs": 8, "deterministic": True})  # val mean AUROC ~0.98 by epoch 6
     base["evaluate"].update({"n_boot": 50, "gallery_k": 1})
     base["demo"]["site_patients"] = 150
     (wd / "test.yaml").write_text(yaml.safe_dump(base, sort_keys=False))  # the first run is the reference
