@@ -28,12 +28,10 @@ def exported(backbone: str, size: int, folder: Path, tta: bool) -> tuple[dict, f
     from cxr14 import export, models
 
     net = export.serving_model(models.build(backbone, size, "none", dropout=0.0), tta)
-    start = time.perf_counter()
-    export.write_saved_model(net, size, folder / "saved_model")
-    export.write_onnx(net, size, folder / "model.onnx")
-    export.write_tflite(folder / "saved_model", folder / "model.tflite")
-    took = time.perf_counter() - start
     paths = {"saved_model": folder / "saved_model", "onnx": folder / "model.onnx", "tflite": folder / "model.tflite"}
+    start = time.perf_counter()
+    export.write_formats(net, size, paths)
+    took = time.perf_counter() - start
     loaded = {fmt: export.LOADERS[fmt](path) for fmt, path in paths.items()}
     return {"keras": lambda x: np.asarray(net.predict_on_batch(x)), **loaded}, took
 

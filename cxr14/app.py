@@ -3,10 +3,13 @@ model looked. Research use only; the page says so at the top and bottom."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -20,6 +23,7 @@ from .inference import Predictor, served
 log = logging.getLogger(__name__)
 
 DISPLAY_SIZE = 448  # the Grad-CAM overlay is enlarged to this for viewing
+KEEP_FILES_S = 3600  # uploads and overlays older than this are deleted from the server's disk
 CSS = ".cxr14-disclaimer {background:#fff3cd; border:1px solid #e0c36c; padding:.5em 1em; font-weight:600}"
 
 
@@ -57,12 +61,33 @@ class Analysis:
         self._loaded: dict[str, Predictor] = {}
         self._locks = {run: threading.Lock() for run in runs}
         self._loading = threading.Lock()
+        self.overlays = Path(tempfile.mkdtemp(prefix="cxr14-overlays-"))
+        self._pruned = time.monotonic()
 
     def predictor(self, run: str) -> Predictor:
         with self._loading:  # one copy of each model, however many uploads ask for it first
             if run not in self._loaded:
                 self._loaded[run] = Predictor(*self.runs[run])
         return self._loaded[run]
+
+    def overlay_file(self, rgb) -> str | None:
+        """An overlay as a PNG file for the page, named by its content and written whole before it
+        appears. (Given an array, Gradio rewrites the image in place in its cache, so two clients
+        shown the same image at once could download it half-written: the load test found that.)"""
+        if rgb is None:
+            return None
+        data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))[1].tobytes()
+        path = self.overlays / f"gradcam-{hashlib.sha256(data).hexdigest()[:24]}.png"
+        if not path.exists():  # two uploads with the same overlay each write their own, then rename
+            with tempfile.NamedTemporaryFile(dir=self.overlays, suffix=".partial", delete=False) as staged:
+                staged.write(data)
+            os.replace(staged.name, path)
+        if time.monotonic() - self._pruned > KEEP_FILES_S / 6:
+            self._pruned = time.monotonic()
+            for old in self.overlays.glob("gradcam-*.png"):
+                if time.time() - old.stat().st_mtime > KEEP_FILES_S:
+                    old.unlink(missing_ok=True)
+        return str(path)
 
     def describe(self, run: str, answered: bool = False) -> str:
         info = self.predictor(run).info
@@ -151,7 +176,10 @@ def build(
 
     analysis = Analysis(runs, max_mb, max_megapixels)
     examples = make_examples(examples_dir or Path(tempfile.gettempdir()) / "cxr14-examples")
-    with gr.Blocks(title="cxr14: chest X-ray findings (research use only)") as demo:
+    # Uploads and overlays are files in Gradio's cache: those older than KEEP_FILES_S are deleted.
+    with gr.Blocks(
+        title="cxr14: chest X-ray findings (research use only)", delete_cache=(KEEP_FILES_S // 6, KEEP_FILES_S)
+    ) as demo:
         gr.Markdown(f"# cxr14\n{DISCLAIMER}", elem_classes=["cxr14-disclaimer"], elem_id="disclaimer")
         state = gr.State(None)
         with gr.Row():
@@ -172,14 +200,22 @@ def build(
                 table = gr.Markdown(elem_id="findings-table")
             with gr.Column():
                 choose = gr.Dropdown(choices=list(FINDINGS), label="Grad-CAM for", elem_id="gradcam-choice")
-                heatmap = gr.Image(label="Where the model looked (Grad-CAM)", type="numpy", elem_id="heatmap")
+                heatmap = gr.Image(label="Where the model looked (Grad-CAM)", type="filepath", elem_id="heatmap")
         gr.Markdown(DISCLAIMER, elem_classes=["cxr14-disclaimer"])
+
+        def analyse(file, run):
+            status, label, table, overlay, top, gray = analysis.analyse(file, run)
+            return status, label, table, analysis.overlay_file(overlay), top, gray
+
+        def explain(finding, gray, run):
+            return analysis.overlay_file(analysis.explain(finding, gray, run))
+
         outputs = [status, label, table, heatmap, choose, state]
         shared = {"concurrency_id": "cxr14", "concurrency_limit": concurrency}
-        upload.change(analysis.analyse, inputs=[upload, run], outputs=outputs, api_name="analyse", **shared)
-        run.change(analysis.analyse, inputs=[upload, run], outputs=outputs, api_name="analyse_again", **shared)
+        upload.change(analyse, inputs=[upload, run], outputs=outputs, api_name="analyse", **shared)
+        run.change(analyse, inputs=[upload, run], outputs=outputs, api_name="analyse_again", **shared)
         run.change(analysis.describe, inputs=run, outputs=info, api_name="describe", **shared)
-        choose.input(analysis.explain, inputs=[choose, state, run], outputs=heatmap, api_name="explain", **shared)
+        choose.input(explain, inputs=[choose, state, run], outputs=heatmap, api_name="explain", **shared)
     return demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
 
 

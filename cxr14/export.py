@@ -234,6 +234,37 @@ def parity(predict, reference, batches, calibration: dict) -> dict:
             "seconds": round(seconds, 3)}  # fmt: skip
 
 
+def write_formats(net, size: int, paths: dict) -> dict:
+    """The three files (`paths`: format -> path) of one serving model; serving.json's `files` entry."""
+    shutil.rmtree(paths["saved_model"], ignore_errors=True)
+    write_saved_model(net, size, paths["saved_model"])
+    write_onnx(net, size, paths["onnx"])
+    write_tflite(paths["saved_model"], paths["tflite"])
+    return {fmt: {"path": Path(path).name, **({"sha256": sha256_file(path)} if fmt != "saved_model" else {})}
+            for fmt, path in paths.items()}  # fmt: skip
+
+
+def check_parity(paths: dict, reference: dict, images, calibration: dict, max_difference: dict) -> dict:
+    """Each format loaded from `paths` as its users load it, compared (`parity`) with the `reference`
+    scores on the `images()` batches; ParityError naming the image when one is past its limit."""
+    checked = {}
+    for fmt, path in paths.items():
+        checked[fmt] = {**parity(LOADERS[fmt](path), reference, images(), calibration),
+                        "max_allowed": max_difference[fmt]}  # fmt: skip
+        log.info("%s: largest difference from the evaluation's scores %.2e over %d test images",
+                 fmt, checked[fmt]["max_abs_diff"], checked[fmt]["images"])  # fmt: skip
+    bad = {f: c for f, c in checked.items() if c["max_abs_diff"] > c["max_allowed"]}
+    if bad:
+        raise ParityError(
+            "; ".join(
+                f"{f}: {c['worst_image']} {c['worst_finding']} differs from the Keras model's score by "
+                f"{c['max_abs_diff']:.2e} (at most {c['max_allowed']:.0e} allowed, export.max_difference)"
+                for f, c in bad.items()
+            )
+        )
+    return checked
+
+
 def export(
     *,
     model,
@@ -253,52 +284,26 @@ def export(
     max_difference: dict,
     threads=None,
 ) -> None:
-    """Export the run's model in the three formats, write serving.json, then load each as its users do,
-    score the first `parity_images` test images (all with None) and compare with the evaluation's
-    scores (`predictions`); a format past its `max_difference` fails the step, naming the image."""
+    """Export the run's model in the three formats, then load each as its users do, score the first
+    `parity_images` test images (all with None) and compare with the evaluation's scores
+    (`predictions`): a format past its `max_difference` fails the step, naming the image; else
+    serving.json and parity.json."""
     use_threads(threads)
     keras_model = models.load(model)
-    size = int(models.info(keras_model)["image_size"])
+    info = models.info(keras_model)
     cal = json.loads(Path(calibration).read_text())
     check_model(cal, model)
     if bool(cal.get("tta")) != bool(tta):
         raise ValueError(f"{calibration} was fitted with tta={cal.get('tta')}, but the run scores with tta={tta}")
-    net = serving_model(keras_model, tta)
-    shutil.rmtree(saved_model, ignore_errors=True)
-    write_saved_model(net, size, saved_model)
-    write_onnx(net, size, onnx)
-    write_tflite(saved_model, tflite)
     paths = {"saved_model": saved_model, "onnx": onnx, "tflite": tflite}
-    files = {fmt: {"path": Path(p).name, **({"sha256": sha256_file(p)} if fmt != "saved_model" else {})}
-             for fmt, p in paths.items()}  # fmt: skip
-    info = serving_info(
-        run=run,
-        model=model,
-        info=models.info(keras_model),
-        tta=tta,
-        calibration=cal,
-        thresholds=json.loads(Path(thresholds).read_text())["max_f1"],
-        files=files,
-    )
-
+    files = write_formats(serving_model(keras_model, tta), int(info["image_size"]), paths)
     test = prediction_table.read(predictions, "test")
     reference = dict(zip(test["image_index"], test[prediction_table.SCORES].to_numpy(np.float64)))
-    checked = {}
-    for fmt in FORMATS:
-        predict = LOADERS[fmt](paths[fmt])
-        checked[fmt] = parity(predict, reference, first_test_images(test_manifest, batch_size, parity_images), cal)
-        checked[fmt]["max_allowed"] = max_difference[fmt]
-        log.info("%s: largest difference from the evaluation's scores %.2e over %d test images",
-                 fmt, checked[fmt]["max_abs_diff"], checked[fmt]["images"])  # fmt: skip
-    report = {"run": run, "reference": "the evaluation's test scores (predictions.parquet)", "formats": checked}
-    bad = {f: c for f, c in checked.items() if c["max_abs_diff"] > c["max_allowed"]}
-    if bad:
-        raise ParityError(
-            "; ".join(
-                f"{f}: {c['worst_image']} {c['worst_finding']} differs from the Keras model's score by "
-                f"{c['max_abs_diff']:.2e} (at most {c['max_allowed']:.0e} allowed, export.max_difference)"
-                for f, c in bad.items()
-            )
-        )
-    write_json(info, serving)
-    write_json(report, parity_report)
+    checked = check_parity(
+        paths, reference, lambda: first_test_images(test_manifest, batch_size, parity_images), cal, max_difference
+    )
+    operating_points = json.loads(Path(thresholds).read_text())["max_f1"]
+    write_json(serving_info(run=run, model=model, info=info, tta=tta, calibration=cal, thresholds=operating_points,
+                            files=files), serving)  # fmt: skip
+    write_json({"run": run, "reference": "the evaluation's test scores (predictions.parquet)", "formats": checked},
+               parity_report)  # fmt: skip
