@@ -87,6 +87,11 @@ def load_calibration(path, model_path) -> dict | None:
     return calibration
 
 
+class NoTrainedRun(LookupError):
+    """Nothing to serve: no trained run on disk, not the one asked for, or an exported model without
+    its own serving.json; the message says which (the command prints it, no traceback)."""
+
+
 SERVING_INPUT, SERVING_OUTPUT = "image", "findings"  # the names in every format the export step writes
 SERVING = "serving.json"  # what the export step writes beside its models
 
@@ -109,11 +114,11 @@ def exported(model_path) -> dict:
 
     path = Path(model_path).with_name(SERVING)
     if not path.is_file():
-        raise FileNotFoundError(f"{model_path}: no {SERVING} beside it; use the export step's folder as it is")
+        raise NoTrainedRun(f"{model_path}: no {SERVING} beside it; use the export step's folder as it is")
     serving = json.loads(path.read_text())
     want = serving["files"]["onnx"]["sha256"]
     if Path(model_path).name != serving["files"]["onnx"]["path"] or sha256_file(model_path) != want:
-        raise ValueError(f"{path} describes another model than {model_path} (sha256 {want[:12]}...)")
+        raise NoTrainedRun(f"{path} describes another model than {model_path} (sha256 {want[:12]}...)")
     return serving
 
 
@@ -129,7 +134,7 @@ class Predictor:
         self.onnx = Path(model_path).suffix.lower() == ".onnx"
         if self.onnx:
             if thresholds_path or calibration_path:
-                raise ValueError(f"{model_path}: an ONNX model's operating points and calibration are its {SERVING}")
+                raise NoTrainedRun(f"{model_path}: an ONNX model's operating points and calibration are its {SERVING}")
             serving = exported(model_path)
             self.model, self.session = None, load_onnx(model_path)
             self.info = serving["model"]
@@ -193,10 +198,6 @@ class Predictor:
             gray = cv2.resize(gray, shape, interpolation=cv2.INTER_LINEAR)
             cam = cv2.resize(cam, shape, interpolation=cv2.INTER_LINEAR)
         return overlay(gray, cam)
-
-
-class NoTrainedRun(LookupError):
-    """Nothing to serve: no trained run on disk, or not the one asked for; the message says which."""
 
 
 def on_disk() -> dict[str, tuple[str, str | None, str | None]]:
