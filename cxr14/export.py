@@ -31,7 +31,6 @@ from .inference import TTA_VIEWS, load_onnx, tta_views
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("saved_model", "onnx", "tflite")
 ONNX_OPSET = 17
 
 
@@ -207,31 +206,34 @@ def first_test_images(manifest, batch_size: int, limit: int | None):
 SATURATED = 1e-6
 
 
-def parity(predict, reference, batches, calibration: dict) -> dict:
-    """How far one export's scores are from the evaluation's `reference` scores (image -> (14,)) over
-    `batches`: the largest raw difference (checked) with its image and finding, the largest calibrated
-    one where the reference is not SATURATED (recorded: a calibration that moves a finding's logit far,
-    as the class-weight offset of a rare one does, magnifies float32 rounding near 0 and 1), and the
-    time the export took."""
-    worst = {"raw": 0.0, "calibrated": 0.0, "image": None, "finding": None}
-    images, saturated, seconds = 0, 0, 0.0
-    for names, x in batches:
-        start = time.perf_counter()
-        got = np.asarray(predict(x), np.float64)
-        seconds += time.perf_counter() - start
-        want = np.stack([reference[n] for n in names]).astype(np.float64)
+class Parity:
+    """How far one export's scores are from the evaluation's, accumulated batch by batch: the largest
+    raw difference (checked) with its image and finding, the largest calibrated one where the reference
+    is not SATURATED (recorded: a calibration that moves a finding's logit far, as the class-weight
+    offset of a rare one does, magnifies float32 rounding near 0 and 1), and the time the export took."""
+
+    def __init__(self, calibration: dict):
+        self.calibration = calibration
+        self.raw, self.calibrated, self.image, self.finding = 0.0, 0.0, None, None
+        self.images, self.saturated, self.seconds = 0, 0, 0.0
+
+    def add(self, names: list[str], got, want: np.ndarray, seconds: float) -> None:
+        got = np.asarray(got, np.float64)
         raw = np.abs(got - want)
-        if raw.max() > worst["raw"]:
+        if raw.max() > self.raw:
             row, col = np.unravel_index(raw.argmax(), raw.shape)
-            worst.update(raw=float(raw.max()), image=names[row], finding=FINDINGS[col])
+            self.raw, self.image, self.finding = float(raw.max()), names[row], FINDINGS[col]
         defined = np.abs(want - 0.5) < 0.5 - SATURATED
-        calibrated = np.abs(apply(calibration, got) - apply(calibration, want))[defined]
-        worst["calibrated"] = max(worst["calibrated"], float(calibrated.max(initial=0.0)))
-        images += len(names)
-        saturated += int((~defined).sum())
-    return {"max_abs_diff": worst["raw"], "worst_image": worst["image"], "worst_finding": worst["finding"],
-            "max_abs_diff_calibrated": worst["calibrated"], "saturated_scores": saturated, "images": images,
-            "seconds": round(seconds, 3)}  # fmt: skip
+        calibrated = np.abs(apply(self.calibration, got) - apply(self.calibration, want))[defined]
+        self.calibrated = max(self.calibrated, float(calibrated.max(initial=0.0)))
+        self.images += len(names)
+        self.saturated += int((~defined).sum())
+        self.seconds += seconds
+
+    def result(self) -> dict:
+        return {"max_abs_diff": self.raw, "worst_image": self.image, "worst_finding": self.finding,
+                "max_abs_diff_calibrated": self.calibrated, "saturated_scores": self.saturated,
+                "images": self.images, "seconds": round(self.seconds, 3)}  # fmt: skip
 
 
 def write_formats(net, size: int, paths: dict) -> dict:
@@ -244,15 +246,22 @@ def write_formats(net, size: int, paths: dict) -> dict:
             for fmt, path in paths.items()}  # fmt: skip
 
 
-def check_parity(paths: dict, reference: dict, images, calibration: dict, max_difference: dict) -> dict:
-    """Each format loaded from `paths` as its users load it, compared (`parity`) with the `reference`
-    scores on the `images()` batches; ParityError naming the image when one is past its limit."""
-    checked = {}
-    for fmt, path in paths.items():
-        checked[fmt] = {**parity(LOADERS[fmt](path), reference, images(), calibration),
-                        "max_allowed": max_difference[fmt]}  # fmt: skip
+def check_parity(paths: dict, reference: dict, batches, calibration: dict, max_difference: dict) -> dict:
+    """Each format loaded from `paths` as its users load it and compared (`Parity`) with the `reference`
+    scores (image -> (14,)) on the same `batches`, read once; ParityError naming the image when one is
+    past its limit."""
+    predict = {fmt: LOADERS[fmt](path) for fmt, path in paths.items()}
+    found = {fmt: Parity(calibration) for fmt in paths}
+    for names, x in batches:
+        want = np.stack([reference[n] for n in names]).astype(np.float64)
+        for fmt, measured in found.items():
+            start = time.perf_counter()
+            got = predict[fmt](x)
+            measured.add(names, got, want, time.perf_counter() - start)
+    checked = {fmt: {**measured.result(), "max_allowed": max_difference[fmt]} for fmt, measured in found.items()}
+    for fmt, c in checked.items():
         log.info("%s: largest difference from the evaluation's scores %.2e over %d test images",
-                 fmt, checked[fmt]["max_abs_diff"], checked[fmt]["images"])  # fmt: skip
+                 fmt, c["max_abs_diff"], c["images"])  # fmt: skip
     bad = {f: c for f, c in checked.items() if c["max_abs_diff"] > c["max_allowed"]}
     if bad:
         raise ParityError(
@@ -299,9 +308,8 @@ def export(
     files = write_formats(serving_model(keras_model, tta), int(info["image_size"]), paths)
     test = prediction_table.read(predictions, "test")
     reference = dict(zip(test["image_index"], test[prediction_table.SCORES].to_numpy(np.float64)))
-    checked = check_parity(
-        paths, reference, lambda: first_test_images(test_manifest, batch_size, parity_images), cal, max_difference
-    )
+    checked = check_parity(paths, reference, first_test_images(test_manifest, batch_size, parity_images), cal,
+                           max_difference)  # fmt: skip
     operating_points = json.loads(Path(thresholds).read_text())["max_f1"]
     write_json(serving_info(run=run, model=model, info=info, tta=tta, calibration=cal, thresholds=operating_points,
                             files=files), serving)  # fmt: skip

@@ -12,7 +12,6 @@ import ipaddress
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import threading
 import time
@@ -183,7 +182,6 @@ def summary(outcomes: list[Outcome], wall_s: float) -> dict:
         "refusal_p50_s": pct(refused, 50),
         "refusal_p95_s": pct(refused, 95),
         "good_per_s": len(good) / wall_s if wall_s else float("nan"),
-        "good_mean_s": statistics.fmean(good) if good else float("nan"),
     }
 
 
