@@ -156,13 +156,23 @@ def load_tflite(path, threads: int | None = None):
 LOADERS = {"saved_model": load_saved_model, "onnx": load_onnx, "tflite": load_tflite}
 
 
-def serving_info(*, run: str, model, info: dict, tta: bool, calibration: dict, thresholds: dict, files: dict) -> dict:
-    """serving.json: what a server needs beside any of the three files."""
+def serving_info(
+    *, run: str, model, info: dict, tta: bool, calibration: dict, thresholds: dict, files: dict, trained: dict
+) -> dict:
+    """serving.json: what a server needs beside any of the three files. `trained`: the run's training summary."""
+    device = trained.get("device", {})
     return {
         "run": run,
         "disclaimer": DISCLAIMER,
         "model_sha256": sha256_file(model),
         "model": info,
+        # Whatever the run trained in (mixed precision on GPUs), every format computes in float32, as the
+        # evaluation scored it.
+        "compute": {
+            "dtype": "float32",
+            "trained_in": device.get("precision", "float32"),
+            "trained_on_replicas": device.get("replicas", 1),
+        },
         "labels": list(FINDINGS),
         "input": {
             "name": INPUT,
@@ -277,6 +287,7 @@ def check_parity(paths: dict, reference: dict, batches, calibration: dict, max_d
 def export(
     *,
     model,
+    summary,
     calibration,
     thresholds,
     predictions,
@@ -293,7 +304,8 @@ def export(
     max_difference: dict,
     threads=None,
 ) -> None:
-    """Export the run's model in the three formats, then load each as its users do, score the first
+    """Export the run's model (`models.load`: in float32, whatever it trained in) in the three formats, then
+    load each as its users do, score the first
     `parity_images` test images (all with None) and compare with the evaluation's scores
     (`predictions`): a format past its `max_difference` fails the step, naming the image; else
     serving.json and parity.json."""
@@ -311,7 +323,8 @@ def export(
     checked = check_parity(paths, reference, first_test_images(test_manifest, batch_size, parity_images), cal,
                            max_difference)  # fmt: skip
     operating_points = json.loads(Path(thresholds).read_text())["max_f1"]
+    trained = json.loads(Path(summary).read_text())
     write_json(serving_info(run=run, model=model, info=info, tta=tta, calibration=cal, thresholds=operating_points,
-                            files=files), serving)  # fmt: skip
+                            files=files, trained=trained), serving)  # fmt: skip
     write_json({"run": run, "reference": "the evaluation's test scores (predictions.parquet)", "formats": checked},
                parity_report)  # fmt: skip

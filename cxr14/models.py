@@ -131,7 +131,7 @@ def build(backbone: str, image_size: int, weights: str | None, dropout: float) -
     features = _backbone(backbone, image_size, weights)(x)
     x = layers.GlobalAveragePooling2D(name="pool")(features)
     x = layers.Dropout(dropout, name="dropout")(x)
-    outputs = layers.Dense(len(FINDINGS), activation="sigmoid", dtype="float32", name="findings")(x)
+    outputs = layers.Dense(len(FINDINGS), activation="sigmoid", dtype="float32", name=HEAD)(x)
     return keras.Model(inputs, outputs, name=f"cxr14_{backbone}")
 
 
@@ -140,9 +140,45 @@ def info(model: keras.Model) -> dict:
     return model.get_layer("cxr14_info").info
 
 
-def load(path) -> keras.Model:
-    """A saved cxr14 model, for inference (no optimizer state needed)."""
-    return keras.saving.load_model(path, compile=False)
+HEAD = "findings"  # the 14-unit head: float32 whatever the rest computes in (a stable sigmoid and loss)
+
+
+def precision(model: keras.Model) -> str:
+    """The dtype policy the network computes in (its pooling layer's, set as every layer's but the head's)."""
+    return model.get_layer("pool").dtype_policy.name
+
+
+def _set_policies(node, policy: str) -> None:
+    """Every layer's dtype policy in a model config set to `policy`, the head's left alone."""
+    if isinstance(node, list):
+        for item in node:
+            _set_policies(item, policy)
+    elif isinstance(node, dict):
+        if node.get("class_name") == "DTypePolicy":
+            node["config"]["name"] = policy
+        elif not (node.get("name") == HEAD and "inbound_nodes" in node):
+            for value in node.values():
+                _set_policies(value, policy)
+
+
+def with_precision(model: keras.Model, policy: str) -> keras.Model:
+    """The same network and weights computing in `policy` (float32, mixed_float16, mixed_bfloat16): a model
+    trained in mixed precision is saved, scored, exported and served in float32, whose results do not
+    depend on the device, and a fine-tune on GPUs takes it back to mixed precision. Weights are float32
+    under every policy, so nothing is lost either way; the model itself is returned when it already
+    computes in `policy`."""
+    if precision(model) == policy:
+        return model
+    config = model.get_config()
+    _set_policies(config, policy)
+    clone = type(model).from_config(config)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def load(path, policy: str = "float32") -> keras.Model:
+    """A saved cxr14 model (no optimizer state), computing in `policy`: float32 for inference."""
+    return with_precision(keras.saving.load_model(path, compile=False), policy)
 
 
 @keras.saving.register_keras_serializable(package="cxr14")
@@ -201,6 +237,38 @@ class FindingsAUC(keras.metrics.AUC):
         if config.get("label_weights") is not None:  # a tensor, which a saved model's JSON cannot hold
             config["label_weights"] = [float(w) for w in keras.ops.convert_to_numpy(config["label_weights"])]
         return config
+
+
+@keras.saving.register_keras_serializable(package="cxr14")
+class ReplicaSafeLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """Keras's dynamic loss scaling, with the overflow check made on every replica's gradients.
+
+    Keras's LossScaleOptimizer, under a MirroredStrategy, decides whether a step's gradients are finite
+    from the first replica's alone: its comment assumes they are already all-reduced, but Keras 3 sums
+    them later, in the inner optimizer's apply. A float16 overflow on any other replica then goes
+    unnoticed: the step is applied, the sum carries its inf into the weights, and the model computes
+    NaN from then on while the loss scale never drops (the demo's fine-tune on two simulated GPUs, #27).
+    Here every replica learns whether any replica overflowed before that check, so all skip the step
+    together and the scale is halved, as on one GPU."""
+
+    def apply(self, grads, trainable_variables=None):
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            overflowed = keras.ops.cast(keras.ops.logical_not(self.check_finite(grads)), "float32")
+            anywhere = context.all_reduce(tf.distribute.ReduceOp.SUM, overflowed) > 0
+            first = next(k for k, g in enumerate(grads) if g is not None)
+            grads = list(grads)  # a NaN in one gradient: the first replica's check sees it too
+            grads[first] = grads[first] + keras.ops.where(anywhere, float("nan"), 0.0)
+        return super().apply(grads, trainable_variables)
+
+
+def optimizer(learning_rate: float, policy: str) -> keras.optimizers.Optimizer:
+    """Adam, with dynamic loss scaling that holds across replicas under mixed_float16 (Keras would
+    otherwise wrap it in its own LossScaleOptimizer at compile time)."""
+    adam = keras.optimizers.Adam(learning_rate)
+    return ReplicaSafeLossScaleOptimizer(adam) if policy == "mixed_float16" else adam
 
 
 def class_weights(positives, total, labelled=None) -> dict:

@@ -3,10 +3,12 @@ resumable (BackupAndRestore), with class-imbalance handling and per-finding vali
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,19 +53,51 @@ def mean_auroc(aurocs: dict) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def _validation_callback(val_ds, loss_fn):
+class TrainingDiverged(RuntimeError):
+    """Training gave a non-finite loss or scores; the message names the run, the epoch and what to try."""
+
+
+def divergence_message(run: str, epoch: int, what: str, settings: TrainSettings, precision: str, kept: str) -> str:
+    """Why a run stopped: what went non-finite in which epoch (1-based), what was kept, the likely causes."""
+    causes = [
+        f"the learning rate ({settings.learning_rate:g}): try a lower train.learning_rate"
+        + (
+            f" (from epoch {settings.freeze_epochs + 1} on the whole network trains at it, not only the head)"
+            if settings.freeze_epochs and epoch > settings.freeze_epochs
+            else ""
+        )
+    ]
+    if precision != "float32":
+        causes.append(f"mixed precision ({precision}): train.precision: float32 rules it out")
+    if settings.init:
+        causes.append(f"a starting model ({settings.init}) far from this data: more train.freeze_epochs")
+    return (
+        f"run {run} diverged in epoch {epoch}: {what}. Training stopped; {kept}, and no model was written. "
+        "Likely causes: " + "; ".join(causes) + "."
+    )
+
+
+def _validation_callback(val_ds, loss_fn, diverged):
     import keras
 
     class Validation(keras.callbacks.Callback):
         """One pass over val per epoch: val_loss, val_mean_auroc and val_auroc_<finding> into the logs
-        (it runs before the callbacks that monitor them)."""
+        (it runs before the callbacks that monitor them). A non-finite training loss or val score stops
+        training here, before the epoch's model, history row or backup is written: `diverged(epoch,
+        what)` gives the error."""
 
         def on_epoch_end(self, epoch, logs=None):
+            if not np.isfinite(logs.get("loss", 0.0)):
+                raise diverged(epoch + 1, f"the training loss is {logs['loss']}")
             ys, ps = [], []
             for x, y in val_ds:
                 ps.append(keras.ops.convert_to_numpy(self.model(x, training=False)).astype(np.float32))
                 ys.append(y.numpy())
             y, p = np.concatenate(ys), np.concatenate(ps)
+            bad = ~np.isfinite(p)
+            if bad.any():
+                images = f"{bad.any(axis=1).sum()} of {len(p)} validation images"
+                raise diverged(epoch + 1, f"{images} score NaN or infinity")
             aurocs = per_class_auroc(y, p)
             logs["val_loss"] = float(np.mean(np.asarray(loss_fn(y, p))))
             logs["val_mean_auroc"] = mean_auroc(aurocs)
@@ -95,16 +129,62 @@ def _best_model_callback(path: Path, best_so_far: float | None):
     return BestModel()
 
 
-def _strategy():
+@dataclass(frozen=True)
+class Devices:
+    """Where a run trains: the distribution strategy, its devices and the dtype policy."""
+
+    strategy: object
+    gpus: int  # physical GPUs in use
+    simulated_gpus: int  # logical CPU devices standing in for GPUs (settings.simulate_gpus)
+    precision: str
+
+    def describe(self) -> dict:
+        return {"gpus": self.gpus, "simulated_gpus": self.simulated_gpus,
+                "replicas": self.strategy.num_replicas_in_sync, "precision": self.precision}  # fmt: skip
+
+
+def _logical_cpus(n: int) -> list[str]:
+    """`n` logical CPU devices for a MirroredStrategy to mirror over, as it would over n GPUs."""
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        import keras
+    try:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError:  # the runtime has started (training in a process that already ran TensorFlow)
+        pass
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(cpus) < n:
+        raise RuntimeError(
+            f"train.simulate_gpus: {n} needs {n} logical CPU devices, but TensorFlow started in this process "
+            f"with {len(cpus)}; set them up before TensorFlow runs (tf.config.set_logical_device_configuration)"
+        )
+    return cpus[:n]
 
-        keras.mixed_precision.set_global_policy("mixed_float16")
-        return tf.distribute.MirroredStrategy(), len(gpus)
-    return tf.distribute.get_strategy(), 0
+
+def _devices(settings: TrainSettings) -> Devices:
+    """The GPU path (a MirroredStrategy over every GPU, mixed precision unless `settings.precision` says
+    otherwise) where there are GPUs or `settings.simulate_gpus` asks for it on the CPU; else the CPU's
+    default strategy in float32. Sets Keras's global dtype policy (`train` restores it)."""
+    import keras
+    import tensorflow as tf
+
+    gpus = [] if settings.simulate_gpus else tf.config.list_logical_devices("GPU")
+    mirrored = [d.name for d in gpus] or (_logical_cpus(settings.simulate_gpus) if settings.simulate_gpus else [])
+    precision = settings.precision
+    if precision == "auto":
+        precision = "mixed_float16" if mirrored else "float32"
+    keras.mixed_precision.set_global_policy(precision)
+    strategy = _mirrored(tuple(mirrored)) if mirrored else tf.distribute.get_strategy()
+    return Devices(strategy, len(gpus), settings.simulate_gpus, precision)
+
+
+@functools.cache
+def _mirrored(devices: tuple[str, ...]):
+    """One MirroredStrategy per device set and process: a second one numbers its collective ops afresh,
+    and its first all-reduce then meets the first one's (a shape-mismatch abort, training twice in a process)."""
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(list(devices))
 
 
 def _read_history(path):
@@ -128,11 +208,11 @@ def _trainable(net):
     return net
 
 
-def _starting_model(init, image_size: int):
-    """A fine-tune's starting model, checked against the shards it will train on."""
+def _starting_model(init, image_size: int, policy: str):
+    """A fine-tune's starting model, checked against the shards it will train on, computing in `policy`."""
     from . import models
 
-    net = _trainable(models.load(init))
+    net = _trainable(models.load(init, policy))
     info = models.info(net)
     if info["image_size"] != image_size or list(info["labels"]) != list(FINDINGS):
         raise ValueError(
@@ -153,50 +233,73 @@ def train(
     class_weights,
     tensorboard,
     resume_dir,
+    run: str,
     settings: TrainSettings,
     threads: int | None = None,
     extra_callbacks=(),
 ) -> dict:
-    """Step `train`: fit on the train shards of every source of `train.data` (`train_manifests`, pooled),
-    pick the best epoch by mean AUROC on their val shards, and write `model` (.keras), `summary` (JSON),
-    `history` (CSV), `class_weights` (JSON) and `tensorboard/`. `init`: a fine-tune's starting model
-    (None: a new one from `settings.backbone` and `weights`); its first `freeze_epochs` train the head only.
+    """Step `train`: fit run `run` on the train shards of every source of `train.data` (`train_manifests`,
+    pooled), pick the best epoch by mean AUROC on their val shards, and write `model` (.keras, computing
+    in float32 whatever it trained in), `summary` (JSON), `history` (CSV), `class_weights` (JSON) and
+    `tensorboard/`. `init`: a fine-tune's starting model (None: a new one from `settings.backbone` and
+    `weights`); its first `freeze_epochs` train the head only.
 
     A killed run resumes from its last finished epoch: that state lives in `resume_dir`, which is not
-    a Snakemake output, so Snakemake does not delete it before the rerun.
+    a Snakemake output, so Snakemake does not delete it before the rerun. A run that diverges stops
+    with TrainingDiverged, its last good state kept there.
     """
+    import keras
+
+    from .data import use_threads
+
+    use_threads(threads)
+    policy = keras.mixed_precision.global_policy()
+    try:
+        return _train(train_manifests, val_manifests, init, model, summary, history, class_weights, tensorboard,
+                      Path(resume_dir), run, settings, extra_callbacks)  # fmt: skip
+    finally:
+        keras.mixed_precision.set_global_policy(policy)  # (a process that goes on to score, as tests do)
+
+
+def _train(train_manifests, val_manifests, init, model, summary, history, class_weights, tensorboard, resume_dir,
+           run, settings, extra_callbacks) -> dict:  # fmt: skip
     import keras
     import tensorflow as tf
 
     from . import models
-    from .data import Shards, dataset, use_threads
+    from .data import Shards, dataset
 
-    use_threads(threads)
-    resume_dir = Path(resume_dir)
+    devices = _devices(settings)  # first: simulated devices must be made before TensorFlow starts
+    strategy = devices.strategy
     keras.utils.set_random_seed(settings.seed)
     if settings.deterministic:
         tf.config.experimental.enable_op_determinism()
     train_src, val_src = Shards.pooled(train_manifests, verify=True), Shards.pooled(val_manifests, verify=True)
     if train_src.image_size != val_src.image_size:
         raise ValueError(f"train shards are {train_src.image_size} px but val shards {val_src.image_size} px")
-    strategy, n_gpus = _strategy()
     replicas = strategy.num_replicas_in_sync
     batch = settings.batch_size * replicas
 
     positives, labelled, total = label_counts(train_src)
+    steps = total // batch  # every epoch: the whole train split, its last partial batch dropped
+    if not steps:
+        raise ValueError(f"the train split has {total} images, fewer than one batch of {batch} "
+                         f"(train.batch_size {settings.batch_size} x {replicas} replicas)")  # fmt: skip
     weights = models.class_weights(positives, total, labelled)
     write_json(weights, class_weights)
     loss_fn = models.make_loss(settings.loss, weights, settings.focal_gamma)
 
+    # The cardinality stated, so Keras runs every epoch to the end of the split on every path (it
+    # otherwise learns an epoch's length by running out of data), and tf.data checks it.
     train_ds = dataset(
         train_src, batch, training=True, augment=settings.augment, seed=settings.seed, cache=settings.cache
-    )
+    ).apply(tf.data.experimental.assert_cardinality(steps))
     val_ds = dataset(val_src, batch, cache=settings.cache)
     with strategy.scope():
         if init is None:
             net = models.build(settings.backbone, train_src.image_size, settings.weights, settings.dropout)
         else:
-            net = _starting_model(init, train_src.image_size)
+            net = _starting_model(init, train_src.image_size, devices.precision)
 
     # State that survives a killed run (not a Snakemake output, so Snakemake leaves it alone). It is
     # only resumed for the same settings, data and starting model: a changed learning rate starts afresh.
@@ -216,8 +319,20 @@ def train(
         resume_dir.mkdir(parents=True)
         write_json(run_key, key_path)
 
+    def diverged(epoch: int, what: str) -> TrainingDiverged:
+        done = _read_history(history_path) if history_path.exists() else None
+        if done is None or done.empty:
+            kept = "no epoch had finished"
+        else:
+            best = done.loc[done.val_mean_auroc.idxmax()]
+            kept = (f"the {len(done)} finished epochs are kept in {resume_dir} (the best, epoch {int(best.epoch) + 1}, "
+                    f"val mean AUROC {best.val_mean_auroc:.4f})")  # fmt: skip
+        error = TrainingDiverged(divergence_message(run, epoch, what, settings, devices.precision, kept))
+        log.error("%s", error)
+        return error
+
     def fit(first_epoch: int, last_epoch: int, backup: Path):
-        """Epochs first..last (0-based, last excluded); the backbone frozen when `frozen`."""
+        """Epochs first..last (0-based, last excluded)."""
         best_so_far = float(_read_history(history_path).val_mean_auroc.max()) if history_path.exists() else None
         if backup.exists():
             log.info(
@@ -228,14 +343,14 @@ def train(
             )
         with strategy.scope():
             net.compile(
-                optimizer=keras.optimizers.Adam(settings.learning_rate),
+                optimizer=models.optimizer(settings.learning_rate, devices.precision),
                 loss=loss_fn,
                 metrics=[models.FindingsAUC(positives, labelled, name="auroc")],
             )
         # The backup comes last: an epoch is only marked done once its history row and best model are
         # written, so a kill in between redoes that epoch (its row is replaced) rather than losing it.
         callbacks = [
-            _validation_callback(val_ds, loss_fn),
+            _validation_callback(val_ds, loss_fn, diverged),
             _best_model_callback(best_path, best_so_far),
             keras.callbacks.ReduceLROnPlateau(
                 monitor="val_loss",
@@ -259,7 +374,7 @@ def train(
     epochs_this_run = []
     if frozen and frozen_path.exists():
         with strategy.scope():
-            net = _trainable(models.load(frozen_path))
+            net = _trainable(models.load(frozen_path, devices.precision))
     elif frozen:
         net.get_layer("backbone").trainable = False
         epochs_this_run += fit(0, frozen, resume_dir / "backup_frozen")
@@ -271,7 +386,7 @@ def train(
     seconds = time.perf_counter() - start
 
     # (A best epoch of the head-only ones was saved with the backbone frozen; a model is saved trainable.)
-    best = _trainable(models.load(best_path)) if best_path.exists() else net
+    best = _trainable(models.load(best_path)) if best_path.exists() else models.with_precision(net, "float32")
     with atomic(model) as staged:
         best.save(staged)
     hist = _read_history(history_path)
@@ -291,16 +406,12 @@ def train(
             f: (None if np.isnan(best_row[f"val_auroc_{f}"]) else float(best_row[f"val_auroc_{f}"])) for f in FINDINGS
         },
         "train_images": total,
+        "train_images_per_epoch": steps * batch,
         "val_images": val_src.images,
         "class_weights": weights,
         "config": as_param(settings),
         "data": data,
-        "device": {
-            "gpus": n_gpus,
-            "replicas": replicas,
-            "global_batch": batch,
-            "mixed_precision": keras.mixed_precision.global_policy().name,
-        },
+        "device": {**devices.describe(), "global_batch": batch, "saved_model_computes_in": "float32"},
         "seconds_this_run": round(seconds, 1),
         "epochs_this_run": len(epochs_this_run),
         "model_sha256": sha256_file(model),

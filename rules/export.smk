@@ -5,6 +5,7 @@
 rule export:
     input:
         model=cxr14_runs.MODEL,
+        summary=f"{RUN}/train/training_summary.json",
         calibration=cxr14_runs.CALIBRATION,
         thresholds=cxr14_runs.THRESHOLDS,
         predictions=f"{RUN}/evaluate/predictions.parquet",

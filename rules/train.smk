@@ -28,6 +28,7 @@ rule train:
         mem_mb=32000,
         runtime=24 * 60,
     params:
+        run="{run}",
         settings=run_settings("train"),
         # Not an output: a killed run resumes from the state kept here (Snakemake keeps it too).
         resume_dir=f"{RUN}/train/resume",

@@ -37,6 +37,16 @@ def pytest_configure(config):
             "ClusterName=none\nSlurmctldHost=localhost(127.0.0.1)\nSlurmctldPort=9\nMessageTimeout=1\n"
         )
         os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
+    simulated_gpus()
+
+
+def simulated_gpus(n: int = 2) -> None:
+    """`train.simulate_gpus: 2` (tests/test_gpu_path.py, in this process) mirrors over two logical CPU
+    devices, which must exist before TensorFlow starts; the CPU path still runs on the first alone."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
 
 
 # The workflow as a user runs it: `snakemake` in a folder of its own with a test.yaml beside it.
@@ -298,6 +308,7 @@ def train_into(out, train_manifest, val_manifest, extra_callbacks=(), init=None,
         class_weights=out / "class_weights.json",
         tensorboard=out / "tensorboard",
         resume_dir=out / "resume",
+        run=out.name,
         settings=settings_of(TrainSettings, **settings),
         extra_callbacks=extra_callbacks,
     )

@@ -24,6 +24,9 @@ def demo_run(tmp_path_factory):
     base["train"].update({"epochs": 8, "deterministic": True})  # val mean AUROC ~0.98 by epoch 6
     base["evaluate"].update({"n_boot": 50, "gallery_k": 1})
     base["demo"]["site_patients"] = 150
+    # The fine-tune takes the GPU path (mixed precision over two simulated GPUs, the global batch the
+    # CPU runs' 32) through every step of `rule all`.
+    base["runs"]["cnn_site"]["train"].update({"simulate_gpus": 2, "batch_size": 16})
     (wd / "test.yaml").write_text(yaml.safe_dump(base, sort_keys=False))  # the first run is the reference
     run(wd)
     return wd
@@ -182,6 +185,36 @@ def test_the_fine_tune_trains_on_the_site_from_cnn_and_is_judged_against_it(demo
     assert board.loc["cnn_site", "site_gain_vs_start"] > 0  # it learnt the site
     html = (demo_run / "results/leaderboard.html").read_text()
     assert 'id="fine-tunes"' in html and "Δ NIH test" in html
+
+
+def test_the_fine_tune_on_the_gpu_path_is_served_as_it_was_evaluated(demo_run, tmp_path):
+    """cnn_site trained in mixed precision over two simulated GPUs; its model computes in float32, its
+    exports say so, and `cxr14 predict --run cnn_site` on the site's own JPEG and DICOM files gives the
+    scores its external evaluation gave them."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    import pandas as pd
+
+    from cxr14.constants import FINDINGS
+
+    device = json.loads((demo_run / "results/runs/cnn_site/train/training_summary.json").read_text())["device"]
+    assert device["precision"] == "mixed_float16" and device["replicas"] == 2 and device["global_batch"] == 32
+    serving = json.loads((demo_run / "results/runs/cnn_site/export/serving.json").read_text())
+    assert serving["compute"] == {"dtype": "float32", "trained_in": "mixed_float16", "trained_on_replicas": 2}
+    table = pd.read_parquet(demo_run / "results/datasets/site/images.parquet")
+    test = table[table.split == "test"]
+    picked = pd.concat([test[test.path.str.endswith(".dcm")].head(2), test[test.path.str.endswith(".jpg")].head(4)])
+    command = [sys.executable, "-m", "cxr14.cli", "predict", *picked.path, "--run", "cnn_site"]
+    proc = subprocess.run([*command, "--out", str(tmp_path / "p.csv")], capture_output=True, text=True, cwd=demo_run)
+    assert proc.returncode == 0, proc.stderr
+    predicted = pd.read_csv(tmp_path / "p.csv").set_index("path")
+    evaluated = pd.read_parquet(demo_run / "results/runs/cnn_site/external/site/predictions.parquet")
+    evaluated = evaluated.set_index("image_index").loc[picked.image_index]
+    assert len(picked) == 6 and picked.path.str.endswith(".dcm").sum() == 2
+    got = predicted.loc[picked.path, [f"raw_{f}" for f in FINDINGS]].to_numpy()
+    np.testing.assert_allclose(got, evaluated[[f"p_{f}" for f in FINDINGS]].to_numpy(), atol=1e-5)
 
 
 def test_every_run_has_a_model_card_linked_from_its_report_and_the_leaderboard(demo_run):

@@ -32,6 +32,7 @@ def export_evaluated(root, out, **overrides):
     settings = {**defaults("export"), "parity_images": None, **overrides}
     export(
         model=root / "model/model.keras",
+        summary=root / "model/training_summary.json",
         calibration=root / "eval/calibration.json",
         thresholds=root / "eval/thresholds.json",
         predictions=overrides.pop("predictions", root / "eval/predictions.parquet"),

@@ -113,7 +113,7 @@ def _export_onnx(wd, model, calibration, thresholds) -> None:
     export.write_onnx(net, 32, folder / "model.onnx")
     files = {"onnx": {"path": "model.onnx", "sha256": sha256_file(folder / "model.onnx")}}
     info = export.serving_info(run="default", model=model, info=models.info(net), tta=False, calibration=calibration,
-                               thresholds=thresholds["max_f1"], files=files)  # fmt: skip
+                               thresholds=thresholds["max_f1"], files=files, trained={})  # fmt: skip
     write_json(info, folder / "serving.json")
 
 

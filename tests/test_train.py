@@ -88,7 +88,8 @@ def test_summary_records_data_weights_and_config(trained, easy):
     _, summary, _ = trained
     manifest = json.loads(easy["train"].read_text())
     assert summary["data"]["train"] == [s["sha256"] for s in manifest["shards"]]
-    assert summary["config"] == PARAMS | {"init": None, "data": "nih", "freeze_epochs": 0}
+    assert summary["config"] == PARAMS | {"init": None, "data": "nih", "freeze_epochs": 0, "precision": "auto",
+                                          "simulate_gpus": 0}  # fmt: skip
     assert summary["train_images"] == 160 and summary["trained_on"] == ["nih"]
     assert summary["class_weights"]["total"] == 160
     assert summary["epochs_run"] == 4 and summary["device"]["gpus"] == 0
