@@ -105,7 +105,7 @@ def interleaved(model, feeds: dict, steps: int, batch: int, rounds: int) -> dict
         return waited
 
     for it in iterators.values():  # warm-up: trace the train step, fill the shuffle buffers
-        run(it, 3)
+        run(it, min(3, steps))
     rates, waits = {name: [] for name in feeds}, {name: [] for name in feeds}
     for _ in range(rounds):
         for name, it in iterators.items():

@@ -187,10 +187,10 @@ def test_the_fine_tune_trains_on_the_site_from_cnn_and_is_judged_against_it(demo
     assert 'id="fine-tunes"' in html and "Δ NIH test" in html
 
 
-def test_the_fine_tune_on_the_gpu_path_is_served_as_it_was_evaluated(demo_run, tmp_path):
+def test_the_fine_tune_on_the_gpu_path_is_served_as_it_was_evaluated(demo_run, tmp_path, monkeypatch):
     """cnn_site trained in mixed precision over two simulated GPUs; its model computes in float32, its
-    exports say so, and `cxr14 predict --run cnn_site` on the site's own JPEG and DICOM files gives the
-    scores its external evaluation gave them."""
+    exports say so, `cxr14 predict --run cnn_site` on the site's own JPEG and DICOM files gives the
+    scores its external evaluation gave them, and the app the probabilities predict gives."""
     import subprocess
     import sys
 
@@ -215,6 +215,15 @@ def test_the_fine_tune_on_the_gpu_path_is_served_as_it_was_evaluated(demo_run, t
     assert len(picked) == 6 and picked.path.str.endswith(".dcm").sum() == 2
     got = predicted.loc[picked.path, [f"raw_{f}" for f in FINDINGS]].to_numpy()
     np.testing.assert_allclose(got, evaluated[[f"p_{f}" for f in FINDINGS]].to_numpy(), atol=1e-5)
+    from cxr14.app import Analysis
+    from cxr14.inference import served
+
+    monkeypatch.chdir(demo_run)
+    app = Analysis(served("cnn_site", None, None)[0], max_mb=50)
+    for path in picked.path[:3]:
+        shown = app.analyse(path, "cnn_site")[1]
+        want = predicted.loc[path, [f"p_{f}" for f in FINDINGS]].to_numpy(np.float64)
+        np.testing.assert_allclose([shown[f] for f in FINDINGS], want, atol=1e-5)
 
 
 def test_every_run_has_a_model_card_linked_from_its_report_and_the_leaderboard(demo_run):

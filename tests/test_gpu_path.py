@@ -111,6 +111,18 @@ def test_a_model_trained_in_mixed_precision_is_saved_computing_in_float32(both_p
                                   saved.predict(x, verbose=0))  # fmt: skip
 
 
+def test_a_model_saved_computing_in_mixed_precision_loads_for_inference_in_float32(tmp_path):
+    """Models trained on a GPU before this version were saved computing in float16: scoring, predict, the
+    app and the export load them in float32 all the same (`models.load`)."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        models.build("small_cnn", 32, "none", 0.0).save(tmp_path / "old.keras")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert models.precision(keras.saving.load_model(tmp_path / "old.keras")) == "mixed_float16"
+    assert models.precision(models.load(tmp_path / "old.keras")) == "float32"
+
+
 def test_a_gpu_trained_model_exports_to_every_format_with_parity(both_paths, easy, tmp_path):
     """The serving formats are written from the float32 model: TFLite converts (a float16 graph needs
     Flex ops it lacks) and every format gives the Keras model's scores."""
