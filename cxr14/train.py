@@ -290,10 +290,16 @@ def _train(train_manifests, val_manifests, init, model, summary, history, class_
     loss_fn = models.make_loss(settings.loss, weights, settings.focal_gamma)
 
     # The cardinality stated, so Keras runs every epoch to the end of the split on every path (it
-    # otherwise learns an epoch's length by running out of data), and tf.data checks it.
-    train_ds = dataset(
-        train_src, batch, training=True, augment=settings.augment, seed=settings.seed, cache=settings.cache
-    ).apply(tf.data.experimental.assert_cardinality(steps))
+    # otherwise learns an epoch's length by running out of data), and tf.data checks it. One machine's
+    # MirroredStrategy splits each batch between its replicas: no file sharding (whose rewrite would drop
+    # the check).
+    unsharded = tf.data.Options()
+    unsharded.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    train_ds = (
+        dataset(train_src, batch, training=True, augment=settings.augment, seed=settings.seed, cache=settings.cache)
+        .apply(tf.data.experimental.assert_cardinality(steps))
+        .with_options(unsharded)
+    )
     val_ds = dataset(val_src, batch, cache=settings.cache)
     with strategy.scope():
         if init is None:

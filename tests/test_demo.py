@@ -206,6 +206,8 @@ def test_the_fine_tune_on_the_gpu_path_is_served_as_it_was_evaluated(demo_run, t
     table = pd.read_parquet(demo_run / "results/datasets/site/images.parquet")
     test = table[table.split == "test"]
     picked = pd.concat([test[test.path.str.endswith(".dcm")].head(2), test[test.path.str.endswith(".jpg")].head(4)])
+    root = yaml.safe_load((demo_run / "test.yaml").read_text())["datasets"]["site"]["root"]
+    picked["path"] = [f"{root}/{path}" for path in picked.path]  # (the table's paths are the collection's own)
     command = [sys.executable, "-m", "cxr14.cli", "predict", *picked.path, "--run", "cnn_site"]
     proc = subprocess.run([*command, "--out", str(tmp_path / "p.csv")], capture_output=True, text=True, cwd=demo_run)
     assert proc.returncode == 0, proc.stderr
