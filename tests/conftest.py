@@ -291,6 +291,26 @@ def settings_of(kind, **overrides):
     return kind.of(check({**defaults(section), **overrides}, schema()["properties"][section], where=section))
 
 
+# The tests' training settings: a small CNN, a few epochs, deterministic.
+TRAIN_PARAMS = {
+    "backbone": "small_cnn",
+    "weights": "none",
+    "loss": "weighted_bce",
+    "focal_gamma": 2.0,
+    "epochs": 4,
+    "batch_size": 16,
+    "learning_rate": 0.003,
+    "lr_factor": 0.5,
+    "lr_patience": 2,
+    "early_stopping_patience": 10,
+    "dropout": 0.0,
+    "seed": 1,
+    "cache": True,
+    "augment": None,
+    "deterministic": True,
+}
+
+
 def train_into(out, train_manifest, val_manifest, extra_callbacks=(), init=None, **settings):
     """cxr14.train.train with its outputs laid out in one folder as the rule lays them out; `settings`
     override the schema's train defaults. A manifest may be a list of them (several sources)."""

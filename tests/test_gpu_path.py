@@ -10,26 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import train_into, write_easy_shards
+from conftest import TRAIN_PARAMS, train_into, write_easy_shards
 from cxr14 import export, inference, models
 from cxr14.constants import FINDINGS
 from cxr14.train import TrainingDiverged
 
-# The tests' training settings; the GPU path's global batch (batch_size x 2 replicas) is the CPU's.
-PARAMS = {
-    "backbone": "small_cnn",
-    "weights": "none",
-    "epochs": 4,
-    "learning_rate": 0.003,
-    "lr_factor": 0.5,
-    "lr_patience": 2,
-    "early_stopping_patience": 10,
-    "dropout": 0.0,
-    "seed": 1,
-    "cache": True,
-    "augment": None,
-    "deterministic": True,
-}
+# The GPU path's global batch (batch_size x 2 replicas) is the CPU's.
+PARAMS = {key: value for key, value in TRAIN_PARAMS.items() if key != "batch_size"}
 CPU = {"batch_size": 16, "simulate_gpus": 0}
 GPU = {"batch_size": 8, "simulate_gpus": 2}
 

@@ -7,29 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import TRAIN_PARAMS as PARAMS
 from conftest import train_into, write_easy_shards
 from cxr14 import models
 from cxr14.constants import FINDINGS
 from cxr14.data import Shards, dataset
 from cxr14.files import sha256_file
-
-PARAMS = {
-    "backbone": "small_cnn",
-    "weights": "none",
-    "loss": "weighted_bce",
-    "focal_gamma": 2.0,
-    "epochs": 4,
-    "batch_size": 16,
-    "learning_rate": 0.003,
-    "lr_factor": 0.5,
-    "lr_patience": 2,
-    "early_stopping_patience": 10,
-    "dropout": 0.0,
-    "seed": 1,
-    "cache": True,
-    "augment": None,
-    "deterministic": True,
-}
 
 
 @pytest.fixture(scope="module")
