@@ -71,8 +71,8 @@ def leaderboard(
     fine_tunes = fine_tune_gains(tests, external_predictions, starts_from, n_boot, seed)
     for row in rows:
         row["starts_from"] = starts_from.get(row["run"])
-        for dataset, by_run in collections.items():
-            row.update(_external_row(dataset, by_run[row["run"]]))
+        for dataset, on_collection in collections.items():
+            row.update(_external_row(dataset, on_collection[row["run"]]))
             row[f"{dataset}_report"] = os.path.relpath(external_reports[dataset][row["run"]], Path(html).parent)
         for where, comparison in fine_tunes.get(row["run"], {}).items():
             mean = comparison["tests"]["mean AUROC"]

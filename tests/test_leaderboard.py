@@ -129,3 +129,13 @@ def test_a_fine_tune_is_compared_with_its_starting_run_on_nih_and_on_the_site(tm
     cells = row.split("<td")
     assert [c for c in cells if 'class="worse"' in c] and [c for c in cells if 'class="better"' in c]
     assert row.index('class="worse"') < row.index('class="better"')  # NIH first, then the site
+
+
+def test_repeats_and_a_collection_together_spread_the_nih_scores(tmp_path):
+    """A repeated run beside an external collection (the seed spread once read the collection's results
+    for the NIH evaluations: a KeyError, #28)."""
+    settings = dict.fromkeys(("ref", "s1", "s2"), {})
+    site = {"ref": 0.4, "s1": 0.1, "s2": 0.2}
+    _board(tmp_path, {"ref": 0.35, "s1": 0.2, "s2": 0.22}, settings, {"s": ["s1", "s2"]}, site=site)
+    nih = np.array([json.loads((tmp_path / f"{run}.json").read_text())["mean_auroc"] for run in ("s1", "s2")])
+    assert f'data-sort="{nih.mean()}"' in (tmp_path / "lb.html").read_text()
