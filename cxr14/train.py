@@ -202,9 +202,14 @@ def _backed_up_epochs(backup: Path) -> int:
 def _trainable(net):
     """A loaded model with every layer trainable again (a model saved while its backbone was frozen
     for head-only epochs remembers that)."""
+    import keras
+
     net.trainable = True
-    for layer in net._flatten_layers():
-        layer.trainable = True
+    for layer in net.layers:  # (a Functional model's setter does not reach its layers; a plain layer's does)
+        if isinstance(layer, keras.Model):
+            _trainable(layer)
+        else:
+            layer.trainable = True
     return net
 
 
@@ -372,21 +377,19 @@ def _train(train_manifests, val_manifests, init, model, summary, history, class_
             *extra_callbacks,
             keras.callbacks.BackupAndRestore(str(backup), double_checkpoint=True),
         ]
-        net._initial_epoch = None  # (Keras keeps a restored start epoch on the model across fits)
         return net.fit(train_ds, initial_epoch=first_epoch, epochs=last_epoch, callbacks=callbacks, verbose=2).epoch
 
     start = time.perf_counter()
     frozen = min(settings.freeze_epochs, settings.epochs)
     epochs_this_run = []
-    if frozen and frozen_path.exists():
-        with strategy.scope():
-            net = _trainable(models.load(frozen_path, devices.precision))
-    elif frozen:
+    if frozen and not frozen_path.exists():
         net.get_layer("backbone").trainable = False
         epochs_this_run += fit(0, frozen, resume_dir / "backup_frozen")
-        net.get_layer("backbone").trainable = True
         with atomic(frozen_path) as staged:
             net.save(staged)
+    if frozen:  # the whole network trains on from the saved model: a fresh one, which keeps no start epoch
+        with strategy.scope():  # that BackupAndRestore gave the first phase's fit
+            net = _trainable(models.load(frozen_path, devices.precision))
     if settings.epochs > frozen:
         epochs_this_run += fit(frozen, settings.epochs, resume_dir / "backup")
     seconds = time.perf_counter() - start
