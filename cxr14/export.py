@@ -170,8 +170,8 @@ def serving_info(
         # evaluation scored it.
         "compute": {
             "dtype": "float32",
-            "trained_in": device.get("precision", "float32"),
-            "trained_on_replicas": device.get("replicas", 1),
+            "trained_in": device.get("precision", device.get("mixed_precision")),  # (the key before #27)
+            "trained_on_replicas": device.get("replicas"),
         },
         "labels": list(FINDINGS),
         "input": {

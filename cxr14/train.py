@@ -168,8 +168,11 @@ def _devices(settings: TrainSettings) -> Devices:
     import keras
     import tensorflow as tf
 
-    gpus = [] if settings.simulate_gpus else tf.config.list_logical_devices("GPU")
-    mirrored = [d.name for d in gpus] or (_logical_cpus(settings.simulate_gpus) if settings.simulate_gpus else [])
+    if settings.simulate_gpus:
+        gpus, mirrored = [], _logical_cpus(settings.simulate_gpus)
+    else:
+        gpus = tf.config.list_logical_devices("GPU")
+        mirrored = [d.name for d in gpus]
     precision = settings.precision
     if precision == "auto":
         precision = "mixed_float16" if mirrored else "float32"

@@ -15,6 +15,7 @@ import tempfile
 import threading
 from pathlib import Path
 
+import keras
 import pytest
 import yaml
 
@@ -332,6 +333,39 @@ def train_into(out, train_manifest, val_manifest, extra_callbacks=(), init=None,
         settings=settings_of(TrainSettings, **settings),
         extra_callbacks=extra_callbacks,
     )
+
+
+class Killed(Exception):
+    """What KillAfterFirstEpoch raises: a run stopped as a kill would stop it."""
+
+
+class KillAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:  # epoch 1 is finished: its history row, best model and backup are written
+            raise Killed()
+
+
+class RecordEpochs(keras.callbacks.Callback):
+    """The epochs a fit ran (0-based)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+class RecordWeights(keras.callbacks.Callback):
+    """The backbone's and the head's weights at the end of each epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone, self.head = [], []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.backbone.append([w.copy() for w in self.model.get_layer("backbone").get_weights()])
+        self.head.append([w.copy() for w in self.model.get_layer("findings").get_weights()])
 
 
 def synthetic_predictions(path, seed, noise, images=80):

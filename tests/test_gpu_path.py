@@ -10,7 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TRAIN_PARAMS, train_into, write_easy_shards
+from conftest import (
+    TRAIN_PARAMS,
+    KillAfterFirstEpoch,
+    Killed,
+    RecordEpochs,
+    RecordWeights,
+    train_into,
+    write_easy_shards,
+)
 from cxr14 import export, inference, models
 from cxr14.constants import FINDINGS
 from cxr14.train import TrainingDiverged
@@ -128,42 +136,25 @@ def test_a_gpu_trained_model_exports_to_every_format_with_parity(both_paths, eas
 def test_a_fine_tune_on_the_gpu_path_trains_the_head_then_everything_and_converges(both_paths, site, tmp_path):
     """cnn_site's case: a GPU-trained model fine-tuned on the GPU path, one head-only epoch first."""
     start = models.load(both_paths["gpu"][0] / "model.keras")
-    backbone = []
-
-    class Record(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            backbone.append(self.model.get_layer("backbone").get_weights())
-
-    record = Record()
+    record = RecordWeights()
     params = {**PARAMS, **GPU, "epochs": 4, "freeze_epochs": 1, "learning_rate": 0.0005, "data": "site"}
     summary = train_into(tmp_path, site["train"], site["val"], init=both_paths["gpu"][0] / "model.keras",
                          extra_callbacks=[record], **params)  # fmt: skip
-    for a, b in zip(backbone[0], start.get_layer("backbone").get_weights()):
+    for a, b in zip(record.backbone[0], start.get_layer("backbone").get_weights()):
         np.testing.assert_array_equal(a, b)  # the head-only epoch left the backbone as it was
-    assert any(not np.array_equal(a, b) for a, b in zip(backbone[3], backbone[0]))
+    assert any(not np.array_equal(a, b) for a, b in zip(record.backbone[3], record.backbone[0]))
     history = pd.read_csv(tmp_path / "history.csv")
     assert np.isfinite(history[["loss", "val_loss", "val_mean_auroc"]].to_numpy()).all()
     assert summary["best_val_mean_auroc"] > 0.9 and summary["device"]["precision"] == "mixed_float16"
 
 
-class _Killed(Exception):
-    pass
-
-
-class _KillAfterFirstEpoch(keras.callbacks.Callback):
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == 1:
-            raise _Killed
-
-
 def test_a_run_killed_on_the_gpu_path_resumes_after_its_last_epoch(easy, tmp_path):
     params = {**PARAMS, **GPU, "epochs": 3}
-    with pytest.raises(_Killed):
-        train_into(tmp_path, easy["train"], easy["val"], extra_callbacks=[_KillAfterFirstEpoch()], **params)
-    epochs = []
-    record = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: epochs.append(epoch))
+    with pytest.raises(Killed):
+        train_into(tmp_path, easy["train"], easy["val"], extra_callbacks=[KillAfterFirstEpoch()], **params)
+    record = RecordEpochs()
     summary = train_into(tmp_path, easy["train"], easy["val"], extra_callbacks=[record], **params)
-    assert epochs == [1, 2] and summary["epochs_run"] == 3 and summary["epochs_this_run"] == 2
+    assert record.epochs == [1, 2] and summary["epochs_run"] == 3 and summary["epochs_this_run"] == 2
 
 
 class _PoisonInEpoch(keras.callbacks.Callback):

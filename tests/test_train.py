@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import TRAIN_PARAMS as PARAMS
-from conftest import train_into, write_easy_shards
+from conftest import KillAfterFirstEpoch, Killed, RecordEpochs, RecordWeights, train_into, write_easy_shards
 from cxr14 import models
 from cxr14.constants import FINDINGS
 from cxr14.data import Shards, dataset
@@ -130,47 +130,16 @@ def test_class_weights_from_counts():
     assert w["pos_weights"]["Hernia"] == 1.0 and w["neg_weights"]["Hernia"] == 0.0
 
 
-class _Killed(Exception):
-    pass
-
-
-class _KillAfterFirstEpoch(keras.callbacks.Callback):
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == 1:  # epoch 1 is finished: its history row, best model and backup are written
-            raise _Killed()
-
-
-class _RecordEpochs(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.epochs = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epochs.append(epoch)
-
-
 def test_a_run_killed_after_epoch_1_resumes_at_epoch_2(easy, tmp_path):
     params = {**PARAMS, "epochs": 3}
-    with pytest.raises(_Killed):
-        train_into(tmp_path, easy["train"], easy["val"], **params, extra_callbacks=[_KillAfterFirstEpoch()])
+    with pytest.raises(Killed):
+        train_into(tmp_path, easy["train"], easy["val"], **params, extra_callbacks=[KillAfterFirstEpoch()])
     assert (tmp_path / "resume/backup").exists() and not (tmp_path / "model.keras").exists()
-    record = _RecordEpochs()
+    record = RecordEpochs()
     summary = train_into(tmp_path, easy["train"], easy["val"], **params, extra_callbacks=[record])
     assert record.epochs == [1, 2]
     assert list(pd.read_csv(tmp_path / "history.csv").epoch) == [0, 1, 2]
     assert summary["epochs_run"] == 3 and summary["epochs_this_run"] == 2
-
-
-class _Weights(keras.callbacks.Callback):
-    """The backbone's and the head's weights at the end of each epoch."""
-
-    def __init__(self):
-        super().__init__()
-        self.backbone, self.head = [], []
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.backbone.append([w.copy() for w in self.model.get_layer("backbone").get_weights()])
-        self.head.append([w.copy() for w in self.model.get_layer("findings").get_weights()])
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +153,7 @@ def test_a_fine_tune_starts_from_the_run_trains_the_head_first_and_masks_what_th
 ):
     out, _, _ = trained
     start = models.load(out / "model.keras")
-    weights = _Weights()
+    weights = RecordWeights()
     params = {**PARAMS, "epochs": 3, "freeze_epochs": 1, "learning_rate": 0.001, "data": "site"}
     summary = train_into(tmp_path, site["train"], site["val"], extra_callbacks=[weights], init=out / "model.keras",
                          **params)  # fmt: skip
@@ -206,11 +175,11 @@ def test_a_fine_tune_starts_from_the_run_trains_the_head_first_and_masks_what_th
 def test_a_fine_tune_killed_in_its_second_phase_resumes_there(trained, site, tmp_path):
     out, _, _ = trained
     params = {**PARAMS, "epochs": 3, "freeze_epochs": 1, "learning_rate": 0.001}
-    with pytest.raises(_Killed):  # killed as epoch 2 (the first with the backbone) begins
+    with pytest.raises(Killed):  # killed as epoch 2 (the first with the backbone) begins
         train_into(tmp_path, site["train"], site["val"], init=out / "model.keras", **params,
-                   extra_callbacks=[_KillAfterFirstEpoch()])  # fmt: skip
+                   extra_callbacks=[KillAfterFirstEpoch()])  # fmt: skip
     assert (tmp_path / "resume/frozen.keras").exists()
-    record = _RecordEpochs()
+    record = RecordEpochs()
     summary = train_into(tmp_path, site["train"], site["val"], init=out / "model.keras", **params,
                          extra_callbacks=[record])  # fmt: skip
     assert record.epochs == [1, 2] and summary["epochs_run"] == 3
@@ -273,11 +242,11 @@ def test_imagenet_backbones_take_grayscale(backbone):
 
 
 def test_a_killed_run_is_not_resumed_with_other_settings(easy, tmp_path):
-    with pytest.raises(_Killed):
+    with pytest.raises(Killed):
         train_into(
-            tmp_path, easy["train"], easy["val"], **{**PARAMS, "epochs": 2}, extra_callbacks=[_KillAfterFirstEpoch()]
+            tmp_path, easy["train"], easy["val"], **{**PARAMS, "epochs": 2}, extra_callbacks=[KillAfterFirstEpoch()]
         )
-    record = _RecordEpochs()
+    record = RecordEpochs()
     train_into(
         tmp_path,
         easy["train"],
