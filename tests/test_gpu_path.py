@@ -11,11 +11,13 @@ import pandas as pd
 import pytest
 
 from conftest import (
+    NIH_SAMPLE,
     TRAIN_PARAMS,
     KillAfterFirstEpoch,
     Killed,
     RecordEpochs,
     RecordWeights,
+    needs_shared,
     train_into,
     write_easy_shards,
 )
@@ -118,19 +120,42 @@ def test_a_model_saved_computing_in_mixed_precision_loads_for_inference_in_float
     assert models.precision(models.load(tmp_path / "old.keras")) == "float32"
 
 
-def test_a_gpu_trained_model_exports_to_every_format_with_parity(both_paths, easy, tmp_path):
+@pytest.fixture(scope="module")
+def gpu_exported(both_paths, tmp_path_factory):
+    """The GPU-trained model's serving model (with TTA) in the three formats: (Keras model, {format: path})."""
+    folder = tmp_path_factory.mktemp("gpu_export")
+    net = models.load(both_paths["gpu"][0] / "model.keras")
+    paths = {"saved_model": folder / "saved_model", "onnx": folder / "model.onnx", "tflite": folder / "m.tflite"}
+    export.write_formats(export.serving_model(net, tta=True), 32, paths)
+    return net, paths
+
+
+def test_a_gpu_trained_model_exports_to_every_format_with_parity(gpu_exported, easy):
     """The serving formats are written from the float32 model: TFLite converts (a float16 graph needs
     Flex ops it lacks) and every format gives the Keras model's scores."""
-    folder, _, _, _ = both_paths["gpu"]
-    net = models.load(folder / "model.keras")
-    paths = {"saved_model": tmp_path / "saved_model", "onnx": tmp_path / "model.onnx", "tflite": tmp_path / "m.tflite"}
-    export.write_formats(export.serving_model(net, tta=True), 32, paths)
+    net, paths = gpu_exported
     batches = list(export.first_test_images(easy["val"], 16, None))
     reference = {n: s for names, x in batches for n, s in zip(names, inference.forward(net, x, tta=True))}
     limits = {"saved_model": 1e-5, "onnx": 1e-5, "tflite": 1e-5}
     identity = {"findings": {f: {"method": "none"} for f in FINDINGS}}
     checked = export.check_parity(paths, reference, batches, identity, limits)
     assert all(c["images"] == 64 for c in checked.values())
+
+
+@needs_shared
+def test_on_real_nih_radiographs_predict_and_every_export_agree_for_a_gpu_trained_model(both_paths, gpu_exported):
+    """The real full-size NIH PNGs through `predict`'s and the app's Predictor (the saved model, read and
+    resized as the shards are) and through each exported format: the same raw scores."""
+    from cxr14.images import read_gray
+
+    _, paths = gpu_exported
+    predictor = inference.Predictor(both_paths["gpu"][0] / "model.keras")
+    predictor.tta = True  # as the exports hold it
+    x = np.stack([predictor.prepare(read_gray(p.read_bytes())) for p in sorted(NIH_SAMPLE.glob("*.png"))])
+    assert x.shape == (3, 32, 32, 1)
+    want = predictor.scores(x)
+    for fmt, path in paths.items():
+        np.testing.assert_allclose(export.LOADERS[fmt](path)(x), want, atol=1e-5, err_msg=fmt)
 
 
 def test_a_fine_tune_on_the_gpu_path_trains_the_head_then_everything_and_converges(both_paths, site, tmp_path):
