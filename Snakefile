@@ -45,12 +45,12 @@ include: "rules/app.smk"
 
 rule all:
     input:
-        "results/clean/images.parquet",
-        "results/clean/cleaning_report.json",
+        paths.CLEAN_TABLE,
+        paths.CLEANING_REPORT,
         SHARD_MANIFESTS,
-        expand(cxr14_runs.MODEL, run=TRAINED),
-        expand(f"{RUN}/evaluate/report.html", run=RUNS),
-        expand(f"{EXTERNAL}/report.html", run=RUNS, dataset=DATASETS),
-        expand(f"{RUN}/model_card.md", run=RUNS),
-        expand(f"{EXPORT}/parity.json", run=TRAINED),
-        "results/leaderboard.html",
+        expand(paths.MODEL, run=TRAINED),
+        expand(paths.REPORT, run=RUNS),
+        expand(paths.EXTERNAL_REPORT, run=RUNS, dataset=DATASETS),
+        expand(paths.MODEL_CARD, run=RUNS),
+        expand(paths.PARITY, run=TRAINED),
+        paths.LEADERBOARD_HTML,

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the load driver
 
 MODELS = (("small_cnn", 64), ("densenet121", 224))
 NIH_SAMPLE = Path(__file__).resolve().parents[2] / "shared/nih-sample/00000001_000.png"
@@ -29,7 +30,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=[f"{b}:{s}" for b, s in MODELS], help="backbone:px ...")
     args = parser.parse_args()
 
-    from cxr14 import loadtest, models
+    import loadtest  # tests/loadtest.py: the load driver the tests use too
+    from cxr14 import models
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

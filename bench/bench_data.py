@@ -25,7 +25,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from cxr14 import demo, shards  # noqa: E402
+from cxr14 import phantom, shard_io  # noqa: E402
 from cxr14.constants import FINDINGS  # noqa: E402
 
 ALL_IMAGES = 112_120
@@ -36,7 +36,7 @@ def make_pngs(folder: Path, n: int) -> pd.DataFrame:
     rng = np.random.default_rng(0)
     rows = []
     for k in range(n):
-        img, _ = demo.render(demo.draw_labels(rng), rng, 1024)
+        img, _ = phantom.render(phantom.draw_labels(rng), rng, 1024)
         name = f"{k + 1:08d}_000.png"
         # Level 3 makes them weigh what the real ones do (~170-200 KB).
         cv2.imwrite(str(folder / name), img, [cv2.IMWRITE_PNG_COMPRESSION, 3])
@@ -82,13 +82,13 @@ def decode_bound(paths, workers):
 def _shard_job(args):
     rows, image_dir, out, size, encoding = args
     cv2.setNumThreads(1)
-    shards.write_shard(
+    shard_io.write_shard(
         rows.assign(file=[str(image_dir / n) for n in rows.image_index]), out, size, encoding, max_bad_images=0
     )
 
 
 def shard_stage(table, image_dir, out_dir, size, encoding, workers):
-    plan = shards.plan_table(table, images_per_shard=max(1, len(table) // (2 * workers)), seed=0)
+    plan = shard_io.plan_table(table, images_per_shard=max(1, len(table) // (2 * workers)), seed=0)
     jobs = [
         (plan[plan.shard == s], image_dir, out_dir / f"{encoding}-{workers}-{s:05d}.tfrecord", size, encoding)
         for s in sorted(plan.shard.unique())

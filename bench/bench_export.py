@@ -25,7 +25,8 @@ def exported(backbone: str, size: int, folder: Path, tta: bool) -> tuple[dict, f
     """{format: predict function} for one model, and the seconds the three exports took."""
     import numpy as np
 
-    from cxr14 import export, models
+    from cxr14 import models
+    from cxr14.steps import export
 
     net = export.serving_model(models.build(backbone, size, "none", dropout=0.0), tta)
     paths = {"saved_model": folder / "saved_model", "onnx": folder / "model.onnx", "tflite": folder / "model.tflite"}

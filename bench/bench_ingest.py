@@ -26,9 +26,11 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cxr14 import config, ingest, runs, shards  # noqa: E402
+from cxr14 import formats, paths, shard_io  # noqa: E402
 from cxr14.constants import FINDINGS  # noqa: E402
-from cxr14.demo import CHEXPERT_HEADER, site_image  # noqa: E402
+from cxr14.steps import ingest, shards  # noqa: E402
+from cxr14.steps.demo import CHEXPERT_HEADER, site_image  # noqa: E402
+from cxr14.workflow import config, runs  # noqa: E402
 
 SCHEMA = config.schema()["properties"]["datasets"]["additionalProperties"]
 
@@ -57,7 +59,7 @@ def make_collection(root: Path, n: int, seed: int = 0) -> None:
 
 def shard_all(plan: Path, root: Path, out: Path, n_shards: int) -> None:
     for i in range(n_shards):
-        stem = out / shards.shard_stem(runs.UNSPLIT, i, n_shards)
+        stem = out / paths.shard_stem(runs.UNSPLIT, i, n_shards)
         shards.dataset_shard(plan=plan, tfrecord=f"{stem}.tfrecord", info=f"{stem}.json", group=runs.UNSPLIT, index=i,
                              root=str(root), image_size=224, encoding="raw", max_bad_images=0)  # fmt: skip
 
@@ -86,10 +88,10 @@ def collection_bench(work: Path, n: int, compare: int) -> None:
     table = table.assign(
         path=table.path.str.replace(".jpg", ".png"), image_index=table.path.str.replace(".jpg", ".png")
     )
-    png_plan = shards.plan_group(table.assign(split=runs.UNSPLIT), compare, 0)
+    png_plan = shard_io.plan_group(table.assign(split=runs.UNSPLIT), compare, 0)
     png_plan.to_parquet(work / "png_plan.parquet")
     nih_rows = png_plan.assign(file=[str(png_root / p) for p in png_plan.path], archive=1)
-    t_nih, _ = timed(shards.write_shard, nih_rows, work / "nih.tfrecord", 224, "raw", 0)
+    t_nih, _ = timed(shard_io.write_shard, nih_rows, work / "nih.tfrecord", 224, "raw", 0)
     t_ext, _ = timed(shard_all, work / "png_plan.parquet", png_root, work / "png_shards", 1)
 
     print(f"\n1. collection of {n} JPEGs, 1 core:")
@@ -131,15 +133,15 @@ def mimic_bench(work: Path) -> None:
     write_gz(root / "mimic-cxr-2.0.0-split.csv.gz", split)
     print(f"\nwrote MIMIC-sized tables in {time.perf_counter() - t_write:.1f} s")
     s = settings(format="mimic", root=str(root), max_missing=images)
-    t_read, raw = timed(ingest.read_mimic, [str(root / s.files[0])], metadata=str(root / s.metadata),
+    t_read, raw = timed(formats.read_mimic, [str(root / s.files[0])], metadata=str(root / s.metadata),
                         split_file=str(root / s.split_file), patients=None, settings=s)  # fmt: skip
-    t_stat, _ = timed(lambda: [ingest.file_stat(root / p) for p in raw.image])
-    real = ingest.file_stat
-    ingest.file_stat = lambda _: (0, 0)  # the rest of harmonise, as if every file were there
+    t_stat, _ = timed(lambda: [formats.file_stat(root / p) for p in raw.image])
+    real = formats.file_stat
+    formats.file_stat = lambda _: (0, 0)  # the rest of harmonise, as if every file were there
     try:
-        t_harmonise, (frame, _, _) = timed(ingest.harmonise, raw, root, s)
+        t_harmonise, (frame, _, _) = timed(formats.harmonise, raw, root, s)
     finally:
-        ingest.file_stat = real
+        formats.file_stat = real
     print(f"\n2. MIMIC-CXR-JPG-sized tables ({images:,} images, {studies:,} studies):")
     print("| what | seconds |\n|---|---:|")
     print(f"| read the 3 tables, join, build paths | {t_read:.1f} |")

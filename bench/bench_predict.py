@@ -23,7 +23,7 @@ def phantom_files(folder: Path, n: int) -> list[Path]:
     import cv2
     import numpy as np
 
-    from cxr14.demo import render
+    from cxr14.phantom import render
 
     rng = np.random.default_rng(0)
     files = []

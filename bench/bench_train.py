@@ -34,11 +34,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from cxr14 import demo, models, shards  # noqa: E402
-from cxr14.config import defaults  # noqa: E402
+from cxr14 import (
+    models,  # noqa: E402
+    paths,
+    phantom,
+    shard_io,
+)
 from cxr14.constants import FINDINGS  # noqa: E402
 from cxr14.data import Shards, dataset  # noqa: E402
-from cxr14.runs import AugmentSettings  # noqa: E402
+from cxr14.workflow.config import defaults  # noqa: E402
+from cxr14.workflow.runs import AugmentSettings  # noqa: E402
 
 TRAIN = defaults("train")
 AUGMENT = AugmentSettings.of(TRAIN["augment"])  # the training default
@@ -53,8 +58,8 @@ def make_shards(root: Path, n: int, size: int) -> Shards:
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for k in range(n):
-        labels = demo.draw_labels(rng)
-        img, _ = demo.render(labels, rng, 256)
+        labels = phantom.draw_labels(rng)
+        img, _ = phantom.render(labels, rng, 256)
         name = f"{k + 1:08d}_000.png"
         cv2.imwrite(str(folder / name), img)
         rows.append(
@@ -70,12 +75,12 @@ def make_shards(root: Path, n: int, size: int) -> Shards:
                 **{f: int(f in labels) for f in FINDINGS},
             }
         )
-    plan = shards.plan_table(pd.DataFrame(rows), max(1, n // 4), 0)
+    plan = shard_io.plan_table(pd.DataFrame(rows), max(1, n // 4), 0)
     located = plan.assign(file=[str(folder / name) for name in plan.image_index])
     files = []
     for s in range(int(plan.num_shards.iloc[0])):
-        out = root / f"s{size}" / f"{shards.shard_stem('train', s, 4)}.tfrecord"
-        shards.write_shard(located[located.shard == s], out, size, "raw", max_bad_images=0)
+        out = root / f"s{size}" / f"{paths.shard_stem('train', s, 4)}.tfrecord"
+        shard_io.write_shard(located[located.shard == s], out, size, "raw", max_bad_images=0)
         files.append(str(out))
     return Shards(files, size, "raw", n)
 

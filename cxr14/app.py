@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .calibrate import SHARED
+from .calibration import SHARED
 from .constants import DISCLAIMER, FINDINGS
 from .images import DEFAULT_MAX_MB, DEFAULT_MAX_MEGAPIXELS, BadImage, read_gray
 from .inference import Predictor, served
@@ -29,7 +29,7 @@ CSS = ".cxr14-disclaimer {background:#fff3cd; border:1px solid #e0c36c; padding:
 
 def make_examples(folder: Path, size: int = 512) -> list[str]:
     """Phantom radiographs made by cxr14 itself (no patient data), for the example gallery."""
-    from .demo import render
+    from .phantom import render
 
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(11)

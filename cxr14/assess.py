@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics, prediction_table
-from .calibrate import calibrated
+from .calibration import calibrated
 from .constants import FINDINGS
 from .inference import TTA_VIEWS
 

@@ -13,8 +13,8 @@ from .constants import DISCLAIMER
 
 
 def parser() -> argparse.ArgumentParser:
-    from .config import defaults
-    from .runs import RUN
+    from .paths import RUN, SHARDS
+    from .workflow.config import defaults
 
     app_defaults = defaults("app")
     top = argparse.ArgumentParser(
@@ -109,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument(
         "paths",
         nargs="*",
-        default=["results/shards"],
+        default=[SHARDS],
         metavar="PATH",
         help="manifest.json files or folders searched for them (default: %(default)s)",
     )
@@ -140,7 +140,7 @@ def _limits(command: argparse.ArgumentParser, what: str) -> None:
 def verify(args) -> int:
     from pathlib import Path
 
-    from .shards import CorruptShard, verify_shards
+    from .shard_io import CorruptShard, verify_shards
 
     manifests = sorted({m for p in map(Path, args.paths) for m in ([p] if p.is_file() else p.rglob("manifest.json"))})
     if not manifests:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
 from .constants import FINDINGS
-from .runs import AugmentSettings
-from .shards import verify_shards
+from .shard_io import verify_shards
+
+if TYPE_CHECKING:  # the settings' type only: the library never imports the run resolution
+    from .workflow.runs import AugmentSettings
 
 AUTOTUNE = tf.data.AUTOTUNE
 

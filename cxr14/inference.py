@@ -10,7 +10,7 @@ import numpy as np
 
 from .constants import FINDINGS
 from .images import resize
-from .runs import CALIBRATION, MODEL, RUN, THRESHOLDS
+from .paths import CALIBRATION, MODEL, RUN, THRESHOLDS
 
 # Test-time augmentation: small anatomy-safe views, (shift x, shift y) as fractions of the side and a
 # zoom about the centre; no flips (the heart is on the left). The identity view is always first.
@@ -78,7 +78,7 @@ def load_thresholds(path) -> dict[str, float] | None:
 
 def load_calibration(path, model_path) -> dict | None:
     """A run's calibration (from the calibrate step), checked to belong to `model_path`."""
-    from .calibrate import check_model
+    from .calibration import check_model
 
     if path is None or not Path(path).is_file():
         return None
@@ -168,7 +168,7 @@ class Predictor:
 
     def calibrated(self, scores: np.ndarray) -> np.ndarray:
         """Raw scores to calibrated probabilities (the scores themselves without a calibration)."""
-        from .calibrate import apply
+        from .calibration import apply
 
         return apply(self.calibration, scores)
 

@@ -4,13 +4,13 @@
 
 rule app:
     input:
-        models=expand(cxr14_runs.MODEL, run=TRAINED),
-        thresholds=expand(cxr14_runs.THRESHOLDS, run=TRAINED),
-        calibrations=expand(cxr14_runs.CALIBRATION, run=TRAINED),
+        models=expand(paths.MODEL, run=TRAINED),
+        thresholds=expand(paths.THRESHOLDS, run=TRAINED),
+        calibrations=expand(paths.CALIBRATION, run=TRAINED),
     log:
-        "logs/app/app.log",
+        paths.log("app"),
     benchmark:
-        "benchmarks/app/app.tsv"
+        paths.benchmark("app")
     localrule: True
     conda:
         "../envs/app.yaml"

@@ -4,20 +4,18 @@
 
 rule calibrate:
     input:
-        predictions=f"{RUN}/evaluate/predictions.parquet",
-        table="results/clean/images.parquet",
+        predictions=paths.PREDICTIONS,
+        table=paths.CLEAN_TABLE,
         # The model the calibration belongs to (an ensemble has no model of its own).
         summary=lambda wildcards: (
-            []
-            if RUNS[wildcards.run].is_ensemble
-            else f"{RUN}/train/training_summary.json"
+            [] if RUNS[wildcards.run].is_ensemble else paths.TRAINING_SUMMARY
         ),
     output:
-        calibration=cxr14_runs.CALIBRATION,
+        calibration=paths.CALIBRATION,
     log:
-        "logs/runs/{run}/calibrate/calibrate.log",
+        paths.log("calibrate"),
     benchmark:
-        "benchmarks/runs/{run}/calibrate/calibrate.tsv"
+        paths.benchmark("calibrate")
     conda:
         "../envs/evaluate.yaml"
     resources:

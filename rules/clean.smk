@@ -6,14 +6,14 @@ rule clean:
         data_entry=metadata("data_entry"),
         train_val_list=metadata("train_val_list"),
         test_list=metadata("test_list"),
-        manifests=expand("results/extract/images_{nn}.manifest.tsv", nn=NN),
+        manifests=expand(paths.EXTRACT_MANIFEST, nn=NN),
     output:
-        table="results/clean/images.parquet",
-        report="results/clean/cleaning_report.json",
+        table=paths.CLEAN_TABLE,
+        report=paths.CLEANING_REPORT,
     log:
-        "logs/clean/clean.log",
+        paths.log("clean"),
     benchmark:
-        "benchmarks/clean/clean.tsv"
+        paths.benchmark("clean")
     conda:
         "../envs/clean.yaml"
     resources:

@@ -10,9 +10,10 @@ min_version("9.0")
 # The workflow imports the cxr14 package from this checkout.
 sys.path.insert(0, workflow.basedir)
 
-from cxr14 import config as cxr14_config
-from cxr14 import runs as cxr14_runs
-from cxr14.fingerprint import fingerprint
+from cxr14 import paths
+from cxr14.workflow import config as cxr14_config
+from cxr14.workflow import runs as cxr14_runs
+from cxr14.workflow.fingerprint import fingerprint
 from cxr14.constants import (
     BBOX_LIST,
     EXPERT_LABELS,
@@ -20,8 +21,8 @@ from cxr14.constants import (
     TRAIN_VAL_LIST,
     box_name,
 )
-from cxr14.download import archive_candidates, metadata_candidates
-from cxr14.shards import ENCODINGS, shard_stem
+from cxr14.steps.download import archive_candidates, metadata_candidates
+from cxr14.shard_io import ENCODINGS
 
 # Once, for every job: strings from `--config` read as the schema's types, checked, defaults filled in.
 cxr14_config.validate(config)
@@ -32,14 +33,12 @@ TRAINED = [name for name, run in RUNS.items() if not run.is_ensemble]
 ENSEMBLES = [name for name, run in RUNS.items() if run.is_ensemble]
 REFERENCE = cxr14_runs.reference(config, RUNS)
 LAYOUTS = sorted({RUNS[name].layout for name in TRAINED})
-RUN = cxr14_runs.RUN
-EXPORT = cxr14_runs.EXPORT
 
 ARCHIVES = sorted(config["archives"])
 NN = [f"{i:02d}" for i in ARCHIVES]  # the {nn} wildcard of each
 DEMO = config.get("demo") is not None
 
-# The metadata files by role; each is fetched to results/download/metadata/<name>.
+# The metadata files by role; each is fetched to paths.METADATA.
 METADATA = {
     "data_entry": config["data_entry"],
     "train_val_list": TRAIN_VAL_LIST,
@@ -52,7 +51,7 @@ if config["expert_labels"]:
 
 def metadata(role):
     """The downloaded metadata file of a role (`data_entry`, `test_list`, ...)."""
-    return f"results/download/metadata/{METADATA[role]}"
+    return paths.METADATA.format(name=METADATA[role])
 
 
 def demo_source(name):
@@ -75,32 +74,21 @@ def metadata_sources(wildcards):
     return metadata_candidates(wildcards.name, config["mirror"], config["metadata_dir"])
 
 
-def shard_path(layout, split, shard, num, root="results"):
-    """A shard's files, less the suffix: results/shards/224px-raw/train/train-00003-of-00012 (or its log's)."""
-    return f"{root}/shards/{layout}/{split}/{shard_stem(split, shard, num)}"
-
-
-SHARD = shard_path("{layout}", "{split}", "{shard}", "{num}")
-SHARD_LOG = shard_path("{layout}", "{split}", "{shard}", "{num}", root="logs")
-SHARD_BENCHMARK = shard_path(
-    "{layout}", "{split}", "{shard}", "{num}", root="benchmarks"
-)
-MANIFEST = "results/shards/{layout}/{split}/manifest.json"
-SHARD_MANIFESTS = expand(MANIFEST, layout=LAYOUTS, split=["train", "val", "test"])
+SHARD_MANIFESTS = expand(paths.MANIFEST, layout=LAYOUTS, split=["train", "val", "test"])
 
 
 def run_manifest(split):
     """The manifest of a split in the shard layout of the run in the wildcards."""
-    return lambda wildcards: MANIFEST.format(
+    return lambda wildcards: paths.MANIFEST.format(
         layout=RUNS[wildcards.run].layout, split=split
     )
 
 
 def package_code(module):
-    """A step's `code` param: the fingerprint of its cxr14 module and what that imports, so that a
+    """A step's `code` param: the fingerprint of its module in cxr14.steps and what that imports, so that a
     change to that code reruns the step (and a change to comments or docstrings does not).
     """
-    return fingerprint(f"cxr14.{module}")
+    return fingerprint(f"cxr14.steps.{module}")
 
 
 def run_settings(section):
@@ -124,12 +112,6 @@ def names_pattern(names):
 
 # External collections (datasets:), each ingested, sharded in every layout a run reads, and scored.
 DATASETS = sorted(config["datasets"])
-DATASET = "results/datasets/{dataset}"
-DATASET_SHARD = (
-    f"{DATASET}/shards/{{layout}}/{{group}}/{shard_stem('{group}', '{shard}', '{num}')}"
-)
-DATASET_MANIFEST = f"{DATASET}/shards/{{layout}}/{{group}}/manifest.json"
-EXTERNAL = cxr14_runs.EXTERNAL
 
 
 def dataset_setting(key):
@@ -162,7 +144,7 @@ def dataset_table(key):
 def dataset_manifest(wildcards):
     """The manifest every run is validated on (a split collection's test split, else all of it), in
     the shard layout of the run in the wildcards."""
-    return DATASET_MANIFEST.format(
+    return paths.DATASET_MANIFEST.format(
         dataset=wildcards.dataset,
         layout=RUNS[wildcards.run].layout,
         group=cxr14_runs.validation_group(config["datasets"][wildcards.dataset]),
@@ -184,13 +166,7 @@ def dataset_shard_infos(wildcards):
     num = plan.loc[plan.split == wildcards.group, "num_shards"]
     n = int(num.iloc[0])
     return [
-        f"{DATASET_SHARD}.json".format(
-            dataset=wildcards.dataset,
-            layout=wildcards.layout,
-            group=wildcards.group,
-            shard=f"{i:05d}",
-            num=f"{n:05d}",
-        )
+        f"{paths.dataset_shard(wildcards.dataset, wildcards.layout, wildcards.group, i, n)}.json"
         for i in range(n)
     ]
 
@@ -203,9 +179,9 @@ def training_manifests(split):
         run = RUNS[wildcards.run]
         return [
             (
-                MANIFEST.format(layout=run.layout, split=split)
+                paths.MANIFEST.format(layout=run.layout, split=split)
                 if source == cxr14_runs.NIH
-                else DATASET_MANIFEST.format(
+                else paths.DATASET_MANIFEST.format(
                     dataset=source, layout=run.layout, group=split
                 )
             )
@@ -218,7 +194,7 @@ def training_manifests(split):
 def starting_model(wildcards):
     """A fine-tune's starting model (`train.init`); none for a new one."""
     start = RUNS[wildcards.run].starts_from
-    return cxr14_runs.MODEL.format(run=start) if start else []
+    return paths.MODEL.format(run=start) if start else []
 
 
 def shard_infos(wildcards):
@@ -233,5 +209,5 @@ def shard_infos(wildcards):
         raise ValueError(f"split {wildcards.split} has no images: nothing to shard")
     n = int(num.iloc[0])
     return [
-        f"{shard_path(wildcards.layout, wildcards.split, i, n)}.json" for i in range(n)
+        f"{paths.shard(wildcards.layout, wildcards.split, i, n)}.json" for i in range(n)
     ]

@@ -10,12 +10,12 @@ rule ingest:
         split_file=dataset_table("split_file"),
         patients=dataset_table("patients"),
     output:
-        images=f"{DATASET}/images.parquet",
-        report=f"{DATASET}/ingest_report.json",
+        images=paths.DATASET_TABLE,
+        report=paths.INGEST_REPORT,
     log:
-        "logs/datasets/{dataset}/ingest.log",
+        paths.log("ingest"),
     benchmark:
-        "benchmarks/datasets/{dataset}/ingest.tsv"
+        paths.benchmark("ingest")
     conda:
         "../envs/shards.yaml"
     resources:
@@ -32,14 +32,14 @@ rule ingest:
 
 checkpoint plan_dataset_shards:
     input:
-        table=f"{DATASET}/images.parquet",
-        report=f"{DATASET}/ingest_report.json",
+        table=paths.DATASET_TABLE,
+        report=paths.INGEST_REPORT,
     output:
-        plan=f"{DATASET}/shards/plan.parquet",
+        plan=paths.DATASET_SHARD_PLAN,
     log:
-        "logs/datasets/{dataset}/shards/plan.log",
+        paths.log("plan_dataset_shards"),
     benchmark:
-        "benchmarks/datasets/{dataset}/shards/plan.tsv"
+        paths.benchmark("plan_dataset_shards")
     conda:
         "../envs/shards.yaml"
     resources:
@@ -56,14 +56,14 @@ checkpoint plan_dataset_shards:
 
 rule dataset_shard:
     input:
-        plan=f"{DATASET}/shards/plan.parquet",
+        plan=paths.DATASET_SHARD_PLAN,
     output:
-        tfrecord=f"{DATASET_SHARD}.tfrecord",
-        info=f"{DATASET_SHARD}.json",
+        tfrecord=f"{paths.DATASET_SHARD}.tfrecord",
+        info=f"{paths.DATASET_SHARD}.json",
     log:
-        DATASET_SHARD.replace("results/", "logs/", 1) + ".log",
+        paths.log("dataset_shard"),
     benchmark:
-        DATASET_SHARD.replace("results/", "benchmarks/", 1) + ".tsv"
+        paths.benchmark("dataset_shard")
     conda:
         "../envs/shards.yaml"
     resources:
@@ -86,12 +86,12 @@ rule dataset_shard_manifest:
     input:
         infos=dataset_shard_infos,
     output:
-        manifest=DATASET_MANIFEST,
-        bad_images=f"{DATASET}/shards/{{layout}}/{{group}}/bad_images.tsv",
+        manifest=paths.DATASET_MANIFEST,
+        bad_images=paths.DATASET_BAD_IMAGES,
     log:
-        "logs/datasets/{dataset}/shards/{layout}/{group}/manifest.log",
+        paths.log("dataset_shard_manifest"),
     benchmark:
-        "benchmarks/datasets/{dataset}/shards/{layout}/{group}/manifest.tsv"
+        paths.benchmark("dataset_shard_manifest")
     conda:
         "../envs/shards.yaml"
     resources:

@@ -11,9 +11,9 @@ if DEMO:
             bbox_list=os.path.join(config["mirror"], BBOX_LIST),
             expert_labels=os.path.join(config["mirror"], EXPERT_LABELS),
         log:
-            "logs/demo/mirror.log",
+            paths.log("demo_mirror"),
         benchmark:
-            "benchmarks/demo/mirror.tsv"
+            paths.benchmark("demo_mirror")
         conda:
             "../envs/demo.yaml"
         resources:
@@ -38,9 +38,9 @@ if DEMO and config["demo"]["site"]:
             labels=os.path.join(SITE_ROOT, "train.csv"),
             images=directory(os.path.join(SITE_ROOT, "train")),
         log:
-            "logs/demo/site.log",
+            paths.log("demo_site"),
         benchmark:
-            "benchmarks/demo/site.tsv"
+            paths.benchmark("demo_site")
         conda:
             "../envs/demo.yaml"
         resources:

@@ -5,12 +5,12 @@ rule download_archive:
     input:
         demo_source(box_name("{nn}")),
     output:
-        archive="results/download/images_{nn}.archive",
-        checksum="results/download/images_{nn}.sha256",
+        archive=paths.ARCHIVE,
+        checksum=paths.ARCHIVE_CHECKSUM,
     log:
-        "logs/download/images_{nn}.log",
+        paths.log("download_archive"),
     benchmark:
-        "benchmarks/download/images_{nn}.tsv"
+        paths.benchmark("download_archive")
     retries: 3
     conda:
         "../envs/download.yaml"
@@ -32,11 +32,11 @@ rule download_metadata:
     input:
         demo_source("{name}"),
     output:
-        out="results/download/metadata/{name}",
+        out=paths.METADATA,
     log:
-        "logs/download/metadata/{name}.log",
+        paths.log("download_metadata"),
     benchmark:
-        "benchmarks/download/metadata/{name}.tsv"
+        paths.benchmark("download_metadata")
     wildcard_constraints:
         name="|".join(re.escape(n) for n in METADATA.values()),
     retries: 3

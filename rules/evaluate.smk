@@ -4,15 +4,15 @@
 
 rule score:
     input:
-        model=cxr14_runs.MODEL,
+        model=paths.MODEL,
         val_manifest=run_manifest("val"),
         test_manifest=run_manifest("test"),
     output:
-        predictions=f"{RUN}/evaluate/predictions.parquet",
+        predictions=paths.PREDICTIONS,
     log:
-        "logs/runs/{run}/evaluate/score.log",
+        paths.log("score"),
     benchmark:
-        "benchmarks/runs/{run}/evaluate/score.tsv"
+        paths.benchmark("score")
     wildcard_constraints:
         run=names_pattern(TRAINED),
     conda:
@@ -33,14 +33,14 @@ rule score:
 rule ensemble:
     input:
         member_predictions=lambda wildcards: expand(
-            f"{RUN}/evaluate/predictions.parquet", run=RUNS[wildcards.run].members
+            paths.PREDICTIONS, run=RUNS[wildcards.run].members
         ),
     output:
-        predictions=f"{RUN}/evaluate/predictions.parquet",
+        predictions=paths.PREDICTIONS,
     log:
-        "logs/runs/{run}/evaluate/ensemble.log",
+        paths.log("ensemble"),
     benchmark:
-        "benchmarks/runs/{run}/evaluate/ensemble.tsv"
+        paths.benchmark("ensemble")
     wildcard_constraints:
         run=names_pattern(ENSEMBLES),
     conda:
@@ -57,38 +57,36 @@ rule ensemble:
 
 rule evaluate:
     input:
-        predictions=f"{RUN}/evaluate/predictions.parquet",
-        calibration=cxr14_runs.CALIBRATION,
+        predictions=paths.PREDICTIONS,
+        calibration=paths.CALIBRATION,
         # Grad-CAM and localisation explain one network: an ensemble has neither input.
-        model=lambda wildcards: (
-            [] if RUNS[wildcards.run].is_ensemble else cxr14_runs.MODEL
-        ),
+        model=lambda wildcards: ([] if RUNS[wildcards.run].is_ensemble else paths.MODEL),
         test_manifest=lambda wildcards: (
             [] if RUNS[wildcards.run].is_ensemble else run_manifest("test")(wildcards)
         ),
-        table="results/clean/images.parquet",
-        cleaning_report="results/clean/cleaning_report.json",
+        table=paths.CLEAN_TABLE,
+        cleaning_report=paths.CLEANING_REPORT,
         boxes=metadata("bbox_list"),
         expert_labels=metadata("expert_labels") if "expert_labels" in METADATA else [],
     output:
-        evaluation=f"{RUN}/evaluate/metrics.json",
-        thresholds=cxr14_runs.THRESHOLDS,
+        evaluation=paths.METRICS,
+        thresholds=paths.THRESHOLDS,
         report=report(
-            f"{RUN}/evaluate/report.html",
+            paths.REPORT,
             category="Evaluation",
             subcategory="{run}",
             caption="../report/evaluation.rst",
         ),
         figures=report(
-            directory(f"{RUN}/evaluate/figures"),
+            directory(paths.FIGURES),
             patterns=["{name}.png"],
             category="Figures",
             subcategory="{run}",
         ),
     log:
-        "logs/runs/{run}/evaluate/evaluate.log",
+        paths.log("evaluate"),
     benchmark:
-        "benchmarks/runs/{run}/evaluate/evaluate.tsv"
+        paths.benchmark("evaluate")
     conda:
         "../envs/evaluate.yaml"
     threads: workflow.cores

@@ -4,22 +4,22 @@
 
 rule export:
     input:
-        model=cxr14_runs.MODEL,
-        summary=f"{RUN}/train/training_summary.json",
-        calibration=cxr14_runs.CALIBRATION,
-        thresholds=cxr14_runs.THRESHOLDS,
-        predictions=f"{RUN}/evaluate/predictions.parquet",
+        model=paths.MODEL,
+        summary=paths.TRAINING_SUMMARY,
+        calibration=paths.CALIBRATION,
+        thresholds=paths.THRESHOLDS,
+        predictions=paths.PREDICTIONS,
         test_manifest=run_manifest("test"),
     output:
-        saved_model=directory(f"{EXPORT}/saved_model"),
-        onnx=f"{EXPORT}/model.onnx",
-        tflite=f"{EXPORT}/model.tflite",
-        serving=f"{EXPORT}/serving.json",
-        parity_report=f"{EXPORT}/parity.json",
+        saved_model=directory(paths.SAVED_MODEL),
+        onnx=paths.ONNX,
+        tflite=paths.TFLITE,
+        serving=paths.SERVING,
+        parity_report=paths.PARITY,
     log:
-        "logs/runs/{run}/export/export.log",
+        paths.log("export"),
     benchmark:
-        "benchmarks/runs/{run}/export/export.tsv"
+        paths.benchmark("export")
     wildcard_constraints:
         run=names_pattern(TRAINED),
     conda:

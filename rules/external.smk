@@ -4,14 +4,14 @@
 
 rule score_external:
     input:
-        model=cxr14_runs.MODEL,
+        model=paths.MODEL,
         manifest=dataset_manifest,
     output:
-        predictions=f"{EXTERNAL}/predictions.parquet",
+        predictions=paths.EXTERNAL_PREDICTIONS,
     log:
-        "logs/runs/{run}/external/{dataset}/score_external.log",
+        paths.log("score_external"),
     benchmark:
-        "benchmarks/runs/{run}/external/{dataset}/score_external.tsv"
+        paths.benchmark("score_external")
     wildcard_constraints:
         run=names_pattern(TRAINED),
     conda:
@@ -33,16 +33,16 @@ rule score_external:
 rule ensemble_external:
     input:
         member_predictions=lambda wildcards: expand(
-            f"{EXTERNAL}/predictions.parquet",
+            paths.EXTERNAL_PREDICTIONS,
             run=RUNS[wildcards.run].members,
             dataset=wildcards.dataset,
         ),
     output:
-        predictions=f"{EXTERNAL}/predictions.parquet",
+        predictions=paths.EXTERNAL_PREDICTIONS,
     log:
-        "logs/runs/{run}/external/{dataset}/ensemble_external.log",
+        paths.log("ensemble_external"),
     benchmark:
-        "benchmarks/runs/{run}/external/{dataset}/ensemble_external.tsv"
+        paths.benchmark("ensemble_external")
     wildcard_constraints:
         run=names_pattern(ENSEMBLES),
     conda:
@@ -59,24 +59,24 @@ rule ensemble_external:
 
 rule validate:
     input:
-        predictions=f"{EXTERNAL}/predictions.parquet",
-        nih_predictions=f"{RUN}/evaluate/predictions.parquet",
-        calibration=cxr14_runs.CALIBRATION,
-        thresholds=cxr14_runs.THRESHOLDS,
-        ingest_report=f"{DATASET}/ingest_report.json",
+        predictions=paths.EXTERNAL_PREDICTIONS,
+        nih_predictions=paths.PREDICTIONS,
+        calibration=paths.CALIBRATION,
+        thresholds=paths.THRESHOLDS,
+        ingest_report=paths.INGEST_REPORT,
     output:
-        evaluation=f"{EXTERNAL}/metrics.json",
+        evaluation=paths.EXTERNAL_METRICS,
         report=report(
-            f"{EXTERNAL}/report.html",
+            paths.EXTERNAL_REPORT,
             category="External validation",
             subcategory="{run}",
             caption="../report/external.rst",
         ),
-        figures=directory(f"{EXTERNAL}/figures"),
+        figures=directory(paths.EXTERNAL_FIGURES),
     log:
-        "logs/runs/{run}/external/{dataset}/validate.log",
+        paths.log("validate"),
     benchmark:
-        "benchmarks/runs/{run}/external/{dataset}/validate.tsv"
+        paths.benchmark("validate")
     conda:
         "../envs/evaluate.yaml"
     resources:

@@ -3,14 +3,14 @@
 
 rule extract:
     input:
-        archive="results/download/images_{nn}.archive",
+        archive=paths.ARCHIVE,
     output:
-        images=directory("results/extract/images_{nn}"),
-        manifest="results/extract/images_{nn}.manifest.tsv",
+        images=directory(paths.EXTRACTED),
+        manifest=paths.EXTRACT_MANIFEST,
     log:
-        "logs/extract/images_{nn}.log",
+        paths.log("extract"),
     benchmark:
-        "benchmarks/extract/images_{nn}.tsv"
+        paths.benchmark("extract")
     conda:
         "../envs/download.yaml"
     resources:

@@ -3,28 +3,26 @@
 
 rule leaderboard:
     input:
-        evaluations=expand(f"{RUN}/evaluate/metrics.json", run=RUNS),
-        predictions=expand(f"{RUN}/evaluate/predictions.parquet", run=RUNS),
-        summaries=expand(f"{RUN}/train/training_summary.json", run=TRAINED),
-        reports=expand(f"{RUN}/evaluate/report.html", run=RUNS),
-        external_evaluations=expand(
-            f"{EXTERNAL}/metrics.json", run=RUNS, dataset=DATASETS
-        ),
+        evaluations=expand(paths.METRICS, run=RUNS),
+        predictions=expand(paths.PREDICTIONS, run=RUNS),
+        summaries=expand(paths.TRAINING_SUMMARY, run=TRAINED),
+        reports=expand(paths.REPORT, run=RUNS),
+        external_evaluations=expand(paths.EXTERNAL_METRICS, run=RUNS, dataset=DATASETS),
         external_predictions=expand(
-            f"{EXTERNAL}/predictions.parquet", run=RUNS, dataset=DATASETS
+            paths.EXTERNAL_PREDICTIONS, run=RUNS, dataset=DATASETS
         ),
-        external_reports=expand(f"{EXTERNAL}/report.html", run=RUNS, dataset=DATASETS),
+        external_reports=expand(paths.EXTERNAL_REPORT, run=RUNS, dataset=DATASETS),
     output:
-        csv="results/leaderboard.csv",
+        csv=paths.LEADERBOARD_CSV,
         html=report(
-            "results/leaderboard.html",
+            paths.LEADERBOARD_HTML,
             category="Evaluation",
             caption="../report/leaderboard.rst",
         ),
     log:
-        "logs/leaderboard/leaderboard.log",
+        paths.log("leaderboard"),
     benchmark:
-        "benchmarks/leaderboard/leaderboard.tsv"
+        paths.benchmark("leaderboard")
     conda:
         "../envs/evaluate.yaml"
     resources:

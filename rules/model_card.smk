@@ -3,30 +3,28 @@
 
 rule model_card:
     input:
-        evaluation=f"{RUN}/evaluate/metrics.json",
-        thresholds=cxr14_runs.THRESHOLDS,
-        calibration=cxr14_runs.CALIBRATION,
+        evaluation=paths.METRICS,
+        thresholds=paths.THRESHOLDS,
+        calibration=paths.CALIBRATION,
         # An ensemble has no training of its own (its members' cards describe theirs).
         summary=lambda wildcards: (
-            []
-            if RUNS[wildcards.run].is_ensemble
-            else f"{RUN}/train/training_summary.json"
+            [] if RUNS[wildcards.run].is_ensemble else paths.TRAINING_SUMMARY
         ),
         external_evaluations=expand(
-            f"{EXTERNAL}/metrics.json", dataset=DATASETS, allow_missing=True
+            paths.EXTERNAL_METRICS, dataset=DATASETS, allow_missing=True
         ),
     output:
-        card=f"{RUN}/model_card.md",
+        card=paths.MODEL_CARD,
         html=report(
-            f"{RUN}/model_card.html",
+            paths.MODEL_CARD_HTML,
             category="Model cards",
             subcategory="{run}",
             caption="../report/model_card.rst",
         ),
     log:
-        "logs/runs/{run}/model_card/model_card.log",
+        paths.log("model_card"),
     benchmark:
-        "benchmarks/runs/{run}/model_card/model_card.tsv"
+        paths.benchmark("model_card")
     conda:
         "../envs/evaluate.yaml"
     resources:

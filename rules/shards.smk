@@ -4,13 +4,13 @@
 
 checkpoint plan_shards:
     input:
-        table="results/clean/images.parquet",
+        table=paths.CLEAN_TABLE,
     output:
-        plan="results/shards/plan.parquet",
+        plan=paths.SHARD_PLAN,
     log:
-        "logs/shards/plan.log",
+        paths.log("plan_shards"),
     benchmark:
-        "benchmarks/shards/plan.tsv"
+        paths.benchmark("plan_shards")
     conda:
         "../envs/shards.yaml"
     resources:
@@ -26,15 +26,15 @@ checkpoint plan_shards:
 
 rule shard:
     input:
-        plan="results/shards/plan.parquet",
-        images=expand("results/extract/images_{nn}", nn=NN),
+        plan=paths.SHARD_PLAN,
+        images=expand(paths.EXTRACTED, nn=NN),
     output:
-        tfrecord=f"{SHARD}.tfrecord",
-        info=f"{SHARD}.json",
+        tfrecord=f"{paths.SHARD}.tfrecord",
+        info=f"{paths.SHARD}.json",
     log:
-        f"{SHARD_LOG}.log",
+        paths.log("shard"),
     benchmark:
-        f"{SHARD_BENCHMARK}.tsv"
+        paths.benchmark("shard")
     conda:
         "../envs/shards.yaml"
     resources:
@@ -57,12 +57,12 @@ rule shard_manifest:
     input:
         infos=shard_infos,
     output:
-        manifest=MANIFEST,
-        bad_images="results/shards/{layout}/{split}/bad_images.tsv",
+        manifest=paths.MANIFEST,
+        bad_images=paths.BAD_IMAGES,
     log:
-        "logs/shards/{layout}/{split}/manifest.log",
+        paths.log("shard_manifest"),
     benchmark:
-        "benchmarks/shards/{layout}/{split}/manifest.tsv"
+        paths.benchmark("shard_manifest")
     conda:
         "../envs/shards.yaml"
     resources:

@@ -9,15 +9,15 @@ rule train:
         val_manifests=training_manifests("val"),
         init=starting_model,
     output:
-        model=cxr14_runs.MODEL,
-        summary=f"{RUN}/train/training_summary.json",
-        history=f"{RUN}/train/history.csv",
-        class_weights=f"{RUN}/train/class_weights.json",
-        tensorboard=directory(f"{RUN}/train/tensorboard"),
+        model=paths.MODEL,
+        summary=paths.TRAINING_SUMMARY,
+        history=paths.HISTORY,
+        class_weights=paths.CLASS_WEIGHTS,
+        tensorboard=directory(paths.TENSORBOARD),
     log:
-        "logs/runs/{run}/train/train.log",
+        paths.log("train"),
     benchmark:
-        "benchmarks/runs/{run}/train/train.tsv"
+        paths.benchmark("train")
     wildcard_constraints:
         run=names_pattern(TRAINED),
     conda:
@@ -31,7 +31,7 @@ rule train:
         run="{run}",
         settings=run_settings("train"),
         # Not an output: a killed run resumes from the state kept here (Snakemake keeps it too).
-        resume_dir=f"{RUN}/train/resume",
+        resume_dir=paths.RESUME,
         code=package_code("train"),
     script:
         "../scripts/train.py"

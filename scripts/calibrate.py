@@ -1,8 +1,8 @@
-"""Rule `calibrate` -> cxr14.calibrate.calibrate with its rule's named files and params."""
+"""Rule `calibrate` -> cxr14.steps.calibrate.calibrate with its rule's named files and params."""
 
 import _package  # noqa: F401  (makes cxr14 importable)
 
-from cxr14.calibrate import calibrate
-from cxr14.step import run
+from cxr14.steps.calibrate import calibrate
+from cxr14.workflow.step import run
 
 run(calibrate, snakemake)  # noqa: F821

@@ -1,8 +1,8 @@
-"""Rule `ensemble` -> cxr14.ensemble.ensemble with its rule's named files and params."""
+"""Rule `ensemble` -> cxr14.steps.ensemble.ensemble with its rule's named files and params."""
 
 import _package  # noqa: F401  (makes cxr14 importable)
 
-from cxr14.ensemble import ensemble
-from cxr14.step import run
+from cxr14.steps.ensemble import ensemble
+from cxr14.workflow.step import run
 
 run(ensemble, snakemake, per_run=["member_predictions"])  # noqa: F821

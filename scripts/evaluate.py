@@ -1,9 +1,9 @@
-"""Rule `evaluate` -> cxr14.evaluate.evaluate with its rule's named files and params."""
+"""Rule `evaluate` -> cxr14.steps.evaluate.evaluate with its rule's named files and params."""
 
 import _package  # noqa: F401  (makes cxr14 importable)
 
-from cxr14.evaluate import evaluate
-from cxr14.runs import EvaluateSettings
-from cxr14.step import run
+from cxr14.steps.evaluate import evaluate
+from cxr14.workflow.runs import EvaluateSettings
+from cxr14.workflow.step import run
 
 run(evaluate, snakemake, settings=EvaluateSettings, threads=True)  # noqa: F821

@@ -1,9 +1,9 @@
-"""Rule `leaderboard` -> cxr14.leaderboard.leaderboard with its rule's named files and params."""
+"""Rule `leaderboard` -> cxr14.steps.leaderboard.leaderboard with its rule's named files and params."""
 
 import _package  # noqa: F401  (makes cxr14 importable)
 
-from cxr14.leaderboard import leaderboard
-from cxr14.step import run
+from cxr14.steps.leaderboard import leaderboard
+from cxr14.workflow.step import run
 
 run(
     leaderboard,

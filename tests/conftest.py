@@ -19,7 +19,7 @@ import keras
 import pytest
 import yaml
 
-from cxr14.loadtest import png_bomb  # noqa: F401  (the tests' decompression bomb)
+from loadtest import png_bomb  # noqa: F401  (the tests' decompression bomb)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -39,6 +39,12 @@ def pytest_configure(config):
         )
         os.environ["SLURM_CONF"] = str(folder / "slurm.conf")
     simulated_gpus()
+
+
+def pytest_collection_modifyitems(items):
+    """The slow end-to-end modules first: the two workers (pyproject's addopts) start on them, and the
+    quick modules fill in around them instead of one long module running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def simulated_gpus(n: int = 2) -> None:
@@ -232,7 +238,7 @@ def write_easy_shards(
     import numpy as np
     import pandas as pd
 
-    from cxr14 import shards
+    from cxr14 import paths, shard_io
     from cxr14.constants import FINDINGS
 
     rng = np.random.default_rng(seed)
@@ -262,15 +268,15 @@ def write_easy_shards(
     table = pd.DataFrame(rows)
     table[list(unlabelled)] = -1
     table.to_parquet(root / "table.parquet")
-    plan = shards.plan_table(table.drop(columns="box"), per_shard, seed)
+    plan = shard_io.plan_table(table.drop(columns="box"), per_shard, seed)
     manifests = {}
     for split, _ in splits:
         part = plan[plan.split == split]
         num = int(part.num_shards.iloc[0])
         infos = [
-            shards.write_shard(
+            shard_io.write_shard(
                 part[part.shard == s].assign(file=lambda rows: [str(folder / n) for n in rows.image_index]),
-                root / "shards" / split / f"{shards.shard_stem(split, s, num)}.tfrecord",
+                root / "shards" / split / f"{paths.shard_stem(split, s, num)}.tfrecord",
                 size,
                 "raw",
                 0,
@@ -278,7 +284,7 @@ def write_easy_shards(
             for s in range(num)
         ]
         out = root / "shards" / split / "manifest.json"
-        shards.write_manifest(split, infos, size, "raw", out, out.with_name("bad_images.tsv"), 0)
+        shard_io.write_manifest(split, infos, size, "raw", out, out.with_name("bad_images.tsv"), 0)
         manifests[split] = out
     return manifests
 
@@ -286,7 +292,7 @@ def write_easy_shards(
 def settings_of(kind, **overrides):
     """Typed settings (`runs.TrainSettings`, `runs.EvaluateSettings`): the schema's defaults of that
     section with `overrides`, checked as a run's are."""
-    from cxr14.config import check, defaults, schema
+    from cxr14.workflow.config import check, defaults, schema
 
     section = kind.section
     return kind.of(check({**defaults(section), **overrides}, schema()["properties"][section], where=section))
@@ -313,10 +319,10 @@ TRAIN_PARAMS = {
 
 
 def train_into(out, train_manifest, val_manifest, extra_callbacks=(), init=None, **settings):
-    """cxr14.train.train with its outputs laid out in one folder as the rule lays them out; `settings`
+    """cxr14.steps.train.train with its outputs laid out in one folder as the rule lays them out; `settings`
     override the schema's train defaults. A manifest may be a list of them (several sources)."""
-    from cxr14.runs import TrainSettings
-    from cxr14.train import train
+    from cxr14.steps.train import train
+    from cxr14.workflow.runs import TrainSettings
 
     out = Path(out)
     return train(
@@ -450,7 +456,7 @@ def served(tmp_path_factory):
 def workdir_with_runs(served, tmp_path_factory):
     """A workflow directory with two trained runs of different input sizes, as the workflow lays them out."""
     from cxr14 import models
-    from cxr14.runs import MODEL, THRESHOLDS
+    from cxr14.paths import MODEL, THRESHOLDS
 
     root, _ = served
     wd = tmp_path_factory.mktemp("runs")
@@ -470,11 +476,11 @@ def evaluated(tmp_path_factory):
     the squares as boxes."""
     import pandas as pd
 
-    from cxr14.calibrate import calibrate
-    from cxr14.config import defaults
-    from cxr14.evaluate import evaluate
-    from cxr14.runs import EvaluateSettings
-    from cxr14.score import score
+    from cxr14.steps.calibrate import calibrate
+    from cxr14.steps.evaluate import evaluate
+    from cxr14.steps.score import score
+    from cxr14.workflow.config import defaults
+    from cxr14.workflow.runs import EvaluateSettings
 
     root = tmp_path_factory.mktemp("eval")
     manifests = write_easy_shards(

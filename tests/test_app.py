@@ -54,7 +54,7 @@ def test_app_in_a_real_browser(served, workdir_with_runs, tmp_path):
         pytest.skip("Debian's chromium is not installed (./run.sh test installs it where it can)")
     from playwright.sync_api import sync_playwright
 
-    from cxr14 import loadtest
+    import loadtest
 
     root, _ = served
     port = loadtest.free_port()
@@ -94,7 +94,7 @@ def test_the_app_under_load_answers_every_good_upload_and_refuses_every_bad_one(
     the page does while others send bombs, junk, an empty file and a file past --max-mb: every good
     upload is answered, every bad one refused with its reason, and the app still serves afterwards.
     Timings and memory are the benchmark's (bench/bench_app.py), not asserted here."""
-    from cxr14 import loadtest
+    import loadtest
 
     root, _ = served
     sample = NIH_SAMPLE / "00000001_000.png"

@@ -4,7 +4,8 @@ findings with too few positives to fit."""
 import numpy as np
 import pytest
 
-from cxr14 import calibrate, metrics
+from cxr14 import calibration, metrics
+from cxr14.steps import calibrate
 
 OFFSET = 2.0  # log(w_pos / w_neg) of a class-weighted loss for a finding of about 12% prevalence
 
@@ -14,16 +15,16 @@ def _overconfident(n=4000, seed=0):
     class-weighted loss does (the weights' logit offset) and an overfitted net does (sharpened)."""
     rng = np.random.default_rng(seed)
     z = rng.normal(-2.0, 1.5, n)
-    y = (rng.random(n) < calibrate.sigmoid(z)).astype(float)
-    return y, calibrate.sigmoid(1.6 * z + OFFSET)
+    y = (rng.random(n) < calibration.sigmoid(z)).astype(float)
+    return y, calibration.sigmoid(1.6 * z + OFFSET)
 
 
 @pytest.mark.parametrize("method", ["temperature", "platt", "isotonic"])
 def test_a_map_fitted_on_val_lowers_test_ece(method):
     y_val, s_val = _overconfident(seed=1)
     y_test, s_test = _overconfident(seed=2)
-    params = calibrate.fit(y_val, s_val, method, min_positives=10, offset=OFFSET)
-    after = calibrate.apply_one(params, s_test)
+    params = calibration.fit(y_val, s_val, method, min_positives=10, offset=OFFSET)
+    after = calibration.apply_one(params, s_test)
     edges = metrics.bin_edges(after)
     assert metrics.calibration_error(y_test, after, edges) < metrics.calibration_error(y_test, s_test, edges)
     assert params["val_log_loss_after"] < params["val_log_loss_before"]
@@ -33,36 +34,36 @@ def test_a_map_fitted_on_val_lowers_test_ece(method):
 
 def test_temperature_takes_out_the_class_weight_offset_and_fits_one_parameter():
     y, s = _overconfident()
-    temperature = calibrate.fit(y, s, "temperature", 10, offset=OFFSET)
+    temperature = calibration.fit(y, s, "temperature", 10, offset=OFFSET)
     assert temperature["temperature"] == pytest.approx(1.6, rel=0.1)  # the sharpening, recovered
-    platt = calibrate.fit(y, s, "platt", 10)
+    platt = calibration.fit(y, s, "platt", 10)
     assert platt["a"] == pytest.approx(1 / 1.6, rel=0.1) and platt["b"] < 0  # Platt fits the offset itself
 
 
 def test_the_offset_comes_from_the_runs_class_weights():
     weights = {
-        "pos_weights": dict.fromkeys(calibrate.FINDINGS, 0.9),
-        "neg_weights": dict.fromkeys(calibrate.FINDINGS, 0.1),
+        "pos_weights": dict.fromkeys(calibration.FINDINGS, 0.9),
+        "neg_weights": dict.fromkeys(calibration.FINDINGS, 0.1),
     }
-    offsets = calibrate.loss_offsets({"config": {"loss": "weighted_bce"}, "class_weights": weights})
+    offsets = calibration.loss_offsets({"config": {"loss": "weighted_bce"}, "class_weights": weights})
     assert offsets["Mass"] == pytest.approx(np.log(9))
-    assert calibrate.loss_offsets({"config": {"loss": "focal"}, "class_weights": weights})["Mass"] == 0
-    assert calibrate.loss_offsets(None)["Mass"] == 0  # an ensemble
+    assert calibration.loss_offsets({"config": {"loss": "focal"}, "class_weights": weights})["Mass"] == 0
+    assert calibration.loss_offsets(None)["Mass"] == 0  # an ensemble
 
 
 def test_fit_declines_too_few_val_positives_and_says_why():
     y = np.zeros(200)
     y[:9] = 1
-    params = calibrate.fit(y, np.linspace(0.01, 0.99, 200), "temperature", min_positives=10)
+    params = calibration.fit(y, np.linspace(0.01, 0.99, 200), "temperature", min_positives=10)
     assert params["method"] == "none" and "9 val positives" in params["reason"]
     scores = np.linspace(0, 1, 7)
-    np.testing.assert_array_equal(calibrate.apply_one(params, scores), scores)
+    np.testing.assert_array_equal(calibration.apply_one(params, scores), scores)
 
 
 def test_unknown_method_is_refused():
     y, s = _overconfident(n=200)
     with pytest.raises(ValueError, match="one of"):
-        calibrate.fit(y, s, "beta", 10)
+        calibration.fit(y, s, "beta", 10)
 
 
 def test_ece_bins_and_the_bootstrap():
@@ -94,11 +95,11 @@ def test_a_small_val_split_still_gives_every_finding_honest_probabilities(tmp_pa
 
     def split(name, n):
         z = rng.normal(np.log(prevalence / (1 - prevalence)), 1.0, (n, len(FINDINGS)))
-        y = (rng.random(z.shape) < calibrate.sigmoid(z)).astype(np.int8)
+        y = (rng.random(z.shape) < calibration.sigmoid(z)).astype(np.int8)
         frame = pd.DataFrame({"split": name, "image_index": [f"{name}{k:05d}.png" for k in range(n)]})
         for j, f in enumerate(FINDINGS):
             frame[f"y_{f}"] = y[:, j]
-            frame[f"p_{f}"] = calibrate.sigmoid(1.3 * z[:, j] + offsets[j]).astype(np.float32)
+            frame[f"p_{f}"] = calibration.sigmoid(1.3 * z[:, j] + offsets[j]).astype(np.float32)
         return frame
 
     val, test = split("val", 90), split("test", 6000)
@@ -116,7 +117,7 @@ def test_a_small_val_split_still_gives_every_finding_honest_probabilities(tmp_pa
     few = [f for f in FINDINGS if val[f"y_{f}"].sum() < 10]
     assert len(few) >= 8 and any(2 <= val[f"y_{f}"].sum() <= 5 for f in few)
     assert result["shared"] == few and 0.5 < result["shared_temperature"] < 2.5
-    probabilities = calibrate.apply(result, test[[f"p_{f}" for f in FINDINGS]].to_numpy())
+    probabilities = calibration.apply(result, test[[f"p_{f}" for f in FINDINGS]].to_numpy())
     for j, f in enumerate(FINDINGS):
         y, raw, shown = test[f"y_{f}"].to_numpy(), test[f"p_{f}"].to_numpy(np.float64), probabilities[:, j]
         assert result["findings"][f]["method"] == ("shared_temperature" if f in few else "temperature")

@@ -2,9 +2,10 @@ import pandas as pd
 import pytest
 
 from conftest import NIH_METADATA, needs_shared
-from cxr14 import clean
-from cxr14.config import defaults
+from cxr14 import tables
 from cxr14.constants import FINDINGS
+from cxr14.steps import clean
+from cxr14.workflow.config import defaults
 
 HEADER = (
     "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
@@ -135,8 +136,8 @@ def test_parquet_is_byte_identical_across_runs(real_tables, tmp_path):
         {1: real_tables[1] / "m.tsv"},
         **CLEAN,
     )
-    clean.write_parquet(table, tmp_path / "a.parquet")
-    clean.write_parquet(again, tmp_path / "b.parquet")
+    tables.write_parquet(table, tmp_path / "a.parquet")
+    tables.write_parquet(again, tmp_path / "b.parquet")
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
     back = pd.read_parquet(tmp_path / "a.parquet")
     assert back.patient_id.dtype == "int64" and back.age_years.dtype == "float64" and back.Mass.dtype == "int8"

@@ -1,5 +1,5 @@
 """The rule is the contract: each rule's script calls the package function of the same name with the
-rule's named input, output and params (translated once, by cxr14.step), and each step's files, logs
+rule's named input, output and params (translated once, by cxr14.workflow.step), and each step's files, logs
 and benchmarks share its name."""
 
 import ast
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from cxr14 import runs, step
-from cxr14.config import defaults
-from cxr14.fingerprint import fingerprint
+from cxr14.workflow import runs, step
+from cxr14.workflow.config import defaults
+from cxr14.workflow.fingerprint import fingerprint
 
 
 def _plain(pattern) -> str:
@@ -41,7 +41,7 @@ def rules(tmp_path_factory):
         return {r.name: r for r in wf._workflow.rules}
 
 
-HELPERS = ("cxr14.step", "cxr14.runs")  # the translation, and the typed settings it is given
+HELPERS = ("cxr14.workflow.step", "cxr14.workflow.runs")  # the translation, and the typed settings it is given
 
 
 def _called_function(script: Path):

@@ -45,7 +45,7 @@ def crash_config(url: str) -> dict:
 def mirror(tmp_path_factory):
     """A loopback mirror of the phantom NIH files: (URL, faults)."""
     from cxr14.constants import BBOX_LIST, EXPERT_LABELS, TEST_LIST, TRAIN_VAL_LIST, box_name
-    from cxr14.demo import demo_mirror
+    from cxr14.steps.demo import demo_mirror
 
     root = tmp_path_factory.mktemp("served")
     config = tiny_config()
@@ -157,7 +157,7 @@ def test_kill_9_in_every_stage_then_the_same_command_finishes_the_same(mirror, r
     faults["log"].clear()
 
     # 2. Extraction, at the fifth image written to the staging folder.
-    kill_run_when(workdir, hung(workdir), "extraction", "call:shutil:copyfileobj@cxr14.extract#5")
+    kill_run_when(workdir, hung(workdir), "extraction", "call:shutil:copyfileobj@cxr14.steps.extract#5")
     assert "images_01.archive.part" not in partial_files(workdir) and any(
         ranged and ranged != "bytes=0-" for path, ranged in faults["log"] if path == ARCHIVE_1
     ), f"archive 1 was not resumed with a Range request: {faults['log']}"
@@ -168,7 +168,7 @@ def test_kill_9_in_every_stage_then_the_same_command_finishes_the_same(mirror, r
     assert (results / "clean/images.partial.parquet").exists() and not (results / "clean/images.parquet").exists()
 
     # 4. Sharding, at the third image of each shard job.
-    kill_run_when(workdir, hung(workdir), "sharding", "call:cxr14.shards:load@cxr14.shards#3")
+    kill_run_when(workdir, hung(workdir), "sharding", "call:cxr14.shard_io:load@cxr14.shard_io#3")
     assert not (results / "shards/32px-raw/train/manifest.json").exists()
 
     # 5. Training, as the second epoch ends (the first is finished and backed up).

@@ -231,8 +231,8 @@ def test_the_fine_tune_on_the_gpu_path_is_served_as_it_was_evaluated(demo_run, t
 def test_every_run_has_a_model_card_linked_from_its_report_and_the_leaderboard(demo_run):
     import yaml as yaml_
 
-    from cxr14 import runs
-    from cxr14.config import validate
+    from cxr14.workflow import runs
+    from cxr14.workflow.config import validate
 
     for run_name in ("cnn", "cnn_focal", "cnn_80px", "mean3", "cnn_site"):
         card = (demo_run / f"results/runs/{run_name}/model_card.md").read_text()
@@ -361,7 +361,7 @@ def _written_otherwise(config: dict) -> dict:
     """The same settings as a formatter or a careful user might write them: every mapping's keys in
     another order, every default written out, integers where the schema takes any number (and a
     float where it takes an integral one)."""
-    from cxr14.config import defaults
+    from cxr14.workflow.config import defaults
 
     out = copy.deepcopy(config)
     for section in ("download", "extract", "clean", "calibration", "leaderboard"):

@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from cxr14 import download
-from cxr14.download import DownloadError, Settings, fetch, fetch_first
+from cxr14.steps import download
+from cxr14.steps.download import DownloadError, Settings, fetch, fetch_first
 
 FAST = Settings(retries=3, backoff=0.01, timeout=5, chunk_mb=0.01)
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from conftest import synthetic_predictions
-from cxr14.ensemble import ensemble
+from cxr14.steps.ensemble import ensemble
 
 
 def test_ensemble_is_the_weighted_mean_and_refuses_other_images(tmp_path):

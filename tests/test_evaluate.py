@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from cxr14 import explain, gradcam, models
-from cxr14.calibrate import calibrated
+from cxr14.calibration import calibrated
 from cxr14.constants import FINDINGS
 
 

@@ -11,16 +11,16 @@ import pandas as pd
 import pytest
 
 from conftest import NIH_SAMPLE, REPO, needs_shared
-from cxr14.config import defaults
 from cxr14.constants import FINDINGS
 from cxr14.images import read_gray, resize
+from cxr14.workflow.config import defaults
 
 PROBS = [f"p_{f}" for f in FINDINGS]
 
 
 def export_evaluated(root, out, **overrides):
     """The export step on the `evaluated` run (TTA on, 128 px) into `out`; its output paths."""
-    from cxr14.export import export
+    from cxr14.steps.export import export
 
     paths = {
         "saved_model": out / "saved_model",
@@ -157,7 +157,7 @@ def test_an_onnx_model_is_served_only_with_its_own_serving_json(exported, tmp_pa
 def test_an_export_that_differs_fails_and_leaves_no_report(evaluated, tmp_path):
     """When a format's scores are past the limit on one image (here: the reference moved by 1e-3 on
     one image), the step names the format, the image and the difference, and writes no report."""
-    from cxr14.export import ParityError
+    from cxr14.steps.export import ParityError
 
     root, _, _ = evaluated
     table = pd.read_parquet(root / "eval/predictions.parquet")

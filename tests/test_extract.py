@@ -4,7 +4,8 @@ import zipfile
 
 import pytest
 
-from cxr14.extract import ImageCountError, UnsafeArchive, extract, read_manifest
+from cxr14.steps.extract import ImageCountError, UnsafeArchive, extract
+from cxr14.tables import read_manifest
 
 
 def _tar(path, members, link=None):
@@ -108,7 +109,7 @@ def test_devices_are_refused(tmp_path, kind):
 
 
 def test_a_member_past_any_real_images_size_is_refused_before_it_is_written(tmp_path, monkeypatch):
-    from cxr14 import extract as module
+    from cxr14.steps import extract as module
 
     monkeypatch.setattr(module, "MAX_IMAGE_BYTES", 15)
     archive = _tar(tmp_path / "a.tar.gz", PNGS)  # 10 and 20 bytes

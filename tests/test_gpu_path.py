@@ -21,9 +21,10 @@ from conftest import (
     train_into,
     write_easy_shards,
 )
-from cxr14 import export, inference, models
+from cxr14 import inference, models
 from cxr14.constants import FINDINGS
-from cxr14.train import TrainingDiverged
+from cxr14.steps import export
+from cxr14.steps.train import TrainingDiverged
 
 # The GPU path's global batch (batch_size x 2 replicas) is the CPU's.
 PARAMS = {key: value for key, value in TRAIN_PARAMS.items() if key != "batch_size"}
@@ -218,7 +219,7 @@ def test_nan_scores_on_val_are_named_not_left_to_scikit_learn(easy):
     """Validation scores that are NaN after a finite training loss (the fine-tune's case: scikit-learn's
     'Input contains NaN' before) stop training with the reason."""
     from cxr14.data import Shards, dataset
-    from cxr14.train import _validation_callback
+    from cxr14.steps.train import _validation_callback
 
     net = models.build("small_cnn", 32, "none", 0.0)
     head = net.get_layer("findings")
@@ -245,7 +246,7 @@ def test_a_step_that_overflows_on_any_replica_is_skipped_on_every_replica(overfl
     cxr14's optimizer skips the step on both and halves the loss scale (Keras's own fails the second case)."""
     import tensorflow as tf
 
-    from cxr14.train import _logical_cpus, _mirrored
+    from cxr14.steps.train import _logical_cpus, _mirrored
 
     strategy = _mirrored(tuple(_logical_cpus(2)))
     with strategy.scope():

@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr14 import config, runs
 from cxr14.constants import FINDINGS
-from cxr14.demo import CHEXPERT_HEADER
+from cxr14.formats import UNLABELLED, CollectionError
 from cxr14.images import write_dicom
-from cxr14.ingest import UNLABELLED, CollectionError, ingest
+from cxr14.steps.demo import CHEXPERT_HEADER
+from cxr14.steps.ingest import ingest
+from cxr14.workflow import config, runs
 
 U = UNLABELLED
 SCHEMA = config.schema()["properties"]["datasets"]["additionalProperties"]
@@ -423,7 +424,7 @@ def test_an_image_replaced_under_its_name_changes_the_ingest_report(tmp_path):
 
 
 def test_a_split_collection_is_sharded_per_split(tmp_path):
-    from cxr14 import shards
+    from cxr14.steps import shards
 
     root = _patients_csv(tmp_path, 12)
     s = settings(format="csv", root=str(root), files=["labels.csv"], split={"val": 0.25, "test": 0.25})
@@ -457,7 +458,7 @@ def test_a_misspelt_dataset_key_is_named():
 def test_the_readme_label_table_is_the_code_table():
     """The README's harmonisation table says what LABEL_MAP does (CheXpert/MIMIC and VinDr columns)."""
     from conftest import REPO
-    from cxr14.ingest import LABEL_MAP
+    from cxr14.formats import LABEL_MAP
 
     text = (REPO / "README.md").read_text()
     table = text.split("| NIH finding | CheXpert / MIMIC | VinDr-CXR | PadChest (any of) |", 1)[1].split("\n\n", 1)[0]
@@ -478,8 +479,8 @@ def test_the_readme_label_table_is_the_code_table():
 def test_a_file_that_is_no_image_is_named_by_its_shard(tmp_path):
     """Ingest checks that files exist; the shard step decodes them: a non-image is listed with the
     reason, and past `max_bad_images` the shard fails naming it, leaving no shard behind."""
-    from cxr14 import shards
-    from cxr14.shards import TooManyBadImages
+    from cxr14.shard_io import TooManyBadImages
+    from cxr14.steps import shards
 
     root = export(tmp_path, "path,patient_id,Effusion\na.png,1,1\nnotes.png,2,0\n")
     (root / "notes.png").write_text("not an x-ray")

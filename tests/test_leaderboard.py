@@ -7,9 +7,9 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from conftest import synthetic_external_predictions, synthetic_predictions
-from cxr14 import leaderboard
 from cxr14.assess import assess
 from cxr14.constants import FINDINGS
+from cxr14.steps import leaderboard
 
 
 def _board(tmp_path, runs: dict, settings: dict, groups: dict, site: dict | None = None, starts_from=None):

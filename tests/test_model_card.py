@@ -6,9 +6,9 @@ import json
 import yaml
 
 from conftest import synthetic_predictions
-from cxr14 import model_card
 from cxr14.assess import assess
 from cxr14.constants import FINDINGS
+from cxr14.steps import model_card
 
 
 def _inputs(tmp_path, trained=True):

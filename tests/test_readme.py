@@ -1,4 +1,4 @@
-"""Every command the README prints, run the way a user types it in a shell: Snakemake commands as
+"""Every command the README and docs/ print, run the way a user types it in a shell: Snakemake commands as
 dry runs (`-n` added), `cxr14` commands for real, in a folder holding the runs and files they name."""
 
 import json
@@ -16,8 +16,12 @@ from conftest import REPO
 COMMAND = re.compile(r"^(\./run\.sh|\.venv/bin/snakemake|\.venv/bin/cxr14)\b")
 
 
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
 def readme_commands() -> list[str]:
-    text = (REPO / "README.md").read_text()
+    """The commands in the README and the docs' pages, in order, each once."""
+    text = "\n".join(page.read_text() for page in PAGES)
     found = []
     for block in re.findall(r"```bash\n(.*?)```", text, re.S):
         for line in block.replace("\\\n", " ").splitlines():
@@ -59,7 +63,7 @@ def user_folder(tmp_path_factory):
     from cxr14.constants import FINDINGS
     from cxr14.files import sha256_file
     from cxr14.images import write_dicom
-    from cxr14.runs import CALIBRATION, MODEL, THRESHOLDS
+    from cxr14.paths import CALIBRATION, MODEL, THRESHOLDS
 
     wd = tmp_path_factory.mktemp("user")
     (wd / ".venv").symlink_to(REPO / ".venv")
@@ -103,9 +107,10 @@ def user_folder(tmp_path_factory):
 
 def _export_onnx(wd, model, calibration, thresholds) -> None:
     """The export step's ONNX model and serving.json for run `default` (what `predict` reads of it)."""
-    from cxr14 import export, models
+    from cxr14 import models
     from cxr14.files import sha256_file, write_json
-    from cxr14.runs import EXPORT
+    from cxr14.paths import EXPORT
+    from cxr14.steps import export
 
     folder = wd / EXPORT.format(run="default")
     folder.mkdir(parents=True)
@@ -167,3 +172,28 @@ def test_cxr14_commands_run_as_typed(command, user_folder):
             assert len(list((user_folder / words[words.index("--gradcam-dir") + 1]).glob("*.png"))) == expected
     elif words[1] == "verify":
         assert "ok " in said and "32px-raw" in said
+
+
+def test_every_link_between_the_pages_leads_somewhere():
+    """Relative links in the README and docs/ name a file that exists, and a heading in it when they
+    name one (GitHub's anchors: lower case, punctuation dropped, spaces to hyphens)."""
+    broken = []
+    for page in PAGES:
+        prose = re.sub(r"`[^`\n]*`", "", page.read_text())  # code is not a link
+        for target in re.findall(r"\]\(([^)\s]+)\)", prose):
+            if re.match(r"[a-z]+://", target):
+                continue
+            name, _, anchor = target.partition("#")
+            linked = (page.parent / name).resolve() if name else page
+            if not linked.exists():
+                broken.append(f"{page.name}: {target}")
+            elif anchor and linked.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", linked.read_text(), re.M)
+                anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+                if anchor not in anchors:
+                    broken.append(f"{page.name}: {target}")
+    assert not broken, broken
+
+
+def test_the_readme_stays_a_front_page():
+    assert len((REPO / "README.md").read_text().splitlines()) <= 200

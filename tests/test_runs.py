@@ -2,8 +2,8 @@
 
 import pytest
 
-from cxr14 import runs
-from cxr14.config import validate
+from cxr14.workflow import runs
+from cxr14.workflow.config import validate
 
 
 def resolve(**config):
@@ -130,7 +130,7 @@ def test_bad_fine_tunes_are_refused_before_any_job_starts(config, message):
 
 
 def test_a_dataset_cannot_be_called_nih():
-    from cxr14.config import ConfigError
+    from cxr14.workflow.config import ConfigError
 
     with pytest.raises(ConfigError, match="datasets"):
         validate({"archive_catalog": {}, "datasets": {"nih": {"format": "chexpert", "root": "x"}}})

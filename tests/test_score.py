@@ -3,11 +3,12 @@
 import pytest
 
 from conftest import write_easy_shards
-from cxr14 import models, score
+from cxr14 import models
+from cxr14.steps import score
 
 
 def test_scoring_names_a_damaged_shard(tmp_path):
-    from cxr14.shards import CorruptShard
+    from cxr14.shard_io import CorruptShard
 
     manifests = write_easy_shards(tmp_path, (("val", 8), ("test", 8)), size=16, per_shard=8)
     models.build("small_cnn", 16, "none", dropout=0.0).save(tmp_path / "m.keras")

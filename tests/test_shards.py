@@ -4,11 +4,11 @@ import pandas as pd
 import pytest
 
 from conftest import NIH_SAMPLE
-from cxr14 import images, shards
-from cxr14.config import defaults
+from cxr14 import images, paths, shard_io
 from cxr14.constants import FINDINGS
 from cxr14.data import Shards, dataset
-from cxr14.runs import AugmentSettings
+from cxr14.workflow.config import defaults
+from cxr14.workflow.runs import AugmentSettings
 
 
 def _table(n=10, split="train"):
@@ -49,7 +49,7 @@ def _write_pngs(root, table, size=100, seed=0):
 
 
 def _manifest(tmp_path, infos, split="train", size=32, encoding="raw"):
-    shards.write_manifest(split, infos, size, encoding, tmp_path / "manifest.json", tmp_path / "bad.tsv", 10)
+    shard_io.write_manifest(split, infos, size, encoding, tmp_path / "manifest.json", tmp_path / "bad.tsv", 10)
     return Shards.from_manifest(tmp_path / "manifest.json")
 
 
@@ -57,11 +57,11 @@ def _manifest(tmp_path, infos, split="train", size=32, encoding="raw"):
 def test_round_trip_keeps_pixels_labels_and_metadata(tmp_path, encoding):
     table = _table()
     pixels = _write_pngs(tmp_path / "img", table)
-    plan = shards.plan_table(table, images_per_shard=4, seed=0)
+    plan = shard_io.plan_table(table, images_per_shard=4, seed=0)
     infos = [
-        shards.write_shard(
+        shard_io.write_shard(
             _located(plan[plan.shard == s], tmp_path),
-            tmp_path / f"{shards.shard_stem('train', s, 3)}.tfrecord",
+            tmp_path / f"{paths.shard_stem('train', s, 3)}.tfrecord",
             32,
             encoding,
             0,
@@ -93,12 +93,12 @@ def test_round_trip_keeps_pixels_labels_and_metadata(tmp_path, encoding):
 def test_shards_are_byte_identical_and_the_plan_is_seeded(tmp_path):
     table = _table(12)
     _write_pngs(tmp_path / "img", table)
-    a = shards.plan_table(table, 5, seed=1)
-    assert a.equals(shards.plan_table(table, 5, seed=1)) and not a.equals(shards.plan_table(table, 5, seed=2))
-    shards.write_shard(_located(a[a.shard == 0], tmp_path), tmp_path / "a.tfrecord", 16, "raw", 0)
-    shards.write_shard(_located(a[a.shard == 0], tmp_path), tmp_path / "b.tfrecord", 16, "raw", 0)
+    a = shard_io.plan_table(table, 5, seed=1)
+    assert a.equals(shard_io.plan_table(table, 5, seed=1)) and not a.equals(shard_io.plan_table(table, 5, seed=2))
+    shard_io.write_shard(_located(a[a.shard == 0], tmp_path), tmp_path / "a.tfrecord", 16, "raw", 0)
+    shard_io.write_shard(_located(a[a.shard == 0], tmp_path), tmp_path / "b.tfrecord", 16, "raw", 0)
     assert (tmp_path / "a.tfrecord").read_bytes() == (tmp_path / "b.tfrecord").read_bytes()
-    assert shards.shard_counts(a) == {"train": 3, "val": 0, "test": 0}
+    assert shard_io.shard_counts(a) == {"train": 3, "val": 0, "test": 0}
 
 
 def test_bad_images_are_skipped_listed_and_capped(tmp_path):
@@ -107,15 +107,15 @@ def test_bad_images_are_skipped_listed_and_capped(tmp_path):
     path = tmp_path / "img/images_01" / table.image_index[1]
     path.write_bytes(path.read_bytes()[:200])  # truncated
     (tmp_path / "img/images_01" / table.image_index[2]).unlink()  # missing
-    plan = shards.plan_table(table, 10, 0)
-    info = shards.write_shard(_located(plan, tmp_path), tmp_path / "s.tfrecord", 16, "raw", max_bad_images=2)
+    plan = shard_io.plan_table(table, 10, 0)
+    info = shard_io.write_shard(_located(plan, tmp_path), tmp_path / "s.tfrecord", 16, "raw", max_bad_images=2)
     assert info["images"] == 2
     assert {b["image_index"] for b in info["bad_images"]} == set(table.image_index[1:3])
     assert any("truncated" in b["reason"] for b in info["bad_images"])
-    with pytest.raises(shards.TooManyBadImages, match="2 bad images"):
-        shards.write_shard(_located(plan, tmp_path), tmp_path / "t.tfrecord", 16, "raw", max_bad_images=1)
+    with pytest.raises(shard_io.TooManyBadImages, match="2 bad images"):
+        shard_io.write_shard(_located(plan, tmp_path), tmp_path / "t.tfrecord", 16, "raw", max_bad_images=1)
     assert not (tmp_path / "t.tfrecord").exists() and not (tmp_path / "t.partial.tfrecord").exists()
-    shards.write_manifest("train", [info], 16, "raw", tmp_path / "m.json", tmp_path / "bad.tsv", 5)
+    shard_io.write_manifest("train", [info], 16, "raw", tmp_path / "m.json", tmp_path / "bad.tsv", 5)
     assert len(pd.read_csv(tmp_path / "bad.tsv", sep="\t")) == 2
 
 
@@ -161,9 +161,9 @@ def test_real_nih_pngs_decode():
 def test_training_reader_shapes_range_and_channels(tmp_path):
     table = _table(10)
     _write_pngs(tmp_path / "img", table)
-    plan = shards.plan_table(table, 5, 0)
+    plan = shard_io.plan_table(table, 5, 0)
     infos = [
-        shards.write_shard(_located(plan[plan.shard == s], tmp_path), tmp_path / f"s{s}.tfrecord", 32, "raw", 0)
+        shard_io.write_shard(_located(plan[plan.shard == s], tmp_path), tmp_path / f"s{s}.tfrecord", 32, "raw", 0)
         for s in range(2)
     ]
     src = _manifest(tmp_path, infos)

@@ -3,6 +3,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +29,9 @@ def test_snakefmt():
 def test_ruff(command):
     code, said = _check(*command)
     assert code == 0, said
+
+
+def test_the_package_keeps_its_layers():
+    """The layer contracts in pyproject.toml ([tool.importlinter]), checked on the import graph."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "lint-imports")], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0 and "0 broken" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]

@@ -259,8 +259,8 @@ def test_a_killed_run_is_not_resumed_with_other_settings(easy, tmp_path):
 
 
 def test_train_settings_are_the_schemas_train_section():
-    from cxr14.config import defaults
-    from cxr14.runs import TrainSettings
+    from cxr14.workflow.config import defaults
+    from cxr14.workflow.runs import TrainSettings
 
     assert [f.name for f in dataclasses.fields(TrainSettings)] == list(defaults("train"))
     with pytest.raises(TypeError, match="epoch"):
@@ -270,7 +270,7 @@ def test_train_settings_are_the_schemas_train_section():
 
 
 def test_a_damaged_shard_is_named_before_training_starts(tmp_path):
-    from cxr14.shards import CorruptShard
+    from cxr14.shard_io import CorruptShard
 
     manifests = write_easy_shards(tmp_path, (("train", 32), ("val", 16)), size=16, per_shard=16)
     shard = sorted((tmp_path / "shards/train").glob("*.tfrecord"))[1]

@@ -12,13 +12,15 @@ from test_ingest import run_ingest, settings
 
 from conftest import EXTERNAL_LABELLED as LABELLED
 from conftest import NIH_SAMPLE, needs_shared, synthetic_external_predictions, synthetic_predictions
-from cxr14 import metrics, models, prediction_table, runs, shards
-from cxr14.calibrate import apply_one
+from cxr14 import metrics, models, paths, prediction_table, shard_io
+from cxr14.calibration import apply_one
 from cxr14.constants import FINDINGS
 from cxr14.images import write_dicom
-from cxr14.runs import EvaluateSettings
-from cxr14.score import predict, score_external
-from cxr14.validate import validate
+from cxr14.steps import shards
+from cxr14.steps.score import predict, score_external
+from cxr14.steps.validate import validate
+from cxr14.workflow import runs
+from cxr14.workflow.runs import EvaluateSettings
 
 
 @needs_shared
@@ -49,7 +51,7 @@ def test_a_collection_holding_nih_pixels_scores_as_the_nih_path(tmp_path):
     folder = tmp_path / "out" / "shards" / "64px-raw"
     infos = []
     for i in range(n):
-        stem = folder / shards.shard_stem(runs.UNSPLIT, i, n)
+        stem = folder / paths.shard_stem(runs.UNSPLIT, i, n)
         shards.dataset_shard(plan=plan, tfrecord=f"{stem}.tfrecord", info=f"{stem}.json", group=runs.UNSPLIT, index=i,
                              root=str(root), image_size=64, encoding="raw", max_bad_images=0)  # fmt: skip
         infos.append(f"{stem}.json")
@@ -59,7 +61,7 @@ def test_a_collection_holding_nih_pixels_scores_as_the_nih_path(tmp_path):
     again = tmp_path / "again.tfrecord"
     shards.dataset_shard(plan=plan, tfrecord=again, info=tmp_path / "again.json", group=runs.UNSPLIT, index=0,
                          root=str(root), image_size=64, encoding="raw", max_bad_images=0)  # fmt: skip
-    assert again.read_bytes() == (folder / f"{shards.shard_stem(runs.UNSPLIT, 0, n)}.tfrecord").read_bytes()
+    assert again.read_bytes() == (folder / f"{paths.shard_stem(runs.UNSPLIT, 0, n)}.tfrecord").read_bytes()
     score_external(model=model, manifest=folder / "manifest.json", predictions=tmp_path / "ext.parquet",
                    batch_size=4, tta=False)  # fmt: skip
     external = prediction_table.read(tmp_path / "ext.parquet", prediction_table.EXTERNAL).set_index("image_index")
@@ -71,11 +73,11 @@ def test_a_collection_holding_nih_pixels_scores_as_the_nih_path(tmp_path):
         "image_index": [p.name for p in pngs], "patient_id": range(len(pngs)), "age_years": 50.0, "sex": "F",
         "view": "PA", "split": "test", "archive": 1, **{f: 0 for f in FINDINGS},
     })  # fmt: skip
-    planned = shards.plan_table(table, 10, 0)
+    planned = shard_io.plan_table(table, 10, 0)
     planned["file"] = [str(NIH_SAMPLE / name) for name in planned.image_index]
     nih_dir = tmp_path / "nih"
-    info = shards.write_shard(planned, nih_dir / "test-00000-of-00001.tfrecord", 64, "raw", 0)
-    shards.write_manifest("test", [info], 64, "raw", nih_dir / "manifest.json", nih_dir / "bad.tsv", 0)
+    info = shard_io.write_shard(planned, nih_dir / "test-00000-of-00001.tfrecord", 64, "raw", 0)
+    shard_io.write_manifest("test", [info], 64, "raw", nih_dir / "manifest.json", nih_dir / "bad.tsv", 0)
     nih = predict(models.load(model), shards_of(nih_dir / "manifest.json"), 4).set_index("image_index")
     columns = prediction_table.SCORES
     for png in pngs:

@@ -5,7 +5,7 @@ Snakemake run (the jobs included) freeze at a chosen point, after writing its pi
 `CXR14_HANG` is `WHERE#N` (hang at the N-th hit, default 1), WHERE being
 - `replace:GLOB`: an os.replace whose destination matches GLOB (an output about to be committed), or
 - `call:MODULE:QUALNAME[@CALLER]`: a call of that function or method, once MODULE is imported (only
-  calls made from module CALLER, when given: `call:shutil:copyfileobj@cxr14.extract`).
+  calls made from module CALLER, when given: `call:shutil:copyfileobj@cxr14.steps.extract`).
 """
 
 import fnmatch

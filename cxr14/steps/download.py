@@ -22,8 +22,8 @@ from requests.adapters import HTTPAdapter
 from tqdm import tqdm
 from urllib3.util.retry import Retry
 
-from .constants import METADATA_HELP, box_name, kaggle_name
-from .files import atomic, reporting_disk_full, sha256_file
+from ..constants import METADATA_HELP, box_name, kaggle_name
+from ..files import atomic, reporting_disk_full, sha256_file
 
 log = logging.getLogger(__name__)
 

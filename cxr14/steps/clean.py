@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .constants import FINDINGS, NO_FINDING, SPLITS
-from .files import atomic, write_json
+from ..constants import FINDINGS, NO_FINDING, SPLITS
+from ..files import write_json
+from ..tables import write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +160,7 @@ def leakage(table: pd.DataFrame) -> pd.Series:
 
 def on_disk(manifests: dict[int, str | Path]) -> pd.DataFrame:
     """image_index -> archive for the images that extraction wrote."""
-    from .extract import read_manifest
+    from ..tables import read_manifest
 
     frames = [read_manifest(path).assign(archive=int(index)) for index, path in sorted(manifests.items())]
     if not frames:
@@ -307,10 +306,3 @@ def summary(table: pd.DataFrame) -> dict:
         else {}
     )
     return out
-
-
-def write_parquet(table: pd.DataFrame, path: str | Path) -> None:
-    """Byte-identical for identical tables: fixed schema, no index, one row group, atomic rename."""
-    arrow = pa.Table.from_pandas(table, preserve_index=False)
-    with atomic(path) as staged:
-        pq.write_table(arrow, staged, compression="zstd", row_group_size=max(len(table), 1))

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import FINDINGS
-from .files import atomic, sha256_file, write_json
-from .runs import TrainSettings, as_param, sources
+from ..constants import FINDINGS
+from ..files import atomic, sha256_file, write_json
+from ..workflow.runs import TrainSettings, as_param, sources
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def _trainable(net):
 
 def _starting_model(init, image_size: int, policy: str):
     """A fine-tune's starting model, checked against the shards it will train on, computing in `policy`."""
-    from . import models
+    from .. import models
 
     net = _trainable(models.load(init, policy))
     info = models.info(net)
@@ -258,7 +258,7 @@ def train(
     """
     import keras
 
-    from .data import use_threads
+    from ..data import use_threads
 
     use_threads(threads)
     policy = keras.mixed_precision.global_policy()
@@ -274,8 +274,8 @@ def _train(train_manifests, val_manifests, init, model, summary, history, class_
     import keras
     import tensorflow as tf
 
-    from . import models
-    from .data import Shards, dataset
+    from .. import models
+    from ..data import Shards, dataset
 
     devices = _devices(settings)  # first: simulated devices must be made before TensorFlow starts
     strategy = devices.strategy

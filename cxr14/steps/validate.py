@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics, prediction_table
-from .assess import subgroups
-from .calibrate import calibrated, fit
-from .constants import FINDINGS
-from .files import json_safe, write_json
-from .report import render_external
-from .runs import EvaluateSettings
+from .. import metrics, prediction_table
+from ..assess import subgroups
+from ..calibration import calibrated, fit
+from ..constants import FINDINGS
+from ..files import json_safe, write_json
+from ..report import render_external
+from ..workflow.runs import EvaluateSettings
 
 log = logging.getLogger(__name__)
 RULES = ("max_f1", "youden")

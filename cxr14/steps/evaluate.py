@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import prediction_table
-from .assess import assess
-from .constants import FINDINGS
-from .data import use_threads
-from .explain import explain
-from .files import json_safe, write_json
-from .report import render
-from .runs import EvaluateSettings
+from .. import prediction_table
+from ..assess import assess
+from ..constants import FINDINGS
+from ..data import use_threads
+from ..explain import explain
+from ..files import json_safe, write_json
+from ..report import render
+from ..workflow.runs import EvaluateSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
-"""Step `ingest`: an external collection, read as published, to one harmonised table like NIH's
-`images.parquet` (the 14 NIH findings, each 1, 0 or UNLABELLED) and a report of what was kept.
+"""Collections as published, read and harmonised to one table like NIH's `images.parquet`: the 14 NIH
+findings, each 1, 0 or UNLABELLED.
 
-Layouts followed (see the README's "External validation"):
+Layouts followed (see docs/external-validation.md):
 - chexpert: CheXpert v1.0 and CheXpert-v1.0-small (`train.csv`, `valid.csv`; `Path` starts with the
   published folder name, which is replaced by `root`);
 - mimic: MIMIC-CXR-JPG 2.0.0/2.1.0 (`mimic-cxr-2.0.0-{chexpert,metadata,split}.csv.gz`, images at
@@ -20,22 +20,22 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import logging
 import stat
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .clean import write_parquet
 from .constants import FINDINGS, SPLITS
-from .files import write_json
-
-log = logging.getLogger(__name__)
 
 FORMATS = ("chexpert", "mimic", "padchest", "vindr", "csv")
+
+
 UNLABELLED = -1  # in a finding column: the collection does not say (masked from every metric)
+
+
 COLUMNS = ["image_index", "path", "patient", "patient_id", "age_years", "sex", "view", "split", *FINDINGS]
+
 
 # Each collection's label -> the NIH finding it is taken as. An NIH finding no label maps to is not
 # labelled by that collection. The two CheXpert-labeller collections share one map.
@@ -48,6 +48,8 @@ CHEXPERT_LABELS = {
     "Pneumonia": "Pneumonia",
     "Pneumothorax": "Pneumothorax",
 }
+
+
 VINDR_LABELS = {
     "Atelectasis": "Atelectasis",
     "Cardiomegaly": "Cardiomegaly",
@@ -61,6 +63,8 @@ VINDR_LABELS = {
     "Pneumothorax": "Pneumothorax",
     "Pulmonary fibrosis": "Fibrosis",
 }
+
+
 # PadChest's labels (its hierarchy's terms, lower case) that make each NIH finding positive.
 PADCHEST_LABELS = {
     **dict.fromkeys(
@@ -83,6 +87,8 @@ PADCHEST_LABELS = {
                     "Pleural_Thickening"),
     "hiatal hernia": "Hernia",
 }  # fmt: skip
+
+
 LABEL_MAP = {
     "chexpert": CHEXPERT_LABELS,
     "mimic": CHEXPERT_LABELS,
@@ -90,34 +96,25 @@ LABEL_MAP = {
     "vindr": VINDR_LABELS,
     "csv": {f: f for f in FINDINGS},  # unless the config's `findings` names other columns
 }
+
+
 LATERAL = {"LATERAL", "LL", "RL", "L", "LAT"}
+
+
 # How several readers' labels of one image (VinDr-CXR train) make one: `readers` in the config.
 READER_RULES = {
     "any": lambda votes: votes.max(),
     "all": lambda votes: votes.min(),
     "majority": lambda votes: votes.mean() > 0.5,
 }
+
+
 SPLIT_NAMES = {"train": "train", "valid": "val", "validate": "val", "val": "val", "test": "test"}
 
 
 class CollectionError(ValueError):
     """A collection's files do not hold what its format promises; the message names the file, the row
     (line in the file, header = 1) and the reason."""
-
-
-def ingest(*, labels: list, metadata, split_file, patients, images, report, root: str, name: str, settings) -> dict:
-    """Step `ingest`: collection `name` (its `labels` tables, and for MIMIC its `metadata`, `split_file`
-    and `patients` tables; images under `root`) to the harmonised `images` table (Parquet) and its
-    `report` (JSON: counts, prevalence, drops by reason, the policies applied). `settings` are the
-    dataset's config (`runs.DatasetSettings`)."""
-    raw = READERS[settings.format](labels, metadata=metadata, split_file=split_file, patients=patients,
-                                   settings=settings)  # fmt: skip
-    frame, counts, files = harmonise(raw, Path(root), settings)
-    summary = describe(frame, counts, name, settings) | {"image_files": files}
-    write_parquet(frame, images)
-    write_json(summary, report)
-    log.info("%s: %d images of %d patients kept; dropped %s", name, len(frame), summary["patients"], counts)
-    return summary
 
 
 # -- reading each format: a frame of `image` (path under root), `patient`, `age_years`, `sex`, `view`,
@@ -485,36 +482,3 @@ def made_split(patients: pd.Series, fractions: dict) -> pd.Series:
 def labelled_findings(frame: pd.DataFrame) -> list[str]:
     """The findings at least one image of the collection is labelled for."""
     return [f for f in FINDINGS if (frame[f] != UNLABELLED).any()]
-
-
-def describe(frame: pd.DataFrame, dropped: dict, name: str, settings) -> dict:
-    """The ingest report: what was kept and dropped, and per finding the labelled, positive counts."""
-    per_finding = {}
-    for f in FINDINGS:
-        values = frame[f].to_numpy()
-        known = values != UNLABELLED
-        per_finding[f] = {
-            "labelled": int(known.sum()),
-            "positives": int((values == 1).sum()),
-            "prevalence": float((values[known] == 1).mean()) if known.any() else None,
-        }
-    return {
-        "name": name,
-        "format": settings.format,
-        "images": int(len(frame)),
-        "patients": int(frame.patient.nunique()),
-        "labelled_findings": labelled_findings(frame),
-        "findings": per_finding,
-        "dropped": dropped,
-        "splits": {k: int(v) for k, v in frame.split.replace("", "none").value_counts().sort_index().items()},
-        "views": {k: int(v) for k, v in frame.view.value_counts().sort_index().items()},
-        "sex": {k: int(v) for k, v in frame.sex.value_counts().sort_index().items()},
-        "policy": {
-            "uncertain": settings.uncertain,
-            "readers": settings.readers if settings.format == "vindr" else None,
-            "views": list(settings.views),
-            "splits": settings.splits,
-            "split": settings.split,
-            "label_map": dict(settings.findings or LABEL_MAP[settings.format]),
-        },
-    }

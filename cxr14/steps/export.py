@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import models, prediction_table
-from .calibrate import apply, check_model
-from .constants import DISCLAIMER, FINDINGS
-from .data import Shards, dataset, use_threads
-from .files import atomic, sha256_file, write_json
-from .inference import SERVING_INPUT as INPUT
-from .inference import SERVING_OUTPUT as OUTPUT
-from .inference import TTA_VIEWS, load_onnx, tta_views
+from .. import models, prediction_table
+from ..calibration import apply, check_model
+from ..constants import DISCLAIMER, FINDINGS
+from ..data import Shards, dataset, use_threads
+from ..files import atomic, sha256_file, write_json
+from ..inference import SERVING_INPUT as INPUT
+from ..inference import SERVING_OUTPUT as OUTPUT
+from ..inference import TTA_VIEWS, load_onnx, tta_views
 
 log = logging.getLogger(__name__)
 

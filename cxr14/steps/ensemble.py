@@ -6,7 +6,7 @@ import logging
 
 import numpy as np
 
-from . import prediction_table
+from .. import prediction_table
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import functools
 import hashlib
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]
 NAME = PACKAGE.name
 
 
@@ -24,19 +24,24 @@ def _path(module: str) -> Path | None:
     parts = module.split(".")
     if parts[0] != NAME or len(parts) < 2:
         return None
-    path = PACKAGE.joinpath(*parts[1:]).with_suffix(".py")
-    return path if path.is_file() else None
+    path = PACKAGE.joinpath(*parts[1:])
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
-def _imports(tree: ast.AST) -> set[str]:
-    """The cxr14 modules a module's code imports, wherever in it."""
+def _imports(tree: ast.AST, module: str) -> set[str]:
+    """The cxr14 modules the code of `module` imports, wherever in it."""
+    package = module if _path(module).name == "__init__.py" else module.rpartition(".")[0]
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            if node.level:  # from .x import y, from . import y
-                base = f"{NAME}.{node.module}" if node.module else NAME
+            if node.level:  # from .x import y, from . import y, from ..x import y
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{node.module}" if node.module else parent
             else:
                 base = node.module or ""
             found.add(base)  # from .x import y: x; from . import y, from .x import y: y may be a module too
@@ -58,7 +63,7 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
 def _parsed(module: str) -> tuple[str, frozenset[str]]:
     """(the module's code as a canonical dump, the cxr14 modules it imports)."""
     tree = ast.parse(_path(module).read_text())
-    return ast.dump(_strip_docstrings(tree)), frozenset(_imports(tree) - {module})
+    return ast.dump(_strip_docstrings(tree)), frozenset(_imports(tree, module) - {module})
 
 
 def modules(module: str) -> list[str]:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import yaml
 
-from .constants import DISCLAIMER, FINDINGS
-from .files import atomic
-from .report import templates
+from ..constants import DISCLAIMER, FINDINGS
+from ..files import atomic
+from ..report import templates
 
 log = logging.getLogger(__name__)
 

@@ -76,8 +76,8 @@ def upload_files(folder: Path, max_mb: float, radiograph: Path | None = None) ->
     MB past `max_mb`."""
     import cv2
 
-    from .demo import render
-    from .images import write_dicom
+    from cxr14.images import write_dicom
+    from cxr14.phantom import render
 
     folder.mkdir(parents=True, exist_ok=True)
     if radiograph is not None:

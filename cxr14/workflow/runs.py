@@ -17,18 +17,9 @@ import dataclasses
 import itertools
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from ..constants import SPLITS
 from .config import ConfigError, check, schema
-from .constants import SPLITS
-
-# Where each run's files are: rules and the CLI both spell them from here.
-RUN = "results/runs/{run}"
-MODEL = RUN + "/train/model.keras"
-THRESHOLDS = RUN + "/evaluate/thresholds.json"
-CALIBRATION = RUN + "/calibrate/calibration.json"
-EXPORT = RUN + "/export"  # the run's model for serving outside cxr14
-EXTERNAL = RUN + "/external/{dataset}"  # a run's files on an external collection
 
 SECTIONS = ("train", "shards", "evaluate")
 SHARD_KEYS = ("image_size", "encoding")  # what makes a different set of shards
@@ -183,23 +174,6 @@ def reproducing_config(runs: dict[str, Run], name: str, datasets: dict) -> dict:
             used |= set(sources(run.train.data)) - {NIH}
     collections = {d: {k: v for k, v in dataset_param(datasets[d]).items() if k in datasets[d]} for d in sorted(used)}
     return {"runs": specs, **({"datasets": collections} if collections else {})}
-
-
-def run_of(path) -> str:
-    """The run a file under results/runs/<run>/ belongs to."""
-    prefix = RUN.split("{run}")[0]
-    path = str(path)
-    if not path.startswith(prefix):
-        raise ValueError(f"{path} is not a run's file (under {prefix})")
-    return path[len(prefix) :].split("/", 1)[0]
-
-
-def dataset_of(path) -> str:
-    """The collection a run's file under results/runs/<run>/external/<dataset>/ belongs to."""
-    parts = Path(str(path)).parts
-    if "external" not in parts[3:-1]:
-        raise ValueError(f"{path} is not a run's file on an external collection ({EXTERNAL})")
-    return parts[parts.index("external", 3) + 1]
 
 
 def layout(image_size: int, encoding: str) -> str:

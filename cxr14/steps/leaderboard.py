@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics, prediction_table
-from .constants import DISCLAIMER, FINDINGS
-from .files import atomic
-from .report import known, templates
+from .. import metrics, prediction_table
+from ..constants import DISCLAIMER, FINDINGS
+from ..files import atomic
+from ..report import known, templates
 
 log = logging.getLogger(__name__)
 

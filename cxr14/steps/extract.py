@@ -21,7 +21,8 @@ from typing import BinaryIO
 
 import pandas as pd
 
-from .files import atomic, reporting_disk_full
+from ..files import atomic, reporting_disk_full
+from ..tables import read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +87,6 @@ def members(archive: Path) -> Iterator[tuple[str, BinaryIO]]:
     if tarfile.is_tarfile(archive):
         return _tar_members(archive)
     raise ValueError(f"{archive}: neither a tar nor a zip archive")
-
-
-def read_manifest(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", dtype={"image_index": str, "bytes": "int64"})
 
 
 def _is_complete(out_dir: Path, manifest: Path) -> bool:

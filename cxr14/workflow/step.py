@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from .logs import logged
-from .runs import dataset_of, run_of
+from ..logs import logged
+from ..paths import dataset_of, run_of
 
 CODE = "code"
 

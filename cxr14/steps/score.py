@@ -8,10 +8,10 @@ import logging
 import numpy as np
 import pandas as pd
 
-from . import models, prediction_table
-from .data import Shards, dataset, use_threads
-from .inference import forward, tta_scores
-from .prediction_table import EXTERNAL
+from .. import models, prediction_table
+from ..data import Shards, dataset, use_threads
+from ..inference import forward, tta_scores
+from ..prediction_table import EXTERNAL
 
 log = logging.getLogger(__name__)
 
