@@ -18,7 +18,6 @@ include: "rules/common.smk"
 
 wildcard_constraints:
     nn=r"\d{2}",
-    split="train|val|test",
     shard=r"\d{5}",
     num=r"\d{5}",
     layout=cxr14_runs.layout(r"\d+", f"({'|'.join(ENCODINGS)})"),
@@ -31,11 +30,11 @@ include: "rules/demo.smk"
 include: "rules/download.smk"
 include: "rules/extract.smk"
 include: "rules/clean.smk"
+include: "rules/ingest.smk"
 include: "rules/shards.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
-include: "rules/datasets.smk"
-include: "rules/external.smk"
+include: "rules/validate.smk"
 include: "rules/calibrate.smk"
 include: "rules/leaderboard.smk"
 include: "rules/model_card.smk"
@@ -45,12 +44,11 @@ include: "rules/app.smk"
 
 rule all:
     input:
-        paths.CLEAN_TABLE,
-        paths.CLEANING_REPORT,
-        SHARD_MANIFESTS,
+        on_nih(paths.DATASET_TABLE),
+        on_nih(paths.CLEANING_REPORT),
+        NIH_MANIFESTS,
         expand(paths.MODEL, run=TRAINED),
-        expand(paths.REPORT, run=RUNS),
-        expand(paths.EXTERNAL_REPORT, run=RUNS, dataset=DATASETS),
+        expand(paths.REPORT, run=RUNS, dataset=DATASETS),
         expand(paths.MODEL_CARD, run=RUNS),
         expand(paths.PARITY, run=TRAINED),
         paths.LEADERBOARD_HTML,

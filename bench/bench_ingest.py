@@ -60,8 +60,19 @@ def make_collection(root: Path, n: int, seed: int = 0) -> None:
 def shard_all(plan: Path, root: Path, out: Path, n_shards: int) -> None:
     for i in range(n_shards):
         stem = out / paths.shard_stem(runs.UNSPLIT, i, n_shards)
-        shards.dataset_shard(plan=plan, tfrecord=f"{stem}.tfrecord", info=f"{stem}.json", group=runs.UNSPLIT, index=i,
-                             root=str(root), image_size=224, encoding="raw", max_bad_images=0)  # fmt: skip
+        shards.shard(
+            plan=plan,
+            images=None,
+            tfrecord=f"{stem}.tfrecord",
+            info=f"{stem}.json",
+            group=runs.UNSPLIT,
+            index=i,
+            root=str(root),
+            image_size=224,
+            encoding="raw",
+            max_bad_images=0,
+            max_megapixels=40,
+        )
 
 
 def collection_bench(work: Path, n: int, compare: int) -> None:
@@ -74,8 +85,14 @@ def collection_bench(work: Path, n: int, compare: int) -> None:
                         patients=None, images=out / "images.parquet", report=out / "report.json", root=str(root),
                         name="bench", settings=s)  # fmt: skip
     plan = out / "plan.parquet"
-    planned = shards.plan_dataset_shards(table=out / "images.parquet", report=out / "report.json", plan=plan,
-                                         groups=[runs.UNSPLIT], images_per_shard=1000, seed=0)  # fmt: skip
+    planned = shards.plan_shards(
+        table=out / "images.parquet",
+        report=out / "report.json",
+        plan=plan,
+        groups=[runs.UNSPLIT],
+        images_per_shard=1000,
+        seed=0,
+    )
     n_shards = planned[runs.UNSPLIT]
     t_shard, _ = timed(shard_all, plan, root, out / "shards", n_shards)
 
@@ -133,7 +150,7 @@ def mimic_bench(work: Path) -> None:
     write_gz(root / "mimic-cxr-2.0.0-split.csv.gz", split)
     print(f"\nwrote MIMIC-sized tables in {time.perf_counter() - t_write:.1f} s")
     s = settings(format="mimic", root=str(root), max_missing=images)
-    t_read, raw = timed(formats.read_mimic, [str(root / s.files[0])], metadata=str(root / s.metadata),
+    t_read, raw = timed(formats.mimic.read, [str(root / s.files[0])], metadata=str(root / s.metadata),
                         split_file=str(root / s.split_file), patients=None, settings=s)  # fmt: skip
     t_stat, _ = timed(lambda: [formats.file_stat(root / p) for p in raw.image])
     real = formats.file_stat

@@ -13,10 +13,10 @@ from .constants import DISCLAIMER
 
 
 def parser() -> argparse.ArgumentParser:
-    from .paths import RUN, SHARDS
+    from .paths import DATASETS, RUN
     from .workflow.config import defaults
 
-    app_defaults = defaults("app")
+    app_defaults, predict_defaults = defaults("app"), defaults("predict")
     top = argparse.ArgumentParser(
         prog="cxr14", description=f"NIH ChestX-ray14 models: batch prediction and a web app. {DISCLAIMER}"
     )
@@ -38,7 +38,10 @@ def parser() -> argparse.ArgumentParser:
         "operating points come from the serving.json beside it)",
     )
     p.add_argument(
-        "--out", default="predictions.csv", metavar="CSV", help="where to write the predictions (default: %(default)s)"
+        "--out",
+        default=predict_defaults["out"],
+        metavar="CSV",
+        help="where to write the predictions (default: %(default)s)",
     )
     p.add_argument(
         "--thresholds",
@@ -55,7 +58,11 @@ def parser() -> argparse.ArgumentParser:
         "--gradcam-dir", metavar="DIR", help="also write a Grad-CAM overlay of each image's top finding here"
     )
     p.add_argument(
-        "--batch-size", type=int, default=16, metavar="N", help="images per forward pass (default: %(default)s)"
+        "--batch-size",
+        type=int,
+        default=predict_defaults["batch_size"],
+        metavar="N",
+        help="images per forward pass (default: %(default)s)",
     )
     _limits(p, "skip files")
     p.set_defaults(main=lambda a: __import__("cxr14.predict", fromlist=["main"]).main(a))
@@ -109,7 +116,7 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument(
         "paths",
         nargs="*",
-        default=[SHARDS],
+        default=[DATASETS],
         metavar="PATH",
         help="manifest.json files or folders searched for them (default: %(default)s)",
     )
@@ -118,19 +125,20 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _limits(command: argparse.ArgumentParser, what: str) -> None:
-    from .images import DEFAULT_MAX_MB, DEFAULT_MAX_MEGAPIXELS
+    from .workflow.config import defaults
 
+    limits = defaults("images")
     command.add_argument(
         "--max-mb",
         type=float,
-        default=DEFAULT_MAX_MB,
+        default=limits["max_mb"],
         metavar="MB",
         help=f"{what} larger than this (default: %(default)s)",
     )
     command.add_argument(
         "--max-megapixels",
         type=float,
-        default=DEFAULT_MAX_MEGAPIXELS,
+        default=limits["max_megapixels"],
         metavar="MP",
         help=f"{what} whose header promises more decoded pixels (x frames x samples) than this many million, "
         "before decoding them (default: %(default)s; the largest chest radiographs have about 18.5)",

@@ -25,6 +25,7 @@ FINDINGS = (
 )
 NO_FINDING = "No Finding"
 SPLITS = ("train", "val", "test")
+NIH = "nih"  # ChestX-ray14 as a collection: `train.data`, results/datasets/nih/
 
 # Metadata files of the release, besides the Data_Entry table named in the config.
 TRAIN_VAL_LIST = "train_val_list.txt"

@@ -15,9 +15,10 @@ class BadImage(ValueError):
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+# The guard of a caller that names no limits. The workflow, `cxr14 predict` and the app take theirs from
+# the config schema's `images` section, which tests/test_registries.py holds equal to these. The
+# largest chest radiographs are about 4,300 x 4,300 pixels (18.5 megapixels, one sample each).
 DEFAULT_MAX_MB = 64
-# The largest chest radiographs are about 4,300 x 4,300 pixels (18.5 megapixels, one sample each);
-# twice that, with margin, is the most any reader decodes unless told otherwise (--max-megapixels).
 DEFAULT_MAX_MEGAPIXELS = 40.0
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_SAMPLES = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type: gray, RGB, palette, gray+alpha, RGBA
@@ -141,11 +142,11 @@ def resize(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def load(path, size: int) -> np.ndarray:
+def load(path, size: int, max_megapixels: float) -> np.ndarray:
     """A file (PNG, JPEG or DICOM) to the (size, size) uint8 array the model sees (no file-size limit:
     a collection's files are trusted that far; the pixel limit still holds)."""
     with open(path, "rb") as fh:
-        return resize(read_gray(fh.read(), max_mb=float("inf")), size)
+        return resize(read_gray(fh.read(), max_mb=float("inf"), max_megapixels=max_megapixels), size)
 
 
 def encode_png(img: np.ndarray) -> bytes:

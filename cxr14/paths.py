@@ -1,8 +1,8 @@
 """Every file the workflow writes, in one place: the rules, the steps, the CLI and the app spell their
 `results/`, `logs/` and `benchmarks/` paths from here, and tests/test_paths.py fails on one spelt
 anywhere else. Patterns hold Snakemake's wildcards: {nn} an archive, {name} a metadata file, {layout}
-a shard layout (224px-raw), {split}/{group} a split or a collection's group, {shard}/{num} a shard's
-number and count, {run} a run, {dataset} an external collection.
+a shard layout (224px-raw), {group} a collection's split or its one group, {shard}/{num} a shard's
+number and count, {run} a run, {dataset} a collection (`nih`, or one under the config's `datasets`).
 
 A job's log and benchmark sit at the same place under `logs/` and `benchmarks/` (`log(rule)`,
 `benchmark(rule)`), so one name leads from a rule to everything it wrote.
@@ -12,33 +12,30 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-# Download, extract, clean.
+from .constants import NIH
+
+# Download and extract NIH's archives.
 ARCHIVE = "results/download/images_{nn}.archive"
 ARCHIVE_CHECKSUM = "results/download/images_{nn}.sha256"
 METADATA = "results/download/metadata/{name}"
-EXTRACTED = "results/extract/images_{nn}"
-EXTRACT_MANIFEST = "results/extract/images_{nn}.manifest.tsv"
-CLEAN_TABLE = "results/clean/images.parquet"
-CLEANING_REPORT = "results/clean/cleaning_report.json"
+EXTRACT = "results/extract"  # NIH's `root`: the folder its table's image paths are relative to
+EXTRACTED = EXTRACT + "/images_{nn}"
+EXTRACT_MANIFEST = EXTRACT + "/images_{nn}.manifest.tsv"
 
-# NIH's shards: a plan, then per layout and split the shards, a manifest and the bad images.
-SHARDS = "results/shards"
-SHARD_PLAN = f"{SHARDS}/plan.parquet"
-SPLIT_SHARDS = SHARDS + "/{layout}/{split}"
-MANIFEST = f"{SPLIT_SHARDS}/manifest.json"
-BAD_IMAGES = f"{SPLIT_SHARDS}/bad_images.tsv"
-
-# An external collection: its harmonised table, ingest report and shards (per group).
+# A collection (NIH, made by `clean`, or an external one, made by `ingest`): its table, the report of
+# what was kept, its shard plan and, per layout (224px-raw) and group (a split, or `images`), its
+# shards, their manifest and the images that could not be read.
 DATASETS = "results/datasets"
 DATASET = DATASETS + "/{dataset}"
 DATASET_TABLE = f"{DATASET}/images.parquet"
-INGEST_REPORT = f"{DATASET}/ingest_report.json"
-DATASET_SHARD_PLAN = f"{DATASET}/shards/plan.parquet"
+CLEANING_REPORT = f"{DATASET}/cleaning_report.json"  # NIH's
+INGEST_REPORT = f"{DATASET}/ingest_report.json"  # an external collection's
+SHARD_PLAN = f"{DATASET}/shards/plan.parquet"
 GROUP_SHARDS = DATASET + "/shards/{layout}/{group}"
-DATASET_MANIFEST = f"{GROUP_SHARDS}/manifest.json"
-DATASET_BAD_IMAGES = f"{GROUP_SHARDS}/bad_images.tsv"
+MANIFEST = f"{GROUP_SHARDS}/manifest.json"
+BAD_IMAGES = f"{GROUP_SHARDS}/bad_images.tsv"
 
-# A run's files.
+# A run's files: its training, its calibration and export, and per collection its scores and report.
 RUN = "results/runs/{run}"
 TRAIN = f"{RUN}/train"
 MODEL = f"{TRAIN}/model.keras"
@@ -47,12 +44,6 @@ HISTORY = f"{TRAIN}/history.csv"
 CLASS_WEIGHTS = f"{TRAIN}/class_weights.json"
 TENSORBOARD = f"{TRAIN}/tensorboard"
 RESUME = f"{TRAIN}/resume"  # not an output: the state a killed training resumes from
-EVALUATE = f"{RUN}/evaluate"
-PREDICTIONS = f"{EVALUATE}/predictions.parquet"
-METRICS = f"{EVALUATE}/metrics.json"
-THRESHOLDS = f"{EVALUATE}/thresholds.json"
-REPORT = f"{EVALUATE}/report.html"
-FIGURES = f"{EVALUATE}/figures"
 CALIBRATION = f"{RUN}/calibrate/calibration.json"
 MODEL_CARD = f"{RUN}/model_card.md"
 MODEL_CARD_HTML = f"{RUN}/model_card.html"
@@ -62,15 +53,20 @@ ONNX = f"{EXPORT}/model.onnx"
 TFLITE = f"{EXPORT}/model.tflite"
 SERVING = f"{EXPORT}/serving.json"
 PARITY = f"{EXPORT}/parity.json"
-# A run on an external collection.
-EXTERNAL = RUN + "/external/{dataset}"
-EXTERNAL_PREDICTIONS = f"{EXTERNAL}/predictions.parquet"
-EXTERNAL_METRICS = f"{EXTERNAL}/metrics.json"
-EXTERNAL_REPORT = f"{EXTERNAL}/report.html"
-EXTERNAL_FIGURES = f"{EXTERNAL}/figures"
+ON = RUN + "/datasets/{dataset}"  # a run on a collection
+PREDICTIONS = f"{ON}/predictions.parquet"
+METRICS = f"{ON}/metrics.json"
+REPORT = f"{ON}/report.html"
+FIGURES = f"{ON}/figures"
+THRESHOLDS = f"{RUN}/datasets/{NIH}/thresholds.json"  # the operating points, chosen on NIH val
 
 LEADERBOARD_CSV = "results/leaderboard.csv"
 LEADERBOARD_HTML = "results/leaderboard.html"
+
+
+def on(pattern: str, dataset: str) -> str:
+    """A per-collection pattern for one collection, its other wildcards left: on(METRICS, "nih")."""
+    return pattern.replace("{dataset}", dataset)
 
 
 def shard_stem(split, shard, num_shards) -> str:
@@ -79,18 +75,12 @@ def shard_stem(split, shard, num_shards) -> str:
     return f"{split}-{shard:0>5}-of-{num_shards:0>5}"
 
 
-def shard(layout, split, shard, num) -> str:
-    """A shard's files, less the suffix: results/shards/224px-raw/train/train-00003-of-00012."""
-    return f"{SHARDS}/{layout}/{split}/{shard_stem(split, shard, num)}"
-
-
-def dataset_shard(dataset, layout, group, shard, num) -> str:
-    """A collection's shard, less the suffix: results/datasets/site/shards/224px-raw/images/images-00000-of-00001."""
+def shard(dataset, layout, group, shard, num) -> str:
+    """A shard's files, less the suffix: results/datasets/nih/shards/224px-raw/train/train-00003-of-00012."""
     return f"{DATASETS}/{dataset}/shards/{layout}/{group}/{shard_stem(group, shard, num)}"
 
 
-SHARD = shard("{layout}", "{split}", "{shard}", "{num}")
-DATASET_SHARD = dataset_shard("{dataset}", "{layout}", "{group}", "{shard}", "{num}")
+SHARD = shard("{dataset}", "{layout}", "{group}", "{shard}", "{num}")
 
 # Each rule's job, as the place of its log and benchmark under logs/ and benchmarks/.
 JOBS = {
@@ -99,22 +89,17 @@ JOBS = {
     "download_archive": "download/images_{nn}",
     "download_metadata": "download/metadata/{name}",
     "extract": "extract/images_{nn}",
-    "clean": "clean/clean",
-    "plan_shards": "shards/plan",
-    "shard": SHARD.removeprefix("results/"),
-    "shard_manifest": "shards/{layout}/{split}/manifest",
+    "clean": f"datasets/{NIH}/clean",
     "ingest": "datasets/{dataset}/ingest",
-    "plan_dataset_shards": "datasets/{dataset}/shards/plan",
-    "dataset_shard": DATASET_SHARD.removeprefix("results/"),
-    "dataset_shard_manifest": "datasets/{dataset}/shards/{layout}/{group}/manifest",
+    "plan_shards": "datasets/{dataset}/shards/plan",
+    "shard": SHARD.removeprefix("results/"),
+    "shard_manifest": "datasets/{dataset}/shards/{layout}/{group}/manifest",
     "train": "runs/{run}/train/train",
-    "score": "runs/{run}/evaluate/score",
-    "ensemble": "runs/{run}/evaluate/ensemble",
+    "score": "runs/{run}/datasets/{dataset}/score",
+    "ensemble": "runs/{run}/datasets/{dataset}/ensemble",
     "calibrate": "runs/{run}/calibrate/calibrate",
-    "evaluate": "runs/{run}/evaluate/evaluate",
-    "score_external": "runs/{run}/external/{dataset}/score_external",
-    "ensemble_external": "runs/{run}/external/{dataset}/ensemble_external",
-    "validate": "runs/{run}/external/{dataset}/validate",
+    "evaluate": f"runs/{{run}}/datasets/{NIH}/evaluate",
+    "validate": "runs/{run}/datasets/{dataset}/validate",
     "leaderboard": "leaderboard/leaderboard",
     "model_card": "runs/{run}/model_card/model_card",
     "export": "runs/{run}/export/export",
@@ -140,8 +125,8 @@ def run_of(path) -> str:
 
 
 def dataset_of(path) -> str:
-    """The collection a run's file under results/runs/<run>/external/<dataset>/ belongs to."""
+    """The collection a run's file under results/runs/<run>/datasets/<dataset>/ belongs to."""
     parts = PurePath(str(path)).parts
-    if "external" not in parts[3:-1]:
-        raise ValueError(f"{path} is not a run's file on an external collection ({EXTERNAL})")
-    return parts[parts.index("external", 3) + 1]
+    if "datasets" not in parts[3:-1]:
+        raise ValueError(f"{path} is not a run's file on a collection ({ON})")
+    return parts[parts.index("datasets", 3) + 1]

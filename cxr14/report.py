@@ -7,6 +7,7 @@ import datetime
 import io
 import math
 import numbers
+import os
 from pathlib import Path
 
 import cv2
@@ -253,9 +254,15 @@ def templates() -> Environment:
 
 
 def render(
-    evaluation: dict, table: pd.DataFrame, cleaning_report: dict, out_html, figures_dir, title="cxr14 evaluation"
+    evaluation: dict,
+    table: pd.DataFrame,
+    cleaning_report: dict,
+    out_html,
+    figures_dir,
+    title="cxr14 evaluation",
+    model_card: str | None = None,
 ) -> Path:
-    """Draw every figure and write the one-file HTML report."""
+    """Draw every figure and write the one-file HTML report (linking to the run's `model_card` page)."""
     m = evaluation["metrics"]
     figs = Figures(figures_dir)
     figs.add("auroc_comparison", auroc_comparison(m))
@@ -280,6 +287,7 @@ def render(
             figs=figs.embedded,
             gallery=gallery,
             report=cleaning_report,
+            model_card=model_card and os.path.relpath(model_card, Path(out_html).parent),
             splits=SPLITS,
             created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         )

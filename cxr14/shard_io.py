@@ -17,7 +17,7 @@ import pandas as pd
 
 from .constants import FINDINGS, SPLITS
 from .files import atomic, disk_full, sha256_file, write_json
-from .images import BadImage, load
+from .images import DEFAULT_MAX_MEGAPIXELS, BadImage, load
 
 ENCODINGS = ("raw", "png")
 
@@ -85,7 +85,14 @@ def _example(row, pixels: np.ndarray, encoding: str):
     return tf.train.Example(features=tf.train.Features(feature=feature))
 
 
-def write_shard(rows: pd.DataFrame, out: str | Path, image_size: int, encoding: str, max_bad_images: int) -> dict:
+def write_shard(
+    rows: pd.DataFrame,
+    out: str | Path,
+    image_size: int,
+    encoding: str,
+    max_bad_images: int,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+) -> dict:
     """Write one shard from `rows` of a plan, each image read from its `file` (PNG, JPEG or DICOM).
 
     Bad images are skipped and listed; more than `max_bad_images` of them fails without output.
@@ -101,7 +108,7 @@ def write_shard(rows: pd.DataFrame, out: str | Path, image_size: int, encoding: 
             with tf.io.TFRecordWriter(str(staged)) as writer:
                 for row in rows.sort_values("position").itertuples(index=False):
                     try:
-                        pixels = load(row.file, image_size)
+                        pixels = load(row.file, image_size, max_megapixels)
                     except (BadImage, OSError) as exc:
                         bad.append({"image_index": row.image_index, "reason": str(exc)})
                         continue

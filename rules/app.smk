@@ -20,8 +20,11 @@ rule app:
         share="--share-on-network" if config["app"]["share_on_network"] else "",
         concurrency=config["app"]["concurrency"],
         queue_size=config["app"]["queue_size"],
+        max_mb=config["images"]["max_mb"],
+        max_megapixels=config["images"]["max_megapixels"],
         root=workflow.basedir,
     shell:
         "PYTHONPATH={params.root}${{PYTHONPATH:+:$PYTHONPATH}} python -m cxr14.cli app --run {params.run} "
         "--port {params.port} --concurrency {params.concurrency} --queue-size {params.queue_size} "
+        "--max-mb {params.max_mb} --max-megapixels {params.max_megapixels} "
         "{params.share} 2>&1 | tee {log}"

@@ -4,8 +4,8 @@
 
 rule calibrate:
     input:
-        predictions=paths.PREDICTIONS,
-        table=paths.CLEAN_TABLE,
+        predictions=on_nih(paths.PREDICTIONS),
+        table=on_nih(paths.DATASET_TABLE),
         # The model the calibration belongs to (an ensemble has no model of its own).
         summary=lambda wildcards: (
             [] if RUNS[wildcards.run].is_ensemble else paths.TRAINING_SUMMARY

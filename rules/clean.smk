@@ -1,4 +1,5 @@
-# Stage 3: clean the metadata of the extracted images into one Parquet table with the splits.
+# Stage 3: clean the metadata of the extracted images into NIH's table as a collection
+# (results/datasets/nih/), with the splits; every step after it treats NIH like the other collections.
 
 
 rule clean:
@@ -7,9 +8,10 @@ rule clean:
         train_val_list=metadata("train_val_list"),
         test_list=metadata("test_list"),
         manifests=expand(paths.EXTRACT_MANIFEST, nn=NN),
+        images=expand(paths.EXTRACTED, nn=NN),
     output:
-        table=paths.CLEAN_TABLE,
-        report=paths.CLEANING_REPORT,
+        table=on_nih(paths.DATASET_TABLE),
+        report=on_nih(paths.CLEANING_REPORT),
     log:
         paths.log("clean"),
     benchmark:
@@ -22,6 +24,8 @@ rule clean:
     params:
         **config["clean"],
         archives=ARCHIVES,
+        # The folder the table's image paths are relative to, as the shard jobs read it.
+        root=lambda wildcards: COLLECTIONS[NIH].root,
         code=package_code("clean"),
     script:
         "../scripts/clean.py"

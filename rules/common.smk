@@ -74,16 +74,6 @@ def metadata_sources(wildcards):
     return metadata_candidates(wildcards.name, config["mirror"], config["metadata_dir"])
 
 
-SHARD_MANIFESTS = expand(paths.MANIFEST, layout=LAYOUTS, split=["train", "val", "test"])
-
-
-def run_manifest(split):
-    """The manifest of a split in the shard layout of the run in the wildcards."""
-    return lambda wildcards: paths.MANIFEST.format(
-        layout=RUNS[wildcards.run].layout, split=split
-    )
-
-
 def package_code(module):
     """A step's `code` param: the fingerprint of its module in cxr14.steps and what that imports, so that a
     change to that code reruns the step (and a change to comments or docstrings does not).
@@ -110,8 +100,24 @@ def names_pattern(names):
     return "|".join(re.escape(n) for n in names) or "(?!)"
 
 
-# External collections (datasets:), each ingested, sharded in every layout a run reads, and scored.
-DATASETS = sorted(config["datasets"])
+# The collections: NIH, then the external ones (datasets:), each sharded in every layout a run reads,
+# and every run scored and judged on each.
+COLLECTIONS = cxr14_runs.collections(config)
+NIH = cxr14_runs.NIH
+DATASETS = list(COLLECTIONS)
+EXTERNAL = [name for name in DATASETS if name != NIH]
+NIH_MANIFESTS = expand(
+    paths.on(paths.MANIFEST, NIH), layout=LAYOUTS, group=COLLECTIONS[NIH].groups
+)
+
+
+def on_nih(pattern):
+    """A run's file on NIH (its predictions, evaluation) from its per-collection pattern."""
+    return paths.on(pattern, NIH)
+
+
+def collection_setting(key):
+    return lambda wildcards: getattr(COLLECTIONS[wildcards.dataset], key)
 
 
 def dataset_setting(key):
@@ -141,73 +147,48 @@ def dataset_table(key):
     return tables
 
 
-def dataset_manifest(wildcards):
-    """The manifest every run is validated on (a split collection's test split, else all of it), in
-    the shard layout of the run in the wildcards."""
-    return paths.DATASET_MANIFEST.format(
-        dataset=wildcards.dataset,
-        layout=RUNS[wildcards.run].layout,
-        group=cxr14_runs.validation_group(config["datasets"][wildcards.dataset]),
-    )
+def manifest(dataset, run, group):
+    """The manifest of a collection's group in the shard layout of a run."""
+    return paths.MANIFEST.format(dataset=dataset, layout=RUNS[run].layout, group=group)
 
 
-def dataset_groups(wildcards):
-    return cxr14_runs.dataset_groups(config["datasets"][wildcards.dataset])
+def scored_manifests(wildcards):
+    """The manifests a run is scored on, for the collection in the wildcards (NIH: val and test)."""
+    scored = COLLECTIONS[wildcards.dataset].scored
+    return [
+        manifest(wildcards.dataset, wildcards.run, group) for group in scored.values()
+    ]
 
 
-def dataset_shard_infos(wildcards):
-    """A collection group's shard sidecars, known once its plan checkpoint has run."""
+def shard_infos(wildcards):
+    """The shard sidecars of a collection's group, known once its plan checkpoint has run."""
     import pandas as pd
 
     plan = pd.read_parquet(
-        checkpoints.plan_dataset_shards.get(dataset=wildcards.dataset).output.plan,
+        checkpoints.plan_shards.get(dataset=wildcards.dataset).output.plan,
         columns=["split", "num_shards"],
     )
     num = plan.loc[plan.split == wildcards.group, "num_shards"]
+    if num.empty:
+        raise ValueError(
+            f"{wildcards.dataset} {wildcards.group} has no images: nothing to shard"
+        )
     n = int(num.iloc[0])
     return [
-        f"{paths.dataset_shard(wildcards.dataset, wildcards.layout, wildcards.group, i, n)}.json"
+        f"{paths.shard(wildcards.dataset, wildcards.layout, wildcards.group, i, n)}.json"
         for i in range(n)
     ]
 
 
 def training_manifests(split):
-    """The `split` manifests of the sources a run trains on (`train.data`: NIH's splits, a collection's),
-    in the run's shard layout."""
-
-    def manifests(wildcards):
-        run = RUNS[wildcards.run]
-        return [
-            (
-                paths.MANIFEST.format(layout=run.layout, split=split)
-                if source == cxr14_runs.NIH
-                else paths.DATASET_MANIFEST.format(
-                    dataset=source, layout=run.layout, group=split
-                )
-            )
-            for source in run.train.data
-        ]
-
-    return manifests
+    """The `split` manifests of the collections a run trains on (`train.data`), in its shard layout."""
+    return lambda wildcards: [
+        manifest(source, wildcards.run, split)
+        for source in RUNS[wildcards.run].train.data
+    ]
 
 
 def starting_model(wildcards):
     """A fine-tune's starting model (`train.init`); none for a new one."""
     start = RUNS[wildcards.run].starts_from
     return paths.MODEL.format(run=start) if start else []
-
-
-def shard_infos(wildcards):
-    """The shard sidecars of a split, known once the plan checkpoint has run."""
-    import pandas as pd
-
-    plan = pd.read_parquet(
-        checkpoints.plan_shards.get().output.plan, columns=["split", "num_shards"]
-    )
-    num = plan.loc[plan.split == wildcards.split, "num_shards"]
-    if num.empty:
-        raise ValueError(f"split {wildcards.split} has no images: nothing to shard")
-    n = int(num.iloc[0])
-    return [
-        f"{paths.shard(wildcards.layout, wildcards.split, i, n)}.json" for i in range(n)
-    ]

@@ -1,12 +1,12 @@
-# Stage 6: each run's scores on val and test (a model's, or an ensemble's mean), then (after the
-# calibrate step) the evaluation on the official test split and its report.
+# Stage 6: each run's scores on each collection (a model's, or an ensemble's mean): NIH's val and test,
+# an external collection's test split or all of it; then (after the calibrate step) the evaluation on
+# NIH's official test split and its report.
 
 
 rule score:
     input:
         model=paths.MODEL,
-        val_manifest=run_manifest("val"),
-        test_manifest=run_manifest("test"),
+        manifests=scored_manifests,
     output:
         predictions=paths.PREDICTIONS,
     log:
@@ -23,6 +23,7 @@ rule score:
         mem_mb=16000,
         runtime=60,
     params:
+        splits=lambda wildcards: list(COLLECTIONS[wildcards.dataset].scored),
         batch_size=run_setting("evaluate", "batch_size"),
         tta=run_setting("evaluate", "tta"),
         code=package_code("score"),
@@ -33,7 +34,9 @@ rule score:
 rule ensemble:
     input:
         member_predictions=lambda wildcards: expand(
-            paths.PREDICTIONS, run=RUNS[wildcards.run].members
+            paths.PREDICTIONS,
+            run=RUNS[wildcards.run].members,
+            dataset=wildcards.dataset,
         ),
     output:
         predictions=paths.PREDICTIONS,
@@ -57,28 +60,30 @@ rule ensemble:
 
 rule evaluate:
     input:
-        predictions=paths.PREDICTIONS,
+        predictions=on_nih(paths.PREDICTIONS),
         calibration=paths.CALIBRATION,
         # Grad-CAM and localisation explain one network: an ensemble has neither input.
         model=lambda wildcards: ([] if RUNS[wildcards.run].is_ensemble else paths.MODEL),
         test_manifest=lambda wildcards: (
-            [] if RUNS[wildcards.run].is_ensemble else run_manifest("test")(wildcards)
+            []
+            if RUNS[wildcards.run].is_ensemble
+            else manifest(NIH, wildcards.run, "test")
         ),
-        table=paths.CLEAN_TABLE,
-        cleaning_report=paths.CLEANING_REPORT,
+        table=on_nih(paths.DATASET_TABLE),
+        cleaning_report=on_nih(paths.CLEANING_REPORT),
         boxes=metadata("bbox_list"),
         expert_labels=metadata("expert_labels") if "expert_labels" in METADATA else [],
     output:
-        evaluation=paths.METRICS,
+        evaluation=on_nih(paths.METRICS),
         thresholds=paths.THRESHOLDS,
         report=report(
-            paths.REPORT,
+            on_nih(paths.REPORT),
             category="Evaluation",
             subcategory="{run}",
             caption="../report/evaluation.rst",
         ),
         figures=report(
-            directory(paths.FIGURES),
+            directory(on_nih(paths.FIGURES)),
             patterns=["{name}.png"],
             category="Figures",
             subcategory="{run}",
@@ -97,6 +102,8 @@ rule evaluate:
         settings=run_settings("evaluate"),
         run="{run}",
         ensemble_of=lambda wildcards: RUNS[wildcards.run].members or None,
+        # Not an input: the card is made after the report, which links to it.
+        model_card=paths.MODEL_CARD_HTML,
         code=package_code("evaluate"),
     script:
         "../scripts/evaluate.py"

@@ -8,8 +8,8 @@ rule export:
         summary=paths.TRAINING_SUMMARY,
         calibration=paths.CALIBRATION,
         thresholds=paths.THRESHOLDS,
-        predictions=paths.PREDICTIONS,
-        test_manifest=run_manifest("test"),
+        predictions=on_nih(paths.PREDICTIONS),
+        test_manifest=lambda wildcards: manifest(NIH, wildcards.run, "test"),
     output:
         saved_model=directory(paths.SAVED_MODEL),
         onnx=paths.ONNX,

@@ -3,15 +3,13 @@
 
 rule leaderboard:
     input:
-        evaluations=expand(paths.METRICS, run=RUNS),
-        predictions=expand(paths.PREDICTIONS, run=RUNS),
+        evaluations=expand(on_nih(paths.METRICS), run=RUNS),
+        predictions=expand(on_nih(paths.PREDICTIONS), run=RUNS),
         summaries=expand(paths.TRAINING_SUMMARY, run=TRAINED),
-        reports=expand(paths.REPORT, run=RUNS),
-        external_evaluations=expand(paths.EXTERNAL_METRICS, run=RUNS, dataset=DATASETS),
-        external_predictions=expand(
-            paths.EXTERNAL_PREDICTIONS, run=RUNS, dataset=DATASETS
-        ),
-        external_reports=expand(paths.EXTERNAL_REPORT, run=RUNS, dataset=DATASETS),
+        reports=expand(on_nih(paths.REPORT), run=RUNS),
+        external_evaluations=expand(paths.METRICS, run=RUNS, dataset=EXTERNAL),
+        external_predictions=expand(paths.PREDICTIONS, run=RUNS, dataset=EXTERNAL),
+        external_reports=expand(paths.REPORT, run=RUNS, dataset=EXTERNAL),
     output:
         csv=paths.LEADERBOARD_CSV,
         html=report(
@@ -36,6 +34,7 @@ rule leaderboard:
         starts_from={
             name: run.starts_from for name, run in RUNS.items() if run.starts_from
         },
+        model_cards={name: paths.MODEL_CARD_HTML.format(run=name) for name in RUNS},
         n_boot=config["leaderboard"]["n_boot"],
         seed=config["leaderboard"]["seed"],
         code=package_code("leaderboard"),

@@ -3,16 +3,14 @@
 
 rule model_card:
     input:
-        evaluation=paths.METRICS,
+        evaluation=on_nih(paths.METRICS),
         thresholds=paths.THRESHOLDS,
         calibration=paths.CALIBRATION,
         # An ensemble has no training of its own (its members' cards describe theirs).
         summary=lambda wildcards: (
             [] if RUNS[wildcards.run].is_ensemble else paths.TRAINING_SUMMARY
         ),
-        external_evaluations=expand(
-            paths.EXTERNAL_METRICS, dataset=DATASETS, allow_missing=True
-        ),
+        external_evaluations=expand(paths.METRICS, dataset=EXTERNAL, allow_missing=True),
     output:
         card=paths.MODEL_CARD,
         html=report(

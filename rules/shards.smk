@@ -1,10 +1,16 @@
-# Stage 4: resized images in TFRecord shards, one job per shard, and a manifest per split. A layout
-# ({layout}: image size and encoding, e.g. 224px-raw) is sharded once, for every run that reads it.
+# Stage 4: each collection's images (NIH's, an external one's, alike) resized into TFRecord shards, one
+# job per shard, per group (its splits, or one group of every image), with a manifest per group. A
+# layout ({layout}: image size and encoding, e.g. 224px-raw) is sharded once, for every run that reads it.
 
 
 checkpoint plan_shards:
     input:
-        table=paths.CLEAN_TABLE,
+        table=paths.DATASET_TABLE,
+        # An ingested collection's report holds the fingerprint of its image files (NIH's extracted
+        # images are the shard jobs' inputs instead).
+        report=lambda wildcards: (
+            paths.INGEST_REPORT if COLLECTIONS[wildcards.dataset].ingested else []
+        ),
     output:
         plan=paths.SHARD_PLAN,
     log:
@@ -17,8 +23,9 @@ checkpoint plan_shards:
         mem_mb=2000,
         runtime=10,
     params:
-        images_per_shard=config["shards"]["images_per_shard"],
-        seed=config["shards"]["seed"],
+        groups=lambda wildcards: list(COLLECTIONS[wildcards.dataset].groups),
+        images_per_shard=collection_setting("images_per_shard"),
+        seed=collection_setting("seed"),
         code=package_code("shards"),
     script:
         "../scripts/plan_shards.py"
@@ -27,7 +34,7 @@ checkpoint plan_shards:
 rule shard:
     input:
         plan=paths.SHARD_PLAN,
-        images=expand(paths.EXTRACTED, nn=NN),
+        images=lambda wildcards: list(COLLECTIONS[wildcards.dataset].image_folders),
     output:
         tfrecord=f"{paths.SHARD}.tfrecord",
         info=f"{paths.SHARD}.json",
@@ -42,12 +49,13 @@ rule shard:
         runtime=60,
         cpus_per_task=2,
     params:
-        split="{split}",
+        group="{group}",
         index=lambda wildcards: int(wildcards.shard),
-        archives=ARCHIVES,
+        root=collection_setting("root"),
         image_size=layout_setting(0),
         encoding=layout_setting(1),
         max_bad_images=config["shards"]["max_bad_images"],
+        max_megapixels=config["images"]["max_megapixels"],
         code=package_code("shards"),
     script:
         "../scripts/shard.py"
@@ -69,7 +77,7 @@ rule shard_manifest:
         mem_mb=500,
         runtime=5,
     params:
-        split="{split}",
+        group="{group}",
         image_size=layout_setting(0),
         encoding=layout_setting(1),
         max_bad_images=config["shards"]["max_bad_images"],

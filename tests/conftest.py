@@ -42,9 +42,10 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(items):
-    """The slow end-to-end modules first: the two workers (pyproject's addopts) start on them, and the
-    quick modules fill in around them instead of one long module running alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The slow end-to-end modules first, the Slurm test first of all (it mostly waits on its cluster,
+    so it overlaps the CPU-bound demo best): the two workers (pyproject's addopts) start on them, and
+    the quick modules fill in around them instead of one long module running alone at the end."""
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, item.path.name != "test_slurm.py"))
 
 
 def simulated_gpus(n: int = 2) -> None:
@@ -97,7 +98,7 @@ def planned_jobs(proc) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
 
 
-SHARD_TARGETS = [f"results/shards/32px-raw/{s}/manifest.json" for s in ("train", "val", "test")]
+SHARD_TARGETS = [f"results/datasets/nih/shards/32px-raw/{s}/manifest.json" for s in ("train", "val", "test")]
 
 
 def rerun_plan(workdir, change: dict, targets=SHARD_TARGETS) -> dict[str, int]:
@@ -527,8 +528,8 @@ def evaluated(tmp_path_factory):
     out = root / "eval"
     score(
         model=root / "model/model.keras",
-        val_manifest=manifests["val"],
-        test_manifest=manifests["test"],
+        manifests=[manifests["val"], manifests["test"]],
+        splits=["val", "test"],
         predictions=out / "predictions.parquet",
         batch_size=64,
         tta=True,
@@ -556,6 +557,7 @@ def evaluated(tmp_path_factory):
         figures=out / "figures",
         run="spots",
         ensemble_of=None,
+        model_card=root / "model_card.html",
         settings=settings_of(EvaluateSettings, n_boot=50, gallery_k=1, tta=True),
     )
     return root, m, len(boxed)

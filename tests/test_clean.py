@@ -12,7 +12,7 @@ HEADER = (
     "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
 )
 
-CLEAN = defaults("clean")
+CLEAN = defaults("clean") | {"folders": {1: "images_01"}}  # archive 1's folder under the extract root
 
 
 def test_ages_in_both_formats():
@@ -105,6 +105,9 @@ def test_both_real_releases_clean_to_the_same_images_and_splits(real_tables):
         assert report["images"]["train"] + report["images"]["val"] == 86_524
         assert report["leakage_patients"] == 0 and len(clean.leakage(table)) == 0
         assert list(table.columns) == clean.COLUMNS
+        # A collection's columns: each image's path under the extract root, the patient as text.
+        assert (table.path == "images_01/" + table.image_index).all()
+        assert (table.patient == table.patient_id.astype(str)).all()
         assert table[list(FINDINGS)].isin([0, 1]).all().all()
     assert (v2020.image_index == v2017.image_index).all()
     assert (v2020.split == v2017.split).all() and (v2020.patient_id == v2017.patient_id).all()
@@ -202,3 +205,10 @@ def test_split_lists_naming_unknown_images_are_counted_and_reported(tmp_path):
     )
     table, report = clean.clean_table(de, tv, test, manifests, **CLEAN)
     assert len(table) == 4 and report["dropped"]["listed_but_not_in_data_entry"] == 1
+
+
+def test_nihs_table_has_every_column_of_an_ingested_collection():
+    """After `clean`, NIH is a collection like the others: the steps after it read the same columns."""
+    from cxr14 import formats
+
+    assert [c for c in clean.COLUMNS if c in formats.COLUMNS] == formats.COLUMNS

@@ -109,20 +109,25 @@ def test_the_translation_from_snakemakes_lists_to_a_steps_arguments():
             out._set_name(name, k)
         return out
 
-    ensemble = ["results/runs/a/evaluate/predictions.parquet", "results/runs/b-seed2/evaluate/predictions.parquet"]
+    ensemble = [
+        "results/runs/a/datasets/nih/predictions.parquet",
+        "results/runs/b-seed2/datasets/nih/predictions.parquet",
+    ]
     fake = type(
         "Snakemake",
         (),
         {
-            "input": named(InputFiles, member_predictions=ensemble, model=[], table="results/clean/images.parquet"),
-            "output": named(OutputFiles, predictions="results/runs/e/evaluate/predictions.parquet"),
+            "input": named(
+                InputFiles, member_predictions=ensemble, model=[], table="results/datasets/nih/images.parquet"
+            ),
+            "output": named(OutputFiles, predictions="results/runs/e/datasets/nih/predictions.parquet"),
             "params": named(Params, settings=runs.as_param(runs.EvaluateSettings.of(defaults("evaluate"))), code="abc"),
             "threads": 3,
         },
     )()
     got = step.arguments(fake, per_run=["member_predictions"], settings=runs.EvaluateSettings, threads=True)
     assert got["member_predictions"] == {"a": ensemble[0], "b-seed2": ensemble[1]}
-    assert got["model"] is None and got["table"] == "results/clean/images.parquet" and got["threads"] == 3
+    assert got["model"] is None and got["table"] == "results/datasets/nih/images.parquet" and got["threads"] == 3
     assert got["settings"] == runs.EvaluateSettings.of(defaults("evaluate")) and step.CODE not in got
 
 
@@ -137,10 +142,12 @@ def test_every_rule_has_a_log_and_a_benchmark(rules):
     [
         ("download", "results/download/", ["download_archive", "download_metadata"]),
         ("extract", "results/extract/", ["extract"]),
-        ("clean", "results/clean/", ["clean"]),
-        ("shards", "results/shards/", ["plan_shards", "shard", "shard_manifest"]),
+        ("clean", "results/datasets/nih/", ["clean"]),
+        ("ingest", "results/datasets/{dataset}/", ["ingest"]),
+        ("shards", "results/datasets/{dataset}/shards/", ["plan_shards", "shard", "shard_manifest"]),
         ("train", "results/runs/{run}/train/", ["train"]),
-        ("evaluate", "results/runs/{run}/evaluate/", ["score", "ensemble", "evaluate"]),
+        ("evaluate", "results/runs/{run}/datasets/", ["score", "ensemble", "evaluate"]),
+        ("validate", "results/runs/{run}/datasets/{dataset}/", ["validate"]),
         ("calibrate", "results/runs/{run}/calibrate/", ["calibrate"]),
         ("leaderboard", "results/leaderboard.", ["leaderboard"]),
         ("model_card", "results/runs/{run}/model_card.", ["model_card"]),

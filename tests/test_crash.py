@@ -139,7 +139,12 @@ def assert_same_files(a: Path, b: Path) -> None:
     assert mismatch == ([], []), f"differ or unreadable under {b}: {mismatch}"
 
 
-DATA = ["results/clean/images.parquet", "results/shards/plan.parquet", "results/shards/32px-raw", "results/extract"]
+DATA = [
+    "results/datasets/nih/images.parquet",
+    "results/datasets/nih/shards/plan.parquet",
+    "results/datasets/nih/shards/32px-raw",
+    "results/extract",
+]
 
 
 def test_kill_9_in_every_stage_then_the_same_command_finishes_the_same(mirror, reference, tmp_path):
@@ -164,7 +169,7 @@ def test_kill_9_in_every_stage_then_the_same_command_finishes_the_same(mirror, r
     assert any(p.endswith(".partial") for p in partial_files(workdir))
 
     # 3. Cleaning, with the table written but not yet renamed into place.
-    kill_run_when(workdir, hung(workdir), "cleaning", "replace:*/results/clean/images.parquet")
+    kill_run_when(workdir, hung(workdir), "cleaning", "replace:*/results/datasets/nih/images.parquet")
     assert (results / "clean/images.partial.parquet").exists() and not (results / "clean/images.parquet").exists()
 
     # 4. Sharding, at the third image of each shard job.
@@ -182,8 +187,8 @@ def test_kill_9_in_every_stage_then_the_same_command_finishes_the_same(mirror, r
     assert not (results / "runs/a/train/model.keras").exists()
 
     # 6. Evaluation, with the report written but not yet renamed into place.
-    kill_run_when(workdir, hung(workdir), "evaluation", "replace:*/results/runs/a/evaluate/report.html")
-    assert not (results / "runs/a/evaluate/report.html").exists()
+    kill_run_when(workdir, hung(workdir), "evaluation", "replace:*/results/runs/a/datasets/nih/report.html")
+    assert not (results / "runs/a/datasets/nih/report.html").exists()
 
     # The README's command, unchanged, finishes the job once the dead run's lock is lifted.
     assert "Directory cannot be locked" in run(workdir, check=False).stderr
@@ -195,7 +200,7 @@ def test_kill_9_in_every_stage_then_the_same_command_finishes_the_same(mirror, r
     assert "resuming after epoch 1, the last finished one" in train_log
     history = pd.read_csv(results / "runs/a/train/history.csv")
     assert history.epoch.tolist() == [0, 1, 2]
-    assert (results / "runs/a/evaluate/report.html").exists() and (results / "leaderboard.html").exists()
+    assert (results / "runs/a/datasets/nih/report.html").exists() and (results / "leaderboard.html").exists()
     assert partial_files(workdir) == []
     assert "Nothing to be done" in run(workdir, "-n").stdout
 
@@ -227,7 +232,7 @@ def copy_of(reference: Path, tmp_path: Path, remove: str) -> Path:
     "stage, folder, kb, targets",
     [
         ("extract", "results/extract", 64, [f"results/extract/images_0{i}.manifest.tsv" for i in (1, 2)]),
-        ("shard", "results/shards/32px-raw", 24, SHARD_TARGETS),
+        ("shard", "results/datasets/nih/shards/32px-raw", 24, SHARD_TARGETS),
     ],
 )
 def test_a_full_disk_is_named_and_the_rerun_after_freeing_space_matches(

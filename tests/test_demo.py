@@ -33,20 +33,20 @@ def demo_run(tmp_path_factory):
 
 
 def test_demo_learns_the_planted_findings(demo_run):
-    metrics = json.loads((demo_run / "results/runs/cnn/evaluate/metrics.json").read_text())
+    metrics = json.loads((demo_run / "results/runs/cnn/datasets/nih/metrics.json").read_text())
     assert metrics["mean_auroc"] > 0.9, metrics["auroc"]
     assert metrics["mean_auroc_ci"][0] > 0.85
     assert metrics["expert_labels"]["Pneumothorax"]["images"] == metrics["images"]
-    ensemble = json.loads((demo_run / "results/runs/mean3/evaluate/metrics.json").read_text())
+    ensemble = json.loads((demo_run / "results/runs/mean3/datasets/nih/metrics.json").read_text())
     assert ensemble["model"]["members"] == ["cnn", "cnn_focal", "cnn_80px"] and ensemble["mean_auroc"] > 0.9
 
 
 def test_demo_calibration_lowers_ece_and_keeps_auroc(demo_run):
     for name in ("cnn", "cnn_focal", "cnn_80px", "mean3"):
-        c = json.loads((demo_run / f"results/runs/{name}/evaluate/metrics.json").read_text())["calibration"]
+        c = json.loads((demo_run / f"results/runs/{name}/datasets/nih/metrics.json").read_text())["calibration"]
         assert c["after"]["ece"]["mean"] < c["before"]["ece"]["mean"], (name, c["before"], c["after"])
         assert c["auroc_max_change"] < 1e-6
-    tta = json.loads((demo_run / "results/runs/cnn/evaluate/metrics.json").read_text())["tta"]
+    tta = json.loads((demo_run / "results/runs/cnn/datasets/nih/metrics.json").read_text())["tta"]
     assert tta["views"] == 5 and tta["mean_auroc_without"] > 0.9
 
 
@@ -59,9 +59,12 @@ def test_demo_leaderboard_has_every_run_and_the_paired_comparisons(demo_run):
     assert board.differs_from_reference.tolist()[:3] == ["(reference)", "train.loss=focal", "shards.image_size=80"]
     assert board.diff_vs_reference[1:].notna().all() and (board.epochs[:3] >= 1).all()
     html = (demo_run / "results/leaderboard.html").read_text()
-    assert "60</b> comparisons" in html and 'href="runs/mean3/evaluate/report.html"' in html
+    assert "60</b> comparisons" in html and 'href="runs/mean3/datasets/nih/report.html"' in html
     # Runs at another image size read shards of their own, made once.
-    assert sorted(p.name for p in (demo_run / "results/shards").iterdir() if p.is_dir()) == ["64px-raw", "80px-raw"]
+    assert sorted(p.name for p in (demo_run / "results/datasets/nih/shards").iterdir() if p.is_dir()) == [
+        "64px-raw",
+        "80px-raw",
+    ]
 
 
 def test_demo_external_site_is_judged_beside_nih(demo_run):
@@ -85,33 +88,33 @@ def test_demo_external_site_is_judged_beside_nih(demo_run):
         "test"
     }  # only the fine-tune's layout needs the train and val splits
     for run_name in ("cnn", "cnn_focal", "cnn_80px", "mean3", "cnn_site"):
-        m = json.loads((demo_run / f"results/runs/{run_name}/external/site/metrics.json").read_text())
+        m = json.loads((demo_run / f"results/runs/{run_name}/datasets/site/metrics.json").read_text())
         assert list(m["findings"]) == ingested["labelled_findings"] and m["images"] == len(test)
         assert m["drop"]["diff"] == pytest.approx(m["nih"]["mean_auroc"] - m["mean_auroc"])
         assert m["drop"]["ci"][0] <= m["drop"]["diff"] <= m["drop"]["ci"][1]
         assert m["recalibration"]["fraction"] == 0.3
-    cnn = json.loads((demo_run / "results/runs/cnn/external/site/metrics.json").read_text())
+    cnn = json.loads((demo_run / "results/runs/cnn/datasets/site/metrics.json").read_text())
     assert cnn["drop"]["diff"] > 0.02 and cnn["mean_auroc"] > 0.6  # another scanner and labeller: a real drop
     board = pd.read_csv(demo_run / "results/leaderboard.csv")
     assert board.site_mean_auroc.notna().all() and board.site_diff_vs_reference[1:].notna().all()
     html = (demo_run / "results/leaderboard.html").read_text()
-    assert 'id="external-site"' in html and 'href="runs/mean3/external/site/report.html"' in html
-    report = (demo_run / "results/runs/cnn/external/site/report.html").read_text()
+    assert 'id="external-site"' in html and 'href="runs/mean3/datasets/site/report.html"' in html
+    report = (demo_run / "results/runs/cnn/datasets/site/report.html").read_text()
     assert "a drop of <b>" in report and "not medical advice" in report
 
 
 def test_demo_bad_images_are_listed_and_skipped(demo_run):
     bad = sum(
-        len(open(demo_run / f"results/shards/64px-raw/{s}/bad_images.tsv").read().splitlines()) - 1
+        len(open(demo_run / f"results/datasets/nih/shards/64px-raw/{s}/bad_images.tsv").read().splitlines()) - 1
         for s in ("train", "val", "test")
     )
     assert bad == 1  # the truncated PNG; the RGBA one decodes
 
 
 def test_demo_report_and_app_are_ready(demo_run):
-    html = (demo_run / "results/runs/cnn/evaluate/report.html").read_text()
+    html = (demo_run / "results/runs/cnn/datasets/nih/report.html").read_text()
     assert "not medical advice" in html and 'id="localisation"' in html
-    assert (demo_run / "results/runs/cnn/evaluate/thresholds.json").exists()
+    assert (demo_run / "results/runs/cnn/datasets/nih/thresholds.json").exists()
     assert planned_jobs(run(demo_run, "-n", "app")) == {"app": 1}
 
 
@@ -127,24 +130,24 @@ def test_nothing_to_do_after_the_demo(demo_run):
 def test_adding_a_run_trains_and_evaluates_that_run_only(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn_lr": {"train": {"learning_rate": 0.004}}}})
     assert jobs == {
-        "train": 1, "score": 1, "calibrate": 1, "evaluate": 1, "score_external": 1, "validate": 1, "leaderboard": 1,
-        "model_card": 1, "export": 1, "all": 1,
+        "train": 1, "score": 2, "calibrate": 1, "evaluate": 1, "validate": 1, "leaderboard": 1, "model_card": 1,
+        "export": 1, "all": 1,
     }  # fmt: skip
 
 
 def test_changing_one_runs_learning_rate_reruns_it_its_ensemble_and_the_leaderboard(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn_focal": {"train": {"loss": "focal", "learning_rate": 0.004}}}})
     assert jobs == {
-        "train": 1, "score": 1, "ensemble": 1, "calibrate": 2, "evaluate": 2, "score_external": 1,
-        "ensemble_external": 1, "validate": 2, "leaderboard": 1, "model_card": 2, "export": 1, "all": 1,
+        "train": 1, "score": 2, "ensemble": 2, "calibrate": 2, "evaluate": 2, "validate": 2, "leaderboard": 1,
+        "model_card": 2, "export": 1, "all": 1,
     }  # fmt: skip
 
 
 def test_changing_the_starting_run_retrains_the_fine_tune_too(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn": {"train": {"learning_rate": 0.004}}}})
     assert jobs == {
-        "train": 2, "score": 2, "ensemble": 1, "calibrate": 3, "evaluate": 3, "score_external": 2,
-        "ensemble_external": 1, "validate": 3, "leaderboard": 1, "model_card": 3, "export": 2, "all": 1,
+        "train": 2, "score": 4, "ensemble": 2, "calibrate": 3, "evaluate": 3, "validate": 3, "leaderboard": 1,
+        "model_card": 3, "export": 2, "all": 1,
     }  # fmt: skip
 
 
@@ -154,8 +157,8 @@ def test_changing_only_the_fine_tune_leaves_its_starting_run_alone(demo_run):
     tuned["train"]["learning_rate"] = 0.001
     jobs = plan(demo_run, {"runs": {**config["runs"], "cnn_site": tuned}})
     assert jobs == {
-        "train": 1, "score": 1, "calibrate": 1, "evaluate": 1, "score_external": 1, "validate": 1, "leaderboard": 1,
-        "model_card": 1, "export": 1, "all": 1,
+        "train": 1, "score": 2, "calibrate": 1, "evaluate": 1, "validate": 1, "leaderboard": 1, "model_card": 1,
+        "export": 1, "all": 1,
     }  # fmt: skip
 
 
@@ -212,7 +215,7 @@ def test_the_fine_tune_on_the_gpu_path_is_served_as_it_was_evaluated(demo_run, t
     proc = subprocess.run([*command, "--out", str(tmp_path / "p.csv")], capture_output=True, text=True, cwd=demo_run)
     assert proc.returncode == 0, proc.stderr
     predicted = pd.read_csv(tmp_path / "p.csv").set_index("path")
-    evaluated = pd.read_parquet(demo_run / "results/runs/cnn_site/external/site/predictions.parquet")
+    evaluated = pd.read_parquet(demo_run / "results/runs/cnn_site/datasets/site/predictions.parquet")
     evaluated = evaluated.set_index("image_index").loc[picked.image_index]
     assert len(picked) == 6 and picked.path.str.endswith(".dcm").sum() == 2
     got = predicted.loc[picked.path, [f"raw_{f}" for f in FINDINGS]].to_numpy()
@@ -238,7 +241,10 @@ def test_every_run_has_a_model_card_linked_from_its_report_and_the_leaderboard(d
         card = (demo_run / f"results/runs/{run_name}/model_card.md").read_text()
         assert "## Metrics" in card and "| site |" in card and "not a medical device" in card
         assert (demo_run / f"results/runs/{run_name}/model_card.html").exists()
-        assert 'href="../model_card.html"' in (demo_run / f"results/runs/{run_name}/evaluate/report.html").read_text()
+        assert (
+            'href="../../model_card.html"'
+            in (demo_run / f"results/runs/{run_name}/datasets/nih/report.html").read_text()
+        )
     card = (demo_run / "results/runs/cnn_site/model_card.md").read_text()
     assert "Fine-tuned from** run `cnn`" in card and "**Training data**: site" in card
     # The card's config makes the same run again.
@@ -264,21 +270,18 @@ def test_every_trained_run_is_exported_with_parity(demo_run):
 def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn_80px": {"shards": {"image_size": 48}}}})
     shards = jobs.pop("shard")
-    assert shards == sum(
-        len(list((demo_run / "results/shards/80px-raw" / s).glob("*.tfrecord"))) for s in ("train", "val", "test")
+    nih = demo_run / "results/datasets/nih/shards/80px-raw"
+    site = demo_run / "results/datasets/site/shards/80px-raw/test"
+    assert shards == sum(len(list((nih / s).glob("*.tfrecord"))) for s in ("train", "val", "test")) + len(
+        list(site.glob("*.tfrecord"))
     )
-    site_shards = jobs.pop("dataset_shard")
-    assert site_shards == len(list((demo_run / "results/datasets/site/shards/80px-raw/test").glob("*.tfrecord")))
     assert jobs == {
-        "shard_manifest": 3,
-        "dataset_shard_manifest": 1,
+        "shard_manifest": 4,
         "train": 1,
-        "score": 1,
-        "ensemble": 1,
+        "score": 2,
+        "ensemble": 2,
         "calibrate": 2,
         "evaluate": 2,
-        "score_external": 1,
-        "ensemble_external": 1,
         "validate": 2,
         "leaderboard": 1,
         "model_card": 2,

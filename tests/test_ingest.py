@@ -432,8 +432,14 @@ def test_a_split_collection_is_sharded_per_split(tmp_path):
     plan = tmp_path / "plan.parquet"
     groups = runs.dataset_groups({"split": s.split})
     out = tmp_path / "out"
-    counts = shards.plan_dataset_shards(table=out / "images.parquet", report=out / "ingest_report.json", plan=plan,
-                                        groups=groups, images_per_shard=5, seed=0)  # fmt: skip
+    counts = shards.plan_shards(
+        table=out / "images.parquet",
+        report=out / "ingest_report.json",
+        plan=plan,
+        groups=groups,
+        images_per_shard=5,
+        seed=0,
+    )
     assert groups == ["train", "val", "test"] and counts == {"train": 3, "val": 2, "test": 2}
     planned = pd.read_parquet(plan)
     for group in groups:
@@ -455,12 +461,12 @@ def test_a_misspelt_dataset_key_is_named():
         settings(format="csv", root="x")
 
 
-def test_the_readme_label_table_is_the_code_table():
-    """The README's harmonisation table says what LABEL_MAP does (CheXpert/MIMIC and VinDr columns)."""
+def test_the_docs_label_table_is_the_code_table():
+    """The docs' harmonisation table says what LABEL_MAP does (CheXpert/MIMIC and VinDr columns)."""
     from conftest import REPO
     from cxr14.formats import LABEL_MAP
 
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs/external-validation.md").read_text()
     table = text.split("| NIH finding | CheXpert / MIMIC | VinDr-CXR | PadChest (any of) |", 1)[1].split("\n\n", 1)[0]
     rows = {cells[0]: cells[1:] for line in table.strip().splitlines()[1:]
             for cells in [[c.strip() for c in line.strip("|").split("|")]]}  # fmt: skip
@@ -487,16 +493,42 @@ def test_a_file_that_is_no_image_is_named_by_its_shard(tmp_path):
     frame, _ = run_ingest(tmp_path, settings(format="csv", root=str(root), files=["labels.csv"]), ["labels.csv"])
     plan = tmp_path / "plan.parquet"
     ingested = tmp_path / "out"
-    shards.plan_dataset_shards(table=ingested / "images.parquet", report=ingested / "ingest_report.json", plan=plan,
-                               groups=[runs.UNSPLIT],
-                               images_per_shard=10, seed=0)  # fmt: skip
+    shards.plan_shards(
+        table=ingested / "images.parquet",
+        report=ingested / "ingest_report.json",
+        plan=plan,
+        groups=[runs.UNSPLIT],
+        images_per_shard=10,
+        seed=0,
+    )
     out = tmp_path / "shards"
-    info = shards.dataset_shard(plan=plan, tfrecord=out / "a.tfrecord", info=out / "a.json", group=runs.UNSPLIT,
-                                index=0, root=str(root), image_size=16, encoding="raw", max_bad_images=1)  # fmt: skip
+    info = shards.shard(
+        plan=plan,
+        images=None,
+        tfrecord=out / "a.tfrecord",
+        info=out / "a.json",
+        group=runs.UNSPLIT,
+        index=0,
+        root=str(root),
+        image_size=16,
+        encoding="raw",
+        max_bad_images=1,
+        max_megapixels=40,
+    )
     assert info["images"] == 1 and info["bad_images"][0]["image_index"] == "notes.png"
     assert "not a PNG, JPEG or DICOM file" in info["bad_images"][0]["reason"]
     with pytest.raises(TooManyBadImages, match="notes.png: not a PNG, JPEG or DICOM file"):
-        shards.dataset_shard(plan=plan, tfrecord=out / "b.tfrecord", info=out / "b.json", group=runs.UNSPLIT, index=0,
-                             root=str(root),
-                             image_size=16, encoding="raw", max_bad_images=0)  # fmt: skip
+        shards.shard(
+            plan=plan,
+            images=None,
+            tfrecord=out / "b.tfrecord",
+            info=out / "b.json",
+            group=runs.UNSPLIT,
+            index=0,
+            root=str(root),
+            image_size=16,
+            encoding="raw",
+            max_bad_images=0,
+            max_megapixels=40,
+        )
     assert not (out / "b.tfrecord").exists() and not list(out.glob("b.partial*"))

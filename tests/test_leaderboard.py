@@ -60,6 +60,7 @@ def _board(tmp_path, runs: dict, settings: dict, groups: dict, site: dict | None
         flat_settings=settings,
         reference=next(iter(runs)),
         starts_from=starts_from or {},
+        model_cards={r: tmp_path / r / "model_card.html" for r in runs},
         n_boot=200,
         seed=0,
     )

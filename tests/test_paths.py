@@ -16,8 +16,8 @@ def spelt(text: str) -> list[str]:
 
 
 def test_the_check_sees_a_path_spelt_in_code_but_not_in_prose():
-    assert spelt('out = "results/clean/images.parquet"') and spelt("log: f'logs/{rule}.log'")
-    assert not spelt("# written to results/clean/images.parquet") and not spelt("under results/runs/<run>/")
+    assert spelt('out = "results/datasets/nih/images.parquet"') and spelt("log: f'logs/{rule}.log'")
+    assert not spelt("# written to results/datasets/nih/images.parquet") and not spelt("under results/runs/<run>/")
 
 
 def test_no_path_is_spelt_outside_the_paths_module():
@@ -41,6 +41,9 @@ def test_each_rules_log_and_benchmark_sit_where_its_job_is():
 
 
 def test_the_parsers_read_back_what_the_patterns_write():
-    predictions = paths.EXTERNAL_PREDICTIONS.format(run="cnn-seed2", dataset="site")
+    predictions = paths.PREDICTIONS.format(run="cnn-seed2", dataset="site")
     assert paths.run_of(predictions) == "cnn-seed2" and paths.dataset_of(predictions) == "site"
-    assert paths.shard("64px-raw", "train", 3, 12) == "results/shards/64px-raw/train/train-00003-of-00012"
+    shard = paths.shard("nih", "64px-raw", "train", 3, 12)
+    assert shard == "results/datasets/nih/shards/64px-raw/train/train-00003-of-00012"
+    assert f"{shard}.json" == f"{paths.SHARD}.json".format(dataset="nih", layout="64px-raw", group="train",
+                                                           shard="00003", num="00012")  # fmt: skip

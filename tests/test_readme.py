@@ -53,7 +53,7 @@ def test_snakemake_commands_plan_without_error(command):
 def user_folder(tmp_path_factory):
     """A workflow folder as the README's `cxr14` commands expect it: a trained run `default` with its
     operating points and calibration, the same three files `elsewhere/`, a few PNGs in `scans/`, a
-    DICOM in `more/`, and verified shards under results/shards (the repo's .venv linked in)."""
+    DICOM in `more/`, and verified shards under results/datasets/nih/shards (the repo's .venv linked in)."""
     import shutil
 
     import cv2
@@ -68,7 +68,7 @@ def user_folder(tmp_path_factory):
     wd = tmp_path_factory.mktemp("user")
     (wd / ".venv").symlink_to(REPO / ".venv")
     write_easy_shards(wd / "made", (("val", 8),), size=32, per_shard=8)
-    shutil.copytree(wd / "made/shards", wd / "results/shards/32px-raw")
+    shutil.copytree(wd / "made/shards", wd / "results/datasets/nih/shards/32px-raw")
     model = wd / MODEL.format(run="default")
     model.parent.mkdir(parents=True)
     models.build("small_cnn", 32, "none", dropout=0.0).save(model)

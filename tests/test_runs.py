@@ -167,12 +167,12 @@ def test_bad_runs_are_refused_with_the_name_and_the_reason(config, message):
         runs.reference(validate({"archive_catalog": {}, **config}), got)
 
 
-def test_the_readmes_fine_tuning_example_resolves_as_it_says():
+def test_the_docs_fine_tuning_example_resolves_as_it_says():
     import yaml
 
     from conftest import REPO
 
-    text = (REPO / "README.md").read_text().split("### Adapting a model to a site: fine-tuning", 1)[1]
+    text = (REPO / "docs/external-validation.md").read_text().split("## Adapting a model to a site: fine-tuning", 1)[1]
     example = yaml.safe_load(text.split("```yaml", 1)[1].split("```", 1)[0])
     got = resolve(**example)
     assert got["densenet_site"].starts_from == "densenet" and got["densenet_site"].train.data == ["site"]

@@ -17,8 +17,8 @@ def test_scoring_names_a_damaged_shard(tmp_path):
     with pytest.raises(CorruptShard, match=rf"{shard.name}: damaged"):
         score.score(
             model=tmp_path / "m.keras",
-            val_manifest=manifests["val"],
-            test_manifest=manifests["test"],
+            manifests=[manifests["val"], manifests["test"]],
+            splits=["val", "test"],
             predictions=tmp_path / "p.parquet",
             batch_size=8,
             tta=False,

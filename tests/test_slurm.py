@@ -91,9 +91,9 @@ def test_two_runs_train_side_by_side_through_the_slurm_profile(cluster, tmp_path
         watcher.done.set()
         watcher.join()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:] + cluster.logs()
-    table = pd.read_parquet(tmp_path / "results/clean/images.parquet")
+    table = pd.read_parquet(tmp_path / "results/datasets/nih/images.parquet")
     assert len(table) == 24
-    report = json.loads((tmp_path / "results/clean/cleaning_report.json").read_text())
+    report = json.loads((tmp_path / "results/datasets/nih/cleaning_report.json").read_text())
     assert report["leakage_patients"] == 0
     # The jobs really went through Slurm: demo mirror, 2 downloads, 4 metadata files, 2 extracts, clean,
     # the plan, the shards and their manifests, and two trainings.

@@ -17,7 +17,7 @@ from cxr14.calibration import apply_one
 from cxr14.constants import FINDINGS
 from cxr14.images import write_dicom
 from cxr14.steps import shards
-from cxr14.steps.score import predict, score_external
+from cxr14.steps.score import predict, score
 from cxr14.steps.validate import validate
 from cxr14.workflow import runs
 from cxr14.workflow.runs import EvaluateSettings
@@ -46,24 +46,65 @@ def test_a_collection_holding_nih_pixels_scores_as_the_nih_path(tmp_path):
     run_ingest(tmp_path, s, ["labels.csv"])
     plan = tmp_path / "out" / "plan.parquet"
     ingested = tmp_path / "out"
-    n = shards.plan_dataset_shards(table=ingested / "images.parquet", report=ingested / "ingest_report.json", plan=plan,
-                                   groups=[runs.UNSPLIT], images_per_shard=4, seed=0)[runs.UNSPLIT]  # fmt: skip
+    n = shards.plan_shards(
+        table=ingested / "images.parquet",
+        report=ingested / "ingest_report.json",
+        plan=plan,
+        groups=[runs.UNSPLIT],
+        images_per_shard=4,
+        seed=0,
+    )[runs.UNSPLIT]
     folder = tmp_path / "out" / "shards" / "64px-raw"
     infos = []
     for i in range(n):
         stem = folder / paths.shard_stem(runs.UNSPLIT, i, n)
-        shards.dataset_shard(plan=plan, tfrecord=f"{stem}.tfrecord", info=f"{stem}.json", group=runs.UNSPLIT, index=i,
-                             root=str(root), image_size=64, encoding="raw", max_bad_images=0)  # fmt: skip
+        shards.shard(
+            plan=plan,
+            images=None,
+            tfrecord=f"{stem}.tfrecord",
+            info=f"{stem}.json",
+            group=runs.UNSPLIT,
+            index=i,
+            root=str(root),
+            image_size=64,
+            encoding="raw",
+            max_bad_images=0,
+            max_megapixels=40,
+        )
         infos.append(f"{stem}.json")
-    shards.dataset_shard_manifest(infos=infos, manifest=folder / "manifest.json", bad_images=folder / "bad.tsv",
-                                  group=runs.UNSPLIT, image_size=64, encoding="raw", max_bad_images=0)  # fmt: skip
+    shards.shard_manifest(
+        infos=infos,
+        manifest=folder / "manifest.json",
+        bad_images=folder / "bad.tsv",
+        group=runs.UNSPLIT,
+        image_size=64,
+        encoding="raw",
+        max_bad_images=0,
+    )
     # Deterministic: the same plan and images give the same shard bytes.
     again = tmp_path / "again.tfrecord"
-    shards.dataset_shard(plan=plan, tfrecord=again, info=tmp_path / "again.json", group=runs.UNSPLIT, index=0,
-                         root=str(root), image_size=64, encoding="raw", max_bad_images=0)  # fmt: skip
+    shards.shard(
+        plan=plan,
+        images=None,
+        tfrecord=again,
+        info=tmp_path / "again.json",
+        group=runs.UNSPLIT,
+        index=0,
+        root=str(root),
+        image_size=64,
+        encoding="raw",
+        max_bad_images=0,
+        max_megapixels=40,
+    )
     assert again.read_bytes() == (folder / f"{paths.shard_stem(runs.UNSPLIT, 0, n)}.tfrecord").read_bytes()
-    score_external(model=model, manifest=folder / "manifest.json", predictions=tmp_path / "ext.parquet",
-                   batch_size=4, tta=False)  # fmt: skip
+    score(
+        model=model,
+        manifests=[folder / "manifest.json"],
+        splits=[prediction_table.EXTERNAL],
+        predictions=tmp_path / "ext.parquet",
+        batch_size=4,
+        tta=False,
+    )
     external = prediction_table.read(tmp_path / "ext.parquet", prediction_table.EXTERNAL).set_index("image_index")
     assert len(external) == 3 * len(pngs)
     assert set(external.y_Effusion) <= {0, 1} and (external.y_Atelectasis == -1).all()

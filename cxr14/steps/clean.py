@@ -40,7 +40,12 @@ RAW_COLUMNS = [
     "OriginalImagePixelSpacing[x",
     "y]",
 ]
-COLUMNS = ["image_index", "patient_id", "follow_up", "age_years", "sex", "view", "archive", "split", *FINDINGS]
+# An ingested collection's columns (formats.COLUMNS: NIH is a collection like the others), and NIH's
+# follow-up number and archive.
+COLUMNS = [
+    "image_index", "path", "patient", "patient_id", "follow_up", "age_years", "sex", "view", "archive", "split",
+    *FINDINGS,
+]  # fmt: skip
 _AGE_UNITS = {"Y": 1.0, "M": 1.0 / 12.0, "D": 1.0 / 365.25}
 _IMAGE_NAME = r"^\d{8}_\d{3}\.png$"
 
@@ -158,14 +163,21 @@ def leakage(table: pd.DataFrame) -> pd.Series:
     return per_patient[per_patient > 1]
 
 
-def on_disk(manifests: dict[int, str | Path]) -> pd.DataFrame:
-    """image_index -> archive for the images that extraction wrote."""
+def on_disk(manifests: dict[int, str | Path], folders: dict[int, str]) -> pd.DataFrame:
+    """image_index -> archive and path (in the archive's folder) of the images that extraction wrote."""
     from ..tables import read_manifest
 
-    frames = [read_manifest(path).assign(archive=int(index)) for index, path in sorted(manifests.items())]
+    frames = [
+        read_manifest(path).assign(archive=int(index), folder=folders[index])
+        for index, path in sorted(manifests.items())
+    ]
     if not frames:
-        return pd.DataFrame({"image_index": pd.Series(dtype=str), "archive": pd.Series(dtype="int16")})
-    disk = pd.concat(frames, ignore_index=True)[["image_index", "archive"]]
+        return pd.DataFrame({c: pd.Series(dtype=str) for c in ("image_index", "path")}).assign(
+            archive=pd.Series(dtype="int16")
+        )
+    disk = pd.concat(frames, ignore_index=True)
+    disk["path"] = disk.folder + "/" + disk.image_index
+    disk = disk[["image_index", "path", "archive"]]
     dup = disk.image_index.duplicated(keep=False)
     if dup.any():
         raise MetadataError(f"image(s) present in two archives: {sorted(disk.image_index[dup])[:5]}")
@@ -178,7 +190,9 @@ def clean(
     train_val_list,
     test_list,
     manifests: list,
+    images: list,
     archives: list[int],
+    root: str,
     table,
     report,
     val_fraction: float,
@@ -186,14 +200,19 @@ def clean(
     max_age: float,
 ) -> dict:
     """Step `clean`: the cleaned table of the images on disk to Parquet (`table`), and the cleaning
-    report (`report`). `manifests` are the extraction manifests of `archives`, in the same order."""
-    if len(manifests) != len(archives):
-        raise ValueError(f"{len(manifests)} extraction manifests for {len(archives)} archives")
+    report (`report`). `manifests` and `images` are the extraction manifests and image folders of
+    `archives`, in the same order; each image's `path` is relative to `root`, as an ingested
+    collection's are to its own."""
+    if not len(manifests) == len(images) == len(archives):
+        raise ValueError(
+            f"{len(manifests)} extraction manifests and {len(images)} folders for {len(archives)} archives"
+        )
     cleaned, found = clean_table(
         data_entry,
         train_val_list,
         test_list,
         dict(zip(archives, manifests)),
+        folders={a: Path(os.path.relpath(folder, root)).as_posix() for a, folder in zip(archives, images)},
         val_fraction=val_fraction,
         seed=seed,
         max_age=max_age,
@@ -210,11 +229,13 @@ def clean_table(
     test_list: str | Path,
     manifests: dict[int, str | Path],
     *,
+    folders: dict[int, str],
     val_fraction: float,
     seed: int,
     max_age: float,
 ) -> tuple[pd.DataFrame, dict]:
-    """The cleaned table of the images on disk, and the cleaning report."""
+    """The cleaned table of the images on disk, and the cleaning report; `folders`: each archive's
+    image folder, relative to the collection's root."""
     source = str(data_entry)
     raw = read_data_entry(data_entry)
     report: dict = {"data_entry": os.path.basename(source), "rows_in": len(raw), "changed": {}, "dropped": {}}
@@ -268,12 +289,13 @@ def clean_table(
     report["dropped"]["in_neither_split_list"] = int(unlisted.sum())
     table = table[~unlisted]
 
-    disk = on_disk(manifests)
+    disk = on_disk(manifests, folders)
     report["dropped"]["not_in_selected_archives"] = int((~table.image_index.isin(disk.image_index)).sum())
     extra = sorted(set(disk.image_index) - set(table.image_index))
     report["on_disk_not_in_metadata"] = {"count": len(extra), "examples": extra[:20]}
     table = table.merge(disk, on="image_index", how="inner")
     table["archive"] = table.archive.astype("int16")
+    table["patient"] = table.patient_id.astype(str)
     table["split"] = table.split.astype(str)
     table = table[COLUMNS].sort_values("image_index", ignore_index=True)
 

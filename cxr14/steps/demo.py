@@ -22,7 +22,7 @@ import pandas as pd
 
 from ..constants import FINDINGS
 from ..files import atomic
-from ..formats import CHEXPERT_LABELS
+from ..formats import chexpert
 from ..images import write_dicom
 from ..phantom import BOX_NAMES, PREVALENCE, draw_labels, render
 
@@ -240,7 +240,7 @@ def _chexpert_row(path: str, sex: str, age: int, view: str, findings: set[str], 
     """One CheXpert row: a mapped finding present is 1.0 (or -1.0, uncertain, 15% of the time);
     absent, 0.0 or (30%) blank, as the labeller leaves what a report does not mention; the labeller
     gets a finding wrong in LABELLER_ERRORS of the rows."""
-    nih = {finding: source for source, finding in CHEXPERT_LABELS.items()}
+    nih = {finding: source for source, finding in chexpert.LABELS.items()}
     values = {}
     for finding, source in nih.items():
         if (finding in findings) != (rng.random() < LABELLER_ERRORS):

@@ -1,4 +1,4 @@
-"""Step `ensemble`: an ensemble run's scores, the (weighted) mean of its member runs' scores."""
+"""Step `ensemble`: an ensemble run's scores on a collection, the (weighted) mean of its member runs'."""
 
 from __future__ import annotations
 
@@ -35,9 +35,3 @@ def ensemble(*, member_predictions: dict, predictions, weights: dict | None) -> 
     out[scores] = (sum(wk * f[scores].to_numpy(np.float64) for wk, f in zip(w, frames)) / w.sum()).astype(np.float32)
     prediction_table.write(out, predictions)
     log.info("ensemble of %s (weights %s): %d images", ", ".join(names), w.tolist(), len(out))
-
-
-def ensemble_external(*, member_predictions: dict, predictions, weights: dict | None) -> None:
-    """Step `ensemble_external`: an ensemble's scores on an external collection, made as `ensemble`
-    makes them on NIH."""
-    ensemble(member_predictions=member_predictions, predictions=predictions, weights=weights)

@@ -37,6 +37,7 @@ def evaluate(
     figures,
     run: str,
     ensemble_of: list[str] | None,
+    model_card: str,
     settings: EvaluateSettings,
     threads: int | None = None,
 ) -> dict:
@@ -44,7 +45,7 @@ def evaluate(
     split (operating points chosen on calibrated val), to `evaluation` (the metrics JSON), `thresholds`
     (JSON) and the HTML `report` with its `figures/`. A trained run's `model` and `test_manifest` give
     Grad-CAM and localisation; an ensemble (`ensemble_of` its members) has neither (None). Without
-    `expert_labels` (None) that section is left out."""
+    `expert_labels` (None) that section is left out. `model_card`: the run's model card page, linked."""
     use_threads(threads)
     scored = prediction_table.read(predictions)
     prediction_table.check_tta(scored, settings.tta, predictions)
@@ -80,5 +81,5 @@ def evaluate(
     write_json(chosen | {"chosen_on": "val"}, thresholds)
     drawn = {**result, "metrics": numbers, **{k: explained[k] for k in ("gallery", "localisation_examples")}}
     render(drawn, pd.read_parquet(table), json.loads(Path(cleaning_report).read_text()), report, figures,
-           title=f"cxr14 evaluation: run {run}")  # fmt: skip
+           title=f"cxr14 evaluation: run {run}", model_card=model_card)  # fmt: skip
     return numbers

@@ -36,6 +36,7 @@ def leaderboard(
     flat_settings: dict,
     reference: str,
     starts_from: dict,
+    model_cards: dict,
     n_boot: int,
     seed: int,
 ) -> pd.DataFrame:
@@ -46,7 +47,8 @@ def leaderboard(
     inputs are {dataset: {run: file}}: each run's evaluation, predictions and report on each external
     collection, which add a column group per collection (its mean AUROC over the findings it labels,
     and the paired comparison with the reference run on it). `starts_from`: each fine-tune's starting
-    run, which it is compared with on NIH test and on every collection (what it gained, what it lost)."""
+    run, which it is compared with on NIH test and on every collection (what it gained, what it lost).
+    `model_cards`: {run: its model card page}, which the board links to."""
     runs = list(evaluations)
     by_run = {run: json.loads(Path(path).read_text()) for run, path in evaluations.items()}
     trained_summaries = {run: json.loads(Path(path).read_text()) for run, path in summaries.items()}
@@ -61,6 +63,7 @@ def leaderboard(
             reference,
             comparisons.get(run),
             os.path.relpath(reports[run], Path(html).parent),
+            os.path.relpath(model_cards[run], Path(html).parent),
         )
         for run in runs
     ]
@@ -190,7 +193,7 @@ def _differs(run: str, settings: dict, reference: str) -> str:
     return "; ".join(f"{k}={v}" for k, v in mine.items() if ref.get(k) != v)
 
 
-def _row(run, m, summary, settings, reference, comparison, report) -> dict:
+def _row(run, m, summary, settings, reference, comparison, report, model_card) -> dict:
     ece = [
         m["calibration"]["findings"][f]["ece"] for f in FINDINGS if m["calibration"]["findings"][f]["ece"] is not None
     ]
@@ -210,7 +213,7 @@ def _row(run, m, summary, settings, reference, comparison, report) -> dict:
         "images_per_second": summary
         and round(summary["train_images"] * summary["epochs_this_run"] / max(summary["seconds_this_run"], 1e-9), 1),
         "report": report,
-        "model_card": str(Path(report).parent.parent / "model_card.html"),
+        "model_card": model_card,
         **dict.fromkeys(["diff_vs_reference", "diff_ci_low", "diff_ci_high", "p_bootstrap", "p_holm"]),
     }
     if comparison:

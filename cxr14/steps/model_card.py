@@ -58,6 +58,8 @@ def model_card(
         data_hash=data_hash(trained) if trained else None,
         external=external,
         thresholds=json.loads(Path(thresholds).read_text()),
+        thresholds_file=str(thresholds),
+        card_file=str(card),
         calibration=json.loads(Path(calibration).read_text()),
         config=yaml.safe_dump(config, sort_keys=False, default_flow_style=False).strip(),
         starts_from=starts_from,

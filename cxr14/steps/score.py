@@ -1,4 +1,4 @@
-"""Step `score`: a trained run's scores on its val and test shards, through the one inference path
+"""Step `score`: a trained run's scores on a collection's shards, through the one inference path
 that `cxr14 predict` and the app use too (`inference.forward`)."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import pandas as pd
 from .. import models, prediction_table
 from ..data import Shards, dataset, use_threads
 from ..inference import forward, tta_scores
-from ..prediction_table import EXTERNAL
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +36,14 @@ def predict(model, shards: Shards, batch_size: int, tta: bool = False) -> pd.Dat
     return pd.concat(rows, ignore_index=True).sort_values("image_index", ignore_index=True)
 
 
-def score(*, model, val_manifest, test_manifest, predictions, batch_size: int, tta: bool, threads=None) -> None:
-    """A trained run's scores on the val and test shards, one row per image, to `predictions`
-    (Parquet); with `tta`, test-time augmented, with the plain scores beside them."""
-    _score_splits(model, {"val": val_manifest, "test": test_manifest}, predictions, batch_size, tta, threads)
-
-
-def score_external(*, model, manifest, predictions, batch_size: int, tta: bool, threads=None) -> None:
-    """Step `score_external`: a trained run's scores on an external collection's shards (split
-    `external`), exactly as `score` makes them on NIH's."""
-    _score_splits(model, {EXTERNAL: manifest}, predictions, batch_size, tta, threads)
+def score(*, model, manifests: list, splits: list[str], predictions, batch_size: int, tta: bool, threads=None) -> None:
+    """Step `score`: a trained run's scores on a collection's shards, one row per image, to
+    `predictions` (Parquet): the images of `manifests[k]` as split `splits[k]` (NIH's val and test;
+    an external collection's test split or all of it, as `external`). With `tta`, test-time
+    augmented, with the plain scores beside them."""
+    if len(manifests) != len(splits):
+        raise ValueError(f"{len(manifests)} manifests for the splits {splits}")
+    _score_splits(model, dict(zip(splits, manifests)), predictions, batch_size, tta, threads)
 
 
 def _score_splits(model, manifests: dict, predictions, batch_size: int, tta: bool, threads) -> None:

@@ -18,7 +18,8 @@ import itertools
 import re
 from dataclasses import dataclass, field
 
-from ..constants import SPLITS
+from .. import paths, prediction_table
+from ..constants import NIH, SPLITS
 from .config import ConfigError, check, schema
 
 SECTIONS = ("train", "shards", "evaluate")
@@ -85,7 +86,6 @@ def dataset_param(dataset: dict) -> dict:
     return param
 
 
-NIH = "nih"  # `train.data`: the NIH splits (a dataset name otherwise)
 UNSPLIT = "images"  # the one shard group of a collection that is not split (else train, val, test)
 
 
@@ -107,6 +107,46 @@ def dataset_groups(dataset: dict) -> list[str]:
 def validation_group(dataset: dict) -> str:
     """The group every run is validated on: a split collection's test split, else all of it."""
     return "test" if is_split(dataset) else UNSPLIT
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A collection as every step after its table sees it: NIH (its table made by `clean`) or one
+    under the config's `datasets` (made by `ingest`). What differs is data, not a second path."""
+
+    name: str
+    root: str  # the folder its table's image paths are relative to
+    groups: tuple[str, ...]  # its shard groups: train, val, test, or UNSPLIT
+    scored: dict[str, str]  # how runs are scored on it: the predictions' split -> the group scored as it
+    images_per_shard: int
+    seed: int  # of its shard order
+    image_folders: tuple[str, ...] = ()  # what the workflow made under root (NIH's extracted archives)
+    ingested: bool = True  # made by `ingest` (with its report of the image files read), not by `clean`
+
+
+def collections(config: dict) -> dict[str, Collection]:
+    """NIH, then the config's `datasets` by name, as collections."""
+    nih = Collection(
+        NIH,
+        root=paths.EXTRACT,
+        groups=SPLITS,
+        scored={"val": "val", "test": "test"},
+        images_per_shard=config["shards"]["images_per_shard"],
+        seed=config["shards"]["seed"],
+        image_folders=tuple(paths.EXTRACTED.format(nn=f"{i:02d}") for i in sorted(config["archives"])),
+        ingested=False,
+    )
+    found = {NIH: nih}
+    for name, dataset in sorted((config.get("datasets") or {}).items()):
+        found[name] = Collection(
+            name,
+            root=dataset["root"],
+            groups=tuple(dataset_groups(dataset)),
+            scored={prediction_table.EXTERNAL: validation_group(dataset)},
+            images_per_shard=dataset["images_per_shard"],
+            seed=dataset["seed"],
+        )
+    return found
 
 
 def as_param(settings) -> dict:

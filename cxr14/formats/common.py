@@ -1,0 +1,92 @@
+"""What every collection format shares: the columns each reader gives, the label codes, and the
+checks that name the file, the row and the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..constants import FINDINGS
+
+UNLABELLED = -1  # in a finding column: the collection does not say (masked from every metric)
+
+
+COLUMNS = ["image_index", "path", "patient", "patient_id", "age_years", "sex", "view", "split", *FINDINGS]
+
+
+LATERAL = {"LATERAL", "LL", "RL", "L", "LAT"}
+
+
+SPLIT_NAMES = {"train": "train", "valid": "val", "validate": "val", "val": "val", "test": "test"}
+
+
+class CollectionError(ValueError):
+    """A collection's files do not hold what its format promises; the message names the file, the row
+    (line in the file, header = 1) and the reason."""
+
+
+def read_csv(path) -> pd.DataFrame:
+    """A table as strings (blank cells ""), with `row`: its file and line (header = line 1)."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, compression="infer")
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise CollectionError(f"{path}: not a readable CSV table ({exc})") from exc
+    frame.columns = [c.strip() for c in frame.columns]
+    frame["row"] = [f"{Path(path).name}:{i + 2}" for i in range(len(frame))]
+    return frame
+
+
+def require(frame: pd.DataFrame, columns, path) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise CollectionError(f"{path}: missing column(s) {missing}; the columns are {list(frame.columns)}")
+
+
+def coded(frame: pd.DataFrame, column: str, codes: dict, path) -> pd.Series:
+    """A label column's values mapped by `codes` ("1.0" and "1" alike); any other value is an error
+    naming the row."""
+    values = frame[column].str.strip()
+    numeric = pd.to_numeric(values, errors="coerce")
+    keys = np.where(numeric.notna(), numeric.map(lambda v: f"{v:g}" if pd.notna(v) else ""), values)
+    out = pd.Series(keys, index=frame.index).map(codes)
+    bad = out.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise CollectionError(
+            f"{path}, row {frame.row.iloc[i]}: column {column!r} has {values.iloc[i]!r}, not one of "
+            f"{sorted(k for k in codes if k)} or blank ({int(bad.sum())} such rows)"
+        )
+    return out.astype(np.int8)
+
+
+def with_findings(frame: pd.DataFrame, labels: dict[str, pd.Series]) -> pd.DataFrame:
+    """`frame` with the 14 NIH finding columns: from `labels` {finding: values}, UNLABELLED otherwise."""
+    for finding in FINDINGS:
+        frame[finding] = labels[finding] if finding in labels else np.int8(UNLABELLED)
+    return frame
+
+
+def sex_of(values: pd.Series) -> pd.Series:
+    """M, F or unknown, from M/F/Male/Female/O/blank."""
+    s = values.fillna("").astype(str).str.strip().str.upper().str[:1]
+    return s.where(s.isin(["M", "F"]), "unknown")
+
+
+def view_of(values: pd.Series) -> pd.Series:
+    """PA, AP, LATERAL or the collection's own code, upper case; blank is unknown."""
+    v = values.fillna("").astype(str).str.strip().str.upper().str.replace(" ", "_")
+    v = v.where(~v.isin(LATERAL), "LATERAL").replace({"AP_HORIZONTAL": "AP", "AP_SUPINE": "AP"})
+    return v.where(v != "", "unknown")
+
+
+def age_of(values: pd.Series) -> pd.Series:
+    """Years as floats; blank, 0-or-less or unreadable is unknown (NaN)."""
+    age = pd.to_numeric(values, errors="coerce").astype(np.float64)
+    return age.where(age > 0)
+
+
+def column_or(frame: pd.DataFrame, column: str, default="") -> pd.Series:
+    """An optional column, or `default` in every row."""
+    return frame[column] if column in frame.columns else pd.Series(default, index=frame.index)

@@ -1,0 +1,31 @@
+# External collections (datasets:): each read as published and harmonised to the 14 NIH findings, a
+# table like NIH's (results/datasets/<name>/); from there every step treats it as it treats NIH.
+
+
+rule ingest:
+    input:
+        labels=dataset_table("files"),
+        metadata=dataset_table("metadata"),
+        split_file=dataset_table("split_file"),
+        patients=dataset_table("patients"),
+    output:
+        images=paths.DATASET_TABLE,
+        report=paths.INGEST_REPORT,
+    log:
+        paths.log("ingest"),
+    benchmark:
+        paths.benchmark("ingest")
+    wildcard_constraints:
+        dataset=names_pattern(EXTERNAL),
+    conda:
+        "../envs/shards.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        root=dataset_setting("root"),
+        name="{dataset}",
+        settings=dataset_settings,
+        code=package_code("ingest"),
+    script:
+        "../scripts/ingest.py"

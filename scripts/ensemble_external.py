@@ -1,8 +1,0 @@
-"""Rule `ensemble_external` -> cxr14.steps.ensemble.ensemble_external with its rule's named files and params."""
-
-import _package  # noqa: F401  (makes cxr14 importable)
-
-from cxr14.steps.ensemble import ensemble_external
-from cxr14.workflow.step import run
-
-run(ensemble_external, snakemake, per_run=["member_predictions"])  # noqa: F821
