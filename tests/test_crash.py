@@ -170,11 +170,12 @@ def test_kill_9_in_every_stage_then_the_same_command_finishes_the_same(mirror, r
 
     # 3. Cleaning, with the table written but not yet renamed into place.
     kill_run_when(workdir, hung(workdir), "cleaning", "replace:*/results/datasets/nih/images.parquet")
-    assert (results / "clean/images.partial.parquet").exists() and not (results / "clean/images.parquet").exists()
+    nih = results / "datasets/nih"
+    assert (nih / "images.partial.parquet").exists() and not (nih / "images.parquet").exists()
 
     # 4. Sharding, at the third image of each shard job.
     kill_run_when(workdir, hung(workdir), "sharding", "call:cxr14.shard_io:load@cxr14.shard_io#3")
-    assert not (results / "shards/32px-raw/train/manifest.json").exists()
+    assert not (results / "datasets/nih/shards/32px-raw/train/manifest.json").exists()
 
     # 5. Training, as the second epoch ends (the first is finished and backed up).
     kill_run_when(

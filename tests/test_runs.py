@@ -64,6 +64,14 @@ def test_repeats_train_consecutive_seeds_and_ensembles_take_all_copies():
     assert evaluated["e"].evaluate.n_boot == 50 and evaluated["a"].evaluate.n_boot == 1000
 
 
+def test_an_ensemble_of_one_repeated_run_is_the_ensemble_of_its_copies():
+    """`ensemble: [base]` with base repeated is two models or more; a lone model is not an ensemble."""
+    got = resolve(train={"seed": 7}, runs={"base": {"repeats": 2}, "seeds": {"ensemble": ["base"]}})
+    assert got["seeds"].members == ["base-seed7", "base-seed8"]
+    with pytest.raises(runs.RunError, match="'solo' needs at least two member runs"):
+        resolve(runs={"a": {}, "solo": {"ensemble": ["a"]}})
+
+
 SITE = {"site": {"format": "chexpert", "root": "x", "split": {"val": 0.1, "test": 0.2}},
         "plain": {"format": "chexpert", "root": "y"}}  # fmt: skip
 

@@ -154,7 +154,7 @@ def test_undecodable_bytes_raise_bad_image():
 @pytest.mark.skipif(not NIH_SAMPLE.is_dir(), reason="../shared/nih-sample is not present")
 def test_real_nih_pngs_decode():
     for path in sorted(NIH_SAMPLE.glob("*.png")):
-        img = images.load(path, 224)
+        img = images.load(path, 224, images.DEFAULT_MAX_MEGAPIXELS)
         assert img.shape == (224, 224) and img.dtype == np.uint8 and img.std() > 10
 
 

@@ -1,0 +1,98 @@
+"""Features meet: one config that combines them (repeated runs, a sweep, an ensemble of repeats, a
+fine-tune that starts from one repeat, an ensemble that includes the fine-tune, a split and an unsplit
+collection) is planned as the rules say and run for real, at tiny size, to a finished leaderboard,
+model cards and exports."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import planned_jobs, run, tiny_config
+
+pytestmark = pytest.mark.slow
+
+SEED = 7  # the repeats are base-seed7 and base-seed8
+TRAINED = ["base-seed7", "base-seed8", "tuned", "lr-learning_rate_0.01", "lr-learning_rate_0.003"]
+ENSEMBLES = {"seeds": ["base-seed7", "base-seed8"], "mixed": ["base-seed7", "tuned"]}
+
+
+def matrix_config() -> dict:
+    config = tiny_config()
+    config["train"]["seed"] = SEED
+    config["shards"]["images_per_shard"] = 1000  # one shard per group: fewer jobs that only import TensorFlow
+    config["demo"].update({"site": "site", "site_patients": 40})  # the phantom site, CheXpert's layout
+    site = {"format": "chexpert", "root": "results/demo/site/CheXpert-v1.0-small", "files": ["train.csv"]}
+    config["datasets"] = {
+        "site": {**site, "split": {"val": 0.25, "test": 0.25, "seed": 0}},  # split: trained on, validated on test
+        "site_all": site,  # unsplit: every image validates
+    }
+    config["runs"] = {
+        "base": {"repeats": 2},
+        "tuned": {"train": {"init": f"base-seed{SEED + 1}", "data": "site", "epochs": 2, "freeze_epochs": 1}},
+        "seeds": {"ensemble": ["base"]},  # an ensemble of the repeats
+        "mixed": {"ensemble": [f"base-seed{SEED}", "tuned"]},  # an ensemble that includes the fine-tune
+    }
+    config["sweeps"] = {"lr": {"learning_rate": [0.01, 0.003]}}
+    return config
+
+
+def test_the_matrix_is_planned_one_job_per_step_run_and_collection(tmp_path):
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(matrix_config()))
+    runs, collections = len(TRAINED) + len(ENSEMBLES), 3  # nih, site, site_all
+    assert planned_jobs(run(tmp_path, "-n")) == {
+        "demo_mirror": 1, "demo_site": 1, "download_archive": 2, "download_metadata": 4, "extract": 2,
+        "clean": 1, "ingest": 2,
+        "plan_shards": collections,
+        # NIH's three splits; the site's three (tuned trains on its train and val, all validate on test);
+        # site_all's one group of every image. All runs read one layout.
+        "shard_manifest": 3 + 3 + 1,
+        "train": len(TRAINED),
+        "score": len(TRAINED) * collections,
+        "ensemble": len(ENSEMBLES) * collections,
+        "calibrate": runs, "evaluate": runs, "validate": runs * 2, "model_card": runs,
+        "export": len(TRAINED), "leaderboard": 1, "all": 1,
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("matrix")
+    (wd / "test.yaml").write_text(yaml.safe_dump(matrix_config()))
+    run(wd)
+    return wd
+
+
+def test_the_leaderboard_has_every_run_each_collection_and_the_repeats_spread(matrix):
+    board = pd.read_csv(matrix / "results/leaderboard.csv").set_index("run")
+    assert set(board.index) == {*TRAINED, *ENSEMBLES}
+    assert {run: board.kind[run] for run in ENSEMBLES} == dict.fromkeys(ENSEMBLES, "ensemble")
+    assert board.starts_from["tuned"] == f"base-seed{SEED + 1}"
+    for dataset in ("site", "site_all"):
+        assert board[f"{dataset}_mean_auroc"].notna().all(), dataset
+    assert board.filter(like="gain_vs_start").loc["tuned"].notna().any()
+    html = (matrix / "results/leaderboard.html").read_text()
+    assert "Seed-to-seed" in html or "seed-to-seed" in html
+
+
+def test_each_ensemble_averages_what_it_names(matrix):
+    for name, members in ENSEMBLES.items():
+        metrics = json.loads((matrix / f"results/runs/{name}/datasets/nih/metrics.json").read_text())
+        assert metrics["model"]["members"] == members
+        for dataset in ("site", "site_all"):
+            assert (matrix / f"results/runs/{name}/datasets/{dataset}/report.html").exists()
+
+
+def test_every_run_has_a_model_card_and_every_trained_run_its_exports(matrix):
+    for name in [*TRAINED, *ENSEMBLES]:
+        card = (matrix / f"results/runs/{name}/model_card.md").read_text()
+        assert "| site |" in card and "| site_all |" in card, name
+    for name in TRAINED:
+        parity = json.loads((matrix / f"results/runs/{name}/export/parity.json").read_text())["formats"]
+        assert all(p["max_abs_diff"] <= p["max_allowed"] for p in parity.values()), (name, parity)
+    assert not any((matrix / f"results/runs/{name}/export").exists() for name in ENSEMBLES)
+
+
+def test_nothing_to_do_after_the_matrix(matrix):
+    assert planned_jobs(run(matrix, "-n")) == {}
