@@ -1,9 +1,9 @@
 """External collections: ingest and shard throughput per core, and indexing a MIMIC-sized table.
 
 1. A generated collection of `--images` JPEGs at CheXpert-v1.0-small's size (320x390) in the `csv`
-   layout: `ingest` (read, harmonise, check every file exists), then `dataset_shard` at 224 px, one
+   layout: `ingest` (read, harmonise, check every file exists), then its `shard` step at 224 px, one
    process, one core. Side by side in the same run: the NIH shard writer on PNG copies of the first
-   `--compare` images, and `dataset_shard` on the same PNGs (the ratio is the cost of the external
+   `--compare` images, and the collection's `shard` on the same PNGs (the ratio is the cost of the external
    path over the NIH one on the same pixels: none expected, it is the same reader).
 2. MIMIC-CXR-JPG's tables at full size (377,110 images, 227,835 studies, 65,379 patients):
    reading the three gzipped tables, joining studies to images and building the paths; the
@@ -114,9 +114,10 @@ def collection_bench(work: Path, n: int, compare: int) -> None:
     print(f"\n1. collection of {n} JPEGs, 1 core:")
     print("| what | images/s |\n|---|---:|")
     print(f"| ingest (read, harmonise, check files) | {n / t_ingest:,.0f} |")
-    print(f"| dataset_shard, JPEG 320x390 -> 224 px raw | {n / t_shard:,.0f} |")
+    print(f"| shard of a collection, JPEG 320x390 -> 224 px raw | {n / t_shard:,.0f} |")
     print(f"| NIH shard writer, same pixels as PNG ({compare}) | {compare / t_nih:,.0f} |")
-    print(f"| dataset_shard, same PNGs ({compare}) | {compare / t_ext:,.0f} ({t_nih / t_ext:.2f}x the NIH writer) |")
+    ratio = t_nih / t_ext
+    print(f"| shard of a collection, same PNGs ({compare}) | {compare / t_ext:,.0f} ({ratio:.2f}x the NIH writer) |")
 
 
 def write_gz(path: Path, frame: pd.DataFrame) -> None:

@@ -41,11 +41,15 @@ def pytest_configure(config):
     simulated_gpus()
 
 
+# The end-to-end modules, started first in this order (pyproject's addopts keep xdist to it): the
+# Slurm test mostly waits on its cluster, so it overlaps the CPU-bound demo and matrix best; each
+# worker takes two at the start (slurm and the matrix, the demo and the kill -9 campaign), and the
+# quick modules fill in around them instead of one long module running alone at the end.
+FIRST = ("test_slurm.py", "test_demo.py", "test_matrix.py", "test_crash.py")
+
+
 def pytest_collection_modifyitems(items):
-    """The slow end-to-end modules first, the Slurm test first of all (it mostly waits on its cluster,
-    so it overlaps the CPU-bound demo best): the two workers (pyproject's addopts) start on them, and
-    the quick modules fill in around them instead of one long module running alone at the end."""
-    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, item.path.name != "test_slurm.py"))
+    items.sort(key=lambda item: FIRST.index(item.path.name) if item.path.name in FIRST else len(FIRST))
 
 
 def simulated_gpus(n: int = 2) -> None:
@@ -288,6 +292,20 @@ def write_easy_shards(
         shard_io.write_manifest(split, infos, size, "raw", out, out.with_name("bad_images.tsv"), 0)
         manifests[split] = out
     return manifests
+
+
+def shard_one_group(plan, root, stem, index=0, size=64, max_bad_images=0) -> dict:
+    """Shard `index` of an ingested collection's one group (`images`) to `stem`.tfrecord and .json, with
+    the arguments the `shard` rule gives; its sidecar."""
+    from cxr14.images import DEFAULT_MAX_MEGAPIXELS
+    from cxr14.steps import shards
+    from cxr14.workflow.runs import UNSPLIT
+
+    return shards.shard(
+        plan=plan, images=None, tfrecord=f"{stem}.tfrecord", info=f"{stem}.json", group=UNSPLIT, index=index,
+        root=str(root), image_size=size, encoding="raw", max_bad_images=max_bad_images,
+        max_megapixels=DEFAULT_MAX_MEGAPIXELS,
+    )  # fmt: skip
 
 
 def settings_of(kind, **overrides):

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import shard_one_group
 from cxr14.constants import FINDINGS
 from cxr14.formats import UNLABELLED, CollectionError
 from cxr14.images import write_dicom
@@ -502,33 +503,9 @@ def test_a_file_that_is_no_image_is_named_by_its_shard(tmp_path):
         seed=0,
     )
     out = tmp_path / "shards"
-    info = shards.shard(
-        plan=plan,
-        images=None,
-        tfrecord=out / "a.tfrecord",
-        info=out / "a.json",
-        group=runs.UNSPLIT,
-        index=0,
-        root=str(root),
-        image_size=16,
-        encoding="raw",
-        max_bad_images=1,
-        max_megapixels=40,
-    )
+    info = shard_one_group(plan, root, out / "a", size=16, max_bad_images=1)
     assert info["images"] == 1 and info["bad_images"][0]["image_index"] == "notes.png"
     assert "not a PNG, JPEG or DICOM file" in info["bad_images"][0]["reason"]
     with pytest.raises(TooManyBadImages, match="notes.png: not a PNG, JPEG or DICOM file"):
-        shards.shard(
-            plan=plan,
-            images=None,
-            tfrecord=out / "b.tfrecord",
-            info=out / "b.json",
-            group=runs.UNSPLIT,
-            index=0,
-            root=str(root),
-            image_size=16,
-            encoding="raw",
-            max_bad_images=0,
-            max_megapixels=40,
-        )
+        shard_one_group(plan, root, out / "b", size=16)
     assert not (out / "b.tfrecord").exists() and not list(out.glob("b.partial*"))

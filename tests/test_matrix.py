@@ -35,6 +35,7 @@ def matrix_config() -> dict:
         "mixed": {"ensemble": [f"base-seed{SEED}", "tuned"]},  # an ensemble that includes the fine-tune
     }
     config["sweeps"] = {"lr": {"learning_rate": [0.01, 0.003]}}
+    config["leaderboard"] = {"n_boot": 50}
     return config
 
 

@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 from test_ingest import run_ingest, settings
 
 from conftest import EXTERNAL_LABELLED as LABELLED
-from conftest import NIH_SAMPLE, needs_shared, synthetic_external_predictions, synthetic_predictions
+from conftest import NIH_SAMPLE, needs_shared, shard_one_group, synthetic_external_predictions, synthetic_predictions
 from cxr14 import metrics, models, paths, prediction_table, shard_io
 from cxr14.calibration import apply_one
 from cxr14.constants import FINDINGS
@@ -58,19 +58,7 @@ def test_a_collection_holding_nih_pixels_scores_as_the_nih_path(tmp_path):
     infos = []
     for i in range(n):
         stem = folder / paths.shard_stem(runs.UNSPLIT, i, n)
-        shards.shard(
-            plan=plan,
-            images=None,
-            tfrecord=f"{stem}.tfrecord",
-            info=f"{stem}.json",
-            group=runs.UNSPLIT,
-            index=i,
-            root=str(root),
-            image_size=64,
-            encoding="raw",
-            max_bad_images=0,
-            max_megapixels=40,
-        )
+        shard_one_group(plan, root, stem, i)
         infos.append(f"{stem}.json")
     shards.shard_manifest(
         infos=infos,
@@ -82,21 +70,9 @@ def test_a_collection_holding_nih_pixels_scores_as_the_nih_path(tmp_path):
         max_bad_images=0,
     )
     # Deterministic: the same plan and images give the same shard bytes.
-    again = tmp_path / "again.tfrecord"
-    shards.shard(
-        plan=plan,
-        images=None,
-        tfrecord=again,
-        info=tmp_path / "again.json",
-        group=runs.UNSPLIT,
-        index=0,
-        root=str(root),
-        image_size=64,
-        encoding="raw",
-        max_bad_images=0,
-        max_megapixels=40,
-    )
-    assert again.read_bytes() == (folder / f"{paths.shard_stem(runs.UNSPLIT, 0, n)}.tfrecord").read_bytes()
+    shard_one_group(plan, root, tmp_path / "again")
+    first = folder / f"{paths.shard_stem(runs.UNSPLIT, 0, n)}.tfrecord"
+    assert (tmp_path / "again.tfrecord").read_bytes() == first.read_bytes()
     score(
         model=model,
         manifests=[folder / "manifest.json"],

@@ -6,17 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .common import (
-    SPLIT_NAMES,
-    UNLABELLED,
-    age_of,
-    coded,
-    read_csv,
-    require,
-    sex_of,
-    view_of,
-    with_findings,
-)
+from .common import SPLIT_NAMES, UNLABELLED, age_of, coded, read_csv, require, sex_of, view_of, with_findings
 
 # CheXpert's label -> the NIH finding it is taken as (MIMIC-CXR's too: the same labeller). An NIH
 # finding no label maps to is not labelled by the collection.

@@ -9,17 +9,7 @@ import pandas as pd
 
 from ..constants import FINDINGS
 from . import chexpert
-from .common import (
-    SPLIT_NAMES,
-    UNLABELLED,
-    CollectionError,
-    age_of,
-    read_csv,
-    require,
-    sex_of,
-    view_of,
-    with_findings,
-)
+from .common import SPLIT_NAMES, UNLABELLED, CollectionError, age_of, read_csv, require, sex_of, view_of, with_findings
 
 LABELS = chexpert.LABELS  # the CheXpert labeller's labels
 

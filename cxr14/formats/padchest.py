@@ -8,16 +8,7 @@ import ast
 import numpy as np
 import pandas as pd
 
-from .common import (
-    UNLABELLED,
-    CollectionError,
-    age_of,
-    read_csv,
-    require,
-    sex_of,
-    view_of,
-    with_findings,
-)
+from .common import UNLABELLED, CollectionError, age_of, read_csv, require, sex_of, view_of, with_findings
 
 # PadChest's labels (its hierarchy's terms, lower case) that make each NIH finding positive.
 LABELS = {

@@ -8,12 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .common import (
-    coded,
-    read_csv,
-    require,
-    with_findings,
-)
+from .common import coded, read_csv, require, with_findings
 
 LABELS = {
     "Atelectasis": "Atelectasis",

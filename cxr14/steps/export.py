@@ -73,9 +73,14 @@ def write_onnx(net, size: int, path, opset: int = ONNX_OPSET) -> None:
     """The model's inference graph, frozen, converted by tf2onnx, with inputs and outputs named as above."""
     import tensorflow as tf
     import tf2onnx
-    from keras.src.export.tf2onnx_lib import patch_tf2onnx  # Keras's own numpy-2 fixes to tf2onnx
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+    # keras.src.export.tf2onnx_lib is private, kept on purpose: tf2onnx 1.17 fails on numpy 2
+    # (np.object, its constant folding) without Keras's fix. The public route,
+    # `Model.export(format="onnx")`, applies the same fix but names the output `Identity:0` (measured
+    # with Keras 3.15), where serving.json, `cxr14 predict` and the app read `findings`; calling
+    # tf2onnx on the frozen graph ourselves keeps both names.
     patch_tf2onnx()
     function = tf.function(lambda image: net(image, training=False)).get_concrete_function(_signature(size))
     frozen = convert_variables_to_constants_v2(function)

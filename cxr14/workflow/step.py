@@ -57,16 +57,8 @@ def arguments(
     return kwargs
 
 
-def run(
-    step: Callable,
-    snakemake,
-    *,
-    per_run: Iterable[str] = (),
-    settings: type | None = None,
-    threads: bool = False,
-    per_dataset: Iterable[str] = (),
-    lists: Iterable[str] = (),
-):
-    """Call `step` with its rule's named input, output and params (and `threads`), in the rule's log."""
+def run(step: Callable, snakemake, **translation):
+    """Call `step` with its rule's named input, output and params (and `threads`), in the rule's log;
+    `translation`: how (`arguments`' keywords: per_run, settings, threads, per_dataset, lists)."""
     with logged(snakemake.log[0]):
-        return step(**arguments(snakemake, per_run, settings, threads, per_dataset, lists))
+        return step(**arguments(snakemake, **translation))
