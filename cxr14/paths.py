@@ -58,7 +58,8 @@ PREDICTIONS = f"{ON}/predictions.parquet"
 METRICS = f"{ON}/metrics.json"
 REPORT = f"{ON}/report.html"
 FIGURES = f"{ON}/figures"
-THRESHOLDS = f"{RUN}/datasets/{NIH}/thresholds.json"  # the operating points, chosen on NIH val
+OPERATING_POINTS = f"{ON}/thresholds.json"  # the operating points used on a collection
+THRESHOLDS = f"{RUN}/datasets/{NIH}/thresholds.json"  # the run's own, chosen on NIH val: predict and the app use them
 
 LEADERBOARD_CSV = "results/leaderboard.csv"
 LEADERBOARD_HTML = "results/leaderboard.html"
@@ -98,8 +99,7 @@ JOBS = {
     "score": "runs/{run}/datasets/{dataset}/score",
     "ensemble": "runs/{run}/datasets/{dataset}/ensemble",
     "calibrate": "runs/{run}/calibrate/calibrate",
-    "evaluate": f"runs/{{run}}/datasets/{NIH}/evaluate",
-    "validate": "runs/{run}/datasets/{dataset}/validate",
+    "evaluate": "runs/{run}/datasets/{dataset}/evaluate",
     "leaderboard": "leaderboard/leaderboard",
     "model_card": "runs/{run}/model_card/model_card",
     "export": "runs/{run}/export/export",

@@ -1,5 +1,5 @@
 """The predictions table (`predictions.parquet`): one row per scored image, written by `score`,
-`score_external` and the ensemble steps, read by `calibrate`, `evaluate`, `validate` and `leaderboard`.
+`score` and `ensemble` steps, read by `calibrate`, `evaluate` and `leaderboard`.
 Its columns are spelt here only.
 
 Columns: `split` (train/val/test, or `external` for a collection's images), the image's metadata

@@ -116,6 +116,16 @@ def on_nih(pattern):
     return paths.on(pattern, NIH)
 
 
+def only_nih(files):
+    """An input only the NIH collection's jobs have ([] for the others)."""
+    return lambda wildcards: files if wildcards.dataset == NIH else []
+
+
+def unless_nih(files):
+    """An input every collection's jobs have but NIH's."""
+    return lambda wildcards: [] if wildcards.dataset == NIH else files
+
+
 def collection_setting(key):
     return lambda wildcards: getattr(COLLECTIONS[wildcards.dataset], key)
 

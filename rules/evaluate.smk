@@ -1,6 +1,6 @@
 # Stage 6: each run's scores on each collection (a model's, or an ensemble's mean): NIH's val and test,
-# an external collection's test split or all of it; then (after the calibrate step) the evaluation on
-# NIH's official test split and its report.
+# an external collection's test split or all of it; then (after the calibrate step) its judgement on
+# each: on NIH's official test split, and on every other collection beside it.
 
 
 rule score:
@@ -60,30 +60,41 @@ rule ensemble:
 
 rule evaluate:
     input:
-        predictions=on_nih(paths.PREDICTIONS),
+        predictions=paths.PREDICTIONS,
         calibration=paths.CALIBRATION,
-        # Grad-CAM and localisation explain one network: an ensemble has neither input.
-        model=lambda wildcards: ([] if RUNS[wildcards.run].is_ensemble else paths.MODEL),
-        test_manifest=lambda wildcards: (
-            []
-            if RUNS[wildcards.run].is_ensemble
-            else manifest(NIH, wildcards.run, "test")
+        # On another collection: the run's NIH test scores and operating points, judged beside them.
+        nih_predictions=unless_nih(on_nih(paths.PREDICTIONS)),
+        nih_thresholds=unless_nih(paths.THRESHOLDS),
+        ingest_report=unless_nih(paths.INGEST_REPORT),
+        # On NIH: Grad-CAM and localisation explain one network (an ensemble has neither), its
+        # table and cleaning report drawn in the report, its boxes and expert labels.
+        model=lambda wildcards: (
+            paths.MODEL
+            if wildcards.dataset == NIH and not RUNS[wildcards.run].is_ensemble
+            else []
         ),
-        table=on_nih(paths.DATASET_TABLE),
-        cleaning_report=on_nih(paths.CLEANING_REPORT),
-        boxes=metadata("bbox_list"),
-        expert_labels=metadata("expert_labels") if "expert_labels" in METADATA else [],
+        test_manifest=lambda wildcards: (
+            manifest(NIH, wildcards.run, "test")
+            if wildcards.dataset == NIH and not RUNS[wildcards.run].is_ensemble
+            else []
+        ),
+        table=only_nih(on_nih(paths.DATASET_TABLE)),
+        cleaning_report=only_nih(on_nih(paths.CLEANING_REPORT)),
+        boxes=only_nih(metadata("bbox_list")),
+        expert_labels=only_nih(
+            metadata("expert_labels") if "expert_labels" in METADATA else []
+        ),
     output:
-        evaluation=on_nih(paths.METRICS),
-        thresholds=paths.THRESHOLDS,
+        evaluation=paths.METRICS,
+        thresholds=paths.OPERATING_POINTS,
         report=report(
-            on_nih(paths.REPORT),
+            paths.REPORT,
             category="Evaluation",
             subcategory="{run}",
             caption="../report/evaluation.rst",
         ),
         figures=report(
-            directory(on_nih(paths.FIGURES)),
+            directory(paths.FIGURES),
             patterns=["{name}.png"],
             category="Figures",
             subcategory="{run}",
@@ -101,9 +112,19 @@ rule evaluate:
     params:
         settings=run_settings("evaluate"),
         run="{run}",
+        dataset="{dataset}",
         ensemble_of=lambda wildcards: RUNS[wildcards.run].members or None,
         # Not an input: the card is made after the report, which links to it.
         model_card=paths.MODEL_CARD_HTML,
+        # A local calibration on a patient-wise share of another collection (none on NIH).
+        recalibrate=lambda wildcards: (
+            0
+            if wildcards.dataset == NIH
+            else config["datasets"][wildcards.dataset]["recalibrate"]
+        ),
+        seed=collection_setting("seed"),
+        calibration_method=config["calibration"]["method"],
+        min_positives=config["calibration"]["min_positives"],
         code=package_code("evaluate"),
     script:
         "../scripts/evaluate.py"

@@ -574,8 +574,17 @@ def evaluated(tmp_path_factory):
         report=out / "report.html",
         figures=out / "figures",
         run="spots",
+        dataset="nih",
         ensemble_of=None,
         model_card=root / "model_card.html",
+        # What only another collection has: none of it on NIH.
+        nih_predictions=None,
+        nih_thresholds=None,
+        ingest_report=None,
+        recalibrate=0,
+        seed=0,
+        calibration_method="temperature",
+        min_positives=5,
         settings=settings_of(EvaluateSettings, n_boot=50, gallery_k=1, tta=True),
     )
     return root, m, len(boxed)

@@ -147,7 +147,6 @@ def test_every_rule_has_a_log_and_a_benchmark(rules):
         ("shards", "results/datasets/{dataset}/shards/", ["plan_shards", "shard", "shard_manifest"]),
         ("train", "results/runs/{run}/train/", ["train"]),
         ("evaluate", "results/runs/{run}/datasets/", ["score", "ensemble", "evaluate"]),
-        ("validate", "results/runs/{run}/datasets/{dataset}/", ["validate"]),
         ("calibrate", "results/runs/{run}/calibrate/", ["calibrate"]),
         ("leaderboard", "results/leaderboard.", ["leaderboard"]),
         ("model_card", "results/runs/{run}/model_card.", ["model_card"]),

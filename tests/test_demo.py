@@ -130,7 +130,7 @@ def test_nothing_to_do_after_the_demo(demo_run):
 def test_adding_a_run_trains_and_evaluates_that_run_only(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn_lr": {"train": {"learning_rate": 0.004}}}})
     assert jobs == {
-        "train": 1, "score": 2, "calibrate": 1, "evaluate": 1, "validate": 1, "leaderboard": 1, "model_card": 1,
+        "train": 1, "score": 2, "calibrate": 1, "evaluate": 2, "leaderboard": 1, "model_card": 1,
         "export": 1, "all": 1,
     }  # fmt: skip
 
@@ -138,7 +138,7 @@ def test_adding_a_run_trains_and_evaluates_that_run_only(demo_run):
 def test_changing_one_runs_learning_rate_reruns_it_its_ensemble_and_the_leaderboard(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn_focal": {"train": {"loss": "focal", "learning_rate": 0.004}}}})
     assert jobs == {
-        "train": 1, "score": 2, "ensemble": 2, "calibrate": 2, "evaluate": 2, "validate": 2, "leaderboard": 1,
+        "train": 1, "score": 2, "ensemble": 2, "calibrate": 2, "evaluate": 4, "leaderboard": 1,
         "model_card": 2, "export": 1, "all": 1,
     }  # fmt: skip
 
@@ -146,7 +146,7 @@ def test_changing_one_runs_learning_rate_reruns_it_its_ensemble_and_the_leaderbo
 def test_changing_the_starting_run_retrains_the_fine_tune_too(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn": {"train": {"learning_rate": 0.004}}}})
     assert jobs == {
-        "train": 2, "score": 4, "ensemble": 2, "calibrate": 3, "evaluate": 3, "validate": 3, "leaderboard": 1,
+        "train": 2, "score": 4, "ensemble": 2, "calibrate": 3, "evaluate": 6, "leaderboard": 1,
         "model_card": 3, "export": 2, "all": 1,
     }  # fmt: skip
 
@@ -157,7 +157,7 @@ def test_changing_only_the_fine_tune_leaves_its_starting_run_alone(demo_run):
     tuned["train"]["learning_rate"] = 0.001
     jobs = plan(demo_run, {"runs": {**config["runs"], "cnn_site": tuned}})
     assert jobs == {
-        "train": 1, "score": 2, "calibrate": 1, "evaluate": 1, "validate": 1, "leaderboard": 1, "model_card": 1,
+        "train": 1, "score": 2, "calibrate": 1, "evaluate": 2, "leaderboard": 1, "model_card": 1,
         "export": 1, "all": 1,
     }  # fmt: skip
 
@@ -281,8 +281,7 @@ def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
         "score": 2,
         "ensemble": 2,
         "calibrate": 2,
-        "evaluate": 2,
-        "validate": 2,
+        "evaluate": 4,
         "leaderboard": 1,
         "model_card": 2,
         "export": 1,
@@ -293,7 +292,7 @@ def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
 def test_changing_the_calibration_method_recalibrates_without_retraining(demo_run):
     jobs = plan(demo_run, {"calibration": {"method": "platt"}})
     assert jobs == {
-        "calibrate": 5, "evaluate": 5, "validate": 5, "leaderboard": 1, "model_card": 5, "export": 4, "all": 1
+        "calibrate": 5, "evaluate": 10, "leaderboard": 1, "model_card": 5, "export": 4, "all": 1
     }  # fmt: skip
 
 
@@ -417,7 +416,7 @@ def source_copy(tmp_path_factory):
                 "return np.asarray(y) >= 0",
                 "return np.asarray(y) >= 0.0",
             ),
-            {"evaluate": 5, "validate": 5, "leaderboard": 1, "model_card": 5, "export": 4, "all": 1},
+            {"evaluate": 10, "leaderboard": 1, "model_card": 5, "export": 4, "all": 1},
         ),
         # The app is no step: changing it reruns nothing.
         ("app", ("DISPLAY_SIZE = 448", "DISPLAY_SIZE = 512"), {}),

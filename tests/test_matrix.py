@@ -52,7 +52,7 @@ def test_the_matrix_is_planned_one_job_per_step_run_and_collection(tmp_path):
         "train": len(TRAINED),
         "score": len(TRAINED) * collections,
         "ensemble": len(ENSEMBLES) * collections,
-        "calibrate": runs, "evaluate": runs, "validate": runs * 2, "model_card": runs,
+        "calibrate": runs, "evaluate": runs * collections, "model_card": runs,
         "export": len(TRAINED), "leaderboard": 1, "all": 1,
     }  # fmt: skip
 

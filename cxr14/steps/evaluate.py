@@ -1,5 +1,13 @@
-"""Step `evaluate`: a run's predictions, calibrated, judged on the official test split: the numbers
-(`assess`), what its network looked at (`explain`, for a trained run), and the HTML report."""
+"""Step `evaluate`: a run's predictions on a collection, judged, with the HTML report.
+
+On NIH, the collection its calibration and operating points are fitted on (val), the official test
+split is judged: the numbers (`assess`), what its network looked at (`explain`, for a trained run),
+and the operating points chosen, which every collection's judgement applies. On another collection,
+everything NIH fixed is applied as it is, never refitted there, beside the run's NIH test figures:
+only the findings the collection labels are scored, each only on the images labelled for it; with
+`recalibrate` > 0 a patient-wise part of the collection refits the calibration, and the rest is
+reported with both.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +15,78 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .. import prediction_table
-from ..assess import assess
+from .. import metrics, prediction_table
+from ..assess import assess, subgroups
+from ..calibration import calibrated, fit
 from ..constants import FINDINGS
 from ..data import use_threads
 from ..explain import explain
 from ..files import json_safe, write_json
-from ..report import render
+from ..report import render, render_external
 from ..workflow.runs import EvaluateSettings
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(
+    *,
+    predictions,
+    calibration,
+    nih_predictions,
+    nih_thresholds,
+    ingest_report,
+    model,
+    test_manifest,
+    table,
+    cleaning_report,
+    boxes,
+    expert_labels,
+    evaluation,
+    thresholds,
+    report,
+    figures,
+    settings: EvaluateSettings,
+    run: str,
+    dataset: str,
+    ensemble_of: list[str] | None,
+    model_card: str,
+    recalibrate: float,
+    seed: int,
+    calibration_method: str,
+    min_positives: int,
+    threads: int | None = None,
+) -> dict:
+    """A run's `predictions` on collection `dataset` with its `calibration`, to `evaluation` (metrics
+    JSON), `thresholds` (the operating points used there) and the HTML `report` with its `figures/`.
+
+    What the collection has decides what is judged. Beside NIH (`nih_predictions`, the run's NIH
+    scores, and `nih_thresholds`, its operating points, given with the collection's `ingest_report`):
+    the collection's figures beside the NIH test ones, `recalibrate`, `seed`, `calibration_method` and
+    `min_positives` for a local calibration. On NIH itself (those None): the official test split, the
+    operating points chosen on val; a trained run's `model` and `test_manifest` for Grad-CAM and the
+    `boxes`; `expert_labels` when present; NIH's `table` and `cleaning_report` drawn in the report,
+    which links the run's `model_card`."""
+    if nih_predictions is None:
+        return _on_nih(
+            predictions=predictions, calibration=calibration, model=model, test_manifest=test_manifest,
+            table=table, cleaning_report=cleaning_report, boxes=boxes, expert_labels=expert_labels,
+            evaluation=evaluation, thresholds=thresholds, report=report, figures=figures, run=run,
+            ensemble_of=ensemble_of, model_card=model_card, settings=settings, threads=threads,
+        )  # fmt: skip
+    numbers = _beside_nih(
+        predictions=predictions, nih_predictions=nih_predictions, calibration=calibration,
+        thresholds=nih_thresholds, ingest_report=ingest_report, evaluation=evaluation, report=report,
+        figures=figures, settings=settings, run=run, dataset=dataset, recalibrate=recalibrate, seed=seed,
+        calibration_method=calibration_method, min_positives=min_positives,
+    )  # fmt: skip
+    write_json(json.loads(Path(nih_thresholds).read_text()), thresholds)  # applied as they are
+    return numbers
+
+
+def _on_nih(
     *,
     predictions,
     calibration,
@@ -83,3 +148,193 @@ def evaluate(
     render(drawn, pd.read_parquet(table), json.loads(Path(cleaning_report).read_text()), report, figures,
            title=f"cxr14 evaluation: run {run}", model_card=model_card)  # fmt: skip
     return numbers
+
+
+RULES = ("max_f1", "youden")
+
+
+def _beside_nih(
+    *,
+    predictions,
+    nih_predictions,
+    calibration,
+    thresholds,
+    ingest_report,
+    evaluation,
+    report,
+    figures,
+    settings: EvaluateSettings,
+    run: str,
+    dataset: str,
+    recalibrate: float,
+    seed: int,
+    calibration_method: str,
+    min_positives: int,
+) -> dict:
+    """The run's `predictions` on collection `dataset` (its `ingest_report` says what it labels),
+    with the run's NIH `calibration` and `thresholds`, beside its `nih_predictions` on NIH test, to
+    `evaluation` (JSON) and the HTML `report` with its `figures/`. `recalibrate`, `seed`: the share of
+    the collection's patients a local calibration (`calibration_method`, `min_positives`) is fitted on."""
+    external = prediction_table.read(predictions, prediction_table.EXTERNAL)
+    if external.empty:
+        raise ValueError(f"{predictions}: no external rows")
+    prediction_table.check_tta(external, settings.tta, predictions)
+    collection = json.loads(Path(ingest_report).read_text())
+    fitted = json.loads(Path(calibration).read_text())
+    numbers, drawn = judge(
+        external,
+        prediction_table.read(nih_predictions, "test"),
+        calibration=fitted,
+        thresholds=json.loads(Path(thresholds).read_text()),
+        findings=collection["labelled_findings"],
+        n_boot=settings.n_boot,
+        seed=settings.seed,
+    )
+    if recalibrate > 0:
+        numbers["recalibration"] = local_recalibration(
+            external, numbers["findings"], fitted, recalibrate, seed,
+            calibration_method, min_positives, settings.n_boot, settings.seed,
+        )  # fmt: skip
+    numbers = json_safe({"run": run, "dataset": dataset, "collection": collection, **numbers})
+    write_json(numbers, evaluation)
+    render_external(numbers, drawn, report, figures, title=f"cxr14 external validation: run {run} on {dataset}")
+    log.info(
+        "%s on %s: mean AUROC %.4f over %d findings (NIH test %.4f, drop %+.4f)", run, dataset,
+        numbers["mean_auroc"], len(numbers["findings"]), numbers["nih"]["mean_auroc"], numbers["drop"]["diff"],
+    )  # fmt: skip
+    return numbers
+
+
+def judge(
+    external: pd.DataFrame,
+    nih: pd.DataFrame,
+    *,
+    calibration: dict,
+    thresholds: dict,
+    findings: list[str],
+    n_boot: int,
+    seed: int,
+) -> tuple[dict, dict]:
+    """The numbers of the external report (JSON-ready but for NaN) and what its figures draw."""
+    if not findings:
+        raise ValueError("the collection labels none of the 14 findings")
+    _, raw_p = prediction_table.arrays(external, findings)
+    ext = calibrated(external, calibration)
+    y, p = prediction_table.arrays(ext, findings)
+    ny, npred = prediction_table.arrays(calibrated(nih, calibration), findings)
+    patients, nih_patients = ext.patient_id.to_numpy(), nih.patient_id.to_numpy()
+    here = metrics.bootstrap_auroc(y, p, patients, n_boot, seed)
+    there = metrics.bootstrap_auroc(ny, npred, nih_patients, n_boot, seed)
+    drop = metrics.independent_bootstrap((ny, npred, nih_patients), (y, p, patients), n_boot, seed)
+    reliability, per_finding = {}, {}
+    for j, f in enumerate(findings):
+        known = metrics.labelled(y[:, j])
+        yj, pj, raw = y[known, j], p[known, j], raw_p[known, j]
+        reliability[f] = {"after": metrics.reliability(yj, pj), "before": metrics.reliability(yj, raw)}
+        per_finding[f] = {
+            "labelled": int(known.sum()),
+            "positives": int(yj.sum()),
+            "prevalence": float(yj.mean()) if len(yj) else float("nan"),
+            "nih_prevalence": float(ny[:, j].mean()),
+            "auroc": here["auroc"][j],
+            "auroc_ci": here["ci"][j],
+            "nih_auroc": there["auroc"][j],
+            "nih_auroc_ci": there["ci"][j],
+            "drop": drop["per_column"][j],
+            "calibration": transfer(yj, pj, raw),
+            "operating_points": {
+                rule: metrics.at_threshold(yj, pj, thresholds[rule][f]) if len(yj) else None for rule in RULES
+            },
+        }
+    numbers = {
+        "images": int(len(ext)),
+        "patients": int(ext.patient_id.nunique()),
+        "labelled_findings": list(findings),
+        "findings": per_finding,
+        "mean_auroc": here["mean_auroc"],
+        "mean_auroc_ci": here["mean_ci"],
+        "nih": {"images": int(len(nih)), "mean_auroc": there["mean_auroc"], "mean_auroc_ci": there["mean_ci"]},
+        "drop": drop["mean"],
+        "bootstrap": {"replicates": n_boot, "unit": "patient", "level": 0.95, "seed": seed},
+        "calibration": {
+            "method": calibration["method"],
+            "fitted_on": "NIH val",
+            "shared": [f for f in calibration["shared"] if f in findings],
+            "before": metrics.bootstrap_calibration(y, raw_p, patients, n_boot, seed),
+            "after": metrics.bootstrap_calibration(y, p, patients, n_boot, seed),
+        },
+        "thresholds_chosen_on": thresholds.get("chosen_on", "val"),
+        "subgroups": subgroups(ext, thresholds["max_f1"], n_boot, seed, findings=findings),
+    }
+    return numbers, {"reliability": reliability}
+
+
+def transfer(y: np.ndarray, p: np.ndarray, raw: np.ndarray) -> dict:
+    """One finding's calibration on the collection: ECE and Brier of the probabilities `p` (and of the
+    raw scores), and calibration-in-the-large, the mean probability against the observed prevalence."""
+    keys = ("ece", "ece_adaptive", "brier")
+    if not len(y):
+        nan = dict.fromkeys(keys, float("nan"))
+        return {**nan, "before": nan, **dict.fromkeys(("mean_predicted", "observed", "in_the_large"), float("nan"))}
+    after, before = metrics.reliability(y, p), metrics.reliability(y, raw)
+    return {
+        **{k: after[k] for k in keys},
+        "before": {k: before[k] for k in keys},
+        "mean_predicted": float(p.mean()),
+        "observed": float(y.mean()),
+        "in_the_large": float(p.mean() - y.mean()),
+    }
+
+
+def local_recalibration(
+    external: pd.DataFrame,
+    findings: dict,
+    calibration: dict,
+    fraction: float,
+    split_seed: int,
+    method: str,
+    min_positives: int,
+    n_boot: int,
+    seed: int,
+) -> dict:
+    """Fit the calibration on a patient-wise `fraction` of the collection (seeded), and report the
+    rest with the NIH calibration and with the local one, side by side."""
+    names = list(findings)
+    ids = np.unique(external.patient_id.to_numpy())
+    chosen = np.random.default_rng(split_seed).permutation(ids)[: int(round(fraction * len(ids)))]
+    fitting = external.patient_id.isin(chosen).to_numpy()
+    if fitting.all() or not fitting.any():
+        raise ValueError(f"recalibrate={fraction} leaves no patient on one side ({len(ids)} patients)")
+    part = external[fitting]
+    local = {"method": method, "findings": {}}
+    for f in FINDINGS:
+        if f not in findings:
+            local["findings"][f] = {"method": "none", "reason": "not labelled by the collection"}
+            continue
+        yf, pf = part[prediction_table.label(f)].to_numpy(), part[prediction_table.score(f)].to_numpy(np.float64)
+        known = metrics.labelled(yf)
+        offset = calibration["findings"][f].get("offset", 0.0)
+        local["findings"][f] = fit(yf[known], pf[known], method, min_positives, offset)
+    held = external[~fitting]
+    y, raw = prediction_table.arrays(held, names)
+    by = {name: prediction_table.arrays(calibrated(held, fitted), names)[1]
+          for name, fitted in (("nih", calibration), ("local", local))}  # fmt: skip
+    patients = held.patient_id.to_numpy()
+    per_finding = {}
+    for j, f in enumerate(names):
+        known = metrics.labelled(y[:, j])
+        per_finding[f] = {
+            "method": local["findings"][f]["method"],
+            **{name: transfer(y[known, j], p[known, j], raw[known, j]) for name, p in by.items()},
+        }
+    return {
+        "fraction": fraction,
+        "seed": split_seed,
+        "fit_patients": int(len(chosen)),
+        "fit_images": int(fitting.sum()),
+        "report_patients": int(held.patient_id.nunique()),
+        "report_images": int(len(held)),
+        "method": method,
+        "findings": per_finding,
+        "mean": {name: metrics.bootstrap_calibration(y, p, patients, n_boot, seed) for name, p in by.items()},
+    }

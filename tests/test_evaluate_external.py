@@ -1,5 +1,5 @@
-"""External validation: a collection's images take the NIH path's preprocessing and scores, and the
-report judges a run on the findings the collection labels, beside its NIH figures."""
+"""Step `evaluate` on an external collection: its images take the NIH path's preprocessing and scores,
+and the report judges a run on the findings the collection labels, beside its NIH figures."""
 
 import json
 
@@ -17,8 +17,8 @@ from cxr14.calibration import apply_one
 from cxr14.constants import FINDINGS
 from cxr14.images import write_dicom
 from cxr14.steps import shards
+from cxr14.steps.evaluate import evaluate
 from cxr14.steps.score import predict, score
-from cxr14.steps.validate import validate
 from cxr14.workflow import runs
 from cxr14.workflow.runs import EvaluateSettings
 
@@ -130,15 +130,19 @@ def test_the_external_report_judges_only_what_the_collection_labels(tmp_path):
     }  # fmt: skip
     (tmp_path / "ingest.json").write_text(json.dumps(collection))
     out = tmp_path / "report"
-    m = validate(
+    m = evaluate(
         predictions=tmp_path / "ext.parquet", nih_predictions=tmp_path / "nih.parquet",
-        calibration=tmp_path / "calibration.json", thresholds=tmp_path / "thresholds.json",
+        calibration=tmp_path / "calibration.json", nih_thresholds=tmp_path / "thresholds.json",
         ingest_report=tmp_path / "ingest.json", evaluation=out / "metrics.json", report=out / "report.html",
-        figures=out / "figures", settings=EvaluateSettings.of({"n_boot": 50, "seed": 0, "gallery_k": 0,
-                                                             "batch_size": 8, "tta": False}),
+        thresholds=out / "thresholds.json", figures=out / "figures",
+        settings=EvaluateSettings.of({"n_boot": 50, "seed": 0, "gallery_k": 0, "batch_size": 8, "tta": False}),
         run="cnn", dataset="site", recalibrate=0.3, seed=0, calibration_method="platt", min_positives=5,
+        # What only NIH has: none of it on another collection.
+        model=None, test_manifest=None, table=None, cleaning_report=None, boxes=None, expert_labels=None,
+        ensemble_of=None, model_card=tmp_path / "model_card.html",
     )  # fmt: skip
     assert m == json.loads((out / "metrics.json").read_text())
+    assert json.loads((out / "thresholds.json").read_text()) == points  # NIH's, applied as they are
     assert list(m["findings"]) == LABELLED
     nih = pd.read_parquet(tmp_path / "nih.parquet").query("split == 'test'")
     for f in LABELLED:
