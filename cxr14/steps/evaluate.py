@@ -69,48 +69,18 @@ def evaluate(
     operating points chosen on val; a trained run's `model` and `test_manifest` for Grad-CAM and the
     `boxes`; `expert_labels` when present; NIH's `table` and `cleaning_report` drawn in the report,
     which links the run's `model_card`."""
-    if nih_predictions is None:
-        return _on_nih(
-            predictions=predictions, calibration=calibration, model=model, test_manifest=test_manifest,
-            table=table, cleaning_report=cleaning_report, boxes=boxes, expert_labels=expert_labels,
-            evaluation=evaluation, thresholds=thresholds, report=report, figures=figures, run=run,
-            ensemble_of=ensemble_of, model_card=model_card, settings=settings, threads=threads,
+    if nih_predictions is not None:
+        numbers = _beside_nih(
+            predictions=predictions, nih_predictions=nih_predictions, calibration=calibration,
+            thresholds=nih_thresholds, ingest_report=ingest_report, evaluation=evaluation, report=report,
+            figures=figures, settings=settings, run=run, dataset=dataset, recalibrate=recalibrate, seed=seed,
+            calibration_method=calibration_method, min_positives=min_positives,
         )  # fmt: skip
-    numbers = _beside_nih(
-        predictions=predictions, nih_predictions=nih_predictions, calibration=calibration,
-        thresholds=nih_thresholds, ingest_report=ingest_report, evaluation=evaluation, report=report,
-        figures=figures, settings=settings, run=run, dataset=dataset, recalibrate=recalibrate, seed=seed,
-        calibration_method=calibration_method, min_positives=min_positives,
-    )  # fmt: skip
-    write_json(json.loads(Path(nih_thresholds).read_text()), thresholds)  # applied as they are
-    return numbers
-
-
-def _on_nih(
-    *,
-    predictions,
-    calibration,
-    model,
-    test_manifest,
-    table,
-    cleaning_report,
-    boxes,
-    expert_labels,
-    evaluation,
-    thresholds,
-    report,
-    figures,
-    run: str,
-    ensemble_of: list[str] | None,
-    model_card: str,
-    settings: EvaluateSettings,
-    threads: int | None = None,
-) -> dict:
-    """A run's `predictions`, calibrated with its `calibration` (fitted on val), on the official test
-    split (operating points chosen on calibrated val), to `evaluation` (the metrics JSON), `thresholds`
-    (JSON) and the HTML `report` with its `figures/`. A trained run's `model` and `test_manifest` give
-    Grad-CAM and localisation; an ensemble (`ensemble_of` its members) has neither (None). Without
-    `expert_labels` (None) that section is left out. `model_card`: the run's model card page, linked."""
+        write_json(json.loads(Path(nih_thresholds).read_text()), thresholds)  # applied as they are
+        return numbers
+    # On NIH: calibrated with its calibration (fitted on val), the official test split, the operating
+    # points chosen on calibrated val; Grad-CAM and localisation for a trained run (an ensemble, its
+    # members `ensemble_of`, has neither); expert labels when given.
     use_threads(threads)
     scored = prediction_table.read(predictions)
     prediction_table.check_tta(scored, settings.tta, predictions)
