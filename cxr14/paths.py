@@ -59,7 +59,6 @@ METRICS = f"{ON}/metrics.json"
 REPORT = f"{ON}/report.html"
 FIGURES = f"{ON}/figures"
 OPERATING_POINTS = f"{ON}/thresholds.json"  # the operating points used on a collection
-THRESHOLDS = f"{RUN}/datasets/{NIH}/thresholds.json"  # the run's own, chosen on NIH val: predict and the app use them
 
 LEADERBOARD_CSV = "results/leaderboard.csv"
 LEADERBOARD_HTML = "results/leaderboard.html"
@@ -70,6 +69,9 @@ def on(pattern: str, dataset: str) -> str:
     return pattern.replace("{dataset}", dataset)
 
 
+THRESHOLDS = on(OPERATING_POINTS, NIH)  # the run's own, chosen on NIH val: predict and the app use them
+
+
 def shard_stem(split, shard, num_shards) -> str:
     """`train-00003-of-00012`, the one spelling of a shard's name. Numbers are zero-padded and
     wildcard names pass through unchanged, so the rules build their patterns from it too."""
@@ -78,7 +80,7 @@ def shard_stem(split, shard, num_shards) -> str:
 
 def shard(dataset, layout, group, shard, num) -> str:
     """A shard's files, less the suffix: results/datasets/nih/shards/224px-raw/train/train-00003-of-00012."""
-    return f"{DATASETS}/{dataset}/shards/{layout}/{group}/{shard_stem(group, shard, num)}"
+    return GROUP_SHARDS.format(dataset=dataset, layout=layout, group=group) + "/" + shard_stem(group, shard, num)
 
 
 SHARD = shard("{dataset}", "{layout}", "{group}", "{shard}", "{num}")

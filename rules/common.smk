@@ -126,6 +126,11 @@ def unless_nih(files):
     return lambda wildcards: [] if wildcards.dataset == NIH else files
 
 
+def network_on_nih(wildcards):
+    """Whether a job judges one trained network on NIH (Grad-CAM and localisation need its model)."""
+    return wildcards.dataset == NIH and not RUNS[wildcards.run].is_ensemble
+
+
 def collection_setting(key):
     return lambda wildcards: getattr(COLLECTIONS[wildcards.dataset], key)
 

@@ -68,15 +68,9 @@ rule evaluate:
         ingest_report=unless_nih(paths.INGEST_REPORT),
         # On NIH: Grad-CAM and localisation explain one network (an ensemble has neither), its
         # table and cleaning report drawn in the report, its boxes and expert labels.
-        model=lambda wildcards: (
-            paths.MODEL
-            if wildcards.dataset == NIH and not RUNS[wildcards.run].is_ensemble
-            else []
-        ),
+        model=lambda wildcards: paths.MODEL if network_on_nih(wildcards) else [],
         test_manifest=lambda wildcards: (
-            manifest(NIH, wildcards.run, "test")
-            if wildcards.dataset == NIH and not RUNS[wildcards.run].is_ensemble
-            else []
+            manifest(NIH, wildcards.run, "test") if network_on_nih(wildcards) else []
         ),
         table=only_nih(on_nih(paths.DATASET_TABLE)),
         cleaning_report=only_nih(on_nih(paths.CLEANING_REPORT)),
@@ -117,11 +111,7 @@ rule evaluate:
         # Not an input: the card is made after the report, which links to it.
         model_card=paths.MODEL_CARD_HTML,
         # A local calibration on a patient-wise share of another collection (none on NIH).
-        recalibrate=lambda wildcards: (
-            0
-            if wildcards.dataset == NIH
-            else config["datasets"][wildcards.dataset]["recalibrate"]
-        ),
+        recalibrate=collection_setting("recalibrate"),
         seed=collection_setting("seed"),
         calibration_method=config["calibration"]["method"],
         min_positives=config["calibration"]["min_positives"],

@@ -8,9 +8,7 @@ checkpoint plan_shards:
         table=paths.DATASET_TABLE,
         # An ingested collection's report holds the fingerprint of its image files (NIH's extracted
         # images are the shard jobs' inputs instead).
-        report=lambda wildcards: (
-            paths.INGEST_REPORT if COLLECTIONS[wildcards.dataset].ingested else []
-        ),
+        report=unless_nih(paths.INGEST_REPORT),
     output:
         plan=paths.SHARD_PLAN,
     log:

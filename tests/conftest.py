@@ -294,6 +294,19 @@ def write_easy_shards(
     return manifests
 
 
+def plan_one_group(ingested, plan, images_per_shard) -> int:
+    """Plan an ingested collection (`ingested`: the folder of ingest's table and report) as one group of
+    every image, with the arguments the `plan_shards` rule gives; its number of shards."""
+    from cxr14.steps import shards
+    from cxr14.workflow.runs import UNSPLIT
+
+    counts = shards.plan_shards(
+        table=ingested / "images.parquet", report=ingested / "ingest_report.json", plan=plan, groups=[UNSPLIT],
+        images_per_shard=images_per_shard, seed=0,
+    )  # fmt: skip
+    return counts[UNSPLIT]
+
+
 def shard_one_group(plan, root, stem, index=0, size=64, max_bad_images=0) -> dict:
     """Shard `index` of an ingested collection's one group (`images`) to `stem`.tfrecord and .json, with
     the arguments the `shard` rule gives; its sidecar."""

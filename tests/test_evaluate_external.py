@@ -11,7 +11,14 @@ from sklearn.metrics import roc_auc_score
 from test_ingest import run_ingest, settings
 
 from conftest import EXTERNAL_LABELLED as LABELLED
-from conftest import NIH_SAMPLE, needs_shared, shard_one_group, synthetic_external_predictions, synthetic_predictions
+from conftest import (
+    NIH_SAMPLE,
+    needs_shared,
+    plan_one_group,
+    shard_one_group,
+    synthetic_external_predictions,
+    synthetic_predictions,
+)
 from cxr14 import metrics, models, paths, prediction_table, shard_io
 from cxr14.calibration import apply_one
 from cxr14.constants import FINDINGS
@@ -46,14 +53,7 @@ def test_a_collection_holding_nih_pixels_scores_as_the_nih_path(tmp_path):
     run_ingest(tmp_path, s, ["labels.csv"])
     plan = tmp_path / "out" / "plan.parquet"
     ingested = tmp_path / "out"
-    n = shards.plan_shards(
-        table=ingested / "images.parquet",
-        report=ingested / "ingest_report.json",
-        plan=plan,
-        groups=[runs.UNSPLIT],
-        images_per_shard=4,
-        seed=0,
-    )[runs.UNSPLIT]
+    n = plan_one_group(ingested, plan, images_per_shard=4)
     folder = tmp_path / "out" / "shards" / "64px-raw"
     infos = []
     for i in range(n):

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import shard_one_group
+from conftest import plan_one_group, shard_one_group
 from cxr14.constants import FINDINGS
 from cxr14.formats import UNLABELLED, CollectionError
 from cxr14.images import write_dicom
@@ -487,21 +487,13 @@ def test_a_file_that_is_no_image_is_named_by_its_shard(tmp_path):
     """Ingest checks that files exist; the shard step decodes them: a non-image is listed with the
     reason, and past `max_bad_images` the shard fails naming it, leaving no shard behind."""
     from cxr14.shard_io import TooManyBadImages
-    from cxr14.steps import shards
 
     root = export(tmp_path, "path,patient_id,Effusion\na.png,1,1\nnotes.png,2,0\n")
     (root / "notes.png").write_text("not an x-ray")
     frame, _ = run_ingest(tmp_path, settings(format="csv", root=str(root), files=["labels.csv"]), ["labels.csv"])
     plan = tmp_path / "plan.parquet"
     ingested = tmp_path / "out"
-    shards.plan_shards(
-        table=ingested / "images.parquet",
-        report=ingested / "ingest_report.json",
-        plan=plan,
-        groups=[runs.UNSPLIT],
-        images_per_shard=10,
-        seed=0,
-    )
+    plan_one_group(ingested, plan, images_per_shard=10)
     out = tmp_path / "shards"
     info = shard_one_group(plan, root, out / "a", size=16, max_bad_images=1)
     assert info["images"] == 1 and info["bad_images"][0]["image_index"] == "notes.png"

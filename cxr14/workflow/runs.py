@@ -119,9 +119,9 @@ class Collection:
     groups: tuple[str, ...]  # its shard groups: train, val, test, or UNSPLIT
     scored: dict[str, str]  # how runs are scored on it: the predictions' split -> the group scored as it
     images_per_shard: int
-    seed: int  # of its shard order
+    seed: int  # of its shard order and its local recalibration's patients
+    recalibrate: float = 0  # the share of its patients a local calibration is fitted on (none on NIH)
     image_folders: tuple[str, ...] = ()  # what the workflow made under root (NIH's extracted archives)
-    ingested: bool = True  # made by `ingest` (with its report of the image files read), not by `clean`
 
 
 def collections(config: dict) -> dict[str, Collection]:
@@ -134,7 +134,6 @@ def collections(config: dict) -> dict[str, Collection]:
         images_per_shard=config["shards"]["images_per_shard"],
         seed=config["shards"]["seed"],
         image_folders=tuple(paths.EXTRACTED.format(nn=f"{i:02d}") for i in sorted(config["archives"])),
-        ingested=False,
     )
     found = {NIH: nih}
     for name, dataset in sorted((config.get("datasets") or {}).items()):
@@ -145,6 +144,7 @@ def collections(config: dict) -> dict[str, Collection]:
             scored={prediction_table.EXTERNAL: validation_group(dataset)},
             images_per_shard=dataset["images_per_shard"],
             seed=dataset["seed"],
+            recalibrate=dataset["recalibrate"],
         )
     return found
 
