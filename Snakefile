@@ -48,7 +48,7 @@ rule all:
         NIH_MANIFESTS,
         expand(paths.MODEL, run=TRAINED),
         expand(paths.REPORT, run=RUNS, dataset=DATASETS),
-        expand(paths.OPERATING_POINTS, run=RUNS, dataset=DATASETS),
+        expand(paths.OPERATING_POINTS, run=RUNS, dataset=SITES),
         expand(paths.MODEL_CARD, run=RUNS),
         expand(paths.PARITY, run=TRAINED),
         paths.LEADERBOARD_HTML,

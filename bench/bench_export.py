@@ -34,7 +34,15 @@ def exported(backbone: str, size: int, folder: Path, tta: bool) -> tuple[dict, f
     export.write_formats(net, size, paths)
     took = time.perf_counter() - start
     loaded = {fmt: export.LOADERS[fmt](path) for fmt, path in paths.items()}
-    return {"keras": lambda x: np.asarray(net.predict_on_batch(x)), **loaded}, took
+    return {
+        "keras": lambda x: np.asarray(net.predict_on_batch(x)["logits"]),
+        **{f: _logits(r) for f, r in loaded.items()},
+    }, took
+
+
+def _logits(run):
+    """A format's scorer, giving its logits (what the evaluation scores)."""
+    return lambda x: run(x)["logits"]
 
 
 def largest_differences(predict: dict, x) -> dict:

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 
 from .calibration import SHARED
-from .constants import DISCLAIMER, FINDINGS
+from .constants import DISCLAIMER, FINDINGS, NIH
 from .images import DEFAULT_MAX_MB, DEFAULT_MAX_MEGAPIXELS, BadImage, read_gray
-from .inference import Predictor, served
+from .inference import Predictor, UnknownSite, served
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Analysis:
     time (a lock per run): its memory is that of one forward and backward pass, however many wait."""
 
     def __init__(self, runs: dict[str, tuple], max_mb: float, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS):
-        self.runs = runs  # run -> (model, thresholds or None, calibration or None)
+        self.runs = runs  # run -> (model, its sites: name -> (calibration, thresholds))
         self.max_mb, self.max_megapixels = max_mb, max_megapixels
         self._loaded: dict[str, Predictor] = {}
         self._locks = {run: threading.Lock() for run in runs}
@@ -93,21 +93,32 @@ class Analysis:
         info = self.predictor(run).info
         return f"{'Answered by run' if answered else 'Run'} **{run}**: {info['backbone']} at {info['image_size']} px."
 
+    def sites(self) -> list[str]:
+        """Every site some run on the page has a calibration for, NIH first."""
+        names = {name for _, sites in self.runs.values() for name in sites}
+        return sorted(names, key=lambda name: (name != NIH, name))
+
     @staticmethod
-    def findings_markdown(predictor: Predictor, probs) -> str:
-        cut = predictor.thresholds
-        above = set(predictor.above(probs))
-        rule = "the operating points chosen on the validation split" if cut else "0.5 (no evaluation thresholds loaded)"
-        if predictor.calibration:
+    def findings_markdown(predictor: Predictor, probs, site: str | None = None) -> str:
+        used = predictor.site(site)
+        cut = used.thresholds
+        above = set(predictor.above(probs, site))
+        rule = (
+            f"the operating points chosen on {used.name}'s validation split"
+            if cut
+            else "0.5 (no operating points loaded)"
+        )
+        if used.calibration:
             what = (
-                f"Probabilities are calibrated on the validation split ({predictor.calibration['method']} scaling"
+                f"Probabilities are calibrated for site **{used.name}**, on its validation split "
+                f"({used.calibration['method']} scaling"
                 f"{', averaged over test-time augmentations' if predictor.tta else ''}); the base rate is the "
                 "finding's prevalence in the training data."
             )
         else:
-            what = "**These are the model's uncalibrated scores, not probabilities** (the run has no calibration)."
-        base = predictor.base_rate or {}
-        fitted = predictor.calibration["findings"] if predictor.calibration else {}
+            what = "**These are the model's own probabilities, not calibrated** (the run has no calibration)."
+        base = predictor.base_rate(site) or {}
+        fitted = used.calibration["findings"] if used.calibration else {}
         lines = [
             what,
             f"Findings at or above {rule} are marked **▲**.",
@@ -119,15 +130,16 @@ class Analysis:
             name = FINDINGS[k]
             rate = f"{base[name]:.3f}" if name in base else "–"
             shared = (
-                " (shared temperature: too few val positives for its own map)"
+                " (shared temperature and its own intercept: too few val positives for its own map)"
                 if fitted.get(name, {}).get("method") == SHARED
                 else ""
             )
             lines.append(f"| {name} | {probs[k]:.3f}{shared} | {rate} | {'▲' if name in above else ''} |")
         return "\n".join(lines)
 
-    def analyse(self, file, run: str):
-        """(status, label dict, findings table, overlay, dropdown value, state) for an upload."""
+    def analyse(self, file, run: str, site: str | None = None):
+        """(status, label dict, findings table, overlay, dropdown value, state) for an upload, with the
+        calibration and operating points of `site` (the run's default site for None)."""
         empty = ("", None, "", None, None, None)
         if file is None:
             return empty
@@ -138,15 +150,20 @@ class Analysis:
             log.info("refused %s: %s", path.name, exc)
             return (f"**Could not read {path.name}:** {exc}. Upload a PNG, JPEG or DICOM chest X-ray.", *empty[1:])
         predictor = self.predictor(run)
+        site = site if predictor.sites else None  # a run without a calibration says so in its table
+        try:
+            predictor.site(site)
+        except UnknownSite as exc:
+            return (f"**Run {run} cannot answer for that site:** {exc}.", *empty[1:])
         prepared = predictor.prepare(gray)
         with self._locks[run]:
-            probs = predictor.predict(prepared[None])[0]
+            probs = predictor.predict(prepared[None], site)[0]
             top = FINDINGS[int(np.argmax(probs))]
             overlay = predictor.explain(prepared, top, DISPLAY_SIZE)
         return (
             self.describe(run, answered=True),
             {f: float(p) for f, p in zip(FINDINGS, probs)},
-            self.findings_markdown(predictor, probs),
+            self.findings_markdown(predictor, probs, site),
             overlay,
             top,
             gray,
@@ -169,9 +186,11 @@ def build(
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     concurrency: int = 2,
     queue_size: int = 64,
+    first_site: str = NIH,
 ):
-    """The page for `runs` (name -> (model, thresholds, calibration)), showing `first` until another is
-    picked; `concurrency` uploads worked on at once (all events share it), `queue_size` waiting."""
+    """The page for `runs` (name -> (model, sites)), showing `first` with the calibration of
+    `first_site` until another is picked; `concurrency` uploads worked on at once (all events share
+    it), `queue_size` waiting."""
     import gradio as gr
 
     analysis = Analysis(runs, max_mb, max_megapixels)
@@ -193,6 +212,13 @@ def build(
                 )
                 gr.Examples(examples=examples, inputs=upload, label="Phantom examples made by cxr14")
                 run = gr.Dropdown(choices=list(runs), value=first, label="Run (trained model)", elem_id="run-choice")
+                sites = analysis.sites()
+                site = gr.Dropdown(
+                    choices=sites,
+                    value=first_site if first_site in sites else (sites[0] if sites else None),
+                    label="Site (whose calibration and operating points)",
+                    elem_id="site-choice",
+                )
                 status = gr.Markdown(elem_id="status")
                 info = gr.Markdown(analysis.describe(first), elem_id="model-info")
             with gr.Column():
@@ -203,8 +229,8 @@ def build(
                 heatmap = gr.Image(label="Where the model looked (Grad-CAM)", type="filepath", elem_id="heatmap")
         gr.Markdown(DISCLAIMER, elem_classes=["cxr14-disclaimer"])
 
-        def analyse(file, run):
-            status, label, table, overlay, top, gray = analysis.analyse(file, run)
+        def analyse(file, run, site):
+            status, label, table, overlay, top, gray = analysis.analyse(file, run, site)
             return status, label, table, analysis.overlay_file(overlay), top, gray
 
         def explain(finding, gray, run):
@@ -212,8 +238,9 @@ def build(
 
         outputs = [status, label, table, heatmap, choose, state]
         shared = {"concurrency_id": "cxr14", "concurrency_limit": concurrency}
-        upload.change(analyse, inputs=[upload, run], outputs=outputs, api_name="analyse", **shared)
-        run.change(analyse, inputs=[upload, run], outputs=outputs, api_name="analyse_again", **shared)
+        upload.change(analyse, inputs=[upload, run, site], outputs=outputs, api_name="analyse", **shared)
+        run.change(analyse, inputs=[upload, run, site], outputs=outputs, api_name="analyse_again", **shared)
+        site.change(analyse, inputs=[upload, run, site], outputs=outputs, api_name="analyse_for_site", **shared)
         run.change(analysis.describe, inputs=run, outputs=info, api_name="describe", **shared)
         choose.input(explain, inputs=[choose, state, run], outputs=heatmap, api_name="explain", **shared)
     return demo.queue(max_size=queue_size, default_concurrency_limit=concurrency)
@@ -225,7 +252,7 @@ def main(args) -> int:
         return 2
     runs, first = served(args.run, args.model, args.thresholds, args.calibration)
     demo = build(runs, first, args.max_mb, max_megapixels=args.max_megapixels, concurrency=args.concurrency,
-                 queue_size=args.queue_size)  # fmt: skip
+                 queue_size=args.queue_size, first_site=args.site or NIH)  # fmt: skip
     host = "0.0.0.0" if args.share_on_network else "127.0.0.1"
     # Gradio refuses a larger upload as it arrives, before it is written to disk.
     limit = int(args.max_mb * 2**20)

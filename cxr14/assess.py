@@ -1,6 +1,6 @@
 """The numbers of an evaluation, from a predictions table alone (no model and no TensorFlow):
-AUROC with patient-bootstrap CIs, operating points chosen on val, calibration before and after,
-test-time augmentation, subgroups and the expert labels."""
+AUROC with patient-bootstrap CIs, the operating points chosen on val (by the calibrate step) on test,
+calibration before and after, test-time augmentation, subgroups and the expert labels."""
 
 from __future__ import annotations
 
@@ -29,15 +29,13 @@ PUBLISHED = {
 }  # fmt: skip
 
 
-def operating_points(val: pd.DataFrame, test: pd.DataFrame) -> dict:
-    """Thresholds chosen on val only (max F1, Youden's J), then the test figures at each."""
+def operating_points(test: pd.DataFrame, chosen: dict, weights: np.ndarray) -> dict:
+    """The test figures (with patient-bootstrap CIs from `weights`) at each operating point `chosen`
+    on val ({rule: {finding: threshold}}, the calibrate step's thresholds.json)."""
     out = {}
     for name in FINDINGS:
-        y, s = prediction_table.label(name), prediction_table.score(name)
-        chosen = metrics.thresholds(val[y].to_numpy(), val[s].to_numpy())
-        out[name] = {
-            rule: metrics.at_threshold(test[y].to_numpy(), test[s].to_numpy(), t) for rule, t in chosen.items()
-        }
+        y, s = test[prediction_table.label(name)].to_numpy(), test[prediction_table.score(name)].to_numpy()
+        out[name] = {rule: metrics.at_threshold(y, s, chosen[rule][name], weights) for rule in metrics.OPERATING_RULES}
     return out
 
 
@@ -186,8 +184,8 @@ def tta_section(raw: pd.DataFrame, n_boot: int, seed: int) -> dict | None:
     patient-bootstrap difference of the mean."""
     if not prediction_table.with_tta(raw):
         return None
-    y, with_tta = prediction_table.arrays(raw)
-    without = prediction_table.plain_scores(raw)
+    y, _ = prediction_table.arrays(raw)
+    with_tta, without = prediction_table.logits(raw), prediction_table.plain_logits(raw)
     diff = metrics.paired_bootstrap(y, with_tta, without, raw.patient_id.to_numpy(), n_boot, seed)
     auroc = {
         name: {f: metrics.weighted_auroc(y[:, j], scores[:, j]) for j, f in enumerate(FINDINGS)}
@@ -204,18 +202,20 @@ def tta_section(raw: pd.DataFrame, n_boot: int, seed: int) -> dict | None:
     }
 
 
-def assess(table: pd.DataFrame, *, calibration: dict | None, expert_csv, n_boot: int, seed: int) -> dict:
-    """Every number of the report from a predictions table (calibrated, when a calibration is given):
+def assess(
+    table: pd.DataFrame, *, calibration: dict | None, thresholds: dict, expert_csv, n_boot: int, seed: int
+) -> dict:
+    """Every number of the report from a predictions table (calibrated, when a calibration is given)
+    and the operating points chosen on its val split (`thresholds`):
     {"metrics": the JSON-ready numbers, "curves" and "reliability": what the figures draw, "test": the
     calibrated test rows}. The model's own sections (`model`, `localisation`) are left for the caller."""
     raw_test = table[table.split == "test"].reset_index(drop=True)
     table = calibrated(table, calibration)
-    val = table[table.split == "val"].reset_index(drop=True)
     test = table[table.split == "test"].reset_index(drop=True)
     y, p = prediction_table.arrays(test)
     patients = test.patient_id.to_numpy()
     boot = metrics.bootstrap_auroc(y, p, patients, n_boot=n_boot, seed=seed)
-    points = operating_points(val, test)
+    points = operating_points(test, thresholds, metrics.patient_bootstrap_weights(patients, n_boot, seed))
     curves = {f: metrics.curves(y[:, j], p[:, j]) for j, f in enumerate(FINDINGS)}
     _, raw_p = prediction_table.arrays(raw_test)
     reliability = {
@@ -234,6 +234,8 @@ def assess(table: pd.DataFrame, *, calibration: dict | None, expert_csv, n_boot:
         "auprc": {f: curves[f]["auprc"] for f in FINDINGS},
         "positives": dict(zip(FINDINGS, y.sum(axis=0).astype(int).tolist())),
         "thresholds": {f: {rule: v["threshold"] for rule, v in points[f].items()} for f in FINDINGS},
+        "thresholds_chosen_on": thresholds.get("chosen_on", "nih val"),
+        "operating_point_targets": thresholds.get("targets"),
         "operating_points": points,
         "calibration": calibration_section(y, raw_p, p, patients, reliability, calibration, n_boot, seed),
         "tta": tta_section(raw_test, n_boot, seed),

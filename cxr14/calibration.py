@@ -1,16 +1,26 @@
-"""Calibration fitted on the validation split: a monotone map per finding from the model's scores to
+"""Calibration fitted on a validation split: a monotone map per finding from the model's logits to
 probabilities a reader can take at face value.
+
+Every map takes logits (float64), never probabilities: a float32 sigmoid saturates (a raw 1.0 against
+0.99999988), and a steep map would spread those last steps far apart, so two exports that agree on
+the logits to 1e-6 would disagree on the probabilities. One run has one calibration per site: NIH's,
+fitted on NIH val, and one for each split collection, fitted on that collection's val split.
 
 A model trained with class-weighted cross-entropy ranks well but overstates rare findings: at its
 optimum the weighted loss adds log(w_pos / w_neg) to the true logit. Temperature scaling (the default)
-removes that known offset (from the run's class weights; 0 for an unweighted loss or an ensemble) and
-fits one parameter, (logit - offset) / T; Platt scaling fits a * logit + b (a > 0). Both are strictly
-increasing, so AUROC is unchanged; isotonic regression is monotone but flattens ties.
+removes that known offset (from the run's class weights; 0 for an unweighted loss or an ensemble),
+then fits a temperature and an intercept, (logit - offset) / T + b: on the data the run trained on, b
+comes out near 0; at another site (another scanner, another prevalence) it takes the shift of the
+finding's scores as a whole, which no temperature can. Platt scaling fits a * logit + b (a > 0) with
+no offset taken out. Both are strictly increasing, so AUROC is unchanged; isotonic regression is
+monotone but flattens ties.
 
 A finding with too few validation positives (or negatives) for a map of its own still loses the part
-of the miscalibration that needs no data, its class-weight offset, and borrows strength from the
-others: a temperature shared across findings, fitted on every finding's val labels pooled (each with
-its own offset removed). The JSON and the report name those findings (`shared`).
+of the miscalibration that needs no data, its class-weight offset, borrows strength from the others (a
+temperature shared across findings, fitted on every finding's val labels pooled, each with its own
+offset removed) and gets the one parameter its few labels can pin, its calibration in the large (an
+intercept). The JSON and the report name those findings (`shared`). Unlabelled val images (-1: a
+collection that does not say) are left out of every fit.
 """
 
 from __future__ import annotations
@@ -45,13 +55,13 @@ def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
 
 
-def fit(y, p, method: str, min_positives: int, offset: float = 0.0) -> dict:
-    """The fitted map of one finding from val labels `y` and scores `p`; {"method": "none", "reason"}
+def fit(y, z, method: str, min_positives: int, offset: float = 0.0) -> dict:
+    """The fitted map of one finding from val labels `y` and logits `z`; {"method": "none", "reason"}
     when either class has fewer than `min_positives` images. `offset`: the logit shift the training
     loss's class weights put in (temperature scaling takes it out first)."""
     from scipy.optimize import minimize
 
-    y, p = np.asarray(y, np.float64), np.asarray(p, np.float64)
+    y, z = np.asarray(y, np.float64), np.asarray(z, np.float64)
     positives, negatives = int(y.sum()), int(len(y) - y.sum())
     if min(positives, negatives) < min_positives:
         return {
@@ -61,11 +71,11 @@ def fit(y, p, method: str, min_positives: int, offset: float = 0.0) -> dict:
             "reason": f"{positives} val positives and {negatives} negatives; at least {min_positives} of each "
             "are needed to fit, so the model's scores are kept as they are",
         }
-    z = logit(p)
-    out = {"positives": positives, "negatives": negatives, "val_log_loss_before": _log_loss(y, p)}
+    out = {"positives": positives, "negatives": negatives, "val_log_loss_before": _log_loss(y, sigmoid(z))}
     target = _targets(y)
     if method == "temperature":
-        out.update(method="temperature", offset=float(offset), temperature=_temperature(target, z - offset))
+        temperature, intercept = _temperature_and_intercept(target, z - offset)
+        out.update(method="temperature", offset=float(offset), temperature=temperature, intercept=intercept)
     elif method == "platt":
         best = minimize(
             lambda ab: _log_loss(target, sigmoid(ab[0] * z + ab[1])),
@@ -77,11 +87,11 @@ def fit(y, p, method: str, min_positives: int, offset: float = 0.0) -> dict:
     elif method == "isotonic":
         from sklearn.isotonic import IsotonicRegression
 
-        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y)
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(z, y)
         out.update(method="isotonic", x=iso.X_thresholds_.tolist(), y=iso.y_thresholds_.tolist())
     else:
         raise ValueError(f"calibration method must be one of {METHODS}, not {method!r}")
-    out["val_log_loss_after"] = _log_loss(y, apply_one(out, p))
+    out["val_log_loss_after"] = _log_loss(y, apply_one(out, z))
     return out
 
 
@@ -91,6 +101,19 @@ def _targets(y: np.ndarray) -> np.ndarray:
     saturates at 1.0 and ties scores the model had ranked apart."""
     positives, negatives = y.sum(), len(y) - y.sum()
     return np.where(y > 0, (positives + 1) / (positives + 2), 1 / (negatives + 2))
+
+
+def _temperature_and_intercept(target: np.ndarray, z: np.ndarray) -> tuple[float, float]:
+    """The T and b of sigmoid(z / T + b) with the least log-loss against `target`, fitted together."""
+    from scipy.optimize import minimize
+
+    best = minimize(
+        lambda tb: _log_loss(target, sigmoid(z / np.exp(tb[0]) + tb[1])),
+        x0=[0.0, 0.0],
+        method="L-BFGS-B",
+        bounds=[(-6, 6), (-20, 20)],
+    )
+    return float(np.exp(best.x[0])), float(best.x[1])
 
 
 def _temperature(target: np.ndarray, z: np.ndarray) -> float:
@@ -105,59 +128,100 @@ def _temperature(target: np.ndarray, z: np.ndarray) -> float:
 
 def shared(fitted: dict, val: pd.DataFrame, offsets: dict[str, float], min_positives: int) -> tuple[dict, float]:
     """`fitted` with each finding fitted "none" (too few val positives) given the shared map: its own
-    class-weight offset removed, then one temperature for all findings, fitted on every finding's val
-    labels pooled (1.0 when even the pool is too small). Returns (the maps, that temperature)."""
-    ys = np.concatenate([val[prediction_table.label(f)].to_numpy(np.float64) for f in FINDINGS])
-    zs = np.concatenate([logit(val[prediction_table.score(f)].to_numpy(np.float64)) - offsets[f] for f in FINDINGS])
+    class-weight offset removed, one temperature for all findings, fitted on every finding's labelled
+    val images pooled (1.0 when even the pool is too small), then an intercept of its own. Returns
+    (the maps, that temperature).
+
+    The intercept is the one thing a handful of positives can pin: the finding's calibration in the
+    large, fitted on its own val labels with Platt's smoothed targets (so none or all positive still
+    gives a finite shift towards what was seen). At a new site that is most of the miscalibration
+    (another scanner and prevalence move a finding's scores as a whole); on NIH it is about 0."""
+    labels = {f: val[prediction_table.label(f)].to_numpy(np.float64) for f in FINDINGS}
+    logits = prediction_table.logits(val)
+    known = {f: labels[f] >= 0 for f in FINDINGS}  # a collection that does not say is not a negative
+    ys = np.concatenate([labels[f][known[f]] for f in FINDINGS])
+    zs = np.concatenate([logits[known[f], k] - offsets[f] for k, f in enumerate(FINDINGS)])
     positives, negatives = int(ys.sum()), int(len(ys) - ys.sum())
     temperature = _temperature(_targets(ys), zs) if min(positives, negatives) >= min_positives else 1.0
     out = dict(fitted)
-    for f, params in fitted.items():
+    for k, f in enumerate(FINDINGS):
+        params = fitted[f]
         if params["method"] != "none":
             continue
+        y, z = labels[f][known[f]], (logits[known[f], k] - offsets[f]) / temperature
+        intercept = _intercept(y, z) if len(y) else 0.0
         out[f] = {
             "method": SHARED,
             "offset": float(offsets[f]),
             "temperature": temperature,
+            "intercept": intercept,
             "positives": params["positives"],
             "negatives": params["negatives"],
             "reason": f"{params['positives']} val positives and {params['negatives']} negatives; fewer than "
             f"{min_positives} of each for a map of its own, "
-            f"so its class-weight offset ({offsets[f]:+.3f} in logit) is removed and the temperature shared across "
+            f"so its class-weight offset ({offsets[f]:+.3f} in logit) is removed, the temperature shared across "
             f"findings ({temperature:.3f}, fitted on {positives} positive and {negatives} negative val labels of all "
-            "findings pooled) is used",
+            f"findings pooled) is applied, and its own intercept ({intercept:+.3f}, its calibration in the large "
+            "on its val labels)",
         }
     return out, temperature
 
 
-def apply_one(params: dict, p) -> np.ndarray:
-    """One finding's map applied to scores `p` (float64)."""
-    p = np.asarray(p, np.float64)
+def _intercept(y: np.ndarray, z: np.ndarray) -> float:
+    """The b of sigmoid(z + b) with the least log-loss against Platt's targets of `y`."""
+    from scipy.optimize import minimize_scalar
+
+    target = _targets(y)
+    return float(minimize_scalar(lambda b: _log_loss(target, sigmoid(z + b)), bounds=(-20, 20), method="bounded").x)
+
+
+def apply_logit(params: dict, z) -> np.ndarray:
+    """One finding's map applied to logits `z`: the calibrated logits (float64). An isotonic map's
+    steps are probabilities, clipped at 1e-15 from 0 and 1 before their logit."""
+    z = np.asarray(z, np.float64)
     method = params["method"]
     if method == "none":
-        return p
-    if method in ("temperature", SHARED):
-        return sigmoid((logit(p) - params["offset"]) / params["temperature"])
+        return z
+    if method in ("temperature", SHARED):  # (a map written before the intercept has none)
+        return (z - params["offset"]) / params["temperature"] + params.get("intercept", 0.0)
     if method == "platt":
-        return sigmoid(params["a"] * logit(p) + params["b"])
+        return params["a"] * z + params["b"]
     if method == "isotonic":
-        return np.interp(p, params["x"], params["y"])
+        return logit(np.interp(z, params["x"], params["y"]))
     raise ValueError(f"unknown calibration method {method!r}")
 
 
-def apply(calibration: dict | None, scores: np.ndarray) -> np.ndarray:
-    """(n, 14) raw scores to calibrated probabilities with a calibration JSON's maps (float64, so that
-    no two scores the model ranked apart become equal); the scores unchanged without a calibration."""
-    scores = np.asarray(scores, np.float64)
+def apply_one(params: dict, z) -> np.ndarray:
+    """One finding's map applied to logits `z`: calibrated probabilities (float64)."""
+    if params["method"] == "isotonic":  # its steps are probabilities already
+        return np.interp(np.asarray(z, np.float64), params["x"], params["y"])
+    return sigmoid(apply_logit(params, z))
+
+
+def apply_logits(calibration: dict | None, logits: np.ndarray) -> np.ndarray:
+    """(n, 14) logits to calibrated logits (float64); the logits unchanged without a calibration."""
+    logits = np.asarray(logits, np.float64)
     if calibration is None:
-        return scores
-    return np.stack([apply_one(calibration["findings"][f], scores[:, k]) for k, f in enumerate(FINDINGS)], axis=1)
+        return logits
+    return np.stack([apply_logit(calibration["findings"][f], logits[:, k]) for k, f in enumerate(FINDINGS)], axis=1)
+
+
+def apply(calibration: dict | None, logits: np.ndarray) -> np.ndarray:
+    """(n, 14) logits to calibrated probabilities with a calibration JSON's maps (float64, so that no
+    two scores the model ranked apart become equal); the model's own probabilities without one."""
+    logits = np.asarray(logits, np.float64)
+    if calibration is None:
+        return sigmoid(logits)
+    return np.stack([apply_one(calibration["findings"][f], logits[:, k]) for k, f in enumerate(FINDINGS)], axis=1)
 
 
 def calibrated(table: pd.DataFrame, calibration: dict | None) -> pd.DataFrame:
-    """A predictions table with its scores mapped through `calibration` (the plain TTA scores dropped)."""
-    out = table.drop(columns=[c for c in prediction_table.PLAIN_SCORES if c in table.columns])
-    out[prediction_table.SCORES] = apply(calibration, table[prediction_table.SCORES].to_numpy(np.float64))
+    """A predictions table with its probabilities and logits mapped through `calibration` (the plain
+    TTA scores dropped): what every figure of a report is computed from."""
+    logits = prediction_table.logits(table)
+    out = table.drop(columns=[c for c in prediction_table.PLAIN_COLUMNS if c in table.columns])
+    out[prediction_table.SCORES] = apply(calibration, logits)
+    out[prediction_table.LOGITS] = apply_logits(calibration, logits)
     return out
 
 

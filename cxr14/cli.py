@@ -46,7 +46,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--thresholds",
         metavar="JSON",
-        help="operating points chosen on val by the evaluate step (default: the run's; 0.5 without)",
+        help="operating points chosen on val by the calibrate step (default: the run's; 0.5 without)",
+    )
+    p.add_argument(
+        "--site",
+        metavar="NAME",
+        help="whose calibration and operating points to use: nih (the default) or a collection the run was "
+        "calibrated on (fitted on its val split); an unknown name lists the known ones",
     )
     p.add_argument(
         "--calibration",
@@ -82,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--model", metavar="MODEL.keras", help="serve this one model file instead of the runs")
     a.add_argument("--thresholds", metavar="JSON", help="operating points for --model (default: the run's own)")
     a.add_argument("--calibration", metavar="JSON", help="calibration.json for --model (default: the run's own)")
+    a.add_argument("--site", metavar="NAME", help="the site whose calibration is shown first (default: nih)")
     a.add_argument("--port", type=int, default=app_defaults["port"], help="port to listen on (default: %(default)s)")
     a.add_argument(
         "--share-on-network",

@@ -4,13 +4,14 @@ reads (as the shard stage does), predicted and explained."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .constants import FINDINGS
+from .constants import FINDINGS, NIH
 from .images import resize
-from .paths import CALIBRATION, MODEL, RUN, THRESHOLDS
+from .paths import CALIBRATION, MODEL, OPERATING_POINTS, RUN, dataset_of
 
 # Test-time augmentation: small anatomy-safe views, (shift x, shift y) as fractions of the side and a
 # zoom about the centre; no flips (the heart is on the left). The identity view is always first.
@@ -47,7 +48,8 @@ def tta_views(x) -> list:
 
 
 def view_scores(model, x) -> np.ndarray:
-    """(V, B, 14) scores of each of the TTA_VIEWS of a (B, S, S, C) batch, in one forward pass."""
+    """(V, B, 14) logits of each of the TTA_VIEWS of a (B, S, S, C) batch, in one forward pass
+    (`model`: a `models.logits_model`)."""
     import keras
 
     views = tta_views(x)
@@ -56,21 +58,22 @@ def view_scores(model, x) -> np.ndarray:
 
 
 def tta_scores(model, x) -> tuple[np.ndarray, np.ndarray]:
-    """(TTA mean, plain image's) (B, 14) scores of a batch, from one forward pass over its views."""
+    """(TTA mean, plain image's) (B, 14) logits of a batch, from one forward pass over its views: the
+    mean is taken over logits, the space every calibration maps."""
     views = view_scores(model, x)
     return views.mean(axis=0).astype(np.float32), views[0].astype(np.float32)
 
 
 def forward(model, x, tta: bool) -> np.ndarray:
-    """(B, S, S, C) model inputs to (B, 14) scores; with `tta` the mean over TTA_VIEWS. Evaluation,
-    `predict` and the app all score through here, so they agree."""
+    """(B, S, S, C) model inputs to (B, 14) logits (`model`: a `models.logits_model`); with `tta` the
+    mean over TTA_VIEWS. Evaluation, `predict` and the app all score through here, so they agree."""
     if not tta:
         return np.asarray(model.predict_on_batch(x), np.float32)
     return tta_scores(model, x)[0]
 
 
 def load_thresholds(path) -> dict[str, float] | None:
-    """The val-chosen max-F1 operating points written by the evaluation stage, when present."""
+    """The val-chosen max-F1 operating points written by the calibrate step, when present."""
     if path is None or not Path(path).is_file():
         return None
     return {f: float(v) for f, v in json.loads(Path(path).read_text())["max_f1"].items()}
@@ -87,25 +90,52 @@ def load_calibration(path, model_path) -> dict | None:
     return calibration
 
 
+@dataclass(frozen=True)
+class Site:
+    """Where a prediction's numbers come from: the calibration and the operating points fitted on one
+    collection's val split (`nih`, or a split collection a run was calibrated on); neither without one."""
+
+    name: str
+    calibration: dict | None
+    thresholds: dict[str, float] | None
+
+    def describe(self) -> str:
+        """In plain words, which calibration and thresholds are in use."""
+        if self.calibration is None:
+            return "the model's own uncalibrated probabilities, threshold 0.5 (no calibration.json)"
+        fitted = f"calibrated on {self.name}'s validation split ({self.calibration['method']} scaling)"
+        cut = f"operating points chosen on {self.name}'s validation split (max F1)" if self.thresholds else "0.5"
+        return f"site {self.name}: probabilities {fitted}, {cut}"
+
+
+UNCALIBRATED = Site("none", None, None)
+
+
+class UnknownSite(LookupError):
+    """A site the model has no calibration for; the message names those it has."""
+
+
 class NoTrainedRun(LookupError):
     """Nothing to serve: no trained run on disk, not the one asked for, or an exported model without
     its own serving.json; the message says which (the command prints it, no traceback)."""
 
 
-SERVING_INPUT, SERVING_OUTPUT = "image", "findings"  # the names in every format the export step writes
+SERVING_INPUT = "image"  # the names in every format the export step writes
+SERVING_LOGITS, SERVING_OUTPUT = "logits", "findings"  # (B, 14) logits and the model's own probabilities
 SERVING = "serving.json"  # what the export step writes beside its models
 
 
 def load_onnx(path, threads: int | None = None):
-    """(B, S, S, 1) pixels -> (B, 14) scores through an `onnxruntime.InferenceSession` on the CPU (no
-    TensorFlow needed); the export step checks its ONNX models with this same function."""
+    """(B, S, S, 1) pixels -> {`logits`, `findings`: (B, 14)} through an `onnxruntime.InferenceSession`
+    on the CPU (no TensorFlow needed), in one run; the export step checks its ONNX models with this."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda x: session.run([SERVING_OUTPUT], {SERVING_INPUT: np.asarray(x, np.float32)})[0]
+    names = [output.name for output in session.get_outputs()]
+    return lambda x: dict(zip(names, session.run(names, {SERVING_INPUT: np.asarray(x, np.float32)})))
 
 
 def exported(model_path) -> dict:
@@ -123,63 +153,82 @@ def exported(model_path) -> dict:
 
 
 class Predictor:
-    """A model loaded once, with its calibration and operating points; predicts and explains
-    grayscale images. Without a calibration the scores are the model's own (and no TTA).
+    """A model loaded once, with its calibration and operating points per site; predicts and explains
+    grayscale images. Without a calibration the probabilities are the model's own (and no TTA).
 
-    A Keras model (a run's model.keras) or the export step's ONNX model: that holds the TTA views
-    itself and brings its calibration and operating points in the serving.json beside it; it scores
-    through onnxruntime alone, and cannot explain (Grad-CAM needs the Keras model's gradients)."""
+    A Keras model (a run's model.keras, `sites`: name -> (calibration.json, thresholds.json)) or the
+    export step's ONNX model: that holds the TTA views itself and brings every site's calibration and
+    operating points in the serving.json beside it; it scores through onnxruntime alone, and cannot
+    explain (Grad-CAM needs the Keras model's gradients)."""
 
-    def __init__(self, model_path, thresholds_path=None, calibration_path=None):
+    def __init__(self, model_path, sites: dict[str, tuple] | None = None):
         self.onnx = Path(model_path).suffix.lower() == ".onnx"
         if self.onnx:
-            if thresholds_path or calibration_path:
+            if sites:
                 raise NoTrainedRun(f"{model_path}: an ONNX model's operating points and calibration are its {SERVING}")
             serving = exported(model_path)
             self.model, self.session = None, load_onnx(model_path)
             self.info = serving["model"]
-            self.size = int(self.info["image_size"])
-            self.thresholds, self.calibration = serving["operating_points"], serving["calibration"]
+            self.sites = {name: Site(name, given["calibration"], given["operating_points"])
+                          for name, given in serving["sites"].items()}  # fmt: skip
             self.tta = bool(serving["tta"])
-            return
-        from . import models
+        else:
+            from . import models
 
-        self.model = models.load(model_path)
-        self.info = models.info(self.model)
+            self.model = models.load(model_path)
+            self.logits_model = models.logits_model(self.model)
+            self.info = models.info(self.model)
+            self.sites = {
+                name: Site(name, load_calibration(calibration, model_path), load_thresholds(thresholds))
+                for name, (calibration, thresholds) in (sites or {}).items()
+            }
+            self.tta = any(s.calibration and s.calibration["tta"] for s in self.sites.values())
         self.size = int(self.info["image_size"])
-        self.thresholds = load_thresholds(thresholds_path)
-        self.calibration = load_calibration(calibration_path, model_path)
-        self.tta = bool(self.calibration and self.calibration["tta"])
 
     @property
-    def base_rate(self) -> dict[str, float] | None:
-        """Each finding's prevalence in the training data, when the calibration records it."""
-        return self.calibration["base_rate"] if self.calibration else None
+    def default_site(self) -> str | None:
+        """NIH's when the model has it (the collection it was validated on), else the first."""
+        return NIH if NIH in self.sites else next(iter(self.sites), None)
+
+    def site(self, name: str | None = None) -> Site:
+        """The calibration and operating points of site `name` (the default site for None)."""
+        name = name or self.default_site
+        if name is None:
+            return UNCALIBRATED
+        if name not in self.sites:
+            known = ", ".join(self.sites) or "none (the model has no calibration)"
+            raise UnknownSite(f"no calibration for site {name!r}; this model's sites: {known}")
+        return self.sites[name]
 
     def prepare(self, gray: np.ndarray) -> np.ndarray:
         """Full-resolution grayscale to the model's input, exactly as the shard stage does."""
         return resize(gray, self.size).astype(np.float32)[..., None]
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
-        """(B, S, S, 1) prepared images to (B, 14) raw model scores (TTA'd as in the evaluation)."""
+        """(B, S, S, 1) prepared images to (B, 14) logits (TTA'd as in the evaluation)."""
         if self.onnx:
-            return np.asarray(self.session(batch), np.float32)
-        return forward(self.model, np.asarray(batch, np.float32), self.tta)
+            return np.asarray(self.session(batch)[SERVING_LOGITS], np.float32)
+        return forward(self.logits_model, np.asarray(batch, np.float32), self.tta)
 
-    def calibrated(self, scores: np.ndarray) -> np.ndarray:
-        """Raw scores to calibrated probabilities (the scores themselves without a calibration)."""
+    def calibrated(self, logits: np.ndarray, site: str | None = None) -> np.ndarray:
+        """Logits to the site's calibrated probabilities (the model's own without a calibration)."""
         from .calibration import apply
 
-        return apply(self.calibration, scores)
+        return apply(self.site(site).calibration, logits)
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def predict(self, batch: np.ndarray, site: str | None = None) -> np.ndarray:
         """(B, S, S, 1) prepared images to (B, 14) calibrated probabilities."""
-        return self.calibrated(self.scores(batch))
+        return self.calibrated(self.scores(batch), site)
 
-    def above(self, probs: np.ndarray) -> list[str]:
-        """Findings at or above their operating point (0.5 where the evaluation chose none)."""
-        cut = self.thresholds or {}
+    def above(self, probs: np.ndarray, site: str | None = None) -> list[str]:
+        """Findings at or above the site's operating point (0.5 where none was chosen)."""
+        cut = self.site(site).thresholds or {}
         return [f for f, p in zip(FINDINGS, probs) if p >= cut.get(f, 0.5)]
+
+    def base_rate(self, site: str | None = None) -> dict[str, float] | None:
+        """Each finding's prevalence in the training data, when the calibration records it."""
+        calibration = self.site(site).calibration
+        return calibration["base_rate"] if calibration else None
 
     def explain(self, prepared: np.ndarray, finding: str, display_size: int | None = None) -> np.ndarray:
         """Grad-CAM overlay (RGB uint8) of one finding on one prepared image, at the model's input
@@ -200,24 +249,39 @@ class Predictor:
         return overlay(gray, cam)
 
 
-def on_disk() -> dict[str, tuple[str, str | None, str | None]]:
-    """The trained runs with a saved model under results/runs/ (from the working directory):
-    name -> (model, thresholds or None, calibration or None)."""
+def sites_on_disk(run: str) -> dict[str, tuple[str | None, str | None]]:
+    """A run's sites under results/runs/<run>/datasets/ (from the working directory), NIH first:
+    name -> (calibration.json, thresholds.json), either None where the step has not written it."""
+    patterns = (CALIBRATION, OPERATING_POINTS)
+    names = {dataset_of(path) for pattern in patterns for path in Path().glob(pattern.format(run=run, dataset="*"))}
     found = {}
-    for model in sorted(Path().glob(MODEL.format(run="*"))):
-        run = model.parts[-3]
-        sidecars = [Path(pattern.format(run=run)) for pattern in (THRESHOLDS, CALIBRATION)]
-        found[run] = (str(model), *(str(p) if p.exists() else None for p in sidecars))
+    for name in sorted(names, key=lambda name: (name != NIH, name)):
+        files = [Path(pattern.format(run=run, dataset=name)) for pattern in patterns]
+        found[name] = tuple(str(f) if f.exists() else None for f in files)
     return found
 
 
+def on_disk() -> dict[str, tuple[str, dict]]:
+    """The trained runs with a saved model under results/runs/ (from the working directory):
+    name -> (model, its sites as `sites_on_disk` gives them)."""
+    return {
+        model.parts[-3]: (str(model), sites_on_disk(model.parts[-3]))
+        for model in sorted(Path().glob(MODEL.format(run="*")))
+    }
+
+
 def served(
-    run: str | None, model: str | None, thresholds: str | None, calibration: str | None = None
+    run: str | None, model: str | None, thresholds: str | None = None, calibration: str | None = None
 ) -> tuple[dict[str, tuple], str]:
-    """What `cxr14 app` and `cxr14 predict` serve: a model file, or the trained runs on disk
-    (starting with `run`); (name -> (model, thresholds, calibration), the first name)."""
+    """What `cxr14 app` and `cxr14 predict` serve: a model file (with the `calibration` and
+    `thresholds` given, as the site the calibration names), or the trained runs on disk (starting
+    with `run`); (name -> (model, sites), the first name)."""
+    given = {}
+    if calibration or thresholds:
+        name = json.loads(Path(calibration).read_text()).get("site", "given") if calibration else "given"
+        given = {name: (calibration, thresholds)}
     if model:
-        return {"model": (model, thresholds, calibration)}, "model"
+        return {"model": (model, given)}, "model"
     runs = on_disk()
     if not runs:
         raise NoTrainedRun(f"no trained run under {RUN.format(run='*')}: run the workflow first, or give --model")
@@ -227,7 +291,5 @@ def served(
             f"run {first!r} has no trained model ({MODEL.format(run=first)}); trained runs: "
             f"{', '.join(runs)} (an ensemble has no model of its own: use one of its members)"
         )
-    if thresholds or calibration:
-        own = runs[first]
-        runs[first] = (own[0], thresholds or own[1], calibration or own[2])
+    runs[first] = (runs[first][0], given | runs[first][1]) if given else runs[first]
     return runs, first

@@ -37,37 +37,58 @@ def _labelled_rows(y: np.ndarray):
 
 
 class _SortedScores:
-    """Scores sorted once, so many weightings (bootstrap replicates) cost one pass each."""
+    """One finding's scores arranged once, so many weightings (bootstrap replicates) cost one pass
+    each over its negatives.
+
+    A positive image beats the negatives scored below it and ties those scored the same (a half
+    each). With the negatives sorted by score, those are the first `below` of them, and the tied ones
+    lie between `below` and `at_or_below`; so under a weighting, the weight a positive beats is the
+    mean of the negatives' cumulative weight at those two places. Bootstrap weights are whole
+    numbers, so every sum is exact and the AUROC is the same, to the last bit, in any order."""
 
     def __init__(self, y, score):
         score = np.asarray(score, np.float64)
-        self.order = np.argsort(score, kind="mergesort")
-        s = score[self.order]
-        self.positive = np.asarray(y).astype(bool)[self.order]
-        # Tied scores form a group: a positive beats the negatives below its group and ties its own.
-        self.starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        positive = np.asarray(y).astype(bool)
+        self.negatives = np.flatnonzero(~positive)[np.argsort(score[~positive], kind="mergesort")]
+        self.positives = np.flatnonzero(positive)
+        sorted_negatives = score[self.negatives]
+        self.below = np.searchsorted(sorted_negatives, score[self.positives], side="left")
+        self.at_or_below = np.searchsorted(sorted_negatives, score[self.positives], side="right")
 
     def auroc(self, weights: np.ndarray) -> np.ndarray:
-        """AUROC for each row of `weights` (m, n); NaN without images (a finding nobody labels)."""
-        if not len(self.order):
-            return np.full(len(weights), np.nan)
-        w = weights[:, self.order]
-        pos_w = np.add.reduceat(np.where(self.positive, w, 0.0), self.starts, axis=1)
-        neg_w = np.add.reduceat(np.where(self.positive, 0.0, w), self.starts, axis=1)
-        total_pos, total_neg = pos_w.sum(axis=1), neg_w.sum(axis=1)
-        neg_below = np.cumsum(neg_w, axis=1) - neg_w
+        """AUROC for each row of `weights` (m, n); NaN without both classes' weight."""
+        m = len(weights)
+        cumulative = np.zeros((m, len(self.negatives) + 1))
+        np.cumsum(weights[:, self.negatives], axis=1, out=cumulative[:, 1:])
+        positive_w = weights[:, self.positives]
+        beaten = cumulative[:, self.below] + cumulative[:, self.at_or_below]
+        total_pos, total_neg = positive_w.sum(axis=1), cumulative[:, -1]
         with np.errstate(invalid="ignore", divide="ignore"):
-            out = np.sum(pos_w * (neg_below + 0.5 * neg_w), axis=1) / (total_pos * total_neg)
+            out = 0.5 * np.einsum("ij,ij->i", positive_w, beaten) / (total_pos * total_neg)
         return np.where((total_pos > 0) & (total_neg > 0), out, np.nan)
 
 
+_last_weights: list = []  # the last (patients, n_boot, seed) and its weights: one report asks for them often
+
+
 def patient_bootstrap_weights(patients: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n_images) weights: draw patients with replacement; an image weighs its patient's draws."""
+    """(n_boot, n_images) weights: draw patients with replacement; an image weighs its patient's draws.
+    Read-only, and the same array again for the same patients, n_boot and seed (the report's AUROC,
+    calibration, operating-point and subgroup CIs all resample the same way: at full scale each
+    drawing is 200 MB and a second's work)."""
+    patients = np.asarray(patients)
+    if _last_weights:
+        (known, known_boot, known_seed), weights = _last_weights
+        if (known_boot, known_seed) == (n_boot, seed) and np.array_equal(known, patients):
+            return weights
     _, inverse = np.unique(patients, return_inverse=True)
     n_patients = inverse.max() + 1
     rng = np.random.default_rng(seed)
     draws = rng.multinomial(n_patients, np.full(n_patients, 1.0 / n_patients), size=n_boot)
-    return draws[:, inverse].astype(np.float64)
+    weights = draws[:, inverse].astype(np.float64)
+    weights.flags.writeable = False
+    _last_weights[:] = [(patients.copy(), n_boot, seed), weights]
+    return weights
 
 
 def bootstrap_auroc(
@@ -99,20 +120,32 @@ def bootstrap_auroc(
     }
 
 
-def thresholds(y: np.ndarray, score: np.ndarray) -> dict:
-    """Operating points on one finding: the threshold of maximum F1 and of maximum Youden's J."""
+OPERATING_RULES = ("max_f1", "youden", "sensitivity", "specificity")  # how an operating point is chosen
+
+
+def thresholds(y: np.ndarray, score: np.ndarray, sensitivity: float = 0.9, specificity: float = 0.9) -> dict:
+    """Operating points on one finding, each a threshold (positive: score >= threshold): maximum F1,
+    maximum Youden's J, the highest threshold whose sensitivity reaches `sensitivity`, and the lowest
+    whose specificity reaches `specificity` (just above 1 when only calling nothing positive does)."""
     if y.min() == y.max():
-        return {"max_f1": 0.5, "youden": 0.5}
+        return dict.fromkeys(OPERATING_RULES, 0.5)
     precision, recall, thr = precision_recall_curve(y, score)
     f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)[:-1]
-    fpr, tpr, roc_thr = roc_curve(y, score)
+    fpr, tpr, roc_thr = roc_curve(y, score, drop_intermediate=False)
     j = tpr - fpr
     finite = np.isfinite(roc_thr)
-    return {"max_f1": float(thr[int(np.argmax(f1))]), "youden": float(roc_thr[finite][int(np.argmax(j[finite]))])}
+    roc_thr = np.where(finite, roc_thr, np.nextafter(max(1.0, float(np.max(score))), np.inf))
+    return {
+        "max_f1": float(thr[int(np.argmax(f1))]),
+        "youden": float(roc_thr[finite][int(np.argmax(j[finite]))]),
+        "sensitivity": float(roc_thr[int(np.argmax(tpr >= sensitivity))]),
+        "specificity": float(roc_thr[int(np.flatnonzero(fpr <= 1 - specificity).max())]),
+    }
 
 
-def at_threshold(y: np.ndarray, score: np.ndarray, threshold: float) -> dict:
-    """Confusion counts and the usual rates when `score >= threshold` is called positive."""
+def at_threshold(y: np.ndarray, score: np.ndarray, threshold: float, weights: np.ndarray | None = None) -> dict:
+    """Confusion counts and the usual rates when `score >= threshold` is called positive; with
+    bootstrap `weights` (n_boot, n), each rate's 95% percentile interval as `<rate>_ci`."""
     pred = score >= threshold
     y = y.astype(bool)
     tp, fp = int(np.sum(pred & y)), int(np.sum(pred & ~y))
@@ -122,7 +155,7 @@ def at_threshold(y: np.ndarray, score: np.ndarray, threshold: float) -> dict:
         return float(a / b) if b else float("nan")
 
     precision, recall = ratio(tp, tp + fp), ratio(tp, tp + fn)
-    return {
+    out = {
         "threshold": float(threshold),
         "tp": tp,
         "fp": fp,
@@ -134,6 +167,17 @@ def at_threshold(y: np.ndarray, score: np.ndarray, threshold: float) -> dict:
         "npv": ratio(tn, tn + fn),
         "f1": ratio(2 * tp, 2 * tp + fp + fn),
     }
+    if weights is not None:
+        cells = np.stack([pred & y, pred & ~y, ~pred & y, ~pred & ~y], axis=1).astype(np.float64)
+        wtp, wfp, wfn, wtn = (weights @ cells).T
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reps = {"precision": wtp / (wtp + wfp), "sensitivity": wtp / (wtp + wfn),
+                    "specificity": wtn / (wtn + wfp), "npv": wtn / (wtn + wfn)}  # fmt: skip
+        for name, values in reps.items():
+            values = values[np.isfinite(values)]
+            interval = [np.quantile(values, 0.025), np.quantile(values, 0.975)] if len(values) else [np.nan] * 2
+            out[f"{name}_ci"] = [float(v) for v in interval]
+    return out
 
 
 def bin_edges(score: np.ndarray, bins: int = 10, adaptive: bool = False) -> np.ndarray:
@@ -180,33 +224,44 @@ def bootstrap_calibration(
     y: np.ndarray, score: np.ndarray, patients: np.ndarray, n_boot: int, seed: int, bins: int = 10, level: float = 0.95
 ) -> dict:
     """Mean over findings of ECE (equal-width and adaptive bins) and Brier score, each with a
-    percentile CI from a bootstrap that resamples patients (the bins stay those of the sample)."""
-    k = y.shape[1]
-    keep = [_labelled_rows(y[:, j]) for j in range(k)]
-    ys = [y[keep[j], j].astype(np.float64) for j in range(k)]
-    ss = [score[keep[j], j] for j in range(k)]
-    bin_of = {
-        name: [np.searchsorted(bin_edges(ss[j], bins, adaptive), ss[j], side="right") for j in range(k)]
-        for name, adaptive in (("ece", False), ("ece_adaptive", True))
-    }
+    percentile CI from a bootstrap that resamples patients (the bins stay those of the sample).
 
-    def means(w):
-        ws = [np.ones(len(ys[j])) if w is None else w[keep[j]] for j in range(k)]
+    Every replicate's figures are weighted sums over images, so all of them come from one matrix
+    product of the replicate weights (n_boot, n) with a per-image design (n, findings x terms): per
+    finding and bin, the image's score minus its label where it falls in that bin (each bin's gap),
+    its squared error (Brier) and whether it is labelled (the denominator)."""
+    k = y.shape[1]
+    y, score = np.asarray(y), np.asarray(score, np.float64)
+    schemes = (("ece", False), ("ece_adaptive", True))
+    width = len(schemes) * bins + 2  # per finding: each scheme's bins, the squared error, the labelled count
+    design = np.zeros((len(y), k * width))
+    for j in range(k):
+        known = labelled(y[:, j])
+        s, err = score[known, j], score[known, j] - y[known, j]
+        base = j * width
+        for m, (_, adaptive) in enumerate(schemes):
+            idx = np.searchsorted(bin_edges(s, bins, adaptive), s, side="right")
+            design[np.flatnonzero(known), base + m * bins + idx] = err
+        design[known, base + len(schemes) * bins] = err**2
+        design[known, base + len(schemes) * bins + 1] = 1.0
+
+    def figures(sums: np.ndarray) -> dict[str, np.ndarray]:
+        """Each figure's mean over findings, from (m, k * width) weighted sums of the design's columns."""
+        sums = sums.reshape(len(sums), k, width)
+        total = sums[:, :, -1]
         out = {
-            name: np.mean([_binned_error(idx[j], bins, ys[j], ss[j], ws[j]) for j in range(k)])
-            for name, idx in bin_of.items()
+            name: (np.abs(sums[:, :, m * bins : (m + 1) * bins]).sum(axis=2) / total).mean(axis=1)
+            for m, (name, _) in enumerate(schemes)
         }
-        out["brier"] = float(np.mean([((ss[j] - ys[j]) ** 2 * ws[j]).sum() / ws[j].sum() for j in range(k)]))
+        out["brier"] = (sums[:, :, -2] / total).mean(axis=1)
         return out
 
-    point = means(None)
-    reps = [means(w) for w in patient_bootstrap_weights(patients, n_boot, seed)]
+    point = figures(design.sum(axis=0, keepdims=True))
+    weights = patient_bootstrap_weights(patients, n_boot, seed)
+    reps = figures(np.concatenate([w @ design for w in np.array_split(weights, max(1, n_boot // 100))]))
     alpha = (1 - level) / 2
     return {
-        name: {
-            "mean": float(point[name]),
-            "ci": [float(np.quantile([r[name] for r in reps], q)) for q in (alpha, 1 - alpha)],
-        }
+        name: {"mean": float(point[name][0]), "ci": [float(np.quantile(reps[name], q)) for q in (alpha, 1 - alpha)]}
         for name in point
     }
 
@@ -249,17 +304,25 @@ def bootstrap_reps(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.
 
 
 def _diff_summary(point: float, reps: np.ndarray, level: float) -> dict:
+    """A difference with its percentile CI and two p-values. `p`: the two-sided Wald test on the
+    bootstrap standard error (point / SD of the replicates), which can go as low as the data say, so
+    a Holm adjustment over a family of 60 tests can still find a difference; `p_percentile`: how often
+    the replicates fall on the other side of 0, doubled, never below 1 / replicates (with 200 of
+    them and 60 tests, Holm could never get it under 0.05)."""
+    from scipy.stats import norm
+
     reps = reps[np.isfinite(reps)]
     if not np.isfinite(point) or not len(reps):
-        return {"diff": float("nan"), "ci": [float("nan")] * 2, "p": float("nan")}
+        return {"diff": float("nan"), "ci": [float("nan")] * 2, "p": float("nan"), "p_percentile": float("nan")}
     alpha = (1 - level) / 2
-    # Two-sided percentile-bootstrap p-value: how often the resampled difference falls on the other
-    # side of 0, doubled; never below 1/replicates.
-    p = 2 * min(np.mean(reps <= 0), np.mean(reps >= 0))
+    percentile = 2 * min(np.mean(reps <= 0), np.mean(reps >= 0))
+    se = float(np.std(reps, ddof=1)) if len(reps) > 1 else 0.0
+    wald = float(2 * norm.sf(abs(point) / se)) if se > 0 else float(point == 0)
     return {
         "diff": float(point),
         "ci": [float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha))],
-        "p": float(min(1.0, max(p, 1.0 / len(reps)))),
+        "p": wald,
+        "p_percentile": float(min(1.0, max(percentile, 1.0 / len(reps)))),
     }
 
 

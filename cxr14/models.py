@@ -143,6 +143,20 @@ def info(model: keras.Model) -> dict:
 HEAD = "findings"  # the 14-unit head: float32 whatever the rest computes in (a stable sigmoid and loss)
 
 
+LOGITS = "logits"  # the head's pre-sigmoid output, what scoring, calibration and the exports use
+
+
+def logits_model(model: keras.Model) -> keras.Model:
+    """The same network giving its head's logits instead of their sigmoid: a float32 sigmoid
+    saturates at 1.0 where the logits still rank and calibrate. Built from the head's own weights, so
+    every saved model.keras (a probability head) keeps loading and scoring as it was."""
+    head = model.get_layer(HEAD)
+    dense = layers.Dense(len(FINDINGS), dtype="float32", name=LOGITS)
+    logits = dense(head.input)
+    dense.set_weights(head.get_weights())
+    return keras.Model(model.inputs, logits, name=f"{model.name}_logits")
+
+
 def precision(model: keras.Model) -> str:
     """The dtype policy the network computes in (its pooling layer's, set as every layer's but the head's)."""
     return model.get_layer("pool").dtype_policy.name

@@ -44,7 +44,6 @@ HISTORY = f"{TRAIN}/history.csv"
 CLASS_WEIGHTS = f"{TRAIN}/class_weights.json"
 TENSORBOARD = f"{TRAIN}/tensorboard"
 RESUME = f"{TRAIN}/resume"  # not an output: the state a killed training resumes from
-CALIBRATION = f"{RUN}/calibrate/calibration.json"
 MODEL_CARD = f"{RUN}/model_card.md"
 MODEL_CARD_HTML = f"{RUN}/model_card.html"
 EXPORT = f"{RUN}/export"  # the run's model for serving outside cxr14
@@ -58,7 +57,9 @@ PREDICTIONS = f"{ON}/predictions.parquet"
 METRICS = f"{ON}/metrics.json"
 REPORT = f"{ON}/report.html"
 FIGURES = f"{ON}/figures"
-OPERATING_POINTS = f"{ON}/thresholds.json"  # the operating points used on a collection
+# A run's calibration and operating points on a site (NIH, or a split collection), fitted on its val split.
+CALIBRATION = f"{ON}/calibration.json"
+OPERATING_POINTS = f"{ON}/thresholds.json"
 
 LEADERBOARD_CSV = "results/leaderboard.csv"
 LEADERBOARD_HTML = "results/leaderboard.html"
@@ -69,7 +70,8 @@ def on(pattern: str, dataset: str) -> str:
     return pattern.replace("{dataset}", dataset)
 
 
-THRESHOLDS = on(OPERATING_POINTS, NIH)  # the run's own, chosen on NIH val: predict and the app use them
+NIH_CALIBRATION = on(CALIBRATION, NIH)  # the run's own: every collection is judged with it too
+THRESHOLDS = on(OPERATING_POINTS, NIH)
 
 
 def shard_stem(split, shard, num_shards) -> str:
@@ -100,7 +102,7 @@ JOBS = {
     "train": "runs/{run}/train/train",
     "score": "runs/{run}/datasets/{dataset}/score",
     "ensemble": "runs/{run}/datasets/{dataset}/ensemble",
-    "calibrate": "runs/{run}/calibrate/calibrate",
+    "calibrate": "runs/{run}/datasets/{dataset}/calibrate",
     "evaluate": "runs/{run}/datasets/{dataset}/evaluate",
     "leaderboard": "leaderboard/leaderboard",
     "model_card": "runs/{run}/model_card/model_card",

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from .constants import DISCLAIMER, FINDINGS
 from .files import atomic
 from .images import DEFAULT_MAX_MB, DEFAULT_MAX_MEGAPIXELS, IMAGE_SUFFIXES, BadImage, read_gray
-from .inference import Predictor, served
+from .inference import Predictor, UnknownSite, served
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +32,18 @@ def expand(paths: list[str]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-# p_<finding>: the calibrated probability (the raw score when the run has no calibration);
-# raw_<finding>: the model's own score; base_rate_<finding>: its prevalence in the training data;
-# findings: those at or above their val-chosen operating point.
+# site: whose calibration and operating points the row uses (`none` without a calibration);
+# p_<finding>: the calibrated probability (the model's own when the run has no calibration);
+# raw_<finding>: the model's own probability; logit_<finding>: its logit, what the calibration maps;
+# base_rate_<finding>: its prevalence in the training data;
+# findings: those at or above the site's val-chosen operating point.
 CSV_COLUMNS = [
     "path",
     "image",
+    "site",
     *[f"p_{f}" for f in FINDINGS],
     *[f"raw_{f}" for f in FINDINGS],
+    *[f"logit_{f}" for f in FINDINGS],
     *[f"base_rate_{f}" for f in FINDINGS],
     "findings",
 ]
@@ -55,12 +59,17 @@ def predict_files(
     max_mb: float = DEFAULT_MAX_MB,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     progress: bool = True,
+    site: str | None = None,
 ) -> tuple[int, list[tuple[str, str]]]:
-    """Write `out_csv`; return (images predicted, [(file, reason)] for the files skipped)."""
+    """Write `out_csv` with `site`'s calibration and operating points (the predictor's default site
+    for None); return (images predicted, [(file, reason)] for the files skipped)."""
+    from .calibration import sigmoid
+
     if gradcam_dir:
         Path(gradcam_dir).mkdir(parents=True, exist_ok=True)
     errors, done = [], 0
-    base_rates = [f"{predictor.base_rate[f]:.6f}" if predictor.base_rate else "" for f in FINDINGS]
+    base_rate = predictor.base_rate(site)
+    base_rates = [f"{base_rate[f]:.6f}" if base_rate else "" for f in FINDINGS]
     with atomic(out_csv) as staged, open(staged, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)
@@ -75,17 +84,19 @@ def predict_files(
                     log.warning("skipped %s: %s", path, exc)
             if not batch:
                 continue
-            scores = predictor.scores(np.stack(batch))
-            probs = predictor.calibrated(scores)
-            for path, prepared, p, raw in zip(names, batch, probs, scores):
+            logits = predictor.scores(np.stack(batch))
+            probs = predictor.calibrated(logits, site)
+            for path, prepared, p, z in zip(names, batch, probs, logits):
                 writer.writerow(
                     [
                         str(path),
                         path.name,
+                        predictor.site(site).name,
                         *[f"{v:.6f}" for v in p],
-                        *[f"{v:.6f}" for v in raw],
+                        *[f"{v:.6f}" for v in sigmoid(z)],
+                        *[f"{v:.6f}" for v in z],
                         *base_rates,
-                        "|".join(predictor.above(p)),
+                        "|".join(predictor.above(p, site)),
                     ]
                 )
                 if gradcam_dir:
@@ -111,7 +122,13 @@ def main(args) -> int:
     if args.gradcam_dir and predictor.onnx:
         print(f"--gradcam-dir: Grad-CAM needs the Keras model, not {args.model}", file=sys.stderr)
         return 2
-    print(f"predicting with run {first}" if not args.model else f"predicting with {args.model}", file=sys.stderr)
+    try:
+        site = predictor.site(args.site)
+    except UnknownSite as exc:
+        print(f"--site: {exc}", file=sys.stderr)
+        return 2
+    which = f"run {first}" if not args.model else args.model
+    print(f"predicting with {which}: {site.describe()}", file=sys.stderr)
     done, errors = predict_files(
         predictor,
         files,
@@ -120,10 +137,11 @@ def main(args) -> int:
         batch_size=args.batch_size,
         max_mb=args.max_mb,
         max_megapixels=args.max_megapixels,
+        site=args.site,
     )
     for path, reason in errors:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    state = "calibrated probabilities" if predictor.calibration else "uncalibrated scores (no calibration.json)"
+    state = f"probabilities calibrated for site {site.name}" if site.calibration else "uncalibrated (no calibration)"
     print(
         f"{done} images predicted into {args.out} ({state}{', with TTA' if predictor.tta else ''}); "
         f"{len(errors)} skipped. {DISCLAIMER}",

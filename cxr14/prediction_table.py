@@ -4,8 +4,11 @@ Its columns are spelt here only.
 
 Columns: `split` (train/val/test, or `external` for a collection's images), the image's metadata
 (`image_index`, `patient_id`, `age_years`, `sex`, `view`), `y_<finding>` (0/1 labels; -1 where an
-external collection does not label the finding), `p_<finding>` (scores) and, for a test-time augmented
-run, the plain image's scores from the same pass as `p_notta_<finding>`.
+external collection does not label the finding), `z_<finding>` (the model's logits, what every
+calibration maps), `p_<finding>` (their sigmoid, the model's own probabilities) and, for a test-time
+augmented run, the plain image's from the same pass as `z_notta_<finding>` and `p_notta_<finding>`.
+An ensemble's logits are the mean of its members' calibrated logits. A table written before the
+logits were kept (no `z_` columns) is read with the logits of its probabilities.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from .files import atomic
 LABELS = [f"y_{f}" for f in FINDINGS]
 SCORES = [f"p_{f}" for f in FINDINGS]
 PLAIN_SCORES = [f"p_notta_{f}" for f in FINDINGS]
+LOGITS = [f"z_{f}" for f in FINDINGS]
+PLAIN_LOGITS = [f"z_notta_{f}" for f in FINDINGS]
+PLAIN_COLUMNS = PLAIN_SCORES + PLAIN_LOGITS
 KEY = ["split", "image_index"]
 EXTERNAL = "external"  # the split of an external collection's rows
 
@@ -44,16 +50,20 @@ def write(table: pd.DataFrame, path) -> None:
         table.to_parquet(staged, index=False)
 
 
-def frame(meta: dict, labels: np.ndarray, scores: np.ndarray, plain: np.ndarray | None = None) -> pd.DataFrame:
-    """A batch's rows: its metadata columns, labels (n, 14), scores (n, 14) and the plain image's
-    scores (n, 14) when the scores are test-time augmented."""
+def frame(meta: dict, labels: np.ndarray, logits: np.ndarray, plain: np.ndarray | None = None) -> pd.DataFrame:
+    """A batch's rows: its metadata columns, labels (n, 14), logits (n, 14) with their probabilities,
+    and the plain image's logits (n, 14) when the scores are test-time augmented."""
+    from .calibration import sigmoid
+
     out = pd.DataFrame(meta)
     for k, finding in enumerate(FINDINGS):
         out[label(finding)] = labels[:, k].astype(np.int8)
-        out[score(finding)] = scores[:, k]
+        out[LOGITS[k]] = np.asarray(logits[:, k], np.float32)
+        out[score(finding)] = sigmoid(logits[:, k]).astype(np.float32)
     if plain is not None:
-        for k, column in enumerate(PLAIN_SCORES):
-            out[column] = plain[:, k]
+        for k in range(len(FINDINGS)):
+            out[PLAIN_LOGITS[k]] = np.asarray(plain[:, k], np.float32)
+            out[PLAIN_SCORES[k]] = sigmoid(plain[:, k]).astype(np.float32)
     return out
 
 
@@ -77,11 +87,24 @@ def arrays(table: pd.DataFrame, findings=FINDINGS) -> tuple[np.ndarray, np.ndarr
     return table[[label(f) for f in findings]].to_numpy(), table[[score(f) for f in findings]].to_numpy(np.float64)
 
 
+def _logits_of(table: pd.DataFrame, logits: list[str], probabilities: list[str]) -> np.ndarray:
+    if logits[0] in table.columns:
+        return table[logits].to_numpy(np.float64)
+    from .calibration import logit
+
+    return logit(table[probabilities].to_numpy(np.float64))
+
+
+def logits(table: pd.DataFrame) -> np.ndarray:
+    """The (n, 14) logits (float64): what calibrations map and ensembles average."""
+    return _logits_of(table, LOGITS, SCORES)
+
+
+def plain_logits(table: pd.DataFrame) -> np.ndarray:
+    """The plain image's (n, 14) logits of a test-time augmented table."""
+    return _logits_of(table, PLAIN_LOGITS, PLAIN_SCORES)
+
+
 def plain_scores(table: pd.DataFrame) -> np.ndarray:
     """The plain image's (n, 14) scores of a test-time augmented table."""
     return table[PLAIN_SCORES].to_numpy(np.float64)
-
-
-def score_columns(table: pd.DataFrame) -> list[str]:
-    """Every score column: p_ and, with TTA, p_notta_ (what an ensemble averages)."""
-    return [c for c in table.columns if c in SCORES or c in PLAIN_SCORES]

@@ -68,22 +68,28 @@ def pr_grid(curves, metrics):
     return fig
 
 
-def reliability_grid(reliability, findings=FINDINGS):
-    """Per finding, the reliability curve of the model's scores (dashed) and of the calibrated
-    probabilities (solid), with ECE before -> after."""
+def reliability_grid(reliability, findings=FINDINGS, site: dict | None = None):
+    """Per finding, the reliability curve of the model's own probabilities (dashed) and of the
+    calibrated ones (solid), with ECE before -> after; with `site` (finding -> reliability), also
+    under the site's own calibration (dotted)."""
     fig, axes = _grid(len(findings))
     for ax, name in zip(axes, findings):
         ax.plot([0, 1], [0, 1], color="0.8", lw=1)
+        curves = {**reliability[name], **({"site": site[name]} if site and site.get(name) else {})}
         for kind, style in (
-            ("before", dict(ls="--", color="0.55", label="scores")),
-            ("after", dict(ls="-", color="C0", label="calibrated")),
+            ("before", dict(ls="--", color="0.55", label="model's own")),
+            ("after", dict(ls="-", color="C0", label="NIH-calibrated" if site else "calibrated")),
+            ("site", dict(ls=":", color="C3", label="site-calibrated")),
         ):
-            c = reliability[name][kind]
+            if kind not in curves:
+                continue
+            c = curves[kind]
             pts = [(m, f) for m, f in zip(c["mean_predicted"], c["fraction_positive"]) if m is not None]
             if pts:
                 ax.plot(*zip(*pts), marker="o", ms=3, lw=1.2, **style)
         before, after = reliability[name]["before"], reliability[name]["after"]
-        ax.set_title(f"{name}\nECE {before['ece']:.3f} → {after['ece']:.3f}", fontsize=8)
+        own = f" (site {curves['site']['ece']:.3f})" if "site" in curves else ""
+        ax.set_title(f"{name}\nECE {before['ece']:.3f} → {after['ece']:.3f}{own}", fontsize=8)
         ax.set_xlabel("mean predicted", fontsize=7)
         ax.set_ylabel("fraction positive", fontsize=7)
         ax.tick_params(labelsize=6)
@@ -250,6 +256,7 @@ def templates() -> Environment:
     env.filters["f3"] = lambda v: f"{v:.3f}" if known(v) else "–"
     env.filters["sci"] = lambda v: f"{v:.1e}" if known(v) else "–"
     env.filters["pct"] = lambda v: f"{100 * v:.1f}%" if known(v) else "–"
+    env.filters["ci"] = lambda pair: f"{pair[0]:.3f}–{pair[1]:.3f}" if pair and all(known(v) for v in pair) else "–"
     return env
 
 
@@ -316,7 +323,8 @@ def render_external(m: dict, drawn: dict, out_html, figures_dir, title: str) -> 
     """The external-validation report: one self-contained HTML page and its figures."""
     figs = Figures(figures_dir)
     figs.add("auroc", external_auroc_figure(m))
-    figs.add("calibration", reliability_grid(drawn["reliability"], m["labelled_findings"]))
+    site = drawn.get("site_reliability")
+    figs.add("calibration", reliability_grid(drawn["reliability"], m["labelled_findings"], site))
     figs.add("subgroups", subgroup_figure(m["subgroups"]))
     html = (
         templates()

@@ -5,8 +5,9 @@
 rule app:
     input:
         models=expand(paths.MODEL, run=TRAINED),
-        thresholds=expand(paths.THRESHOLDS, run=TRAINED),
-        calibrations=expand(paths.CALIBRATION, run=TRAINED),
+        # Every site's calibration and operating points of every run: the page offers each.
+        calibrations=expand(paths.CALIBRATION, run=TRAINED, dataset=SITES),
+        thresholds=expand(paths.OPERATING_POINTS, run=TRAINED, dataset=SITES),
     log:
         paths.log("app"),
     benchmark:

@@ -1,10 +1,11 @@
-# Stage 6b: each run's map from scores to probabilities, fitted on its val predictions; evaluation,
-# `cxr14 predict` and the app all apply it.
+# Stage 6b: each run's map from logits to probabilities and its operating points on each site (NIH and
+# every split collection), fitted on that collection's val split; evaluation, `cxr14 predict --site`,
+# the app and the exports all apply them.
 
 
 rule calibrate:
     input:
-        predictions=on_nih(paths.PREDICTIONS),
+        predictions=paths.PREDICTIONS,
         table=on_nih(paths.DATASET_TABLE),
         # The model the calibration belongs to (an ensemble has no model of its own).
         summary=lambda wildcards: (
@@ -12,10 +13,13 @@ rule calibrate:
         ),
     output:
         calibration=paths.CALIBRATION,
+        thresholds=paths.OPERATING_POINTS,
     log:
         paths.log("calibrate"),
     benchmark:
         paths.benchmark("calibrate")
+    wildcard_constraints:
+        dataset=names_pattern(SITES),
     conda:
         "../envs/evaluate.yaml"
     resources:
@@ -23,6 +27,8 @@ rule calibrate:
         runtime=10,
     params:
         **config["calibration"],
+        site="{dataset}",
+        targets=config["operating_points"],
         tta=run_setting("evaluate", "tta"),
         code=package_code("calibrate"),
     script:

@@ -106,6 +106,8 @@ COLLECTIONS = cxr14_runs.collections(config)
 NIH = cxr14_runs.NIH
 DATASETS = list(COLLECTIONS)
 EXTERNAL = [name for name in DATASETS if name != NIH]
+# The sites: every run's calibration and operating points are fitted on each one's val split.
+SITES = [name for name, collection in COLLECTIONS.items() if collection.is_site]
 NIH_MANIFESTS = expand(
     paths.on(paths.MANIFEST, NIH), layout=LAYOUTS, group=COLLECTIONS[NIH].groups
 )
@@ -129,6 +131,20 @@ def unless_nih(files):
 def network_on_nih(wildcards):
     """Whether a job judges one trained network on NIH (Grad-CAM and localisation need its model)."""
     return wildcards.dataset == NIH and not RUNS[wildcards.run].is_ensemble
+
+
+def own_site(files):
+    """An input only the jobs on a split collection other than NIH have (its own calibration)."""
+    return lambda wildcards: (
+        files
+        if wildcards.dataset != NIH and COLLECTIONS[wildcards.dataset].is_site
+        else []
+    )
+
+
+def site_files(pattern):
+    """A run's file (calibration, operating points) on every site, NIH's first."""
+    return lambda wildcards: expand(pattern, run=wildcards.run, dataset=SITES)
 
 
 def collection_setting(key):

@@ -1,6 +1,7 @@
-# Stage 6: each run's scores on each collection (a model's, or an ensemble's mean): NIH's val and test,
-# an external collection's test split or all of it; then (after the calibrate step) its judgement on
-# each: on NIH's official test split, and on every other collection beside it.
+# Stage 6: each run's scores on each collection (a model's logits, or an ensemble's mean of its members'
+# calibrated logits): NIH's val and test, a split collection's val and test, an unsplit one's every
+# image; then (after the calibrate step) its judgement on each: on NIH's official test split, and on
+# every other collection beside it, with NIH's calibration and, on a split one, its own.
 
 
 rule score:
@@ -38,6 +39,10 @@ rule ensemble:
             run=RUNS[wildcards.run].members,
             dataset=wildcards.dataset,
         ),
+        # Each member's scores are calibrated (its NIH calibration) before they are averaged.
+        member_calibrations=lambda wildcards: expand(
+            paths.NIH_CALIBRATION, run=RUNS[wildcards.run].members
+        ),
     output:
         predictions=paths.PREDICTIONS,
     log:
@@ -61,10 +66,13 @@ rule ensemble:
 rule evaluate:
     input:
         predictions=paths.PREDICTIONS,
-        calibration=paths.CALIBRATION,
-        # On another collection: the run's NIH test scores and operating points, judged beside them.
+        calibration=paths.NIH_CALIBRATION,
+        thresholds=paths.THRESHOLDS,
+        # On another collection: the run's NIH test scores, judged beside them; on a split one, its
+        # own calibration and operating points (fitted on its val split) beside NIH's.
         nih_predictions=unless_nih(on_nih(paths.PREDICTIONS)),
-        nih_thresholds=unless_nih(paths.THRESHOLDS),
+        site_calibration=own_site(paths.CALIBRATION),
+        site_thresholds=own_site(paths.OPERATING_POINTS),
         ingest_report=unless_nih(paths.INGEST_REPORT),
         # On NIH: Grad-CAM and localisation explain one network (an ensemble has neither), its
         # table and cleaning report drawn in the report, its boxes and expert labels.
@@ -80,7 +88,6 @@ rule evaluate:
         ),
     output:
         evaluation=paths.METRICS,
-        thresholds=paths.OPERATING_POINTS,
         report=report(
             paths.REPORT,
             category="Evaluation",

@@ -1,13 +1,15 @@
-# Stage 8: each trained run's model for serving outside cxr14 (SavedModel, ONNX, TFLite), with its
-# calibration and operating points beside it, each format checked against the evaluation's test scores.
+# Stage 8: each trained run's model for serving outside cxr14 (SavedModel, ONNX, TFLite), with every
+# site's calibration and operating points beside it, each format checked against the evaluation's test
+# logits as every site's calibrated probabilities.
 
 
 rule export:
     input:
         model=paths.MODEL,
         summary=paths.TRAINING_SUMMARY,
-        calibration=paths.CALIBRATION,
-        thresholds=paths.THRESHOLDS,
+        # Every site's calibration and operating points, NIH's first: serving.json carries them all.
+        calibrations=site_files(paths.CALIBRATION),
+        thresholds=site_files(paths.OPERATING_POINTS),
         predictions=on_nih(paths.PREDICTIONS),
         test_manifest=lambda wildcards: manifest(NIH, wildcards.run, "test"),
     output:

@@ -4,8 +4,9 @@
 rule model_card:
     input:
         evaluation=on_nih(paths.METRICS),
-        thresholds=paths.THRESHOLDS,
-        calibration=paths.CALIBRATION,
+        # Every site's, NIH's first: the card reports what `cxr14 predict --site` would use.
+        calibrations=site_files(paths.CALIBRATION),
+        thresholds=site_files(paths.OPERATING_POINTS),
         # An ensemble has no training of its own (its members' cards describe theirs).
         summary=lambda wildcards: (
             [] if RUNS[wildcards.run].is_ensemble else paths.TRAINING_SUMMARY

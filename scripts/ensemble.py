@@ -5,4 +5,4 @@ import _package  # noqa: F401  (makes cxr14 importable)
 from cxr14.steps.ensemble import ensemble
 from cxr14.workflow.step import run
 
-run(ensemble, snakemake, per_run=["member_predictions"])  # noqa: F821
+run(ensemble, snakemake, per_run=["member_predictions", "member_calibrations"])  # noqa: F821

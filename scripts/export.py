@@ -5,4 +5,4 @@ import _package  # noqa: F401  (makes cxr14 importable)
 from cxr14.steps.export import export
 from cxr14.workflow.step import run
 
-run(export, snakemake, threads=True)  # noqa: F821
+run(export, snakemake, threads=True, lists=["calibrations", "thresholds"])  # noqa: F821

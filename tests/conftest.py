@@ -436,6 +436,16 @@ def synthetic_predictions(path, seed, noise, images=80):
 EXTERNAL_LABELLED = ["Atelectasis", "Cardiomegaly", "Effusion", "Pneumothorax"]
 
 
+def fixed_points(value: float = 0.5, site: str = "nih") -> dict:
+    """A thresholds.json as the calibrate step writes it, every operating point at `value`."""
+    from cxr14.constants import FINDINGS
+    from cxr14.metrics import OPERATING_RULES
+
+    return {rule: dict.fromkeys(FINDINGS, value) for rule in OPERATING_RULES} | {
+        "targets": {"sensitivity": 0.9, "specificity": 0.9}, "chosen_on": f"{site} val", "site": site,
+    }  # fmt: skip
+
+
 def synthetic_external_predictions(path, seed, noise, images=120):
     """An external collection's predictions table: the EXTERNAL_LABELLED findings labelled (a tenth of
     their labels -1, as U-Ignore leaves an uncertain one), the rest -1 throughout; scores that see the
@@ -473,31 +483,38 @@ def synthetic_external_predictions(path, seed, noise, images=120):
 def served(tmp_path_factory):
     """An untrained small model (the app and predictor do not care how good it is) and shards."""
     from cxr14 import models
-    from cxr14.constants import FINDINGS
 
     root = tmp_path_factory.mktemp("serve")
     manifests = write_easy_shards(root, (("test", 12),), size=48, per_shard=12)
     model = models.build("small_cnn", 48, "none", dropout=0.2)
     model.save(root / "model.keras")
-    thresholds = {"max_f1": {f: 0.5 for f in FINDINGS}, "youden": {f: 0.5 for f in FINDINGS}, "chosen_on": "val"}
-    (root / "thresholds.json").write_text(json.dumps(thresholds))
+    (root / "thresholds.json").write_text(json.dumps(fixed_points()))
     return root, manifests
 
 
 @pytest.fixture(scope="module")
 def workdir_with_runs(served, tmp_path_factory):
-    """A workflow directory with two trained runs of different input sizes, as the workflow lays them out."""
+    """A workflow directory with two trained runs of different input sizes, as the workflow lays them
+    out: a48 calibrated for two sites (nih and site, other temperatures), b32 not calibrated."""
     from cxr14 import models
-    from cxr14.paths import MODEL, THRESHOLDS
+    from cxr14.constants import FINDINGS
+    from cxr14.paths import CALIBRATION, MODEL, OPERATING_POINTS
 
-    root, _ = served
     wd = tmp_path_factory.mktemp("runs")
     for run, size in (("a48", 48), ("b32", 32)):
         model = wd / MODEL.format(run=run)
         model.parent.mkdir(parents=True)
         models.build("small_cnn", size, "none", dropout=0.0).save(model)
-        (wd / THRESHOLDS.format(run=run)).parent.mkdir(parents=True)
-        shutil.copy(root / "thresholds.json", wd / THRESHOLDS.format(run=run))
+    for site, (offset, temperature) in {"nih": (0.0, 1.0), "site": (-3.0, 0.5)}.items():
+        fitted = {"method": "temperature", "offset": offset, "temperature": temperature}
+        calibration = {
+            "site": site, "method": "temperature", "tta": False, "shared": [], "val_images": 10,
+            "base_rate": dict.fromkeys(FINDINGS, 0.1), "findings": dict.fromkeys(FINDINGS, fitted),
+        }  # fmt: skip
+        for pattern, content in ((CALIBRATION, calibration), (OPERATING_POINTS, fixed_points(0.5, site))):
+            path = wd / pattern.format(run="a48", dataset=site)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(content))
     return wd
 
 
@@ -570,12 +587,16 @@ def evaluated(tmp_path_factory):
         table=root / "table.parquet",
         summary=root / "model/training_summary.json",
         calibration=out / "calibration.json",
+        thresholds=out / "thresholds.json",
+        site="nih",
         **defaults("calibration"),
+        targets=defaults("operating_points"),
         tta=True,
     )
     m = evaluate(
         predictions=out / "predictions.parquet",
         calibration=out / "calibration.json",
+        thresholds=out / "thresholds.json",
         model=root / "model/model.keras",
         test_manifest=manifests["test"],
         table=root / "table.parquet",
@@ -583,7 +604,6 @@ def evaluated(tmp_path_factory):
         boxes=boxes,
         expert_labels=None,
         evaluation=out / "metrics.json",
-        thresholds=out / "thresholds.json",
         report=out / "report.html",
         figures=out / "figures",
         run="spots",
@@ -592,7 +612,8 @@ def evaluated(tmp_path_factory):
         model_card=root / "model_card.html",
         # What only another collection has: none of it on NIH.
         nih_predictions=None,
-        nih_thresholds=None,
+        site_calibration=None,
+        site_thresholds=None,
         ingest_report=None,
         recalibrate=0,
         seed=0,

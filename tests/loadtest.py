@@ -131,7 +131,7 @@ def drive(url: str, plan: list[list[tuple[str, Path]]], run: str, deadline_s: fl
         if kind == "too_large":
             code, body = raw_upload(url, path)
             return code == 200, f"HTTP {code}: {body[:300]}"
-        status, *_ = api.predict(handle_file(str(path)), run, api_name="/analyse")
+        status, *_ = api.predict(handle_file(str(path)), run, None, api_name="/analyse")  # the run's default site
         return status.startswith(ANSWERED), status
 
     def client(uploads):

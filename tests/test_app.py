@@ -4,17 +4,19 @@ answers, and the page in a real browser."""
 import shutil
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import NIH_SAMPLE, REPO, png_bomb
 from cxr14.constants import FINDINGS
+from cxr14.images import read_gray
 
 
 def test_app_refuses_bad_uploads_and_keeps_serving(served, tmp_path):
     from cxr14.app import Analysis
 
     root, _ = served
-    analysis = Analysis({"m": (root / "model.keras", root / "thresholds.json")}, max_mb=1)
+    analysis = Analysis({"m": (root / "model.keras", {"given": (None, root / "thresholds.json")})}, max_mb=1)
     (tmp_path / "notes.txt").write_text("hello")
     status, label, *_ = analysis.analyse(str(tmp_path / "notes.txt"), "m")
     assert "Could not read notes.txt" in status and label is None
@@ -25,8 +27,8 @@ def test_app_refuses_bad_uploads_and_keeps_serving(served, tmp_path):
     status, label, table, heat, top, state = analysis.analyse(str(good), "m")
     assert status.startswith("Answered by run **m**") and set(label) == set(FINDINGS)
     assert heat.shape == (448, 448, 3) and top in FINDINGS
-    assert "operating points chosen on the validation split" in table
-    assert "uncalibrated scores, not probabilities" in table  # this model has no calibration.json
+    assert "operating points chosen on given's validation split" in table
+    assert "model's own probabilities, not calibrated" in table  # this model has no calibration.json
     assert analysis.explain("Hernia", state, "m").shape == (448, 448, 3)
 
 
@@ -46,6 +48,36 @@ def test_app_answers_with_the_chosen_run(served, workdir_with_runs, monkeypatch)
     assert analysis.predictor("b32").size == 32 and analysis.explain("Mass", state, "b32").shape == (448, 448, 3)
     with pytest.raises(NoTrainedRun, match=r"run 'zz' has no trained model.*trained runs: a48, b32"):
         served_runs("zz", None, None)
+
+
+def test_the_app_answers_with_the_chosen_sites_calibration_and_says_which(served, workdir_with_runs, monkeypatch):
+    """a48 has two sites: the page offers both (NIH first), each upload is answered with the chosen
+    site's calibration and operating points, named in the table, and an unknown site names the known
+    ones; b32 has no calibration and says so."""
+    import json
+
+    from cxr14.app import Analysis
+    from cxr14.calibration import apply
+    from cxr14.inference import served as served_runs
+    from cxr14.paths import CALIBRATION
+
+    monkeypatch.chdir(workdir_with_runs)
+    runs, _ = served_runs(None, None, None)
+    analysis = Analysis(runs, max_mb=8)
+    assert analysis.sites() == ["nih", "site"] and list(runs["a48"][1]) == ["nih", "site"] and runs["b32"][1] == {}
+    good = str(sorted((served[0] / "images/images_01").glob("*.png"))[0])
+    predictor = analysis.predictor("a48")
+    logits = predictor.scores(predictor.prepare(read_gray(open(good, "rb").read()))[None])
+    for site in ("nih", "site"):
+        _, label, table, *_ = analysis.analyse(good, "a48", site)
+        want = apply(json.loads((workdir_with_runs / CALIBRATION.format(run="a48", dataset=site)).read_text()), logits)
+        np.testing.assert_allclose([label[f] for f in FINDINGS], want[0], atol=1e-6)
+        assert f"calibrated for site **{site}**" in table and f"chosen on {site}'s validation split" in table
+    assert analysis.analyse(good, "a48", None)[1] == analysis.analyse(good, "a48", "nih")[1]  # NIH by default
+    status, label, *_ = analysis.analyse(good, "a48", "elsewhere")
+    assert "cannot answer for that site" in status and "this model's sites: nih, site" in status and label is None
+    status, label, table, *_ = analysis.analyse(good, "b32", "site")  # no calibration at all: said plainly
+    assert status.startswith("Answered by run **b32**") and "model's own probabilities, not calibrated" in table
 
 
 def test_app_in_a_real_browser(served, workdir_with_runs, tmp_path):
@@ -79,6 +111,13 @@ def test_app_in_a_real_browser(served, workdir_with_runs, tmp_path):
             page.locator("#run-choice input").click()
             page.get_by_role("option", name="b32").click()
             page.get_by_text("Answered by run b32").wait_for(timeout=60_000)
+            # Back to a48, then its other site: the table names the site whose calibration answered.
+            page.locator("#run-choice input").click()
+            page.get_by_role("option", name="a48").click()
+            page.get_by_text("calibrated for site nih").wait_for(timeout=60_000)
+            page.locator("#site-choice input").click()
+            page.get_by_role("option", name="site", exact=True).click()
+            page.get_by_text("calibrated for site site").wait_for(timeout=60_000)
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
             # A bad upload (in a fresh page) gets a message and the app keeps serving.
             (tmp_path / "bad.png").write_bytes(b"not an image")

@@ -11,20 +11,20 @@ OFFSET = 2.0  # log(w_pos / w_neg) of a class-weighted loss for a finding of abo
 
 
 def _overconfident(n=4000, seed=0):
-    """Labels drawn from true probabilities sigmoid(z), and scores that overstate them the way a
+    """Labels drawn from true probabilities sigmoid(z), and logits that overstate them the way a
     class-weighted loss does (the weights' logit offset) and an overfitted net does (sharpened)."""
     rng = np.random.default_rng(seed)
     z = rng.normal(-2.0, 1.5, n)
     y = (rng.random(n) < calibration.sigmoid(z)).astype(float)
-    return y, calibration.sigmoid(1.6 * z + OFFSET)
+    return y, 1.6 * z + OFFSET
 
 
 @pytest.mark.parametrize("method", ["temperature", "platt", "isotonic"])
 def test_a_map_fitted_on_val_lowers_test_ece(method):
-    y_val, s_val = _overconfident(seed=1)
-    y_test, s_test = _overconfident(seed=2)
-    params = calibration.fit(y_val, s_val, method, min_positives=10, offset=OFFSET)
-    after = calibration.apply_one(params, s_test)
+    y_val, z_val = _overconfident(seed=1)
+    y_test, z_test = _overconfident(seed=2)
+    params = calibration.fit(y_val, z_val, method, min_positives=10, offset=OFFSET)
+    after, s_test = calibration.apply_one(params, z_test), calibration.sigmoid(z_test)
     edges = metrics.bin_edges(after)
     assert metrics.calibration_error(y_test, after, edges) < metrics.calibration_error(y_test, s_test, edges)
     assert params["val_log_loss_after"] < params["val_log_loss_before"]
@@ -54,10 +54,27 @@ def test_the_offset_comes_from_the_runs_class_weights():
 def test_fit_declines_too_few_val_positives_and_says_why():
     y = np.zeros(200)
     y[:9] = 1
-    params = calibration.fit(y, np.linspace(0.01, 0.99, 200), "temperature", min_positives=10)
+    params = calibration.fit(y, np.linspace(-4, 4, 200), "temperature", min_positives=10)
     assert params["method"] == "none" and "9 val positives" in params["reason"]
-    scores = np.linspace(0, 1, 7)
-    np.testing.assert_array_equal(calibration.apply_one(params, scores), scores)
+    logits = np.linspace(-30, 30, 7)
+    np.testing.assert_array_equal(calibration.apply_one(params, logits), calibration.sigmoid(logits))
+
+
+def test_the_maps_take_logits_so_saturated_probabilities_stay_apart():
+    """Two images a float32 sigmoid calls 1.0 (logits 18 and 20) stay ranked and distinct after a
+    steep calibration, and every method maps logits back to the same probability as the float64
+    route through the probability would."""
+    y, z = _overconfident(seed=3)
+    params = calibration.fit(y, z, "temperature", 10, offset=OFFSET)
+    saturated = np.array([18.0, 20.0])
+    assert np.all(calibration.sigmoid(saturated).astype(np.float32) == 1.0)
+    shown = calibration.apply_one(params, saturated)
+    assert shown[0] < shown[1] < 1.0
+    for method in ("platt", "isotonic"):
+        fitted = calibration.fit(y, z, method, 10)
+        np.testing.assert_allclose(
+            calibration.apply_one(fitted, z), calibration.sigmoid(calibration.apply_logit(fitted, z)), atol=1e-12
+        )
 
 
 def test_unknown_method_is_refused():
@@ -67,7 +84,8 @@ def test_unknown_method_is_refused():
 
 
 def test_ece_bins_and_the_bootstrap():
-    y, s = _overconfident(n=1000)
+    y, z = _overconfident(n=1000)
+    s = calibration.sigmoid(z)
     fixed, adaptive = metrics.bin_edges(s), metrics.bin_edges(s, adaptive=True)
     assert len(fixed) == len(adaptive) == 9
     counts = np.bincount(np.searchsorted(adaptive, s, side="right"), minlength=10)
@@ -99,7 +117,8 @@ def test_a_small_val_split_still_gives_every_finding_honest_probabilities(tmp_pa
         frame = pd.DataFrame({"split": name, "image_index": [f"{name}{k:05d}.png" for k in range(n)]})
         for j, f in enumerate(FINDINGS):
             frame[f"y_{f}"] = y[:, j]
-            frame[f"p_{f}"] = calibration.sigmoid(1.3 * z[:, j] + offsets[j]).astype(np.float32)
+            frame[f"z_{f}"] = (1.3 * z[:, j] + offsets[j]).astype(np.float32)
+            frame[f"p_{f}"] = calibration.sigmoid(frame[f"z_{f}"]).astype(np.float32)
         return frame
 
     val, test = split("val", 90), split("test", 6000)
@@ -111,13 +130,14 @@ def test_a_small_val_split_still_gives_every_finding_honest_probabilities(tmp_pa
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     result = calibrate.calibrate(
         predictions=tmp_path / "predictions.parquet", table=tmp_path / "images.parquet",
-        summary=tmp_path / "summary.json", calibration=tmp_path / "calibration.json", method="temperature",
-        min_positives=10, tta=False,
+        summary=tmp_path / "summary.json", calibration=tmp_path / "calibration.json",
+        thresholds=tmp_path / "thresholds.json", site="nih", method="temperature", min_positives=10, tta=False,
+        targets={"sensitivity": 0.9, "specificity": 0.8},
     )  # fmt: skip
     few = [f for f in FINDINGS if val[f"y_{f}"].sum() < 10]
     assert len(few) >= 8 and any(2 <= val[f"y_{f}"].sum() <= 5 for f in few)
     assert result["shared"] == few and 0.5 < result["shared_temperature"] < 2.5
-    probabilities = calibration.apply(result, test[[f"p_{f}" for f in FINDINGS]].to_numpy())
+    probabilities = calibration.apply(result, test[[f"z_{f}" for f in FINDINGS]].to_numpy())
     for j, f in enumerate(FINDINGS):
         y, raw, shown = test[f"y_{f}"].to_numpy(), test[f"p_{f}"].to_numpy(np.float64), probabilities[:, j]
         assert result["findings"][f]["method"] == ("shared_temperature" if f in few else "temperature")
@@ -128,3 +148,63 @@ def test_a_small_val_split_still_gives_every_finding_honest_probabilities(tmp_pa
         raw_ece = metrics.calibration_error(y, raw, metrics.bin_edges(raw))
         if raw_ece > 0.1:
             assert metrics.calibration_error(y, shown, edges) < raw_ece, f
+
+    # The operating points are chosen on the calibrated val probabilities, each rule meeting its target there.
+    chosen = json.loads((tmp_path / "thresholds.json").read_text())
+    assert chosen["targets"] == {"sensitivity": 0.9, "specificity": 0.8} and chosen["chosen_on"] == "nih val"
+    shown_val = calibration.apply(result, val[[f"z_{f}" for f in FINDINGS]].to_numpy())
+    for j, f in enumerate(FINDINGS):
+        y, p = val[f"y_{f}"].to_numpy().astype(bool), shown_val[:, j]
+        at_sensitivity, at_specificity = chosen["sensitivity"][f], chosen["specificity"][f]
+        assert (p[y] >= at_sensitivity).mean() >= 0.9 and (p[~y] < at_specificity).mean() >= 0.8, f
+        # The strictest threshold meeting the target: one step up would miss it.
+        assert (p[y] > at_sensitivity).mean() < 0.9 or not (p > at_sensitivity).any(), f
+
+
+def test_a_sites_small_val_split_fixes_its_calibration_in_the_large_and_ignores_unlabelled_images(tmp_path):
+    """A site-sized val split: 150 images, a third of the labels -1 (the collection does not say),
+    and the model's logits shifted down by 3 there (another scanner). The unlabelled images count for
+    nothing, and every finding's site map (a temperature and, what moved, an intercept) brings the
+    mean probability near the observed rate, which the model's own probabilities leave far off."""
+    import json
+
+    import pandas as pd
+
+    from cxr14 import prediction_table
+    from cxr14.constants import FINDINGS
+
+    rng = np.random.default_rng(7)
+
+    def split(name, n):
+        truth = rng.normal(-1.8, 1.2, (n, len(FINDINGS)))
+        y = (rng.random(truth.shape) < calibration.sigmoid(truth)).astype(np.int8)
+        y[rng.random(y.shape) < 0.33] = -1
+        meta = {"split": name, "image_index": [f"{name}{k:04d}.jpg" for k in range(n)]}
+        return pd.DataFrame(meta).join(prediction_table.frame({}, y, 1.2 * truth - 3.0))
+
+    val, test = split("val", 150), split("external", 4000)
+    pd.concat([val, test]).to_parquet(tmp_path / "site.parquet", index=False)
+    pd.DataFrame({"split": "train", **{f: [0, 1] for f in FINDINGS}}).to_parquet(tmp_path / "images.parquet")
+    result = calibrate.calibrate(
+        predictions=tmp_path / "site.parquet", table=tmp_path / "images.parquet", summary=None,
+        calibration=tmp_path / "calibration.json", thresholds=tmp_path / "thresholds.json", site="site",
+        method="temperature", min_positives=10, tta=False, targets={"sensitivity": 0.9, "specificity": 0.9},
+    )  # fmt: skip
+    assert (
+        result["fitted_on"] == "site val" and json.loads((tmp_path / "thresholds.json").read_text())["site"] == "site"
+    )
+    shown = calibration.apply(result, prediction_table.logits(test))
+    on_val = calibration.apply(result, prediction_table.logits(val))
+    errors = []
+    for j, f in enumerate(FINDINGS):
+        labels = val[f"y_{f}"]
+        fitted = result["findings"][f]
+        assert (fitted["positives"], fitted["negatives"]) == ((labels == 1).sum(), (labels == 0).sum()), f
+        known = test[f"y_{f}"].to_numpy() >= 0
+        observed, raw = test[f"y_{f}"].to_numpy()[known].mean(), calibration.sigmoid(test[f"z_{f}"].to_numpy())[known]
+        errors.append(abs(shown[known, j].mean() - observed))
+        assert errors[-1] < abs(raw.mean() - observed), f
+        # On val itself, the map meets what val says, up to Platt's smoothing of a few dozen labels.
+        seen = labels.to_numpy() >= 0
+        assert abs(on_val[seen, j].mean() - labels[seen].mean()) < 0.03, f
+    assert np.mean(errors) < 0.05

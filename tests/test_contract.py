@@ -147,7 +147,7 @@ def test_every_rule_has_a_log_and_a_benchmark(rules):
         ("shards", "results/datasets/{dataset}/shards/", ["plan_shards", "shard", "shard_manifest"]),
         ("train", "results/runs/{run}/train/", ["train"]),
         ("evaluate", "results/runs/{run}/datasets/", ["score", "ensemble", "evaluate"]),
-        ("calibrate", "results/runs/{run}/calibrate/", ["calibrate"]),
+        ("calibrate", "results/runs/{run}/datasets/", ["calibrate"]),
         ("leaderboard", "results/leaderboard.", ["leaderboard"]),
         ("model_card", "results/runs/{run}/model_card.", ["model_card"]),
         ("export", "results/runs/{run}/export/", ["export"]),

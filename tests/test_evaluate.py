@@ -15,7 +15,7 @@ def test_calibration_and_tta_in_the_evaluation(evaluated):
     (named); AUROC does not move; TTA is compared with the plain scores on the same images."""
     root, m, _ = evaluated
     cal = json.loads((root / "eval/calibration.json").read_text())
-    assert cal["findings"]["Atelectasis"]["method"] == "temperature" and cal["fitted_on"] == "val"
+    assert cal["findings"]["Atelectasis"]["method"] == "temperature" and cal["fitted_on"] == "nih val"
     assert cal["shared"] == list(FINDINGS[1:]) and "val positives" in cal["findings"]["Mass"]["reason"]
     assert cal["findings"]["Mass"]["method"] == "shared_temperature" and "uncalibrated" not in cal
     assert cal["base_rate"]["Atelectasis"] == pytest.approx(0.5, abs=0.1) and cal["tta"] is True
@@ -45,11 +45,16 @@ def test_evaluation_outputs(evaluated):
     for f in FINDINGS:
         if m["auroc"][f] is not None:
             assert m["auroc_ci"][f][0] <= m["auroc"][f] <= m["auroc_ci"][f][1]
-    assert set(m["thresholds"]["Mass"]) == {"max_f1", "youden"}
+    assert set(m["thresholds"]["Mass"]) == {"max_f1", "youden", "sensitivity", "specificity"}
+    chosen = json.loads((root / "eval/thresholds.json").read_text())
+    for rule in ("max_f1", "youden", "sensitivity", "specificity"):  # the calibrate step's, applied on test
+        assert m["operating_points"]["Atelectasis"][rule]["threshold"] == chosen[rule]["Atelectasis"]
+        low, high = m["operating_points"]["Atelectasis"][rule]["sensitivity_ci"]
+        assert low <= m["operating_points"]["Atelectasis"][rule]["sensitivity"] <= high
     assert set(m["subgroups"]) == {"sex", "age", "view"}
     pred = pd.read_parquet(root / "eval/predictions.parquet")
     assert set(pred.split) == {"val", "test"} and len(pred) == 192
-    assert json.loads((root / "eval/thresholds.json").read_text())["chosen_on"] == "val"
+    assert chosen["chosen_on"] == "nih val" and chosen["targets"] == {"sensitivity": 0.9, "specificity": 0.9}
 
 
 def test_localisation_scores_the_boxes(evaluated):
@@ -149,26 +154,28 @@ def test_evaluation_predict_and_app_give_the_same_calibrated_probability(evaluat
 
     root, _, _ = evaluated
     out, model = root / "eval", root / "model/model.keras"
-    sidecars = (out / "thresholds.json", out / "calibration.json")
-    cal = json.loads(sidecars[1].read_text())
+    sites = {"nih": (out / "calibration.json", out / "thresholds.json")}
+    cal = json.loads(sites["nih"][0].read_text())
     raw = pd.read_parquet(out / "predictions.parquet")
     raw = raw[raw.split == "test"].set_index("image_index").head(6)
     evaluated_probs = calibrated(raw.reset_index(), cal).set_index("image_index")
     probs = [f"p_{f}" for f in FINDINGS]
     files = [root / "images/images_01" / name for name in raw.index]
-    predict_files(Predictor(model, *sidecars), files, tmp_path / "p.csv", batch_size=4, progress=False)
+    predict_files(Predictor(model, sites), files, tmp_path / "p.csv", batch_size=4, progress=False)
     csv = pd.read_csv(tmp_path / "p.csv").set_index("image").loc[raw.index]
     np.testing.assert_allclose(csv[probs].to_numpy(), evaluated_probs[probs].to_numpy(), atol=1e-5)
     np.testing.assert_allclose(csv[[f"raw_{f}" for f in FINDINGS]].to_numpy(), raw[probs].to_numpy(), atol=1e-5)
     assert csv["base_rate_Atelectasis"].iloc[0] == pytest.approx(cal["base_rate"]["Atelectasis"], abs=1e-6)
-    analysis = Analysis({"spots": (str(model), *map(str, sidecars))}, max_mb=64)
+    analysis = Analysis({"spots": (str(model), sites)}, max_mb=64)
     for name in raw.index[:2]:
         _, label, table, *_ = analysis.analyse(str(root / "images/images_01" / name), "spots")
         np.testing.assert_allclose(
             [label[f] for f in FINDINGS], evaluated_probs.loc[name, probs].to_numpy(float), atol=1e-5
         )
-    assert "calibrated on the validation split" in table and "| base rate |" in table
-    assert "Mass | " in table and "(shared temperature: too few val positives for its own map)" in table
+    assert "calibrated for site **nih**, on its validation split" in table and "| base rate |" in table
+    assert "operating points chosen on nih's validation split" in table
+    assert "Mass | " in table
+    assert "(shared temperature and its own intercept: too few val positives for its own map)" in table
 
 
 def test_a_calibration_is_refused_for_another_model(evaluated, tmp_path):
@@ -178,4 +185,4 @@ def test_a_calibration_is_refused_for_another_model(evaluated, tmp_path):
     other = tmp_path / "other.keras"
     models.build("small_cnn", 128, "none", dropout=0.0).save(other)
     with pytest.raises(ValueError, match="fitted for another model"):
-        Predictor(other, calibration_path=root / "eval/calibration.json")
+        Predictor(other, {"nih": (root / "eval/calibration.json", None)})

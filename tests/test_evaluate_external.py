@@ -13,6 +13,7 @@ from test_ingest import run_ingest, settings
 from conftest import EXTERNAL_LABELLED as LABELLED
 from conftest import (
     NIH_SAMPLE,
+    fixed_points,
     needs_shared,
     plan_one_group,
     shard_one_group,
@@ -20,7 +21,7 @@ from conftest import (
     synthetic_predictions,
 )
 from cxr14 import metrics, models, paths, prediction_table, shard_io
-from cxr14.calibration import apply_one
+from cxr14.calibration import apply, apply_one, logit
 from cxr14.constants import FINDINGS
 from cxr14.images import write_dicom
 from cxr14.steps import shards
@@ -95,7 +96,9 @@ def test_a_collection_holding_nih_pixels_scores_as_the_nih_path(tmp_path):
     nih_dir = tmp_path / "nih"
     info = shard_io.write_shard(planned, nih_dir / "test-00000-of-00001.tfrecord", 64, "raw", 0)
     shard_io.write_manifest("test", [info], 64, "raw", nih_dir / "manifest.json", nih_dir / "bad.tsv", 0)
-    nih = predict(models.load(model), shards_of(nih_dir / "manifest.json"), 4).set_index("image_index")
+    nih = predict(models.logits_model(models.load(model)), shards_of(nih_dir / "manifest.json"), 4).set_index(
+        "image_index"
+    )
     columns = prediction_table.SCORES
     for png in pngs:
         want = nih.loc[png.name, columns].to_numpy(np.float64)
@@ -119,7 +122,8 @@ def test_the_external_report_judges_only_what_the_collection_labels(tmp_path):
         "findings": {f: {"method": "platt", "a": 1.2, "b": -0.3} for f in FINDINGS},
     }
     (tmp_path / "calibration.json").write_text(json.dumps(calibration))
-    points = {"max_f1": dict.fromkeys(FINDINGS, 0.5), "youden": dict.fromkeys(FINDINGS, 0.4), "chosen_on": "val"}
+    points = fixed_points(0.5)
+    points["youden"] = dict.fromkeys(FINDINGS, 0.4)
     (tmp_path / "thresholds.json").write_text(json.dumps(points))
     collection = {
         "name": "site", "format": "csv", "images": len(ext), "patients": int(ext.patient_id.nunique()),
@@ -128,21 +132,9 @@ def test_the_external_report_judges_only_what_the_collection_labels(tmp_path):
         "policy": {"uncertain": "ignore", "readers": None, "views": ["PA", "AP"],
                    "label_map": {"effusion": "Effusion"}},
     }  # fmt: skip
-    (tmp_path / "ingest.json").write_text(json.dumps(collection))
     out = tmp_path / "report"
-    m = evaluate(
-        predictions=tmp_path / "ext.parquet", nih_predictions=tmp_path / "nih.parquet",
-        calibration=tmp_path / "calibration.json", nih_thresholds=tmp_path / "thresholds.json",
-        ingest_report=tmp_path / "ingest.json", evaluation=out / "metrics.json", report=out / "report.html",
-        thresholds=out / "thresholds.json", figures=out / "figures",
-        settings=EvaluateSettings.of({"n_boot": 50, "seed": 0, "gallery_k": 0, "batch_size": 8, "tta": False}),
-        run="cnn", dataset="site", recalibrate=0.3, seed=0, calibration_method="platt", min_positives=5,
-        # What only NIH has: none of it on another collection.
-        model=None, test_manifest=None, table=None, cleaning_report=None, boxes=None, expert_labels=None,
-        ensemble_of=None, model_card=tmp_path / "model_card.html",
-    )  # fmt: skip
+    m = _judge(tmp_path, tmp_path / "ext.parquet", collection, recalibrate=0.3, calibration_method="platt")
     assert m == json.loads((out / "metrics.json").read_text())
-    assert json.loads((out / "thresholds.json").read_text()) == points  # NIH's, applied as they are
     assert list(m["findings"]) == LABELLED
     nih = pd.read_parquet(tmp_path / "nih.parquet").query("split == 'test'")
     for f in LABELLED:
@@ -155,7 +147,7 @@ def test_the_external_report_judges_only_what_the_collection_labels(tmp_path):
         lo, hi = m["findings"][f]["drop"]["ci"]
         assert lo <= m["findings"][f]["drop"]["diff"] <= hi
         # The NIH operating point, on the calibrated probabilities of the labelled images.
-        p = apply_one(calibration["findings"][f], ext[f"p_{f}"][known])
+        p = apply_one(calibration["findings"][f], logit(ext[f"p_{f}"][known]))
         want = metrics.at_threshold(ext[f"y_{f}"][known].to_numpy(), p, 0.5)
         got = m["findings"][f]["operating_points"]["max_f1"]
         assert (got["tp"], got["fp"], got["fn"], got["tn"]) == (want["tp"], want["fp"], want["fn"], want["tn"])
@@ -165,12 +157,95 @@ def test_the_external_report_judges_only_what_the_collection_labels(tmp_path):
     assert m["mean_auroc"] == pytest.approx(np.mean([m["findings"][f]["auroc"] for f in LABELLED]))
     r = m["recalibration"]
     assert r["fit_images"] + r["report_images"] == len(ext) and r["fit_patients"] == round(0.3 * 60)
-    assert set(r["findings"]["Effusion"]) == {"method", "nih", "local"}
+    assert set(r["findings"]["Effusion"]) == {"method", "nih", "site"} and "30% of the collection" in r["fitted_on"]
     assert set(m["subgroups"]) == {"sex", "age", "view"}
     assert {"F", "M"} == set(m["subgroups"]["sex"]["groups"])
     html = (out / "report.html").read_text()
-    for anchor in ("summary", "collection", "auroc", "calibration", "operating-points", "recalibration", "subgroups"):
+    for anchor in (
+        "summary",
+        "collection",
+        "auroc",
+        "calibration",
+        "operating-points",
+        "site-calibration",
+        "subgroups",
+    ):
         assert f'id="{anchor}"' in html
     assert "not labelled, so not scored: Infiltration" in html and "research tool" in html
     assert sorted(p.name for p in (out / "figures").iterdir()) == ["auroc.png", "calibration.png", "subgroups.png"]
     assert "overflow-x: auto" in html  # a wide table scrolls inside the page
+
+
+def test_a_split_collection_is_reported_with_its_own_calibration_and_operating_points_beside_nihs(tmp_path):
+    """A split collection is a site: the calibrate step fits the run's calibration and operating points
+    on its val split, and the report shows its test split under NIH's and under the site's, side by
+    side; where the collection's scores run higher than NIH's, the site's calibration is the better."""
+    from cxr14.steps.calibrate import calibrate
+    from cxr14.workflow.config import defaults
+
+    synthetic_predictions(tmp_path / "nih.parquet", seed=1, noise=0.2)
+    val = synthetic_external_predictions(tmp_path / "val.parquet", seed=4, noise=0.25).assign(split="val")
+    test = synthetic_external_predictions(tmp_path / "test.parquet", seed=5, noise=0.25)
+    val["image_index"] = "val/" + val.image_index
+    site_scores = pd.concat([val, test], ignore_index=True)
+    site_scores.to_parquet(tmp_path / "site.parquet", index=False)
+    shifted = {"method": "temperature", "offset": -1.5, "temperature": 1.0}  # NIH's map: the site's scores run higher
+    nih_cal = {"site": "nih", "method": "temperature", "shared": [], "min_positives": 5,
+               "findings": dict.fromkeys(FINDINGS, shifted)}  # fmt: skip
+    (tmp_path / "calibration.json").write_text(json.dumps(nih_cal))
+    (tmp_path / "thresholds.json").write_text(json.dumps(fixed_points(0.5)))
+    pd.DataFrame({"split": "train", **{f: [0, 1] for f in FINDINGS}}).to_parquet(tmp_path / "images.parquet")
+    own = tmp_path / "own"
+    calibrate(predictions=tmp_path / "site.parquet", table=tmp_path / "images.parquet", summary=None,
+              calibration=own / "calibration.json", thresholds=own / "thresholds.json", site="site",
+              method="temperature", min_positives=5, tta=False, targets=defaults("operating_points"))  # fmt: skip
+    collection = {
+        "name": "site", "format": "chexpert", "images": 240, "patients": 120, "labelled_findings": LABELLED,
+        "dropped": {}, "views": {"AP": 120, "PA": 120}, "sex": {"F": 120, "M": 120},
+        "splits": {"val": 120, "test": 120},
+        "policy": {"uncertain": "ignore", "readers": None, "views": ["PA", "AP"], "split": {"val": 0.5, "test": 0.5},
+                   "label_map": {"Effusion": "Effusion"}},
+    }  # fmt: skip
+    out = tmp_path / "report"
+    m = _judge(tmp_path, tmp_path / "site.parquet", collection,
+               site_calibration=own / "calibration.json", site_thresholds=own / "thresholds.json")  # fmt: skip
+    assert m["images"] == len(test)  # judged on the test split only; val fitted the site's calibration
+    r = m["recalibration"]
+    assert r["fitted_on"] == "site val" and r["thresholds_chosen_on"] == "site val" and r["report_images"] == len(test)
+    assert r["mean"]["site"]["ece"]["mean"] < r["mean"]["nih"]["ece"]["mean"]
+    site_cal = json.loads((own / "calibration.json").read_text())
+    site_points = json.loads((own / "thresholds.json").read_text())
+    for f in LABELLED:
+        known = (test[f"y_{f}"] >= 0).to_numpy()
+        y = test[f"y_{f}"].to_numpy()[known]
+        shown = apply(site_cal, logit(test[[f"p_{g}" for g in FINDINGS]].to_numpy()))[known, FINDINGS.index(f)]
+        for rule in ("max_f1", "youden", "sensitivity", "specificity"):
+            want = metrics.at_threshold(y, shown, site_points[rule][f])
+            got = r["findings"][f]["operating_points"][rule]
+            assert (got["tp"], got["fp"], got["fn"], got["tn"]) == (want["tp"], want["fp"], want["fn"], want["tn"])
+            assert got["specificity_ci"][0] <= got["specificity"] <= got["specificity_ci"][1]
+        assert r["findings"][f]["site"]["ece"] == pytest.approx(metrics.reliability(y, shown)["ece"])
+    html = (out / "report.html").read_text()
+    assert 'id="site-calibration"' in html and "cxr14 predict --site site" in html
+    assert "NIH-fitted and site-fitted side by side" in html and "The site's operating points" in html
+
+
+def _judge(tmp_path, predictions, collection: dict, **given) -> dict:
+    """The evaluate step of run `cnn` on collection `site` (its `predictions`, described by `collection`)
+    beside tmp_path's nih.parquet, calibration.json and thresholds.json, into tmp_path/report; `given`:
+    the site's own calibration and operating points, or a local recalibration's settings."""
+    (tmp_path / "ingest.json").write_text(json.dumps(collection))
+    out = tmp_path / "report"
+    settings = {"site_calibration": None, "site_thresholds": None, "recalibrate": 0, "seed": 0,
+                "calibration_method": "temperature", "min_positives": 5, **given}  # fmt: skip
+    return evaluate(
+        predictions=predictions, nih_predictions=tmp_path / "nih.parquet",
+        calibration=tmp_path / "calibration.json", thresholds=tmp_path / "thresholds.json",
+        ingest_report=tmp_path / "ingest.json", evaluation=out / "metrics.json", report=out / "report.html",
+        figures=out / "figures",
+        settings=EvaluateSettings.of({"n_boot": 50, "seed": 0, "gallery_k": 0, "batch_size": 8, "tta": False}),
+        run="cnn", dataset="site", **settings,
+        # What only NIH has: none of it on another collection.
+        model=None, test_manifest=None, table=None, cleaning_report=None, boxes=None, expert_labels=None,
+        ensemble_of=None, model_card=tmp_path / "model_card.html",
+    )  # fmt: skip

@@ -16,10 +16,26 @@ from cxr14.images import read_gray, resize
 from cxr14.workflow.config import defaults
 
 PROBS = [f"p_{f}" for f in FINDINGS]
+LOGITS = [f"z_{f}" for f in FINDINGS]
+
+
+def second_site(root):
+    """A second site's calibration and operating points for the `evaluated` run (Platt, fitted on the
+    same val rows: what matters here is that it differs from NIH's)."""
+    from cxr14.steps.calibrate import calibrate
+
+    out = root / "eval/site"
+    if not (out / "calibration.json").exists():
+        calibrate(predictions=root / "eval/predictions.parquet", table=root / "table.parquet",
+                  summary=root / "model/training_summary.json", calibration=out / "calibration.json",
+                  thresholds=out / "thresholds.json", site="hospital", method="platt", min_positives=5, tta=True,
+                  targets=defaults("operating_points"))  # fmt: skip
+    return out / "calibration.json", out / "thresholds.json"
 
 
 def export_evaluated(root, out, **overrides):
-    """The export step on the `evaluated` run (TTA on, 128 px) into `out`; its output paths."""
+    """The export step on the `evaluated` run (TTA on, 128 px) with two sites (nih, hospital) into
+    `out`; its output paths."""
     from cxr14.steps.export import export
 
     paths = {
@@ -33,8 +49,8 @@ def export_evaluated(root, out, **overrides):
     export(
         model=root / "model/model.keras",
         summary=root / "model/training_summary.json",
-        calibration=root / "eval/calibration.json",
-        thresholds=root / "eval/thresholds.json",
+        calibrations=[root / "eval/calibration.json", second_site(root)[0]],
+        thresholds=[root / "eval/thresholds.json", second_site(root)[1]],
         predictions=overrides.pop("predictions", root / "eval/predictions.parquet"),
         test_manifest=root / "shards/test/manifest.json",
         **paths,
@@ -71,39 +87,47 @@ def test_tta_views_are_the_affine_transforms_they_replace():
             assert np.abs(np.asarray(view) - np.asarray(affine)).max() < 2e-3  # of 255 grey levels
 
 
-def test_every_format_gives_the_evaluations_scores(exported):
-    """Each format, loaded as its users load it, scores every test image within 1e-4 of the evaluation
-    (the Keras model with TTA), and serving.json carries what a server needs beside it."""
+def test_every_format_gives_the_evaluations_calibrated_probabilities(exported):
+    """Each format, loaded as its users load it, gives every test image's calibrated probability under
+    every site's calibration within 1e-4 of the evaluation's (the Keras model with TTA), no score left
+    out near 0 or 1; it outputs logits and the model's own probabilities, and serving.json carries
+    every site's calibration and operating points."""
     import onnxruntime
     import tensorflow as tf
+
+    from cxr14.calibration import apply
 
     root, paths = exported
     report = json.loads(paths["parity_report"].read_text())["formats"]
     assert set(report) == {"saved_model", "onnx", "tflite"}
     for fmt, checked in report.items():
-        assert checked["images"] == 96 and checked["max_abs_diff"] <= 1e-4, fmt
+        assert checked["images"] == 96 and checked["sites"] == ["nih", "hospital"], fmt
+        assert checked["max_abs_diff_calibrated"] <= 1e-4 and checked["max_abs_diff_logit"] <= 1e-3, fmt
     serving = json.loads(paths["serving"].read_text())
     assert serving["tta"] is True and len(serving["tta_views"]) == 5 and serving["labels"] == list(FINDINGS)
     assert serving["input"]["shape"] == [None, 128, 128, 1] and serving["model"]["backbone"] == "small_cnn"
-    assert serving["operating_points"] == json.loads((root / "eval/thresholds.json").read_text())["max_f1"]
-    assert serving["calibration"] == json.loads((root / "eval/calibration.json").read_text())
-    assert "not a medical device" in serving["disclaimer"]
+    assert list(serving["sites"]) == ["nih", "hospital"] and serving["default_site"] == "nih"
+    nih = serving["sites"]["nih"]
+    assert nih["operating_points"] == json.loads((root / "eval/thresholds.json").read_text())["max_f1"]
+    assert nih["calibration"] == json.loads((root / "eval/calibration.json").read_text())
+    assert serving["sites"]["hospital"]["calibration"]["method"] == "platt"
+    assert set(serving["outputs"]) == {"logits", "findings"} and "not a medical device" in serving["disclaimer"]
 
     test = pd.read_parquet(root / "eval/predictions.parquet").query("split == 'test'").head(8)
     x = np.stack([resize(read_gray((root / "images/images_01" / n).read_bytes()), 128) for n in test.image_index])
     x = x.astype(np.float32)[..., None]
-    want = test[PROBS].to_numpy()
-    saved = tf.saved_model.load(str(paths["saved_model"])).signatures["serving_default"]
-    np.testing.assert_allclose(saved(image=tf.constant(x))["findings"].numpy(), want, atol=1e-4)
+    want = test[LOGITS].to_numpy(np.float64)
+    saved = tf.saved_model.load(str(paths["saved_model"])).signatures["serving_default"](image=tf.constant(x))
     session = onnxruntime.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image"] and session.get_inputs()[0].shape[1:] == [128, 128, 1]
-    np.testing.assert_allclose(session.run(["findings"], {"image": x})[0], want, atol=1e-4)
-    interpreter = tf.lite.Interpreter(model_path=str(paths["tflite"]))
-    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], x.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
-    interpreter.invoke()
-    np.testing.assert_allclose(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]), want, atol=1e-4)
+    assert [o.name for o in session.get_outputs()] == ["logits", "findings"]
+    onnx = dict(zip(["logits", "findings"], session.run(["logits", "findings"], {"image": x})))
+    tflite = tf.lite.Interpreter(model_path=str(paths["tflite"])).get_signature_runner("serving_default")(image=x)
+    for got in (saved, onnx, tflite):
+        logits = np.asarray(got["logits"], np.float64)
+        np.testing.assert_allclose(np.asarray(got["findings"]), test[PROBS].to_numpy(), atol=1e-4)
+        for site in serving["sites"].values():
+            np.testing.assert_allclose(apply(site["calibration"], logits), apply(site["calibration"], want), atol=1e-4)
 
 
 def predict_cli(*args, check=True):
@@ -126,13 +150,24 @@ def test_predict_with_the_onnx_model_answers_as_the_keras_model(exported, tmp_pa
     predict_cli(*images, "--model", root / "model/model.keras", "--calibration", cal, "--thresholds", thr,
                 "--out", keras_csv)  # fmt: skip
     proc = predict_cli(*images, "--model", paths["onnx"], "--out", onnx_csv)
-    assert "calibrated probabilities, with TTA" in proc.stderr
+    assert "probabilities calibrated for site nih, with TTA" in proc.stderr
     a, b = pd.read_csv(keras_csv), pd.read_csv(onnx_csv)
-    assert list(a.image) == list(b.image) and len(a) == len(images)
+    assert list(a.image) == list(b.image) and len(a) == len(images) and set(a.site) == set(b.site) == {"nih"}
     raw = [f"raw_{f}" for f in FINDINGS]
     np.testing.assert_allclose(b[raw].to_numpy(), a[raw].to_numpy(), atol=1e-4)
-    np.testing.assert_allclose(b[PROBS].to_numpy(), a[PROBS].to_numpy(), atol=1e-3)
+    np.testing.assert_allclose(b[PROBS].to_numpy(), a[PROBS].to_numpy(), atol=1e-4)
     assert list(b.findings.fillna("")) == list(a.findings.fillna(""))
+    # Another site's calibration and operating points, by name, from the ONNX model's serving.json.
+    hospital_csv = tmp_path / "hospital.csv"
+    proc = predict_cli(*images, "--model", paths["onnx"], "--site", "hospital", "--out", hospital_csv)
+    assert "site hospital: probabilities calibrated on hospital's validation split (platt" in proc.stderr
+    c = pd.read_csv(hospital_csv)
+    assert set(c.site) == {"hospital"} and not np.allclose(c[PROBS].to_numpy(), b[PROBS].to_numpy(), atol=1e-3)
+    np.testing.assert_allclose(c[raw].to_numpy(), b[raw].to_numpy())  # the same model, another calibration
+    proc = predict_cli(*images, "--model", paths["onnx"], "--site", "elsewhere", check=False)
+    assert (
+        proc.returncode == 2 and "no calibration for site 'elsewhere'; this model's sites: nih, hospital" in proc.stderr
+    )
 
 
 def test_an_onnx_model_is_served_only_with_its_own_serving_json(exported, tmp_path):
@@ -155,17 +190,26 @@ def test_an_onnx_model_is_served_only_with_its_own_serving_json(exported, tmp_pa
 
 
 def test_an_export_that_differs_fails_and_leaves_no_report(evaluated, tmp_path):
-    """When a format's scores are past the limit on one image (here: the reference moved by 1e-3 on
-    one image), the step names the format, the image and the difference, and writes no report."""
+    """When a format's calibrated probabilities are past the limit on one image (here: the reference
+    logit moved so that NIH's calibrated probability moves by about 1e-3, past ONNX's 1e-4), the step names the format,
+    the image, the site and the difference, and writes no report."""
+    from cxr14.calibration import apply_one, sigmoid
     from cxr14.steps.export import ParityError
 
     root, _, _ = evaluated
     table = pd.read_parquet(root / "eval/predictions.parquet")
     moved = table.index[(table.split == "test")][3]
-    table.loc[moved, "p_Cardiomegaly"] = np.clip(table.loc[moved, "p_Cardiomegaly"] - 1e-3, 0, 1)
+    params = json.loads((root / "eval/calibration.json").read_text())["findings"]["Cardiomegaly"]
+    z = float(table.loc[moved, "z_Cardiomegaly"])
+    p = float(apply_one(params, z))
+    slope = p * (1 - p) / params["temperature"]  # d(calibrated probability) / d(logit)
+    table.loc[moved, "z_Cardiomegaly"] = np.float32(z - 1.5e-3 / slope)
+    table.loc[moved, "p_Cardiomegaly"] = np.float32(sigmoid(z - 1.5e-3 / slope))
     table.to_parquet(tmp_path / "moved.parquet", index=False)
     name = table.loc[moved, "image_index"]
-    with pytest.raises(ParityError, match=rf"saved_model: {name} Cardiomegaly differs .* by 1\.00e-03"):
+    with pytest.raises(
+        ParityError, match=rf"saved_model: {name} Cardiomegaly differs .*\(site nih\) by \d\.\d\de-0[34]"
+    ):
         export_evaluated(root, tmp_path / "export", predictions=tmp_path / "moved.parquet")
     assert not (tmp_path / "export/parity.json").exists() and not (tmp_path / "export/serving.json").exists()
 

@@ -136,17 +136,18 @@ def test_a_gpu_trained_model_exports_to_every_format_with_parity(gpu_exported, e
     Flex ops it lacks) and every format gives the Keras model's scores."""
     net, paths = gpu_exported
     batches = list(export.first_test_images(easy["val"], 16, None))
-    reference = {n: s for names, x in batches for n, s in zip(names, inference.forward(net, x, tta=True))}
+    logits = models.logits_model(net)
+    reference = {n: s for names, x in batches for n, s in zip(names, inference.forward(logits, x, tta=True))}
     limits = {"saved_model": 1e-5, "onnx": 1e-5, "tflite": 1e-5}
     identity = {"findings": {f: {"method": "none"} for f in FINDINGS}}
-    checked = export.check_parity(paths, reference, batches, identity, limits)
+    checked = export.check_parity(paths, reference, batches, {"nih": identity}, limits)
     assert all(c["images"] == 64 for c in checked.values())
 
 
 @needs_shared
 def test_on_real_nih_radiographs_predict_and_every_export_agree_for_a_gpu_trained_model(both_paths, gpu_exported):
     """The real full-size NIH PNGs through `predict`'s and the app's Predictor (the saved model, read and
-    resized as the shards are) and through each exported format: the same raw scores."""
+    resized as the shards are) and through each exported format: the same logits."""
     from cxr14.images import read_gray
 
     _, paths = gpu_exported
@@ -156,7 +157,7 @@ def test_on_real_nih_radiographs_predict_and_every_export_agree_for_a_gpu_traine
     assert x.shape == (3, 32, 32, 1)
     want = predictor.scores(x)
     for fmt, path in paths.items():
-        np.testing.assert_allclose(export.LOADERS[fmt](path)(x), want, atol=1e-5, err_msg=fmt)
+        np.testing.assert_allclose(export.LOADERS[fmt](path)(x)["logits"], want, atol=1e-5, err_msg=fmt)
 
 
 def test_a_fine_tune_on_the_gpu_path_trains_the_head_then_everything_and_converges(both_paths, site, tmp_path):
@@ -233,8 +234,7 @@ def test_nan_scores_on_val_are_named_not_left_to_scikit_learn(easy):
 
 def test_serving_json_says_the_exports_compute_in_float32(both_paths):
     info = export.serving_info(run="cnn", model=both_paths["gpu"][0] / "model.keras", info={"image_size": 32},
-                               tta=False, calibration={}, thresholds={}, files={},
-                               trained=both_paths["gpu"][1])  # fmt: skip
+                               tta=False, sites={"nih": {}}, files={}, trained=both_paths["gpu"][1])  # fmt: skip
     assert info["compute"] == {"dtype": "float32", "trained_in": "mixed_float16", "trained_on_replicas": 2}
     assert json.dumps(info)
 

@@ -445,7 +445,23 @@ def test_a_split_collection_is_sharded_per_split(tmp_path):
     planned = pd.read_parquet(plan)
     for group in groups:
         assert set(planned.image_index[planned.split == group]) == set(frame.image_index[frame.split == group])
-    assert runs.validation_group({"split": s.split}) == "test" and runs.validation_group({}) == runs.UNSPLIT
+    # Every run is calibrated on its val split and validated on its test split; an unsplit one, all of it.
+    assert runs.scored_groups({"split": s.split}) == {"val": "val", "external": "test"}
+    assert runs.scored_groups({}) == {"external": runs.UNSPLIT}
+
+
+def test_a_split_collection_takes_no_local_recalibration():
+    site = {"root": "x", "split": "own", "recalibrate": 0.3, "images_per_shard": 5, "seed": 0}
+    config = {"shards": {"images_per_shard": 10, "seed": 0}, "archives": [1], "datasets": {"site": site}}
+    with pytest.raises(runs.RunError, match="datasets.site: recalibrate is for a collection without splits"):
+        runs.collections(config)
+    config["datasets"]["site"]["recalibrate"] = 0
+    assert (
+        runs.collections(config)["site"].is_site
+        and not runs.collections(
+            {**config, "datasets": {"site": {**config["datasets"]["site"], "split": None, "recalibrate": 0.3}}}
+        )["site"].is_site
+    )
 
 
 def test_missing_images_within_the_tolerance_are_dropped_and_counted(tmp_path):

@@ -1,12 +1,13 @@
 """Step `leaderboard` (cxr14/leaderboard.py): rows, paired comparisons, seed spread and the page."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from conftest import synthetic_external_predictions, synthetic_predictions
+from conftest import fixed_points, synthetic_external_predictions, synthetic_predictions
 from cxr14.assess import assess
 from cxr14.constants import FINDINGS
 from cxr14.steps import leaderboard
@@ -19,7 +20,7 @@ def _board(tmp_path, runs: dict, settings: dict, groups: dict, site: dict | None
     paths, external = {}, {"external_evaluations": {}, "external_predictions": {}, "external_reports": {}}
     for k, (run, noise) in enumerate(runs.items()):
         pred = synthetic_predictions(tmp_path / f"{run}.parquet", k, noise)
-        m = assess(pred, calibration=None, expert_csv=None, n_boot=20, seed=0)["metrics"]
+        m = assess(pred, calibration=None, thresholds=fixed_points(), expert_csv=None, n_boot=20, seed=0)["metrics"]
         m["model"] = {"backbone": "small_cnn", "image_size": 32}
         (tmp_path / f"{run}.json").write_text(json.dumps(m))
         (tmp_path / f"{run}.summary.json").write_text(
@@ -140,3 +141,29 @@ def test_repeats_and_a_collection_together_spread_the_nih_scores(tmp_path):
     _board(tmp_path, {"ref": 0.35, "s1": 0.2, "s2": 0.22}, settings, {"s": ["s1", "s2"]}, site=site)
     nih = np.array([json.loads((tmp_path / f"{run}.json").read_text())["mean_auroc"] for run in ("s1", "s2")])
     assert f'data-sort="{nih.mean()}"' in (tmp_path / "lb.html").read_text()
+
+
+def test_a_cell_is_coloured_by_the_holm_adjusted_decision_and_never_by_the_unadjusted_ci(tmp_path):
+    """The page's one verdict per comparison: a cell is green or red exactly where the Holm-adjusted p
+    (over every test on the page) is below 0.05, whatever the unadjusted CI beside it says; with the
+    Wald p on the bootstrap SE, a clear difference survives Holm even at 200 replicates and 30 tests
+    (a percentile p floored at 1/200 could not: 30 x 0.005 = 0.15)."""
+    _board(tmp_path, {"ref": 0.35, "clear": 0.15, "close": 0.33}, {r: {} for r in ("ref", "clear", "close")}, {})
+    csv = pd.read_csv(tmp_path / "lb.csv").set_index("run")
+    html = (tmp_path / "lb.html").read_text()
+    for run in ("clear", "close"):
+        row = html.split(f'id="run-{run}"', 1)[1].split("</tr>", 1)[0]
+        decided = csv.loc[run, "p_holm"] < 0.05
+        assert ('class="better"' in row or 'class="worse"' in row) == decided, (run, csv.loc[run, "p_holm"])
+    assert csv.loc["clear", "p_holm"] < 0.05 and csv.loc["clear", "diff_ci_low"] > 0
+    # In the per-finding tables too: every coloured cell has its adjusted p below 0.05, and some cell whose
+    # unadjusted CI excludes 0 stays uncoloured (the multiplicity the CI does not account for).
+    cells = re.findall(r'<td data-sort="[^"]*"( class="(?:better|worse)")?>[^<]*</td><td>([^<]*)</td>\s*'
+                       r'<td data-sort="[^"]*">[^<]*</td><td data-sort="([^"]*)">',
+                       html.split('id="comparisons"', 1)[1])  # fmt: skip
+    assert cells, "no per-finding comparison rows found"
+    for coloured, ci, p_holm in cells:
+        assert bool(coloured) == (float(p_holm) < 0.05), (coloured, ci, p_holm)
+    assert any(
+        not coloured and (float(ci.split("–")[0]) > 0 or float(ci.split("–")[1]) < 0) for coloured, ci, _ in cells
+    )

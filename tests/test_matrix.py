@@ -52,7 +52,8 @@ def test_the_matrix_is_planned_one_job_per_step_run_and_collection(tmp_path):
         "train": len(TRAINED),
         "score": len(TRAINED) * collections,
         "ensemble": len(ENSEMBLES) * collections,
-        "calibrate": runs, "evaluate": runs * collections, "model_card": runs,
+        # Every run on each site: NIH and the split collection (calibrated on its val); site_all has none.
+        "calibrate": runs * 2, "evaluate": runs * collections, "model_card": runs,
         "export": len(TRAINED), "leaderboard": 1, "all": 1,
     }  # fmt: skip
 
@@ -91,8 +92,43 @@ def test_every_run_has_a_model_card_and_every_trained_run_its_exports(matrix):
         assert "| site |" in card and "| site_all |" in card, name
     for name in TRAINED:
         parity = json.loads((matrix / f"results/runs/{name}/export/parity.json").read_text())["formats"]
-        assert all(p["max_abs_diff"] <= p["max_allowed"] for p in parity.values()), (name, parity)
+        assert all(p["max_abs_diff_calibrated"] <= p["max_allowed"] for p in parity.values()), (name, parity)
+        assert all(p["sites"] == ["nih", "site"] for p in parity.values()), (name, parity)
     assert not any((matrix / f"results/runs/{name}/export").exists() for name in ENSEMBLES)
+
+
+def test_ensembles_and_fine_tunes_meet_the_sites_calibrations(matrix):
+    """Ensembles x calibration x sites: each ensemble (one of them holding the fine-tune) is the mean of
+    its members' NIH-calibrated logits on every collection, and gets a calibration of its own on each
+    site; the unsplit collection is no site; serving.json carries both sites of every trained run."""
+    import numpy as np
+
+    from cxr14 import prediction_table
+    from cxr14.calibration import apply_logits
+
+    runs = matrix / "results/runs"
+    for name, members in ENSEMBLES.items():
+        for dataset in ("nih", "site", "site_all"):
+            got = prediction_table.read(runs / name / "datasets" / dataset / "predictions.parquet")
+            got = got.sort_values(prediction_table.KEY, ignore_index=True)
+            calibrated = []
+            for member in members:
+                table = prediction_table.read(runs / member / "datasets" / dataset / "predictions.parquet")
+                table = table.sort_values(prediction_table.KEY, ignore_index=True)
+                calibration = json.loads((runs / member / "datasets/nih/calibration.json").read_text())
+                calibrated.append(apply_logits(calibration, prediction_table.logits(table)))
+            np.testing.assert_allclose(prediction_table.logits(got), np.mean(calibrated, axis=0), atol=1e-5)
+    for name in [*TRAINED, *ENSEMBLES]:
+        for site in ("nih", "site"):
+            fitted = json.loads((runs / name / "datasets" / site / "calibration.json").read_text())
+            chosen = json.loads((runs / name / "datasets" / site / "thresholds.json").read_text())
+            assert fitted["fitted_on"] == chosen["chosen_on"] == f"{site} val", name
+        assert not (runs / name / "datasets/site_all/calibration.json").exists()
+        external = json.loads((runs / name / "datasets/site/metrics.json").read_text())
+        assert external["recalibration"]["fitted_on"] == "site val", name
+    for name in TRAINED:
+        serving = json.loads((runs / name / "export/serving.json").read_text())
+        assert list(serving["sites"]) == ["nih", "site"] and serving["default_site"] == "nih", name
 
 
 def test_nothing_to_do_after_the_matrix(matrix):

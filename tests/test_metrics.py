@@ -1,6 +1,8 @@
 """The numbers of the evaluation and the leaderboard (cxr14/metrics.py): AUROC with ties and weights,
 the patient bootstrap, ECE and Brier, DeLong, the paired bootstrap and Holm, checked by hand."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -94,3 +96,63 @@ def test_holm_by_hand():
     assert metrics.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     out = metrics.holm([0.2, float("nan")])
     assert out[0] == pytest.approx(0.2) and np.isnan(out[1])
+
+
+def _judged_table(seed=0, n=600, unlabelled=0.0):
+    """A test table with ties, rounded scores, several images per patient and, optionally, a share
+    of labels -1 (a collection that does not say)."""
+    import pandas as pd
+
+    from cxr14 import prediction_table
+    from cxr14.constants import FINDINGS
+
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, len(FINDINGS))) < 0.15).astype(np.int8)
+    y[rng.random(y.shape) < unlabelled] = -1
+    logits = np.round(1.5 * (y == 1) + rng.normal(-2, 1, y.shape), 1)  # rounded: many tied scores
+    meta = {
+        "split": "test", "image_index": [f"{k:05d}.png" for k in range(n)], "patient_id": rng.integers(0, n // 3, n),
+        "age_years": rng.choice([15.0, 35.0, 55.0, 75.0, 90.0, np.nan], n), "sex": rng.choice(["M", "F"], n),
+        "view": rng.choice(["PA", "AP"], n),
+    }  # fmt: skip
+    return pd.DataFrame(meta).join(prediction_table.frame({}, y, logits))
+
+
+@pytest.mark.parametrize("unlabelled", [0.0, 0.2])
+def test_the_vectorised_bootstraps_give_the_loops_numbers(unlabelled, monkeypatch):
+    """The report's bootstrap figures, vectorised for full scale (#29), against the loops they replace
+    (tests/reference_metrics.py): AUROC replicates to the last bit (whole-number weights sum exactly),
+    calibration and subgroup CIs to float rounding, with ties and unlabelled images."""
+    import reference_metrics
+
+    from cxr14 import assess, prediction_table
+    from cxr14.constants import FINDINGS
+
+    table = _judged_table(unlabelled=unlabelled)
+    y, p = prediction_table.arrays(table)
+    weights = metrics.patient_bootstrap_weights(table.patient_id.to_numpy(), 300, 1)
+    for j in range(len(FINDINGS)):
+        keep = y[:, j] >= 0
+        new = metrics._SortedScores(y[keep, j], p[keep, j]).auroc(weights[:, keep])
+        old = reference_metrics.SortedScoresLoop(y[keep, j], p[keep, j]).auroc(weights[:, keep])
+        np.testing.assert_array_equal(new, old)
+    new = metrics.bootstrap_calibration(y, p, table.patient_id.to_numpy(), 300, 1)
+    old = reference_metrics.bootstrap_calibration_loop(y, p, table.patient_id.to_numpy(), 300, 1)
+    for name in ("ece", "ece_adaptive", "brier"):
+        assert new[name]["mean"] == pytest.approx(old[name]["mean"], rel=1e-12, abs=1e-15), name
+        np.testing.assert_allclose(new[name]["ci"], old[name]["ci"], rtol=1e-12, atol=1e-15, err_msg=name)
+    # The subgroups' CIs (1,572 AUROC replicate sets at full scale) through either: the same JSON.
+    cut = dict.fromkeys(FINDINGS, 0.2)
+    got = json.dumps(assess.subgroups(table, cut, 200, 0), sort_keys=True, default=float)
+    monkeypatch.setattr(metrics, "_SortedScores", reference_metrics.SortedScoresLoop)
+    assert got == json.dumps(assess.subgroups(table, cut, 200, 0), sort_keys=True, default=float)
+
+
+def test_the_bootstrap_weights_are_drawn_once_per_patients_and_seed_and_cannot_be_changed():
+    patients = np.repeat(np.arange(50), 3)
+    first = metrics.patient_bootstrap_weights(patients, 40, 0)
+    assert metrics.patient_bootstrap_weights(patients.copy(), 40, 0) is first and not first.flags.writeable
+    assert metrics.patient_bootstrap_weights(patients, 40, 1) is not first
+    again = metrics.patient_bootstrap_weights(patients, 40, 0)
+    np.testing.assert_array_equal(again, first)  # drawn again from the seed, the same
+    assert (first.sum(axis=1) == len(patients)).all()  # every replicate draws as many patients as there are

@@ -5,21 +5,25 @@ import json
 
 import yaml
 
-from conftest import synthetic_predictions
+from conftest import fixed_points, synthetic_predictions
 from cxr14.assess import assess
-from cxr14.constants import FINDINGS
 from cxr14.steps import model_card
 
 
 def _inputs(tmp_path, trained=True):
     pred = synthetic_predictions(tmp_path / "pred.parquet", 0, 0.3)
-    m = assess(pred, calibration=None, expert_csv=None, n_boot=20, seed=0)["metrics"]
+    m = assess(pred, calibration=None, thresholds=fixed_points(), expert_csv=None, n_boot=20, seed=0)["metrics"]
     m["model"] = {"backbone": "small_cnn", "image_size": 32} if trained else {"members": ["a", "b"]}
     (tmp_path / "metrics.json").write_text(json.dumps(m))
-    chosen = {rule: {f: m["thresholds"][f][rule] for f in FINDINGS} for rule in ("max_f1", "youden")}
+    chosen = fixed_points(0.3)
+    chosen["max_f1"]["Mass"] = 0.42
     (tmp_path / "thresholds.json").write_text(json.dumps(chosen))
+    (tmp_path / "site_thresholds.json").write_text(json.dumps(fixed_points(0.6, "site")))
     (tmp_path / "calibration.json").write_text(
-        json.dumps({"method": "temperature", "val_images": 40, "shared": ["Hernia"]})
+        json.dumps({"site": "nih", "method": "temperature", "val_images": 40, "shared": ["Hernia"]})
+    )
+    (tmp_path / "site_calibration.json").write_text(
+        json.dumps({"site": "site", "method": "temperature", "val_images": 25, "shared": []})
     )
     summary = {
         "backbone": "small_cnn", "image_size": 32, "trained_on": ["nih", "site"], "train_images": 300, "val_images": 60,
@@ -31,12 +35,13 @@ def _inputs(tmp_path, trained=True):
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     site = {"images": 90, "labelled_findings": ["Effusion", "Pneumothorax"], "mean_auroc": 0.81,
             "mean_auroc_ci": [0.75, 0.86], "nih": {"mean_auroc": 0.97},
-            "drop": {"diff": 0.16, "ci": [0.1, 0.22]}}  # fmt: skip
+            "drop": {"diff": 0.16, "ci": [0.1, 0.22]},
+            "recalibration": {"mean": {"nih": {"ece": {"mean": 0.21}}, "site": {"ece": {"mean": 0.04}}}}}  # fmt: skip
     (tmp_path / "site.json").write_text(json.dumps(site))
     return m, {
         "evaluation": tmp_path / "metrics.json",
-        "thresholds": tmp_path / "thresholds.json",
-        "calibration": tmp_path / "calibration.json",
+        "calibrations": [tmp_path / "calibration.json", tmp_path / "site_calibration.json"],
+        "thresholds": [tmp_path / "thresholds.json", tmp_path / "site_thresholds.json"],
         "summary": tmp_path / "summary.json" if trained else None,
         "external_evaluations": {"site": {"tuned": tmp_path / "site.json"}},
         "card": tmp_path / "model_card.md",
@@ -57,7 +62,11 @@ def test_a_fine_tunes_card_has_every_section_and_the_evaluations_numbers(tmp_pat
     assert "| site | 90 | Effusion, Pneumothorax | 0.810 (0.750–0.860) | 0.970 | 0.160 (0.100–0.220) |" in text
     assert f"`{model_card.data_hash(json.loads(files['summary'].read_text()))[:16]}`" in text
     assert "| sex | F |" in text and "| view | PA |" in text and "Hernia had too few val" in text
-    assert f"| Mass | {json.loads(files['thresholds'].read_text())['max_f1']['Mass']:.3f} |" in text
+    assert "| Mass | 0.420 |" in text  # the NIH max-F1 operating point
+    # Per site, what `cxr14 predict --site` uses: its calibration and its four operating points.
+    assert "### Site `nih` (default)" in text and "### Site `site`" in text
+    assert "On its test split: mean ECE 0.040 with this calibration, 0.210 with NIH's." in text
+    assert "| Mass | 0.600 | 0.600 | 0.600 | 0.600 |" in text and "| Mass | 0.420 | 0.300 | 0.300 | 0.300 |" in text
     block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
     assert yaml.safe_load(block) == config  # the reproducing config, as YAML a user can paste
     html = files["html"].read_text()

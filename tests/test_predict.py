@@ -57,7 +57,7 @@ def test_predict_cli_skips_bad_files_and_writes_gradcam(served, tmp_path):
     assert (
         "bomb.png: PNG header says 30000 x 30000 pixels (900 megapixels decoded), over the limit of 40" in proc.stderr
     )
-    assert "not medical advice" in proc.stderr and "uncalibrated scores (no calibration.json)" in proc.stderr
+    assert "not medical advice" in proc.stderr and "uncalibrated (no calibration)" in proc.stderr
     assert len(list((tmp_path / "cams").glob("*_gradcam.png"))) == 5
     for r in rows:
         probs = {f: float(r[f"p_{f}"]) for f in FINDINGS}

@@ -58,12 +58,12 @@ def user_folder(tmp_path_factory):
 
     import cv2
 
-    from conftest import write_easy_shards
+    from conftest import fixed_points, write_easy_shards
     from cxr14 import models
     from cxr14.constants import FINDINGS
     from cxr14.files import sha256_file
     from cxr14.images import write_dicom
-    from cxr14.paths import CALIBRATION, MODEL, THRESHOLDS
+    from cxr14.paths import CALIBRATION, MODEL, OPERATING_POINTS
 
     wd = tmp_path_factory.mktemp("user")
     (wd / ".venv").symlink_to(REPO / ".venv")
@@ -72,10 +72,11 @@ def user_folder(tmp_path_factory):
     model = wd / MODEL.format(run="default")
     model.parent.mkdir(parents=True)
     models.build("small_cnn", 32, "none", dropout=0.0).save(model)
-    thresholds = {rule: dict.fromkeys(FINDINGS, 0.5) for rule in ("max_f1", "youden")} | {"chosen_on": "val"}
+    thresholds = fixed_points(0.5)
     calibration = {
+        "site": "nih",
         "method": "temperature",
-        "fitted_on": "val",
+        "fitted_on": "nih val",
         "tta": False,
         "model_sha256": sha256_file(model),
         "base_rate": dict.fromkeys(FINDINGS, 0.05),
@@ -83,20 +84,28 @@ def user_folder(tmp_path_factory):
         "shared_temperature": 1.0,
         "findings": {f: {"method": "temperature", "offset": 0.0, "temperature": 2.0} for f in FINDINGS},
     }
-    for path, content in (
-        (THRESHOLDS.format(run="default"), thresholds),
-        (CALIBRATION.format(run="default"), calibration),
-    ):
-        (wd / path).parent.mkdir(parents=True, exist_ok=True)
-        (wd / path).write_text(json.dumps(content))
+    # Two sites: NIH's and a hospital's own ("site", as the demo's), each a calibration and operating points.
+    other = {"method": "temperature", "offset": 1.0, "temperature": 1.5}
+    site_calibration = {
+        **calibration,
+        "site": "site",
+        "fitted_on": "site val",
+        "findings": dict.fromkeys(FINDINGS, other),
+    }
+    sites = {"nih": (calibration, thresholds), "site": (site_calibration, fixed_points(0.4, "site"))}
+    for site, (fitted, points) in sites.items():
+        for pattern, content in ((CALIBRATION, fitted), (OPERATING_POINTS, points)):
+            path = wd / pattern.format(run="default", dataset=site)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(content))
     (wd / "elsewhere").mkdir()
     for source, name in (
         (model, "model.keras"),
-        (wd / THRESHOLDS.format(run="default"), "thresholds.json"),
-        (wd / CALIBRATION.format(run="default"), "calibration.json"),
+        (wd / OPERATING_POINTS.format(run="default", dataset="nih"), "thresholds.json"),
+        (wd / CALIBRATION.format(run="default", dataset="nih"), "calibration.json"),
     ):
         shutil.copy(source, wd / "elsewhere" / name)
-    _export_onnx(wd, model, calibration, thresholds)
+    _export_onnx(wd, model, sites)
     (wd / "scans").mkdir()
     for k, png in enumerate(sorted((wd / "made/images/images_01").glob("*.png"))[:3]):
         shutil.copy(png, wd / "scans" / f"scan{k}.png")
@@ -105,7 +114,7 @@ def user_folder(tmp_path_factory):
     return wd
 
 
-def _export_onnx(wd, model, calibration, thresholds) -> None:
+def _export_onnx(wd, model, sites: dict) -> None:
     """The export step's ONNX model and serving.json for run `default` (what `predict` reads of it)."""
     from cxr14 import models
     from cxr14.files import sha256_file, write_json
@@ -115,10 +124,12 @@ def _export_onnx(wd, model, calibration, thresholds) -> None:
     folder = wd / EXPORT.format(run="default")
     folder.mkdir(parents=True)
     net = models.load(model)
-    export.write_onnx(net, 32, folder / "model.onnx")
+    export.write_onnx(export.serving_model(net, tta=False), 32, folder / "model.onnx")
     files = {"onnx": {"path": "model.onnx", "sha256": sha256_file(folder / "model.onnx")}}
-    info = export.serving_info(run="default", model=model, info=models.info(net), tta=False, calibration=calibration,
-                               thresholds=thresholds["max_f1"], files=files, trained={})  # fmt: skip
+    served = {name: {"calibration": fitted, "operating_points": points["max_f1"], "operating_points_by_rule": points}
+              for name, (fitted, points) in sites.items()}  # fmt: skip
+    info = export.serving_info(run="default", model=model, info=models.info(net), tta=False, sites=served, files=files,
+                               trained={})  # fmt: skip
     write_json(info, folder / "serving.json")
 
 
@@ -167,7 +178,9 @@ def test_cxr14_commands_run_as_typed(command, user_folder):
         out = user_folder / (words[words.index("--out") + 1] if "--out" in words else "predictions.csv")
         rows = out.read_text().splitlines()
         expected = 4 if "more/*.dcm" in command else 3  # three PNGs, and the DICOM where it is named
-        assert len(rows) == 1 + expected and "calibrated probabilities" in said, said
+        site = words[words.index("--site") + 1] if "--site" in words else "nih"
+        assert len(rows) == 1 + expected and f"probabilities calibrated for site {site}" in said, said
+        assert all(row.split(",")[2] == site for row in rows[1:])  # the CSV names the site on each row
         if "--gradcam-dir" in words:
             assert len(list((user_folder / words[words.index("--gradcam-dir") + 1]).glob("*.png"))) == expected
     elif words[1] == "verify":

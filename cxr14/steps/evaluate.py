@@ -1,12 +1,13 @@
 """Step `evaluate`: a run's predictions on a collection, judged, with the HTML report.
 
-On NIH, the collection its calibration and operating points are fitted on (val), the official test
-split is judged: the numbers (`assess`), what its network looked at (`explain`, for a trained run),
-and the operating points chosen, which every collection's judgement applies. On another collection,
-everything NIH fixed is applied as it is, never refitted there, beside the run's NIH test figures:
-only the findings the collection labels are scored, each only on the images labelled for it; with
-`recalibrate` > 0 a patient-wise part of the collection refits the calibration, and the rest is
-reported with both.
+On NIH, whose val split the run's own calibration and operating points are fitted on (the calibrate
+step), the official test split is judged: the numbers (`assess`) and what its network looked at
+(`explain`, for a trained run). On another collection, everything NIH fixed is applied as it is,
+beside the run's NIH test figures: only the findings the collection labels are scored, each only on
+the images labelled for it. A split collection is a site of its own: its test split is also reported
+with the calibration and operating points fitted on its val split, side by side with NIH's. An unsplit
+one with `recalibrate` > 0 refits the calibration on a patient-wise part of it and reports the rest
+with both.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from .. import metrics, prediction_table
 from ..assess import assess, subgroups
 from ..calibration import calibrated, fit
 from ..constants import FINDINGS
-from ..data import use_threads
-from ..explain import explain
 from ..files import json_safe, write_json
 from ..report import render, render_external
 from ..workflow.runs import EvaluateSettings
@@ -35,8 +34,10 @@ def evaluate(
     *,
     predictions,
     calibration,
+    thresholds,
     nih_predictions,
-    nih_thresholds,
+    site_calibration,
+    site_thresholds,
     ingest_report,
     model,
     test_manifest,
@@ -45,7 +46,6 @@ def evaluate(
     boxes,
     expert_labels,
     evaluation,
-    thresholds,
     report,
     figures,
     settings: EvaluateSettings,
@@ -59,34 +59,34 @@ def evaluate(
     min_positives: int,
     threads: int | None = None,
 ) -> dict:
-    """A run's `predictions` on collection `dataset` with its `calibration`, to `evaluation` (metrics
-    JSON), `thresholds` (the operating points used there) and the HTML `report` with its `figures/`.
+    """A run's `predictions` on collection `dataset` with its NIH `calibration` and `thresholds` (its
+    operating points), to `evaluation` (metrics JSON) and the HTML `report` with its `figures/`.
 
     What the collection has decides what is judged. Beside NIH (`nih_predictions`, the run's NIH
-    scores, and `nih_thresholds`, its operating points, given with the collection's `ingest_report`):
-    the collection's figures beside the NIH test ones, `recalibrate`, `seed`, `calibration_method` and
-    `min_positives` for a local calibration. On NIH itself (those None): the official test split, the
-    operating points chosen on val; a trained run's `model` and `test_manifest` for Grad-CAM and the
+    scores, given with the collection's `ingest_report`): the collection's figures beside the NIH test
+    ones; a split collection's own `site_calibration` and `site_thresholds` beside NIH's; else
+    `recalibrate`, `seed`, `calibration_method` and `min_positives` for a local calibration. On NIH
+    itself (those None): the official test split; a trained run's `model` and `test_manifest` for Grad-CAM and the
     `boxes`; `expert_labels` when present; NIH's `table` and `cleaning_report` drawn in the report,
     which links the run's `model_card`."""
     if nih_predictions is not None:
-        numbers = _beside_nih(
+        return _beside_nih(
             predictions=predictions, nih_predictions=nih_predictions, calibration=calibration,
-            thresholds=nih_thresholds, ingest_report=ingest_report, evaluation=evaluation, report=report,
-            figures=figures, settings=settings, run=run, dataset=dataset, recalibrate=recalibrate, seed=seed,
-            calibration_method=calibration_method, min_positives=min_positives,
+            thresholds=thresholds, site_calibration=site_calibration, site_thresholds=site_thresholds,
+            ingest_report=ingest_report, evaluation=evaluation, report=report, figures=figures, settings=settings,
+            run=run, dataset=dataset, recalibrate=recalibrate, seed=seed, calibration_method=calibration_method,
+            min_positives=min_positives,
         )  # fmt: skip
-        write_json(json.loads(Path(nih_thresholds).read_text()), thresholds)  # applied as they are
-        return numbers
     # On NIH: calibrated with its calibration (fitted on val), the official test split, the operating
     # points chosen on calibrated val; Grad-CAM and localisation for a trained run (an ensemble, its
-    # members `ensemble_of`, has neither); expert labels when given.
-    use_threads(threads)
+    # members `ensemble_of`, has neither); expert labels when given. Only Grad-CAM needs TensorFlow (5 s
+    # to import), so only a trained run's NIH judgement imports it.
     scored = prediction_table.read(predictions)
     prediction_table.check_tta(scored, settings.tta, predictions)
     result = assess(
         scored,
         calibration=json.loads(Path(calibration).read_text()),
+        thresholds=json.loads(Path(thresholds).read_text()),
         expert_csv=expert_labels,
         n_boot=settings.n_boot,
         seed=settings.seed,
@@ -100,6 +100,10 @@ def evaluate(
             "gallery": [],
         }
     else:
+        from ..data import use_threads
+        from ..explain import explain
+
+        use_threads(threads)
         explained = explain(
             model, test_manifest, result["test"], numbers["operating_points"], boxes, settings.gallery_k,
             settings.batch_size,
@@ -111,16 +115,10 @@ def evaluate(
         numbers["mean_auroc"], *numbers["mean_auroc_ci"], numbers["images"],
     )  # fmt: skip
     write_json(numbers, evaluation)
-    points = numbers["thresholds"]
-    chosen = {rule: {f: points[f][rule] for f in FINDINGS} for rule in ("max_f1", "youden")}
-    write_json(chosen | {"chosen_on": "val"}, thresholds)
     drawn = {**result, "metrics": numbers, **{k: explained[k] for k in ("gallery", "localisation_examples")}}
     render(drawn, pd.read_parquet(table), json.loads(Path(cleaning_report).read_text()), report, figures,
            title=f"cxr14 evaluation: run {run}", model_card=model_card)  # fmt: skip
     return numbers
-
-
-RULES = ("max_f1", "youden")
 
 
 def _beside_nih(
@@ -129,6 +127,8 @@ def _beside_nih(
     nih_predictions,
     calibration,
     thresholds,
+    site_calibration,
+    site_thresholds,
     ingest_report,
     evaluation,
     report,
@@ -143,8 +143,10 @@ def _beside_nih(
 ) -> dict:
     """The run's `predictions` on collection `dataset` (its `ingest_report` says what it labels),
     with the run's NIH `calibration` and `thresholds`, beside its `nih_predictions` on NIH test, to
-    `evaluation` (JSON) and the HTML `report` with its `figures/`. `recalibrate`, `seed`: the share of
-    the collection's patients a local calibration (`calibration_method`, `min_positives`) is fitted on."""
+    `evaluation` (JSON) and the HTML `report` with its `figures/`. A split collection's own
+    `site_calibration` and `site_thresholds` are reported beside NIH's; on an unsplit one,
+    `recalibrate`, `seed`: the share of its patients a local calibration (`calibration_method`,
+    `min_positives`) is fitted on."""
     external = prediction_table.read(predictions, prediction_table.EXTERNAL)
     if external.empty:
         raise ValueError(f"{predictions}: no external rows")
@@ -160,11 +162,18 @@ def _beside_nih(
         n_boot=settings.n_boot,
         seed=settings.seed,
     )
-    if recalibrate > 0:
+    if site_calibration is not None:
+        numbers["recalibration"] = site_beside_nih(
+            external, list(numbers["findings"]), fitted, json.loads(Path(site_calibration).read_text()),
+            json.loads(Path(site_thresholds).read_text()), settings.n_boot, settings.seed,
+        )  # fmt: skip
+    elif recalibrate > 0:
         numbers["recalibration"] = local_recalibration(
             external, numbers["findings"], fitted, recalibrate, seed,
             calibration_method, min_positives, settings.n_boot, settings.seed,
         )  # fmt: skip
+    if "recalibration" in numbers:
+        drawn["site_reliability"] = numbers["recalibration"].pop("reliability")
     numbers = json_safe({"run": run, "dataset": dataset, "collection": collection, **numbers})
     write_json(numbers, evaluation)
     render_external(numbers, drawn, report, figures, title=f"cxr14 external validation: run {run} on {dataset}")
@@ -197,6 +206,7 @@ def judge(
     there = metrics.bootstrap_auroc(ny, npred, nih_patients, n_boot, seed)
     drop = metrics.independent_bootstrap((ny, npred, nih_patients), (y, p, patients), n_boot, seed)
     reliability, per_finding = {}, {}
+    weights = metrics.patient_bootstrap_weights(patients, n_boot, seed)
     for j, f in enumerate(findings):
         known = metrics.labelled(y[:, j])
         yj, pj, raw = y[known, j], p[known, j], raw_p[known, j]
@@ -213,7 +223,8 @@ def judge(
             "drop": drop["per_column"][j],
             "calibration": transfer(yj, pj, raw),
             "operating_points": {
-                rule: metrics.at_threshold(yj, pj, thresholds[rule][f]) if len(yj) else None for rule in RULES
+                rule: metrics.at_threshold(yj, pj, thresholds[rule][f], weights[:, known]) if len(yj) else None
+                for rule in metrics.OPERATING_RULES
             },
         }
     numbers = {
@@ -267,44 +278,77 @@ def local_recalibration(
     n_boot: int,
     seed: int,
 ) -> dict:
-    """Fit the calibration on a patient-wise `fraction` of the collection (seeded), and report the
-    rest with the NIH calibration and with the local one, side by side."""
-    names = list(findings)
+    """On a collection without splits: fit the calibration on a patient-wise `fraction` of it (seeded),
+    and report the rest with the NIH calibration and with the local one, side by side."""
     ids = np.unique(external.patient_id.to_numpy())
     chosen = np.random.default_rng(split_seed).permutation(ids)[: int(round(fraction * len(ids)))]
     fitting = external.patient_id.isin(chosen).to_numpy()
     if fitting.all() or not fitting.any():
         raise ValueError(f"recalibrate={fraction} leaves no patient on one side ({len(ids)} patients)")
     part = external[fitting]
+    logits = prediction_table.logits(part)
     local = {"method": method, "findings": {}}
-    for f in FINDINGS:
+    for k, f in enumerate(FINDINGS):
         if f not in findings:
             local["findings"][f] = {"method": "none", "reason": "not labelled by the collection"}
             continue
-        yf, pf = part[prediction_table.label(f)].to_numpy(), part[prediction_table.score(f)].to_numpy(np.float64)
+        yf = part[prediction_table.label(f)].to_numpy()
         known = metrics.labelled(yf)
         offset = calibration["findings"][f].get("offset", 0.0)
-        local["findings"][f] = fit(yf[known], pf[known], method, min_positives, offset)
-    held = external[~fitting]
-    y, raw = prediction_table.arrays(held, names)
-    by = {name: prediction_table.arrays(calibrated(held, fitted), names)[1]
-          for name, fitted in (("nih", calibration), ("local", local))}  # fmt: skip
-    patients = held.patient_id.to_numpy()
-    per_finding = {}
-    for j, f in enumerate(names):
-        known = metrics.labelled(y[:, j])
-        per_finding[f] = {
-            "method": local["findings"][f]["method"],
-            **{name: transfer(y[known, j], p[known, j], raw[known, j]) for name, p in by.items()},
-        }
+        local["findings"][f] = fit(yf[known], logits[known, k], method, min_positives, offset)
+    compared = site_beside_nih(external[~fitting], list(findings), calibration, local, None, n_boot, seed)
     return {
+        **compared,
+        "fitted_on": f"a patient-wise {fraction:.0%} of the collection (seed {split_seed})",
         "fraction": fraction,
         "seed": split_seed,
         "fit_patients": int(len(chosen)),
         "fit_images": int(fitting.sum()),
+    }
+
+
+def site_beside_nih(
+    held: pd.DataFrame,
+    names: list[str],
+    calibration: dict,
+    site: dict,
+    site_thresholds: dict | None,
+    n_boot: int,
+    seed: int,
+) -> dict:
+    """The `held` rows (a split collection's test split, or what a local recalibration left) under
+    the NIH `calibration` and the `site` one side by side: per finding ECE, Brier and calibration in
+    the large under each, and at the `site_thresholds` (chosen on the site's val) the test
+    sensitivity, specificity, PPV and NPV with CIs; the means with patient-bootstrap CIs."""
+    y, raw = prediction_table.arrays(held, names)
+    by = {name: prediction_table.arrays(calibrated(held, fitted), names)[1]
+          for name, fitted in (("nih", calibration), ("site", site))}  # fmt: skip
+    patients = held.patient_id.to_numpy()
+    weights = metrics.patient_bootstrap_weights(patients, n_boot, seed)
+    per_finding, reliability = {}, {}
+    for j, f in enumerate(names):
+        known = metrics.labelled(y[:, j])
+        yj = y[known, j]
+        per_finding[f] = {
+            "method": site["findings"][f]["method"],
+            **{name: transfer(yj, p[known, j], raw[known, j]) for name, p in by.items()},
+        }
+        reliability[f] = metrics.reliability(yj, by["site"][known, j]) if len(yj) else None
+        if site_thresholds is not None:
+            per_finding[f]["operating_points"] = {
+                rule: metrics.at_threshold(yj, by["site"][known, j], site_thresholds[rule][f], weights[:, known])
+                if len(yj)
+                else None
+                for rule in metrics.OPERATING_RULES
+            }
+    return {
+        "fitted_on": site.get("fitted_on", "the collection"),
+        "method": site["method"],
         "report_patients": int(held.patient_id.nunique()),
         "report_images": int(len(held)),
-        "method": method,
+        "thresholds_chosen_on": site_thresholds and site_thresholds["chosen_on"],
+        "targets": site_thresholds and site_thresholds["targets"],
         "findings": per_finding,
         "mean": {name: metrics.bootstrap_calibration(y, p, patients, n_boot, seed) for name, p in by.items()},
+        "reliability": reliability,
     }

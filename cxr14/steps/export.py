@@ -3,11 +3,14 @@ an ONNX model (ONNX Runtime) and a TFLite model (mobile and edge).
 
 Each takes what the Keras model takes, (B, S, S, 1) float32 grayscale pixels 0..255 named `image`, and
 holds all the preprocessing after that: gray to RGB, the backbone's input scaling and, when the run is
-evaluated with test-time augmentation, the views and their mean. Each gives `findings`, the (B, 14) raw
-scores the evaluation reports. The calibration and operating points go beside them in one JSON that the
-three share (`serving.json`). Each export is loaded the way its users load it and checked on the run's
-test shards against the evaluation's own scores (the Keras model through `inference.forward`);
-`parity.json` records the largest differences, and a difference past the limit fails the step.
+evaluated with test-time augmentation, the views and their mean (taken over logits). Each gives `logits`,
+the (B, 14) logits every calibration maps, and `findings`, their sigmoid (the model's own probabilities).
+Every site's calibration and operating points go beside them in one JSON that the three share
+(`serving.json`). Each export is loaded the way its users load it and checked on the run's test shards
+against the evaluation's own logits (the Keras model through `inference.forward`), as every site's
+calibrated probabilities, the numbers users act on: `parity.json` records the largest differences, and
+one past the limit fails the step. No score is left out, near 0 or 1 or not: the maps take logits in
+float64, so nothing saturates.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from ..constants import DISCLAIMER, FINDINGS
 from ..data import Shards, dataset, use_threads
 from ..files import atomic, sha256_file, write_json
 from ..inference import SERVING_INPUT as INPUT
+from ..inference import SERVING_LOGITS as LOGITS
 from ..inference import SERVING_OUTPUT as OUTPUT
 from ..inference import TTA_VIEWS, load_onnx, tta_views
 
@@ -39,17 +43,22 @@ class ParityError(ValueError):
 
 
 def serving_model(model, tta: bool):
-    """The model as the evaluation scores with it: (B, S, S, 1) pixels to (B, 14) scores, with `tta` the
-    mean over the TTA_VIEWS (resampled by matrix products, so every export format holds them)."""
+    """The model as the evaluation scores with it: (B, S, S, 1) pixels to {`logits`, `findings`}, each
+    (B, 14); with `tta` the mean logits over the TTA_VIEWS (resampled by matrix products, so every
+    export format holds them) and their sigmoid."""
     import keras
 
-    if not tta:
-        return model
+    net = models.logits_model(model)
     inputs = keras.Input(model.input_shape[1:], name=INPUT)
-    views = tta_views(inputs)
-    scores = model(keras.ops.concatenate(views, axis=0))
-    mean = keras.ops.mean(keras.ops.reshape(scores, (len(views), -1, len(FINDINGS))), axis=0)
-    return keras.Model(inputs, mean, name=f"{model.name}_tta")
+    if tta:
+        views = tta_views(inputs)
+        logits = net(keras.ops.concatenate(views, axis=0))
+        logits = keras.ops.mean(keras.ops.reshape(logits, (len(views), -1, len(FINDINGS))), axis=0)
+    else:
+        logits = net(inputs)
+    outputs = {LOGITS: keras.layers.Identity(name=LOGITS)(logits),
+               OUTPUT: keras.layers.Activation("sigmoid", name=OUTPUT)(logits)}  # fmt: skip
+    return keras.Model(inputs, outputs, name=f"{model.name}_serving")
 
 
 def _signature(size: int):
@@ -59,12 +68,12 @@ def _signature(size: int):
 
 
 def write_saved_model(net, size: int, path) -> None:
-    """A SavedModel whose `serving_default` signature maps `image` to `findings`."""
+    """A SavedModel whose `serving_default` signature maps `image` to `logits` and `findings`."""
     import keras
 
     archive = keras.export.ExportArchive()
     archive.track(net)
-    serve = lambda image: {OUTPUT: net(image, training=False)}  # noqa: E731
+    serve = lambda image: net(image, training=False)  # noqa: E731
     archive.add_endpoint("serve", serve, input_signature=[_signature(size)])
     archive.write_out(str(path), verbose=False)
 
@@ -82,15 +91,16 @@ def write_onnx(net, size: int, path, opset: int = ONNX_OPSET) -> None:
     # with Keras 3.15), where serving.json, `cxr14 predict` and the app read `findings`; calling
     # tf2onnx on the frozen graph ourselves keeps both names.
     patch_tf2onnx()
-    function = tf.function(lambda image: net(image, training=False)).get_concrete_function(_signature(size))
-    frozen = convert_variables_to_constants_v2(function)
+    serve = tf.function(lambda image: [net(image, training=False)[name] for name in (LOGITS, OUTPUT)])
+    frozen = convert_variables_to_constants_v2(serve.get_concrete_function(_signature(size)))
     graph = frozen.graph.as_graph_def()
     _compile_nothing(graph)
-    names = {frozen.inputs[0].name: INPUT, frozen.outputs[0].name: OUTPUT}
-    (given, made), handlers = names, {"Erfc": (_erfc, [])}
+    given = frozen.inputs[0].name
+    names = {given: INPUT, frozen.outputs[0].name: LOGITS, frozen.outputs[1].name: OUTPUT}
     proto, _ = tf2onnx.convert.from_graph_def(
-        graph, input_names=[given], output_names=[made], opset=opset, custom_op_handlers=handlers
-    )
+        graph, input_names=[given], output_names=[o.name for o in frozen.outputs[:2]], opset=opset,
+        custom_op_handlers={"Erfc": (_erfc, [])},
+    )  # fmt: skip
     for node in proto.graph.node:
         node.input[:] = [names.get(n, n) for n in node.input]
         node.output[:] = [names.get(n, n) for n in node.output]
@@ -130,42 +140,32 @@ def write_tflite(saved_model, path) -> None:
 
 
 def load_saved_model(path):
-    """(B, S, S, 1) -> (B, 14) through `tf.saved_model.load` and its serving signature."""
+    """(B, S, S, 1) -> {`logits`, `findings`: (B, 14)} through `tf.saved_model.load` and its serving
+    signature."""
     import tensorflow as tf
 
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-    return lambda x: serve(**{INPUT: tf.constant(x, tf.float32)})[OUTPUT].numpy()
+    return lambda x: {name: out.numpy() for name, out in serve(**{INPUT: tf.constant(x, tf.float32)}).items()}
 
 
 def load_tflite(path, threads: int | None = None):
-    """(B, S, S, 1) -> (B, 14) through `tf.lite.Interpreter`, resized to each batch's size."""
+    """(B, S, S, 1) -> {`logits`, `findings`: (B, 14)} through `tf.lite.Interpreter` and its serving
+    signature, which takes each batch's size and names the outputs as the SavedModel does."""
     import tensorflow as tf
 
     interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
-    (given,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    shape = [None]
-
-    def predict(x):
-        x = np.asarray(x, np.float32)
-        if shape[0] != x.shape:
-            interpreter.resize_tensor_input(given["index"], x.shape)
-            interpreter.allocate_tensors()
-            shape[0] = x.shape
-        interpreter.set_tensor(given["index"], x)
-        interpreter.invoke()
-        return interpreter.get_tensor(out["index"]).copy()
-
-    return predict
+    runner = interpreter.get_signature_runner("serving_default")
+    return lambda x: {name: out.copy() for name, out in runner(**{INPUT: np.asarray(x, np.float32)}).items()}
 
 
 LOADERS = {"saved_model": load_saved_model, "onnx": load_onnx, "tflite": load_tflite}
 
 
-def serving_info(
-    *, run: str, model, info: dict, tta: bool, calibration: dict, thresholds: dict, files: dict, trained: dict
-) -> dict:
-    """serving.json: what a server needs beside any of the three files. `trained`: the run's training summary."""
+def serving_info(*, run: str, model, info: dict, tta: bool, sites: dict, files: dict, trained: dict) -> dict:
+    """serving.json: what a server needs beside any of the three files. `sites`: name -> {calibration,
+    operating_points} (NIH's first); `trained`: the run's training summary."""
     device = trained.get("device", {})
+    views = ", the mean over the test-time views below" if tta else ""
     return {
         "run": run,
         "disclaimer": DISCLAIMER,
@@ -186,17 +186,21 @@ def serving_info(
             "values": "grayscale 0..255: the image read as cxr14.images.read_gray does (16-bit windowed, "
             "MONOCHROME1 inverted) and resized to the input size with area interpolation (cxr14.images.resize)",
         },
-        "output": {
-            "name": OUTPUT,
-            "shape": [None, len(FINDINGS)],
-            "values": "raw score per finding in `labels` order"
-            + (", the mean over the test-time views below" if tta else "")
-            + "; map through `calibration` for probabilities, compare with `operating_points`",
+        "outputs": {
+            LOGITS: {
+                "shape": [None, len(FINDINGS)],
+                "values": f"logit per finding in `labels` order{views}; map a site's `calibration` (on "
+                "logits, in float64) for probabilities and compare them with its `operating_points`",
+            },
+            OUTPUT: {
+                "shape": [None, len(FINDINGS)],
+                "values": "the sigmoid of `logits`: the model's own probabilities, not calibrated",
+            },
         },
         "tta": tta,
         "tta_views": [dict(zip(("shift_x", "shift_y", "zoom"), view)) for view in TTA_VIEWS] if tta else [],
-        "calibration": calibration,
-        "operating_points": thresholds,
+        "default_site": next(iter(sites)),
+        "sites": sites,
         "files": files,
     }
 
@@ -216,38 +220,35 @@ def first_test_images(manifest, batch_size: int, limit: int | None):
             return
 
 
-# Scores this close to 0 or 1 are float32's last few steps; their calibrated values are ill-determined
-# (1.0 and 0.99999988 map far apart through a steep calibration), so the calibrated figure skips them.
-SATURATED = 1e-6
-
-
 class Parity:
-    """How far one export's scores are from the evaluation's, accumulated batch by batch: the largest
-    raw difference (checked) with its image and finding, the largest calibrated one where the reference
-    is not SATURATED (recorded: a calibration that moves a finding's logit far, as the class-weight
-    offset of a rare one does, magnifies float32 rounding near 0 and 1), and the time the export took."""
+    """How far one export is from the evaluation, accumulated batch by batch: the largest difference in
+    calibrated probability over every site's calibration (checked), with its image, finding and site;
+    the largest in logit and in the model's own probability (recorded); and the time it took."""
 
-    def __init__(self, calibration: dict):
-        self.calibration = calibration
-        self.raw, self.calibrated, self.image, self.finding = 0.0, 0.0, None, None
-        self.images, self.saturated, self.seconds = 0, 0, 0.0
+    def __init__(self, sites: dict[str, dict]):
+        self.sites = sites  # name -> calibration
+        self.calibrated, self.image, self.finding, self.site = 0.0, None, None, None
+        self.logit, self.probability, self.images, self.seconds = 0.0, 0.0, 0, 0.0
 
-    def add(self, names: list[str], got, want: np.ndarray, seconds: float) -> None:
-        got = np.asarray(got, np.float64)
-        raw = np.abs(got - want)
-        if raw.max() > self.raw:
-            row, col = np.unravel_index(raw.argmax(), raw.shape)
-            self.raw, self.image, self.finding = float(raw.max()), names[row], FINDINGS[col]
-        defined = np.abs(want - 0.5) < 0.5 - SATURATED
-        calibrated = np.abs(apply(self.calibration, got) - apply(self.calibration, want))[defined]
-        self.calibrated = max(self.calibrated, float(calibrated.max(initial=0.0)))
+    def add(self, names: list[str], got: dict, want: np.ndarray, seconds: float) -> None:
+        """`got`: the export's {logits, findings} of a batch; `want`: the evaluation's logits."""
+        logits = np.asarray(got[LOGITS], np.float64)
+        self.logit = max(self.logit, float(np.abs(logits - want).max()))
+        own = np.abs(np.asarray(got[OUTPUT], np.float64) - apply(None, want))
+        self.probability = max(self.probability, float(own.max()))
+        for site, calibration in self.sites.items():
+            diff = np.abs(apply(calibration, logits) - apply(calibration, want))
+            if diff.max() > self.calibrated or self.image is None:
+                row, col = np.unravel_index(diff.argmax(), diff.shape)
+                self.calibrated, self.site = float(diff.max()), site
+                self.image, self.finding = names[row], FINDINGS[col]
         self.images += len(names)
-        self.saturated += int((~defined).sum())
         self.seconds += seconds
 
     def result(self) -> dict:
-        return {"max_abs_diff": self.raw, "worst_image": self.image, "worst_finding": self.finding,
-                "max_abs_diff_calibrated": self.calibrated, "saturated_scores": self.saturated,
+        return {"max_abs_diff_calibrated": self.calibrated, "worst_image": self.image, "worst_finding": self.finding,
+                "worst_site": self.site, "max_abs_diff_logit": self.logit,
+                "max_abs_diff_probability": self.probability, "sites": list(self.sites),
                 "images": self.images, "seconds": round(self.seconds, 3)}  # fmt: skip
 
 
@@ -261,12 +262,12 @@ def write_formats(net, size: int, paths: dict) -> dict:
             for fmt, path in paths.items()}  # fmt: skip
 
 
-def check_parity(paths: dict, reference: dict, batches, calibration: dict, max_difference: dict) -> dict:
+def check_parity(paths: dict, reference: dict, batches, sites: dict, max_difference: dict) -> dict:
     """Each format loaded from `paths` as its users load it and compared (`Parity`) with the `reference`
-    scores (image -> (14,)) on the same `batches`, read once; ParityError naming the image when one is
-    past its limit."""
+    logits (image -> (14,)) on the same `batches`, read once, through every site's calibration
+    (`sites`: name -> calibration); ParityError naming the image when one is past its limit."""
     predict = {fmt: LOADERS[fmt](path) for fmt, path in paths.items()}
-    found = {fmt: Parity(calibration) for fmt in paths}
+    found = {fmt: Parity(sites) for fmt in paths}
     for names, x in batches:
         want = np.stack([reference[n] for n in names]).astype(np.float64)
         for fmt, measured in found.items():
@@ -275,14 +276,15 @@ def check_parity(paths: dict, reference: dict, batches, calibration: dict, max_d
             measured.add(names, got, want, time.perf_counter() - start)
     checked = {fmt: {**measured.result(), "max_allowed": max_difference[fmt]} for fmt, measured in found.items()}
     for fmt, c in checked.items():
-        log.info("%s: largest difference from the evaluation's scores %.2e over %d test images",
-                 fmt, c["max_abs_diff"], c["images"])  # fmt: skip
-    bad = {f: c for f, c in checked.items() if c["max_abs_diff"] > c["max_allowed"]}
+        log.info("%s: largest difference from the evaluation's calibrated probabilities %.2e (logits %.2e) over %d "
+                 "test images", fmt, c["max_abs_diff_calibrated"], c["max_abs_diff_logit"], c["images"])  # fmt: skip
+    bad = {f: c for f, c in checked.items() if c["max_abs_diff_calibrated"] > c["max_allowed"]}
     if bad:
         raise ParityError(
             "; ".join(
-                f"{f}: {c['worst_image']} {c['worst_finding']} differs from the Keras model's score by "
-                f"{c['max_abs_diff']:.2e} (at most {c['max_allowed']:.0e} allowed, export.max_difference)"
+                f"{f}: {c['worst_image']} {c['worst_finding']} differs from the Keras model's calibrated probability "
+                f"(site {c['worst_site']}) by {c['max_abs_diff_calibrated']:.2e} (at most {c['max_allowed']:.0e} "
+                "allowed, export.max_difference)"
                 for f, c in bad.items()
             )
         )
@@ -293,8 +295,8 @@ def export(
     *,
     model,
     summary,
-    calibration,
-    thresholds,
+    calibrations: list,
+    thresholds: list,
     predictions,
     test_manifest,
     saved_model,
@@ -309,27 +311,32 @@ def export(
     max_difference: dict,
     threads=None,
 ) -> None:
-    """Export the run's model (`models.load`: in float32, whatever it trained in) in the three formats, then
-    load each as its users do, score the first
-    `parity_images` test images (all with None) and compare with the evaluation's scores
-    (`predictions`): a format past its `max_difference` fails the step, naming the image; else
-    serving.json and parity.json."""
+    """Export the run's model (`models.load`: in float32, whatever it trained in) in the three formats,
+    then load each as its users do, score the first `parity_images` test images (all with None) and
+    compare with the evaluation's logits (`predictions`) through every site's calibration
+    (`calibrations` and `thresholds`: one per site, NIH's first): a format past its `max_difference`
+    fails the step, naming the image; else serving.json and parity.json."""
     use_threads(threads)
     keras_model = models.load(model)
     info = models.info(keras_model)
-    cal = json.loads(Path(calibration).read_text())
-    check_model(cal, model)
-    if bool(cal.get("tta")) != bool(tta):
-        raise ValueError(f"{calibration} was fitted with tta={cal.get('tta')}, but the run scores with tta={tta}")
+    sites = {}
+    for calibration, points in zip(calibrations, thresholds, strict=True):
+        cal = json.loads(Path(calibration).read_text())
+        check_model(cal, model)
+        if bool(cal.get("tta")) != bool(tta):
+            raise ValueError(f"{calibration} was fitted with tta={cal.get('tta')}, but the run scores with tta={tta}")
+        chosen = json.loads(Path(points).read_text())
+        sites[cal["site"]] = {"calibration": cal, "operating_points": chosen["max_f1"],
+                                          "operating_points_by_rule": chosen}  # fmt: skip
     paths = {"saved_model": saved_model, "onnx": onnx, "tflite": tflite}
     files = write_formats(serving_model(keras_model, tta), int(info["image_size"]), paths)
     test = prediction_table.read(predictions, "test")
-    reference = dict(zip(test["image_index"], test[prediction_table.SCORES].to_numpy(np.float64)))
-    checked = check_parity(paths, reference, first_test_images(test_manifest, batch_size, parity_images), cal,
+    reference = dict(zip(test["image_index"], prediction_table.logits(test)))
+    batches = first_test_images(test_manifest, batch_size, parity_images)
+    checked = check_parity(paths, reference, batches, {name: site["calibration"] for name, site in sites.items()},
                            max_difference)  # fmt: skip
-    operating_points = json.loads(Path(thresholds).read_text())["max_f1"]
     trained = json.loads(Path(summary).read_text())
-    write_json(serving_info(run=run, model=model, info=info, tta=tta, calibration=cal, thresholds=operating_points,
-                            files=files, trained=trained), serving)  # fmt: skip
-    write_json({"run": run, "reference": "the evaluation's test scores (predictions.parquet)", "formats": checked},
-               parity_report)  # fmt: skip
+    write_json(serving_info(run=run, model=model, info=info, tta=tta, sites=sites, files=files, trained=trained),
+               serving)  # fmt: skip
+    write_json({"run": run, "reference": "the evaluation's test logits (predictions.parquet), calibrated for each site",
+                "formats": checked}, parity_report)  # fmt: skip

@@ -95,6 +95,9 @@ def leaderboard(
     return table
 
 
+ALPHA = 0.05  # the family-wise error rate of the page's verdicts
+
+
 def against(tables: dict, reference: str) -> dict[str, str]:
     """Every run but the reference, paired with the reference."""
     return {run: reference for run in tables if run != reference}
@@ -126,8 +129,9 @@ def compare(tests: dict[str, pd.DataFrame], pairs: dict[str, str], n_boot: int, 
         test = out[run]["tests"][name]
         test["p_holm"] = p
         test["excludes_0"] = bool(np.isfinite(test["ci"][0]) and (test["ci"][0] > 0 or test["ci"][1] < 0))
-        # Which way: a CI wholly above 0 says the run beats the reference, wholly below that it is worse.
-        test["verdict"] = ("better" if test["ci"][0] > 0 else "worse") if test["excludes_0"] else None
+        # The one verdict the page colours: the Holm-adjusted test over the whole family at 0.05, its
+        # direction the sign of the difference (the unadjusted CI is shown beside it, not decided on).
+        test["verdict"] = ("better" if test["diff"] > 0 else "worse") if np.isfinite(p) and p < ALPHA else None
     return out
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from ..constants import DISCLAIMER, FINDINGS
+from ..constants import DISCLAIMER, FINDINGS, NIH
 from ..files import atomic
 from ..report import templates
 
@@ -28,8 +28,8 @@ def data_hash(summary: dict) -> str:
 def model_card(
     *,
     evaluation,
-    thresholds,
-    calibration,
+    calibrations: list,
+    thresholds: list,
     summary,
     external_evaluations: dict | None,
     card,
@@ -39,7 +39,8 @@ def model_card(
     starts_from: str | None,
 ) -> str:
     """Write the model card of `run` to `card` (Markdown) and `html`. Inputs: its NIH `evaluation`
-    (metrics JSON), `thresholds`, `calibration`, its training `summary` (None for an ensemble) and
+    (metrics JSON), every site's `calibrations` and `thresholds` (NIH's first: what `cxr14 predict
+    --site` uses), its training `summary` (None for an ensemble) and
     `external_evaluations` ({dataset: {run: metrics JSON}}, None without collections); `config` is the
     part of the config that makes the run again (`runs.reproducing_config`), `starts_from` a
     fine-tune's starting run."""
@@ -50,17 +51,22 @@ def model_card(
     }
     env = templates()
     env.autoescape = False  # Markdown, not HTML
-    env.filters["ci"] = lambda pair: f"{pair[0]:.3f}–{pair[1]:.3f}" if pair and None not in pair else "–"
+    sites = {}
+    for c, t in zip(calibrations, thresholds, strict=True):
+        fitted = json.loads(Path(c).read_text())
+        sites[fitted["site"]] = {"calibration": fitted, "thresholds": json.loads(Path(t).read_text()),
+                                 "calibration_file": str(c), "thresholds_file": str(t)}  # fmt: skip
     text = env.get_template("model_card.md.j2").render(
         run=run,
         m=m,
         trained=trained,
         data_hash=data_hash(trained) if trained else None,
         external=external,
-        thresholds=json.loads(Path(thresholds).read_text()),
-        thresholds_file=str(thresholds),
+        sites=sites,
+        thresholds=sites[NIH]["thresholds"],
+        thresholds_file=sites[NIH]["thresholds_file"],
         card_file=str(card),
-        calibration=json.loads(Path(calibration).read_text()),
+        calibration=sites[NIH]["calibration"],
         config=yaml.safe_dump(config, sort_keys=False, default_flow_style=False).strip(),
         starts_from=starts_from,
         findings=FINDINGS,

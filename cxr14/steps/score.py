@@ -16,8 +16,9 @@ log = logging.getLogger(__name__)
 
 
 def predict(model, shards: Shards, batch_size: int, tta: bool = False) -> pd.DataFrame:
-    """One row per image of `shards` (see `prediction_table`), sorted by image; with `tta` the scores are
-    the mean over the TTA views and the plain image's come from the same pass."""
+    """One row per image of `shards` (see `prediction_table`), sorted by image, from `model` (a
+    `models.logits_model`); with `tta` the logits are the mean over the TTA views and the plain
+    image's come from the same pass."""
     rows = []
     for x, y, meta in dataset(shards, batch_size, with_metadata=True):
         plain = None
@@ -48,7 +49,7 @@ def score(*, model, manifests: list, splits: list[str], predictions, batch_size:
 
 def _score_splits(model, manifests: dict, predictions, batch_size: int, tta: bool, threads) -> None:
     use_threads(threads)
-    net = models.load(model)
+    net = models.logits_model(models.load(model))
     size = models.info(net)["image_size"]
     sources = {split: Shards.from_manifest(manifest, verify=True) for split, manifest in manifests.items()}
     for split, src in sources.items():

@@ -104,9 +104,13 @@ def dataset_groups(dataset: dict) -> list[str]:
     return list(SPLITS) if is_split(dataset) else [UNSPLIT]
 
 
-def validation_group(dataset: dict) -> str:
-    """The group every run is validated on: a split collection's test split, else all of it."""
-    return "test" if is_split(dataset) else UNSPLIT
+def scored_groups(dataset: dict) -> dict[str, str]:
+    """How every run is scored on a collection (the predictions' split -> the group scored as it): a
+    split collection's val split (its own calibration and operating points are fitted there) and its
+    test split (validated on); else all of it."""
+    if is_split(dataset):
+        return {"val": "val", prediction_table.EXTERNAL: "test"}
+    return {prediction_table.EXTERNAL: UNSPLIT}
 
 
 @dataclass(frozen=True)
@@ -120,8 +124,14 @@ class Collection:
     scored: dict[str, str]  # how runs are scored on it: the predictions' split -> the group scored as it
     images_per_shard: int
     seed: int  # of its shard order and its local recalibration's patients
-    recalibrate: float = 0  # the share of its patients a local calibration is fitted on (none on NIH)
+    recalibrate: float = 0  # the share of its patients a local calibration is fitted on (unsplit only)
     image_folders: tuple[str, ...] = ()  # what the workflow made under root (NIH's extracted archives)
+
+    @property
+    def is_site(self) -> bool:
+        """Whether each run gets a calibration and operating points of its own here, fitted on the
+        collection's val split (NIH and every split collection)."""
+        return "val" in self.scored
 
 
 def collections(config: dict) -> dict[str, Collection]:
@@ -137,11 +147,16 @@ def collections(config: dict) -> dict[str, Collection]:
     )
     found = {NIH: nih}
     for name, dataset in sorted((config.get("datasets") or {}).items()):
+        if is_split(dataset) and dataset["recalibrate"]:
+            raise RunError(
+                f"datasets.{name}: recalibrate is for a collection without splits; a split collection is "
+                "calibrated on its own val split (each run gets a calibration and operating points there)"
+            )
         found[name] = Collection(
             name,
             root=dataset["root"],
             groups=tuple(dataset_groups(dataset)),
-            scored={prediction_table.EXTERNAL: validation_group(dataset)},
+            scored=scored_groups(dataset),
             images_per_shard=dataset["images_per_shard"],
             seed=dataset["seed"],
             recalibrate=dataset["recalibrate"],
