@@ -18,7 +18,7 @@ import numpy as np
 from .calibration import SHARED
 from .constants import DISCLAIMER, FINDINGS, NIH
 from .images import DEFAULT_MAX_MB, DEFAULT_MAX_MEGAPIXELS, BadImage, read_gray
-from .inference import Predictor, UnknownSite, served
+from .inference import Predictor, UnknownSite, nih_first, served
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,7 @@ class Analysis:
 
     def sites(self) -> list[str]:
         """Every site some run on the page has a calibration for, NIH first."""
-        names = {name for _, sites in self.runs.values() for name in sites}
-        return sorted(names, key=lambda name: (name != NIH, name))
+        return nih_first({name for _, sites in self.runs.values() for name in sites})
 
     @staticmethod
     def findings_markdown(predictor: Predictor, probs, site: str | None = None) -> str:

@@ -35,7 +35,7 @@ def operating_points(test: pd.DataFrame, chosen: dict, weights: np.ndarray) -> d
     out = {}
     for name in FINDINGS:
         y, s = test[prediction_table.label(name)].to_numpy(), test[prediction_table.score(name)].to_numpy()
-        out[name] = {rule: metrics.at_threshold(y, s, chosen[rule][name], weights) for rule in metrics.OPERATING_RULES}
+        out[name] = metrics.at_points(y, s, chosen, name, weights)
     return out
 
 

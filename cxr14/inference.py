@@ -249,13 +249,18 @@ class Predictor:
         return overlay(gray, cam)
 
 
+def nih_first(sites) -> list[str]:
+    """Site names NIH's first (the default), the others in name order."""
+    return sorted(sites, key=lambda name: (name != NIH, name))
+
+
 def sites_on_disk(run: str) -> dict[str, tuple[str | None, str | None]]:
     """A run's sites under results/runs/<run>/datasets/ (from the working directory), NIH first:
     name -> (calibration.json, thresholds.json), either None where the step has not written it."""
     patterns = (CALIBRATION, OPERATING_POINTS)
     names = {dataset_of(path) for pattern in patterns for path in Path().glob(pattern.format(run=run, dataset="*"))}
     found = {}
-    for name in sorted(names, key=lambda name: (name != NIH, name)):
+    for name in nih_first(names):
         files = [Path(pattern.format(run=run, dataset=name)) for pattern in patterns]
         found[name] = tuple(str(f) if f.exists() else None for f in files)
     return found

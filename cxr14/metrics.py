@@ -180,6 +180,14 @@ def at_threshold(y: np.ndarray, score: np.ndarray, threshold: float, weights: np
     return out
 
 
+def at_points(y: np.ndarray, score: np.ndarray, points: dict, finding: str, weights: np.ndarray | None) -> dict:
+    """`at_threshold` at each rule's operating point of `finding` (`points`: a thresholds.json,
+    {rule: {finding: threshold}}); None for every rule where no image is labelled."""
+    if not len(y):
+        return dict.fromkeys(OPERATING_RULES)
+    return {rule: at_threshold(y, score, points[rule][finding], weights) for rule in OPERATING_RULES}
+
+
 def bin_edges(score: np.ndarray, bins: int = 10, adaptive: bool = False) -> np.ndarray:
     """Inner bin edges: equal-width on [0, 1], or (adaptive) equal-count quantiles of the scores, so
     that the high-probability bins of a rare finding are not left nearly empty."""

@@ -103,8 +103,3 @@ def logits(table: pd.DataFrame) -> np.ndarray:
 def plain_logits(table: pd.DataFrame) -> np.ndarray:
     """The plain image's (n, 14) logits of a test-time augmented table."""
     return _logits_of(table, PLAIN_LOGITS, PLAIN_SCORES)
-
-
-def plain_scores(table: pd.DataFrame) -> np.ndarray:
-    """The plain image's (n, 14) scores of a test-time augmented table."""
-    return table[PLAIN_SCORES].to_numpy(np.float64)

@@ -222,10 +222,7 @@ def judge(
             "nih_auroc_ci": there["ci"][j],
             "drop": drop["per_column"][j],
             "calibration": transfer(yj, pj, raw),
-            "operating_points": {
-                rule: metrics.at_threshold(yj, pj, thresholds[rule][f], weights[:, known]) if len(yj) else None
-                for rule in metrics.OPERATING_RULES
-            },
+            "operating_points": metrics.at_points(yj, pj, thresholds, f, weights[:, known]),
         }
     numbers = {
         "images": int(len(ext)),
@@ -335,12 +332,9 @@ def site_beside_nih(
         }
         reliability[f] = metrics.reliability(yj, by["site"][known, j]) if len(yj) else None
         if site_thresholds is not None:
-            per_finding[f]["operating_points"] = {
-                rule: metrics.at_threshold(yj, by["site"][known, j], site_thresholds[rule][f], weights[:, known])
-                if len(yj)
-                else None
-                for rule in metrics.OPERATING_RULES
-            }
+            per_finding[f]["operating_points"] = metrics.at_points(
+                yj, by["site"][known, j], site_thresholds, f, weights[:, known]
+            )
     return {
         "fitted_on": site.get("fitted_on", "the collection"),
         "method": site["method"],

@@ -87,9 +87,9 @@ def write_onnx(net, size: int, path, opset: int = ONNX_OPSET) -> None:
 
     # keras.src.export.tf2onnx_lib is private, kept on purpose: tf2onnx 1.17 fails on numpy 2
     # (np.object, its constant folding) without Keras's fix. The public route,
-    # `Model.export(format="onnx")`, applies the same fix but names the output `Identity:0` (measured
-    # with Keras 3.15), where serving.json, `cxr14 predict` and the app read `findings`; calling
-    # tf2onnx on the frozen graph ourselves keeps both names.
+    # `Model.export(format="onnx")`, applies the same fix but names the outputs `Identity:0`... (measured
+    # with Keras 3.15), where serving.json, `cxr14 predict` and the app read `logits` and `findings`;
+    # calling tf2onnx on the frozen graph ourselves keeps the names.
     patch_tf2onnx()
     serve = tf.function(lambda image: [net(image, training=False)[name] for name in (LOGITS, OUTPUT)])
     frozen = convert_variables_to_constants_v2(serve.get_concrete_function(_signature(size)))
@@ -220,6 +220,12 @@ def first_test_images(manifest, batch_size: int, limit: int | None):
             return
 
 
+def expected(sites: dict[str, dict], logits: np.ndarray) -> dict:
+    """The evaluation's logits of a batch, their sigmoid and each site's calibrated probabilities
+    (`sites`: name -> calibration): computed once a batch, however many formats are compared."""
+    return {LOGITS: logits, OUTPUT: apply(None, logits)} | {site: apply(cal, logits) for site, cal in sites.items()}
+
+
 class Parity:
     """How far one export is from the evaluation, accumulated batch by batch: the largest difference in
     calibrated probability over every site's calibration (checked), with its image, finding and site;
@@ -230,14 +236,14 @@ class Parity:
         self.calibrated, self.image, self.finding, self.site = 0.0, None, None, None
         self.logit, self.probability, self.images, self.seconds = 0.0, 0.0, 0, 0.0
 
-    def add(self, names: list[str], got: dict, want: np.ndarray, seconds: float) -> None:
-        """`got`: the export's {logits, findings} of a batch; `want`: the evaluation's logits."""
+    def add(self, names: list[str], got: dict, want: dict, seconds: float) -> None:
+        """`got`: the export's {logits, findings} of a batch; `want`: the evaluation's (`expected`)."""
         logits = np.asarray(got[LOGITS], np.float64)
-        self.logit = max(self.logit, float(np.abs(logits - want).max()))
-        own = np.abs(np.asarray(got[OUTPUT], np.float64) - apply(None, want))
+        self.logit = max(self.logit, float(np.abs(logits - want[LOGITS]).max()))
+        own = np.abs(np.asarray(got[OUTPUT], np.float64) - want[OUTPUT])
         self.probability = max(self.probability, float(own.max()))
         for site, calibration in self.sites.items():
-            diff = np.abs(apply(calibration, logits) - apply(calibration, want))
+            diff = np.abs(apply(calibration, logits) - want[site])
             if diff.max() > self.calibrated or self.image is None:
                 row, col = np.unravel_index(diff.argmax(), diff.shape)
                 self.calibrated, self.site = float(diff.max()), site
@@ -269,7 +275,7 @@ def check_parity(paths: dict, reference: dict, batches, sites: dict, max_differe
     predict = {fmt: LOADERS[fmt](path) for fmt, path in paths.items()}
     found = {fmt: Parity(sites) for fmt in paths}
     for names, x in batches:
-        want = np.stack([reference[n] for n in names]).astype(np.float64)
+        want = expected(sites, np.stack([reference[n] for n in names]).astype(np.float64))
         for fmt, measured in found.items():
             start = time.perf_counter()
             got = predict[fmt](x)
