@@ -136,11 +136,11 @@ def shared(fitted: dict, val: pd.DataFrame, offsets: dict[str, float], min_posit
     large, fitted on its own val labels with Platt's smoothed targets (so none or all positive still
     gives a finite shift towards what was seen). At a new site that is most of the miscalibration
     (another scanner and prevalence move a finding's scores as a whole); on NIH it is about 0."""
-    from .metrics import labelled  # (here: scikit-learn need not load where maps are only applied)
-
     labels = {f: val[prediction_table.label(f)].to_numpy(np.float64) for f in FINDINGS}
     logits = prediction_table.logits(val)
-    known = {f: labelled(labels[f]) for f in FINDINGS}  # a collection that does not say is not a negative
+    # A collection that does not say (-1) is not a negative. (`metrics.labelled` spelt out: importing
+    # metrics here would make every step that reads a predictions table depend on its code.)
+    known = {f: labels[f] >= 0 for f in FINDINGS}
     ys = np.concatenate([labels[f][known[f]] for f in FINDINGS])
     zs = np.concatenate([logits[known[f], k] - offsets[f] for k, f in enumerate(FINDINGS)])
     positives, negatives = int(ys.sum()), int(len(ys) - ys.sum())
