@@ -5,17 +5,24 @@
    process, one core. Side by side in the same run: the NIH shard writer on PNG copies of the first
    `--compare` images, and the collection's `shard` on the same PNGs (the ratio is the cost of the external
    path over the NIH one on the same pixels: none expected, it is the same reader).
-2. MIMIC-CXR-JPG's tables at full size (377,110 images, 227,835 studies, 65,379 patients):
-   reading the three gzipped tables, joining studies to images and building the paths; the
-   existence check (one stat per image, here of files that are not there) timed apart.
+2. The releases' label tables at their real size and shape (tests/releases.py): CheXpert's train.csv
+   (223,414 rows), MIMIC-CXR-JPG's three tables and MIMIC-IV's patients (377k images, 227,827
+   studies), PadChest's 160K table (160,861 rows), VinBigData's train.csv (about 68k box rows over
+   15,000 images), an empty file at every image path: each `ingest` (read, harmonise, check every file
+   exists, write) in a fresh process, its time and peak resident memory.
+3. `--padchest-images DIR`: how real PadChest PNGs use their 16 bits (the evidence for mapping them
+   to 8), for whoever has the images.
 
     .venv/bin/python bench/bench_ingest.py                     # --images 20000 --compare 2000
+    .venv/bin/python bench/bench_ingest.py --padchest-images /data/padchest --limit 2000
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
+import json
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,10 +33,13 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the releases' tables as published
+import releases  # noqa: E402
+
 from cxr14 import formats, paths, shard_io  # noqa: E402
 from cxr14.constants import FINDINGS  # noqa: E402
 from cxr14.steps import ingest, shards  # noqa: E402
-from cxr14.steps.demo import CHEXPERT_HEADER, site_image  # noqa: E402
+from cxr14.steps.demo import site_image  # noqa: E402
 from cxr14.workflow import config, runs  # noqa: E402
 
 SCHEMA = config.schema()["properties"]["datasets"]["additionalProperties"]
@@ -120,62 +130,113 @@ def collection_bench(work: Path, n: int, compare: int) -> None:
     print(f"| shard of a collection, same PNGs ({compare}) | {compare / t_ext:,.0f} ({ratio:.2f}x the NIH writer) |")
 
 
-def write_gz(path: Path, frame: pd.DataFrame) -> None:
-    with gzip.open(path, "wt", compresslevel=1, newline="") as fh:
-        frame.to_csv(fh, index=False)
+# One ingest in a fresh interpreter that imports only the ingest step (no TensorFlow): its seconds,
+# its peak resident memory and the report's image count, as JSON on stdout.
+INGEST_ONCE = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+from cxr14.steps.ingest import ingest
+from cxr14.workflow import config, runs
+kwargs = json.loads(sys.argv[2])
+schema = config.schema()["properties"]["datasets"]["additionalProperties"]
+kwargs["settings"] = runs.DatasetSettings.of(runs.dataset_param(config.check(kwargs["settings"], schema, "bench")))
+start = time.perf_counter()
+summary = ingest(**kwargs)
+seconds = time.perf_counter() - start
+# The peak of this process's own memory since its exec (getrusage's maxrss would carry the parent's).
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
+print(json.dumps([seconds, peak, summary["images"]]))
+"""
 
 
-def mimic_bench(work: Path) -> None:
+def release(work: Path, name: str, rng) -> tuple[dict, dict]:
+    """A release's label tables at full size as published (tests/releases.py), an empty file at every
+    image path, and the settings and tables `ingest` takes for it."""
+    root = work / name
+    if name == "CheXpert train.csv":
+        table = releases.chexpert_train(223_414, rng)
+        releases.write_table(table, root / "train.csv")
+        releases.touch(root, table.Path.str.split("/", n=1).str[1])
+        return dict(format="chexpert", root=str(root), files=["train.csv"]), {}
+    if name == "MIMIC-CXR-JPG":
+        tables = releases.mimic_tables(227_827, rng)  # 377k images
+        names = {"labels": "mimic-cxr-2.0.0-chexpert.csv.gz", "metadata": "mimic-cxr-2.0.0-metadata.csv.gz",
+                 "split": "mimic-cxr-2.0.0-split.csv.gz", "patients": "patients.csv.gz"}  # fmt: skip
+        for key, file in names.items():
+            releases.write_table(tables[key], root / file)
+        meta = tables["metadata"]
+        releases.touch(root, [f"files/p{str(s)[:2]}/p{s}/s{t}/{d}.jpg" for s, t, d in
+                              zip(meta.subject_id, meta.study_id, meta.dicom_id)])  # fmt: skip
+        given = {"metadata": str(root / names["metadata"]), "split_file": str(root / names["split"]),
+                 "patients": str(root / names["patients"])}  # fmt: skip
+        return dict(format="mimic", root=str(root), patients=names["patients"]), given
+    if name == "PadChest":
+        table = releases.padchest_table(160_861, rng)
+        file = releases.write_table(table, root / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz")
+        known = set(formats.padchest.KNOWN_FAULTS)
+        releases.touch(root, [f"{d}/{i}" for d, i in zip(table.ImageDir, table.ImageID) if i not in known])
+        return dict(format="padchest", root=str(root), files=[file.name]), {}
+    boxes = releases.vinbigdata_train(15_000, rng)
+    releases.write_table(boxes, root / "train.csv")
+    releases.touch(root, [f"train/{i}.dicom" for i in boxes.image_id.unique()])
+    return dict(format="vindr", root=str(root), files=["train.csv"], readers="majority"), {}
+
+
+def releases_bench(work: Path) -> None:
+    """Each release's tables at full size, ingested in a fresh process: seconds and peak memory."""
     rng = np.random.default_rng(0)
-    images, studies, patients = 377_110, 227_835, 65_379
-    subject = np.sort(rng.integers(10_000_000, 20_000_000, patients))
-    study_subject = subject[np.sort(rng.integers(0, patients, studies))]
-    study_id = rng.permutation(np.arange(50_000_000, 50_000_000 + studies))
-    image_study = np.sort(np.r_[np.arange(studies), rng.integers(0, studies, images - studies)])
-    root = work / "mimic"
-    root.mkdir()
-    meta = pd.DataFrame({
-        "dicom_id": [f"{k:08x}-{k * 7 % 99991:05x}" for k in range(images)],
-        "subject_id": study_subject[image_study], "study_id": study_id[image_study],
-        "PerformedProcedureStepDescription": "CHEST (PA AND LAT)",
-        "ViewPosition": rng.choice(["PA", "AP", "LATERAL", "LL", ""], images, p=[0.25, 0.4, 0.25, 0.05, 0.05]),
-        "Rows": 3056, "Columns": 2544, "StudyDate": 21800506, "StudyTime": 213014.531,
-    })  # fmt: skip
-    labels = pd.DataFrame({"subject_id": study_subject, "study_id": study_id})
-    for c in sorted(set(CHEXPERT_HEADER[5:])):
-        labels[c] = rng.choice([1.0, 0.0, -1.0, np.nan], studies, p=[0.1, 0.1, 0.05, 0.75])
-    split = meta[["dicom_id", "study_id", "subject_id"]].assign(split="train")
-    t_write = time.perf_counter()
-    write_gz(root / "mimic-cxr-2.0.0-metadata.csv.gz", meta)
-    write_gz(root / "mimic-cxr-2.0.0-chexpert.csv.gz", labels)
-    write_gz(root / "mimic-cxr-2.0.0-split.csv.gz", split)
-    print(f"\nwrote MIMIC-sized tables in {time.perf_counter() - t_write:.1f} s")
-    s = settings(format="mimic", root=str(root), max_missing=images)
-    t_read, raw = timed(formats.mimic.read, [str(root / s.files[0])], metadata=str(root / s.metadata),
-                        split_file=str(root / s.split_file), patients=None, settings=s)  # fmt: skip
-    t_stat, _ = timed(lambda: [formats.file_stat(root / p) for p in raw.image])
-    real = formats.file_stat
-    formats.file_stat = lambda _: (0, 0)  # the rest of harmonise, as if every file were there
-    try:
-        t_harmonise, (frame, _, _) = timed(formats.harmonise, raw, root, s)
-    finally:
-        formats.file_stat = real
-    print(f"\n2. MIMIC-CXR-JPG-sized tables ({images:,} images, {studies:,} studies):")
-    print("| what | seconds |\n|---|---:|")
-    print(f"| read the 3 tables, join, build paths | {t_read:.1f} |")
-    print(f"| harmonise (views, checks, patient ids, sort), {len(frame):,} frontal kept | {t_harmonise:.1f} |")
-    print(f"| existence check, {images:,} stats (local disk, files absent) | {t_stat:.1f} |")
+    print("\n2. The releases' tables at full size, each `ingest` in a fresh process (1 core):")
+    print("| release | table rows | images kept | ingest | peak memory |\n|---|---:|---:|---:|---:|")
+    for name in ("CheXpert train.csv", "MIMIC-CXR-JPG", "PadChest", "VinBigData train.csv"):
+        dataset, given = release(work, name, rng)
+        s = settings(**dataset)
+        first = given.get("metadata") or Path(s.root) / s.files[0]  # one row per image (MIMIC's metadata)
+        rows = len(pd.read_csv(first, usecols=[0]))
+        out = work / "out" / name.split()[0]
+        kwargs = dict(labels=[str(Path(s.root) / f) for f in s.files], metadata=given.get("metadata"),
+                      split_file=given.get("split_file"), patients=given.get("patients"),
+                      images=str(out / "images.parquet"), report=str(out / "report.json"), root=s.root,
+                      name="bench", settings=dataset, header_cache=str(out / "dicom_headers.parquet"))  # fmt: skip
+        repo = str(Path(__file__).resolve().parents[1])
+        done = subprocess.run([sys.executable, "-c", INGEST_ONCE, repo, json.dumps(kwargs)], check=True,
+                              capture_output=True, text=True)  # fmt: skip
+        seconds, peak, kept = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"| {name} | {rows:,} | {kept:,} | {seconds:.1f} s | {peak:,.0f} MB |")
+        shutil.rmtree(s.root)
+
+
+def padchest_bit_depth(folder: Path, limit: int) -> None:
+    """How PadChest's 16-bit PNGs use their bit depth (the evidence for how to map them to 8 bits): per
+    image, the highest value, the bits it needs and the share of the 16-bit range the middle 98 % of
+    its pixels span; the distribution over `limit` images."""
+    files = sorted(folder.rglob("*.png"))[:limit]
+    rows = []
+    for path in files:
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if img is None or img.dtype != np.uint16:
+            continue
+        lo, hi = np.percentile(img, [1, 99])
+        top = int(img.max())
+        rows.append({"max": top, "bits": int(np.ceil(np.log2(top + 1))), "middle_98": (hi - lo) / 65535})
+    table = pd.DataFrame(rows)
+    print(f"\n{len(table)} 16-bit PNGs of {len(files)} under {folder}:")
+    print(table.bits.value_counts().sort_index().rename("images by the bits their highest value needs").to_string())
+    print(table[["max", "middle_98"]].describe(percentiles=[0.05, 0.5, 0.95]).to_string())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=20_000)
     parser.add_argument("--compare", type=int, default=2_000)
+    parser.add_argument("--padchest-images", type=Path, help="only report how these PadChest PNGs use 16 bits")
+    parser.add_argument("--limit", type=int, default=2_000, help="with --padchest-images: at most this many")
     args = parser.parse_args()
     cv2.setNumThreads(1)
+    if args.padchest_images:
+        return padchest_bit_depth(args.padchest_images, args.limit)
     with tempfile.TemporaryDirectory() as tmp:
         collection_bench(Path(tmp), args.images, min(args.compare, args.images))
-        mimic_bench(Path(tmp))
+        releases_bench(Path(tmp))
 
 
 if __name__ == "__main__":

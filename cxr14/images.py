@@ -252,10 +252,11 @@ def read_gray(
     return read_dicom(data, max_megapixels) if _is_dicom(data) else decode(data, max_megapixels)
 
 
-def write_dicom(path, pixels, monochrome1=False, window=None, bits_stored=12, rescale=None):
+def write_dicom(path, pixels, monochrome1=False, window=None, bits_stored=12, rescale=None, **tags):
     """Write `pixels` to `path` as a DICOM file (the demo's and the tests' DICOMs): 16-bit words,
     `bits_stored` of them used, a DX secondary capture; with a (centre, width) `window` and a (slope,
-    intercept) `rescale` when given. MONOCHROME1 only labels the pixels; invert them first."""
+    intercept) `rescale` when given, and any other `tags` (PatientSex="F", PatientAge="081Y").
+    MONOCHROME1 only labels the pixels; invert them first."""
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -278,6 +279,8 @@ def write_dicom(path, pixels, monochrome1=False, window=None, bits_stored=12, re
         ds.WindowCenter, ds.WindowWidth = window
     if rescale:
         ds.RescaleSlope, ds.RescaleIntercept = rescale
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
     ds.PixelData = pixels.astype(np.uint16).tobytes()
     ds.save_as(str(path), enforce_file_format=True)
     return path

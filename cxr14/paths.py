@@ -30,6 +30,9 @@ DATASET = DATASETS + "/{dataset}"
 DATASET_TABLE = f"{DATASET}/images.parquet"
 CLEANING_REPORT = f"{DATASET}/cleaning_report.json"  # NIH's
 INGEST_REPORT = f"{DATASET}/ingest_report.json"  # an external collection's
+# What ingest read from the DICOM headers of a collection whose tables give no sex or age: a cache, not
+# an output (Snakemake would delete an output before the rerun that the cache is there to spare).
+HEADER_CACHE = f"{DATASET}/dicom_headers.parquet"
 SHARD_PLAN = f"{DATASET}/shards/plan.parquet"
 GROUP_SHARDS = DATASET + "/shards/{layout}/{group}"
 MANIFEST = f"{GROUP_SHARDS}/manifest.json"

@@ -8,6 +8,8 @@ rule ingest:
         metadata=dataset_table("metadata"),
         split_file=dataset_table("split_file"),
         patients=dataset_table("patients"),
+        # NIH's table, for its prevalence beside the collection's in the report.
+        nih=on_nih(paths.DATASET_TABLE),
     output:
         images=paths.DATASET_TABLE,
         report=paths.INGEST_REPORT,
@@ -26,6 +28,7 @@ rule ingest:
         root=dataset_setting("root"),
         name="{dataset}",
         settings=dataset_settings,
+        header_cache=paths.HEADER_CACHE,
         code=package_code("ingest"),
     script:
         "../scripts/ingest.py"

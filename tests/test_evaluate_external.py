@@ -202,9 +202,9 @@ def test_a_split_collection_is_reported_with_its_own_calibration_and_operating_p
     collection = {
         "name": "site", "format": "chexpert", "images": 240, "patients": 120, "labelled_findings": LABELLED,
         "dropped": {}, "views": {"AP": 120, "PA": 120}, "sex": {"F": 120, "M": 120},
-        "splits": {"val": 120, "test": 120},
-        "policy": {"uncertain": "ignore", "readers": None, "views": ["PA", "AP"], "split": {"val": 0.5, "test": 0.5},
-                   "label_map": {"Effusion": "Effusion"}},
+        "splits": {"val": 120, "test": 120}, "labels_by": {"labeller": 200, "radiologists": 40},
+        "policy": {"uncertain": "ignore", "unmentioned": "negative", "readers": None, "views": ["PA", "AP"],
+                   "split": {"val": 0.5, "test": 0.5}, "label_map": {"Effusion": "Effusion"}},
     }  # fmt: skip
     out = tmp_path / "report"
     m = _judge(tmp_path, tmp_path / "site.parquet", collection,
@@ -228,6 +228,8 @@ def test_a_split_collection_is_reported_with_its_own_calibration_and_operating_p
     html = (out / "report.html").read_text()
     assert 'id="site-calibration"' in html and "cxr14 predict --site site" in html
     assert "NIH-fitted and site-fitted side by side" in html and "The site's operating points" in html
+    # The labellers' conventions, stated: what the labeller left unmentioned, and who labelled.
+    assert "found unmentioned: <b>negative</b>" in html and "200 images labeller, 40 images radiologists" in html
 
 
 def _judge(tmp_path, predictions, collection: dict, **given) -> dict:

@@ -3,18 +3,23 @@ findings, each 1, 0 or UNLABELLED.
 
 One module per format, named as the format: its reader (`read`: the published tables to a frame of
 `image` (path under root), `patient`, `age_years`, `sex`, `view`, `split`, `row` (file:line, for
-messages) and the 14 findings), its label map (`LABELS`: its labels -> the NIH findings) and what the
-config schema takes for it (`SCHEMA`: its keys' defaults, or the keys it requires). FORMATS is the
-registry; the config schema's format list and per-format defaults are read from it. Layouts followed
+messages) and the 14 findings; optionally the DESCRIBED columns (`labels_by`: who labelled the row;
+`layout`: where its file was found) and `drop` (why the release's own notes drop the row, blank to
+keep)), its label map (`LABELS`: its labels -> the NIH findings) and what the config schema takes for
+it (`SCHEMA`: its keys' defaults, or the keys it requires). FORMATS is the registry; the config
+schema's format list and per-format defaults are read from it. Layouts followed
 (see docs/external-validation.md):
-- chexpert: CheXpert v1.0 and CheXpert-v1.0-small;
-- mimic: MIMIC-CXR-JPG 2.0.0/2.1.0 (with MIMIC-IV's patients table);
-- padchest: PadChest (BIMCV);
-- vindr: VinDr-CXR 1.0.0 on PhysioNet;
+- chexpert: CheXpert v1.0 and CheXpert-v1.0-small (train.csv, valid.csv), and the test set's
+  radiologist labels (test_labels.csv, released with CheXlocalize);
+- mimic: MIMIC-CXR-JPG 2.0.0/2.1.0 (with MIMIC-IV's patients table, and 2.1.0's radiologist-labelled
+  test set);
+- padchest: PadChest (BIMCV, the 01.02.19 table), unzipped as released or flat;
+- vindr: VinDr-CXR 1.0.0 on PhysioNet, and Kaggle's VinBigData competition (`train.csv` of boxes);
 - csv: a hospital's export, one row per image, columns named in the config.
 
 Nothing is silent: a finding a collection does not label is UNLABELLED (never negative), uncertain
-labels follow the `uncertain` policy, and every dropped row is counted by reason.
+labels follow the `uncertain` policy, what a labeller leaves unmentioned the `unmentioned` policy, and
+every dropped row is counted by reason.
 """
 
 from __future__ import annotations
@@ -31,14 +36,26 @@ from . import chexpert, csv, mimic, padchest, vindr
 from .common import COLUMNS, UNLABELLED, CollectionError  # noqa: F401  (the formats' shared names)
 
 FORMATS = {module.__name__.rpartition(".")[2]: module for module in (chexpert, mimic, padchest, vindr, csv)}
+# What a reader may say of each row beyond the table's columns, counted over the images kept: who
+# labelled it, and where its file was found.
+DESCRIBED = ("labels_by", "layout")
+NAMED_DROPS = 25  # a reason the reader drops no more rows for than this names each image in the report
 READERS = {name: module.read for name, module in FORMATS.items()}
 LABEL_MAP = {name: module.LABELS for name, module in FORMATS.items()}
 
 
-def harmonise(raw: pd.DataFrame, root: Path, settings) -> tuple[pd.DataFrame, dict, str]:
-    """The rows kept, checked and sorted by image, the count of rows dropped per reason, and the
-    fingerprint of the kept image files (`files_fingerprint`), from one stat of each file."""
-    dropped = {}
+def harmonise(raw: pd.DataFrame, root: Path, settings) -> tuple[pd.DataFrame, dict, str, dict]:
+    """The rows kept, checked and sorted by image, the count of rows dropped per reason, the
+    fingerprint of the kept image files (`files_fingerprint`, from one stat of each file) and how many
+    kept images per value of the reader's DESCRIBED columns."""
+    dropped, named = {}, {}
+    if "drop" in raw:
+        noted = raw["drop"].fillna("") != ""
+        for reason, rows in raw[noted].groupby("drop", sort=True):
+            dropped[reason] = len(rows)
+            if len(rows) <= NAMED_DROPS:
+                named[reason] = sorted(rows.image)
+        raw = raw[~noted]
     if settings.splits is not None:
         keep = raw.split.isin(settings.splits)
         dropped["split not in splits"] = int((~keep).sum())
@@ -105,7 +122,12 @@ def harmonise(raw: pd.DataFrame, root: Path, settings) -> tuple[pd.DataFrame, di
         "split": frame.split,
         **{f: frame[f].astype(np.int8) for f in FINDINGS},
     })  # fmt: skip
-    return out[COLUMNS], dropped, files_fingerprint(frame.image, frame.stat)
+    described = {
+        column: {k: int(v) for k, v in frame[column].replace("", "not said").value_counts().sort_index().items()}
+        for column in DESCRIBED
+        if column in frame
+    } | ({"dropped_images": named} if named else {})
+    return out[COLUMNS], dropped, files_fingerprint(frame.image, frame.stat), described
 
 
 def file_stat(path: Path) -> tuple[int, int] | None:

@@ -12,6 +12,10 @@ from ..constants import FINDINGS
 
 UNLABELLED = -1  # in a finding column: the collection does not say (masked from every metric)
 
+# Who labelled a row (the `labels_by` column every reader gives): a radiologist's read (consensus or
+# panel), or a labeller run over the report (CheXpert's, PadChest's RNN). The report counts each.
+RADIOLOGISTS, LABELLER = "radiologists", "labeller"
+
 
 COLUMNS = ["image_index", "path", "patient", "patient_id", "age_years", "sex", "view", "split", *FINDINGS]
 
@@ -74,16 +78,31 @@ def sex_of(values: pd.Series) -> pd.Series:
     return s.where(s.isin(["M", "F"]), "unknown")
 
 
+# A supine antero-posterior film (the patient lying: PadChest's AP_horizontal, MIMIC's recumbent AP) is
+# its own view: its heart looks larger and its effusions spread, so `views` can keep or drop it.
+SUPINE = {"AP_HORIZONTAL": "AP_SUPINE", "AP_SUPINE": "AP_SUPINE"}
+
+
 def view_of(values: pd.Series) -> pd.Series:
-    """PA, AP, LATERAL or the collection's own code, upper case; blank is unknown."""
+    """PA, AP, AP_SUPINE, LATERAL or the collection's own code, upper case; blank is unknown."""
     v = values.fillna("").astype(str).str.strip().str.upper().str.replace(" ", "_")
-    v = v.where(~v.isin(LATERAL), "LATERAL").replace({"AP_HORIZONTAL": "AP", "AP_SUPINE": "AP"})
+    v = v.where(~v.isin(LATERAL), "LATERAL").replace(SUPINE)
     return v.where(v != "", "unknown")
 
 
+# A DICOM age string (PS3.5 AS: three digits and a unit, `081Y`, `006M`, `010W`, `003D`), as DICOM headers
+# and many hospital exports write ages. The units in years:
+AGE_UNITS = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}
+
+
 def age_of(values: pd.Series) -> pd.Series:
-    """Years as floats; blank, 0-or-less or unreadable is unknown (NaN)."""
-    age = pd.to_numeric(values, errors="coerce").astype(np.float64)
+    """Years as floats, from numbers or DICOM age strings; blank, 0-or-less or unreadable is unknown (NaN)."""
+    text = values.fillna("").astype(str).str.strip().str.upper()
+    age = pd.to_numeric(text, errors="coerce").astype(np.float64)
+    dicom = text.str.extract(r"^(\d{1,3})\s*([YMWD])$")
+    coded = dicom[0].notna()
+    if coded.any():
+        age[coded] = dicom[0][coded].astype(np.float64) * dicom[1][coded].map(AGE_UNITS)
     return age.where(age > 0)
 
 
