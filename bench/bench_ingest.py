@@ -10,7 +10,8 @@
    studies), PadChest's 160K table (160,861 rows), VinBigData's train.csv (about 68k box rows over
    15,000 images), an empty file at every image path: each `ingest` (read, harmonise, check every file
    exists, write) in a fresh process, its time and peak resident memory.
-3. `--padchest-images DIR`: how real PadChest PNGs use their 16 bits (the evidence for mapping them
+3. Reading sex and age from the headers of full-size DICOMs (what VinDr's first ingest does per image).
+4. `--padchest-images DIR`: how real PadChest PNGs use their 16 bits (the evidence for mapping them
    to 8), for whoever has the images.
 
     .venv/bin/python bench/bench_ingest.py                     # --images 20000 --compare 2000
@@ -205,6 +206,18 @@ def releases_bench(work: Path) -> None:
         shutil.rmtree(s.root)
 
 
+def header_bench(work: Path, n: int = 300) -> None:
+    """Reading sex and age from full-size DICOMs (2048x2048, 12 bits: 8 MB each), the tags only."""
+    from cxr14.formats.headers import header_tags
+    from cxr14.images import write_dicom
+
+    pixels = np.random.default_rng(0).integers(0, 4096, (2048, 2048), dtype=np.uint16)
+    files = [write_dicom(work / f"{k}.dicom", pixels, PatientSex="MF"[k % 2], PatientAge=f"{30 + k % 50:03d}Y")
+             for k in range(n)]  # fmt: skip
+    seconds, _ = timed(lambda: [header_tags(Path(f)) for f in files])
+    print(f"\n3. DICOM headers (PatientSex, PatientAge) of {n} 8 MB DICOMs: {seconds / n * 1000:.2f} ms each")
+
+
 def padchest_bit_depth(folder: Path, limit: int) -> None:
     """How PadChest's 16-bit PNGs use their bit depth (the evidence for how to map them to 8 bits): per
     image, the highest value, the bits it needs and the share of the 16-bit range the middle 98 % of
@@ -237,6 +250,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         collection_bench(Path(tmp), args.images, min(args.compare, args.images))
         releases_bench(Path(tmp))
+        header_bench(Path(tmp))
 
 
 if __name__ == "__main__":

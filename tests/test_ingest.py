@@ -129,6 +129,21 @@ def test_chexpert_labels_views_and_the_uncertain_policies(tmp_path):
     assert row_of(frame, "train/patient00001/study2/view1_lateral.jpg")["view"] == "LATERAL"
 
 
+def test_the_ingest_report_shows_each_prevalence_beside_nihs(tmp_path):
+    root = chexpert(tmp_path, CHEXPERT_ROWS)
+    nih = pd.DataFrame({f: [1, 0, 0, 0] if f == "Effusion" else [0, 0, 0, 0] for f in FINDINGS})
+    nih.to_parquet(tmp_path / "nih.parquet")
+    s = settings(format="chexpert", root=str(root), files=["train.csv"])
+    _, report = run_ingest(tmp_path, s, ["train.csv"], nih=str(tmp_path / "nih.parquet"))
+    assert report["findings"]["Effusion"] == {
+        "labelled": 3,
+        "positives": 1,
+        "prevalence": 1 / 3,
+        "nih_prevalence": 0.25,
+    }
+    assert report["findings"]["Hernia"]["nih_prevalence"] == 0.0 and report["findings"]["Hernia"]["prevalence"] is None
+
+
 def test_chexpert_valid_csv_is_the_val_split(tmp_path):
     root = chexpert(tmp_path, CHEXPERT_ROWS[:1], csv="valid.csv")
     frame, report = run_ingest(tmp_path, settings(format="chexpert", root=str(root)), ["valid.csv"])
