@@ -268,6 +268,11 @@ def test_mimic_radiologist_labelled_test_set_replaces_the_labellers_labels(tmp_p
     assert (d3["Cardiomegaly"], d3["Effusion"]) == (1, 0)  # the radiologists', not the labeller's "No Finding"
     assert (d4["Pneumothorax"], d4["Edema"], d4["Atelectasis"]) == (1, U, 0)  # a study only they labelled
     assert d1["Effusion"] == 1 and report["labels_by"] == {"labeller": 1, "radiologists": 2}
+    # Validation on the radiologists' reads alone.
+    s = settings(format="mimic", root=str(root), files=files, labelled_by=["radiologists"])
+    frame, report = run_ingest(tmp_path, s, files, **tables)
+    assert [i.rsplit("/", 1)[1] for i in frame.image_index] == ["d3.jpg", "d4.jpg"]
+    assert report["dropped"]["not labelled by radiologists"] == 2  # d1 (the labeller's) and the lateral d2
 
 
 # -- PadChest ------------------------------------------------------------------------------------------

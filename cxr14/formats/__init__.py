@@ -56,6 +56,10 @@ def harmonise(raw: pd.DataFrame, root: Path, settings) -> tuple[pd.DataFrame, di
             if len(rows) <= NAMED_DROPS:
                 named[reason] = sorted(rows.image)
         raw = raw[~noted]
+    if settings.labelled_by is not None:
+        keep = raw.labels_by.isin(settings.labelled_by) if "labels_by" in raw else pd.Series(False, raw.index)
+        dropped["not labelled by " + " or ".join(settings.labelled_by)] = int((~keep).sum())
+        raw = raw[keep]
     if settings.splits is not None:
         keep = raw.split.isin(settings.splits)
         dropped["split not in splits"] = int((~keep).sum())

@@ -78,6 +78,7 @@ def describe(frame: pd.DataFrame, dropped: dict, name: str, settings, nih: pd.Da
             "readers": settings.readers if settings.format == "vindr" else None,
             "views": list(settings.views),
             "splits": settings.splits,
+            "labelled_by": settings.labelled_by,
             "split": settings.split,
             "label_map": dict(settings.findings or LABEL_MAP[settings.format]),
         },
