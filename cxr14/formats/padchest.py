@@ -102,6 +102,9 @@ def findings_of(term: str) -> tuple[str, ...]:
     return (found,) if isinstance(found, str) else found
 
 
+FINDINGS_LABELLED = sorted({f for term in LABELS for f in findings_of(term)})  # all 14
+
+
 def read(labels: list, settings, **_) -> pd.DataFrame:
     parts = []
     for path in labels:
@@ -127,7 +130,8 @@ def read(labels: list, settings, **_) -> pd.DataFrame:
                 for finding in findings_of(term):
                     found[finding][i] = 1
         image_id = frame.ImageID.str.strip()
-        drop = np.where(image_id.map(KNOWN_FAULTS).notna(), image_id.map(KNOWN_FAULTS).fillna(""), drop)
+        fault = image_id.map(KNOWN_FAULTS)
+        drop = np.where(fault.notna(), fault.fillna(""), drop)  # the release's own fault first
         folder = frame.ImageDir.str.strip().str.replace(r"\.0$", "", regex=True)
         nested = folder.map({d: (Path(settings.root) / d).is_dir() for d in folder.unique()}).astype(bool)
         study_year = pd.to_numeric(frame.StudyDate_DICOM.str[:4], errors="coerce")
@@ -149,8 +153,6 @@ def read(labels: list, settings, **_) -> pd.DataFrame:
         parts.append(out)
     return pd.concat(parts, ignore_index=True)
 
-
-FINDINGS_LABELLED = sorted({f for term in LABELS for f in findings_of(term)})
 
 # What the config schema takes for this format: defaults of its keys, or keys it requires.
 SCHEMA = {"properties": {"files": {"default": ["PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz"]}}}

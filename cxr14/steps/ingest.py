@@ -40,8 +40,8 @@ def ingest(
     frame, counts, files, described = harmonise(raw, Path(root), settings)
     if getattr(FORMATS[settings.format], "HEADERS", False):
         frame, described["dicom_headers"] = headers.demographics(frame, Path(root), Path(header_cache))
-    nih_prevalence = None if nih is None else pd.read_parquet(nih, columns=list(FINDINGS))
-    summary = describe(frame, counts, name, settings, nih_prevalence) | described | {"image_files": files}
+    nih_labels = None if nih is None else pd.read_parquet(nih, columns=list(FINDINGS))
+    summary = describe(frame, counts, name, settings, nih_labels) | described | {"image_files": files}
     write_parquet(frame, images)
     write_json(summary, report)
     log.info("%s: %d images of %d patients kept; dropped %s", name, len(frame), summary["patients"], counts)
