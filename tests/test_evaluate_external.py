@@ -154,6 +154,11 @@ def test_the_external_report_judges_only_what_the_collection_labels(tmp_path):
         assert got["npv"] == pytest.approx(want["tn"] / (want["tn"] + want["fn"]))
         cal = m["findings"][f]["calibration"]
         assert cal["in_the_large"] == pytest.approx(cal["mean_predicted"] - cal["observed"])
+        # The label-free estimate, from the same calibrated probabilities, beside the measured AUROC.
+        assert m["findings"][f]["auroc_estimate"] == pytest.approx(metrics.expected_auroc(p))
+        assert m["findings"][f]["auroc_estimate_error"] == pytest.approx(
+            m["findings"][f]["auroc_estimate"] - m["findings"][f]["auroc"]
+        )
     assert m["mean_auroc"] == pytest.approx(np.mean([m["findings"][f]["auroc"] for f in LABELLED]))
     r = m["recalibration"]
     assert r["fit_images"] + r["report_images"] == len(ext) and r["fit_patients"] == round(0.3 * 60)
@@ -161,6 +166,7 @@ def test_the_external_report_judges_only_what_the_collection_labels(tmp_path):
     assert set(m["subgroups"]) == {"sex", "age", "view"}
     assert {"F", "M"} == set(m["subgroups"]["sex"]["groups"])
     html = (out / "report.html").read_text()
+    assert "label-free estimate" in html and "assumes the calibration holds" in html
     for anchor in (
         "summary",
         "collection",

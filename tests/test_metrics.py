@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from cxr14 import metrics
 
@@ -156,3 +157,26 @@ def test_the_bootstrap_weights_are_drawn_once_per_patients_and_seed_and_cannot_b
     again = metrics.patient_bootstrap_weights(patients, 40, 0)
     np.testing.assert_array_equal(again, first)  # drawn again from the seed, the same
     assert (first.sum(axis=1) == len(patients)).all()  # every replicate draws as many patients as there are
+
+
+def test_the_label_free_auroc_estimate_is_the_mean_auroc_of_labels_drawn_from_the_probabilities():
+    """Textbook checks: its definition pair by pair (ties one half, self-pairs out); labels drawn as the
+    calibrated probabilities say give, on average, the AUROC it expected; certainty and ignorance."""
+    rng = np.random.default_rng(0)
+    p = np.round(rng.beta(0.5, 3, 200), 2)  # rounded: ties
+    num = den = 0.0
+    for i in range(len(p)):
+        for j in range(len(p)):
+            if i != j:
+                w = p[i] * (1 - p[j])
+                num, den = num + w * (p[i] > p[j]) + 0.5 * w * (p[i] == p[j]), den + w
+    assert metrics.expected_auroc(p) == pytest.approx(num / den, abs=1e-12)
+    drawn = [rng.random(len(p)) < p for _ in range(4000)]
+    measured = [roc_auc_score(y, p) for y in drawn if 0 < y.sum() < len(p)]
+    assert abs(np.mean(measured) - metrics.expected_auroc(p)) < 4 * np.std(measured) / np.sqrt(len(measured)) + 2e-3
+    assert metrics.expected_auroc(np.array([0.0, 0.0, 1.0, 1.0])) == 1.0  # certain and right
+    assert metrics.expected_auroc(np.full(50, 0.3)) == pytest.approx(0.5)  # says nothing
+    assert np.isnan(metrics.expected_auroc(np.array([0.4])))
+    # Probabilities that do not hold (a site's shift): the estimate is of the probabilities, not the truth.
+    y = rng.random(len(p)) < 0.5
+    assert metrics.expected_auroc(p) > 0.75 and roc_auc_score(y, p) == pytest.approx(0.5, abs=0.12)

@@ -218,6 +218,11 @@ def judge(
             "nih_prevalence": float(ny[:, j].mean()),
             "auroc": here["auroc"][j],
             "auroc_ci": here["ci"][j],
+            # What the NIH-calibrated probabilities promise without labels, on the same images (and on
+            # NIH test, where the calibration was meant to hold): how far a site can trust it.
+            "auroc_estimate": metrics.expected_auroc(pj),
+            "auroc_estimate_error": metrics.expected_auroc(pj) - here["auroc"][j],
+            "nih_auroc_estimate": metrics.expected_auroc(npred[:, j]),
             "nih_auroc": there["auroc"][j],
             "nih_auroc_ci": there["ci"][j],
             "drop": drop["per_column"][j],
