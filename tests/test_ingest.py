@@ -173,11 +173,6 @@ def test_chexpert_test_set_labels_are_radiologists_and_name_their_views(tmp_path
 # -- MIMIC-CXR-JPG -------------------------------------------------------------------------------------
 
 
-def write_gz(path, frame):
-    with gzip.open(path, "wt", newline="") as fh:
-        frame.to_csv(fh, index=False)
-
-
 def mimic(tmp_path, with_patients=False, radiologists=False):
     """mimic-cxr-jpg/2.1.0: the three tables (gzipped CSVs) and files/pXX/p<subject>/s<study>/<dicom>.jpg;
     with MIMIC-IV's patients table, and 2.1.0's radiologist-labelled test set, when asked."""
@@ -210,9 +205,9 @@ def mimic(tmp_path, with_patients=False, radiologists=False):
     labels.loc[1, "No Finding"] = 1.0
     split = pd.DataFrame({"dicom_id": meta.dicom_id, "study_id": meta.study_id, "subject_id": meta.subject_id,
                           "split": ["train", "train", "test", "test"]})  # fmt: skip
-    write_gz(root / "mimic-cxr-2.0.0-metadata.csv.gz", meta)
-    write_gz(root / "mimic-cxr-2.0.0-chexpert.csv.gz", labels)
-    write_gz(root / "mimic-cxr-2.0.0-split.csv.gz", split)
+    releases.write_table(meta, root / "mimic-cxr-2.0.0-metadata.csv.gz")
+    releases.write_table(labels, root / "mimic-cxr-2.0.0-chexpert.csv.gz")
+    releases.write_table(split, root / "mimic-cxr-2.0.0-split.csv.gz")
     for r in meta.itertuples():
         s = str(r.subject_id)
         image(root / "files" / f"p{s[:2]}" / f"p{s}" / f"s{r.study_id}" / f"{r.dicom_id}.jpg")
@@ -225,7 +220,7 @@ def mimic(tmp_path, with_patients=False, radiologists=False):
                                "anchor_age": [52, 70, 33], "anchor_year": [2180, 2180, 2186],
                                "anchor_year_group": ["2014 - 2016"] * 3,
                                "dod": [None] * 3})  # fmt: skip
-        write_gz(root / "patients.csv.gz", people)
+        releases.write_table(people, root / "patients.csv.gz")
         tables["patients"] = str(root / "patients.csv.gz")
     if radiologists:  # 2.1.0's test set as released: study_id only, Airspace Opacity, both test studies
         names = sorted(c if c != "Lung Opacity" else "Airspace Opacity" for c in CHEXPERT_HEADER[5:])
@@ -308,7 +303,7 @@ def padchest(tmp_path):
             path = root / str(folder) / name if folder == 0 else root / name
             path.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(path), np.full((40, 40), 3000 + 100 * i, np.uint16))  # 16-bit, as published
-    write_gz(root / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz", table)
+    releases.write_table(table, root / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz")
     return root
 
 
@@ -654,3 +649,11 @@ def test_a_file_that_is_no_image_is_named_by_its_shard(tmp_path):
     with pytest.raises(TooManyBadImages, match="notes.png: not a PNG, JPEG or DICOM file"):
         shard_one_group(plan, root, out / "b", size=16)
     assert not (out / "b.tfrecord").exists() and not list(out.glob("b.partial*"))
+
+
+def test_a_study_two_labeller_tables_both_label_is_an_error(tmp_path):
+    root, tables = mimic(tmp_path)
+    (root / "again.csv").write_bytes(gzip.decompress((root / "mimic-cxr-2.0.0-chexpert.csv.gz").read_bytes()))
+    files = ["mimic-cxr-2.0.0-chexpert.csv.gz", "again.csv"]
+    with pytest.raises(CollectionError, match=r"mimic-cxr-2.0.0-chexpert.csv.gz: study 50414267 is labelled twice"):
+        run_ingest(tmp_path, settings(format="mimic", root=str(root), files=files), files, **tables)

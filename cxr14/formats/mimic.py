@@ -36,11 +36,16 @@ def read(labels: list, *, metadata, split_file, patients, settings) -> pd.DataFr
     meta = read_csv(metadata)
     require(meta, ["dicom_id", "subject_id", "study_id", "ViewPosition"], metadata)
     tables = [(p, read_csv(p)) for p in labels]
-    by_labeller = [(p, t) for p, t in tables if "subject_id" in t]  # mimic-cxr-2.0.0-chexpert/negbio
-    by_radiologists = [(p, t) for p, t in tables if "subject_id" not in t]  # the 2.1.0 labelled test set
+    kinds = {  # mimic-cxr-2.0.0-chexpert (per subject and study), then the 2.1.0 labelled test set
+        LABELLER: [(p, t) for p, t in tables if "subject_id" in t],
+        RADIOLOGISTS: [(p, t) for p, t in tables if "subject_id" not in t],
+    }
     studies = pd.concat(
-        [study_labels(p, t, settings, LABELLER) for p, t in by_labeller]
-        + [study_labels(p, t, settings, RADIOLOGISTS) for p, t in by_radiologists],
+        [
+            study_labels(kind[0][0], pd.concat([t for _, t in kind]), settings, who)
+            for who, kind in kinds.items()
+            if kind
+        ],
         ignore_index=True,
     ).drop_duplicates("study_id", keep="last")  # the radiologists' labels of a study, where they exist
     frame = meta.assign(study_id=meta.study_id.str.strip()).merge(studies, on="study_id", how="left")
@@ -78,7 +83,8 @@ def read(labels: list, *, metadata, split_file, patients, settings) -> pd.DataFr
 
 
 def study_labels(path, table: pd.DataFrame, settings, labels_by: str) -> pd.DataFrame:
-    """A label table's studies (`study_id`, the 14 findings, `labels_by`), each study once."""
+    """The studies of the label tables of one kind (`study_id`, the 14 findings, `labels_by`), each study
+    once: a study two tables of a kind label is an error naming the first table."""
     require(table, ["study_id", *chexpert.LABELS], path)
     table = table.assign(study_id=table.study_id.str.strip())
     repeated = table.duplicated("study_id", keep=False)

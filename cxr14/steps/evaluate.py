@@ -210,6 +210,7 @@ def judge(
     for j, f in enumerate(findings):
         known = metrics.labelled(y[:, j])
         yj, pj, raw = y[known, j], p[known, j], raw_p[known, j]
+        estimate = metrics.expected_auroc(pj)
         reliability[f] = {"after": metrics.reliability(yj, pj), "before": metrics.reliability(yj, raw)}
         per_finding[f] = {
             "labelled": int(known.sum()),
@@ -220,8 +221,8 @@ def judge(
             "auroc_ci": here["ci"][j],
             # What the NIH-calibrated probabilities promise without labels, on the same images (and on
             # NIH test, where the calibration was meant to hold): how far a site can trust it.
-            "auroc_estimate": metrics.expected_auroc(pj),
-            "auroc_estimate_error": metrics.expected_auroc(pj) - here["auroc"][j],
+            "auroc_estimate": estimate,
+            "auroc_estimate_error": estimate - here["auroc"][j],
             "nih_auroc_estimate": metrics.expected_auroc(npred[:, j]),
             "nih_auroc": there["auroc"][j],
             "nih_auroc_ci": there["ci"][j],
