@@ -33,8 +33,10 @@ include: "rules/clean.smk"
 include: "rules/ingest.smk"
 include: "rules/shards.smk"
 include: "rules/train.smk"
+include: "rules/convert.smk"
 include: "rules/evaluate.smk"
 include: "rules/calibrate.smk"
+include: "rules/monitor.smk"
 include: "rules/leaderboard.smk"
 include: "rules/model_card.smk"
 include: "rules/export.smk"
@@ -48,6 +50,7 @@ rule all:
         NIH_MANIFESTS,
         expand(paths.MODEL, run=TRAINED),
         expand(paths.REPORT, run=RUNS, dataset=DATASETS),
+        expand(paths.MONITOR_REPORT, run=RUNS, dataset=EXTERNAL),
         expand(paths.OPERATING_POINTS, run=RUNS, dataset=SITES),
         expand(paths.MODEL_CARD, run=RUNS),
         expand(paths.PARITY, run=TRAINED),

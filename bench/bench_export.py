@@ -25,13 +25,14 @@ def exported(backbone: str, size: int, folder: Path, tta: bool) -> tuple[dict, f
     """{format: predict function} for one model, and the seconds the three exports took."""
     import numpy as np
 
-    from cxr14 import models
+    from cxr14 import conversion, models
     from cxr14.steps import export
 
-    net = export.serving_model(models.build(backbone, size, "none", dropout=0.0), tta)
+    net = conversion.serving_model(models.build(backbone, size, "none", dropout=0.0), tta)
     paths = {"saved_model": folder / "saved_model", "onnx": folder / "model.onnx", "tflite": folder / "model.tflite"}
     start = time.perf_counter()
-    export.write_formats(net, size, paths)
+    conversion.write_onnx(net, size, folder / "converted.onnx")
+    export.write_formats(net, size, paths, folder / "converted.onnx")
     took = time.perf_counter() - start
     loaded = {fmt: export.LOADERS[fmt](path) for fmt, path in paths.items()}
     return {

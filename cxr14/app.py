@@ -95,7 +95,7 @@ class Analysis:
 
     def sites(self) -> list[str]:
         """Every site some run on the page has a calibration for, NIH first."""
-        return nih_first({name for _, sites in self.runs.values() for name in sites})
+        return nih_first({name for _, sites, *_ in self.runs.values() for name in sites})
 
     @staticmethod
     def findings_markdown(predictor: Predictor, probs, site: str | None = None) -> str:
@@ -136,6 +136,17 @@ class Analysis:
             lines.append(f"| {name} | {probs[k]:.3f}{shared} | {rate} | {'▲' if name in above else ''} |")
         return "\n".join(lines)
 
+    @staticmethod
+    def unlike_markdown(predictor: Predictor, distance: float | None) -> str:
+        """A warning, in plain words, for an image past the run's out-of-distribution threshold."""
+        if not predictor.unlike(distance):
+            return ""
+        return (
+            f"**⚠ This image is {predictor.UNLIKE}** (its distance from the NIH training images in the "
+            f"model's features, {distance:.1f}, is past the {100 * predictor.reference['quantile']:g}th "
+            "percentile of NIH validation images'): its findings below mean less than usual.\n\n"
+        )
+
     def analyse(self, file, run: str, site: str | None = None):
         """(status, label dict, findings table, overlay, dropdown value, state) for an upload, with the
         calibration and operating points of `site` (the run's default site for None)."""
@@ -156,13 +167,15 @@ class Analysis:
             return (f"**Run {run} cannot answer for that site:** {exc}.", *empty[1:])
         prepared = predictor.prepare(gray)
         with self._locks[run]:
-            probs = predictor.predict(prepared[None], site)[0]
+            logits, distance = predictor.scored(prepared[None])
+            probs = predictor.calibrated(logits, site)[0]
             top = FINDINGS[int(np.argmax(probs))]
             overlay = predictor.explain(prepared, top, DISPLAY_SIZE)
         return (
             self.describe(run, answered=True),
             {f: float(p) for f, p in zip(FINDINGS, probs)},
-            self.findings_markdown(predictor, probs, site),
+            self.unlike_markdown(predictor, None if distance is None else distance[0])
+            + self.findings_markdown(predictor, probs, site),
             overlay,
             top,
             gray,

@@ -54,8 +54,14 @@ def png_size(data: bytes) -> tuple[int, int, int]:
 
 
 def jpeg_size(data: bytes) -> tuple[int, int, int]:
-    """(width, height, components) from a JPEG's start-of-frame segment, found by walking the
-    segments from the start (bounded by the file: each step moves forward)."""
+    """(width, height, components) from a JPEG's start-of-frame segment."""
+    i = _jpeg_frame(data)
+    return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(data[i + 5 : i + 7], "big"), data[i + 9]
+
+
+def _jpeg_frame(data: bytes) -> int:
+    """Where a JPEG's start-of-frame segment starts, found by walking the segments from the start
+    (bounded by the file: each step moves forward)."""
     i = 2
     while i + 4 <= len(data):
         if data[i] != 0xFF:
@@ -73,12 +79,42 @@ def jpeg_size(data: bytes) -> tuple[int, int, int]:
         if marker in JPEG_FRAMES:
             if length < 8 or i + 10 > len(data):
                 raise BadImage("truncated JPEG frame header")
-            height, width = int.from_bytes(data[i + 5 : i + 7], "big"), int.from_bytes(data[i + 7 : i + 9], "big")
-            return width, height, data[i + 9]
+            return i
         if length < 2:
             raise BadImage(f"corrupt JPEG: segment length {length} at byte {i}")
         i += 2 + length
     raise BadImage("JPEG without a frame header (truncated or corrupt)")
+
+
+PNG_PHOTOMETRIC = {0: "gray", 2: "RGB", 3: "palette", 4: "gray+alpha", 6: "RGBA"}
+
+
+def describe(path) -> dict:
+    """What a file's header says of its image, its pixels left unread: `kind` (PNG, JPEG, DICOM),
+    `width`, `height`, `bit_depth` (bits per sample: DICOM's BitsStored) and `photometric` (DICOM's
+    PhotometricInterpretation; a PNG's colour type; a JPEG's component count). A file that says nothing
+    readable is `unreadable`, the reason left to the reader that decodes it."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(1 << 16)
+        if _is_dicom(head):
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            return {"kind": "DICOM", "width": int(ds.Columns), "height": int(ds.Rows),
+                    "bit_depth": int(ds.get("BitsStored") or ds.BitsAllocated),
+                    "photometric": str(ds.get("PhotometricInterpretation", "") or "not said")}  # fmt: skip
+        if head.startswith(b"\x89PNG"):
+            width, height, _ = png_size(head)
+            return {"kind": "PNG", "width": width, "height": height, "bit_depth": int(head[24]),
+                    "photometric": PNG_PHOTOMETRIC[head[25]]}  # fmt: skip
+        if head.startswith(b"\xff\xd8"):
+            width, height, components = jpeg_size(head)
+            return {"kind": "JPEG", "width": width, "height": height, "bit_depth": int(head[_jpeg_frame(head) + 4]),
+                    "photometric": "gray" if components == 1 else f"{components} components"}  # fmt: skip
+    except Exception:  # noqa: BLE001  (any header that cannot be read is `unreadable` here)
+        pass
+    return {"kind": "unreadable", "width": None, "height": None, "bit_depth": None, "photometric": None}
 
 
 def to_gray8(img: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 
 from .constants import FINDINGS, NIH
 from .images import resize
-from .paths import CALIBRATION, MODEL, OPERATING_POINTS, RUN, dataset_of
+from .paths import CALIBRATION, FEATURES, MODEL, OPERATING_POINTS, RUN, dataset_of, on
 
 # Test-time augmentation: small anatomy-safe views, (shift x, shift y) as fractions of the side and a
 # zoom about the centre; no flips (the heart is on the left). The identity view is always first.
@@ -72,6 +72,21 @@ def forward(model, x, tta: bool) -> np.ndarray:
     return tta_scores(model, x)[0]
 
 
+def forward_embedded(model, x, tta: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """(B, S, S, C) model inputs to ((B, 14) logits as `forward` gives them, the plain image's logits
+    under `tta` (else None), (B, D) embeddings of the plain image), from one forward pass of `model` (a
+    `models.embedding_model`)."""
+    import keras
+
+    if not tta:
+        logits, embedding = model.predict_on_batch(x)
+        return np.asarray(logits, np.float32), None, np.asarray(embedding, np.float32)
+    logits, embedding = model.predict_on_batch(keras.ops.concatenate(tta_views(x), axis=0))
+    views = np.asarray(logits, np.float64).reshape(len(TTA_VIEWS), len(x), -1)
+    plain = np.asarray(embedding, np.float32)[: len(x)]
+    return views.mean(axis=0).astype(np.float32), views[0].astype(np.float32), plain
+
+
 def load_thresholds(path) -> dict[str, float] | None:
     """The val-chosen max-F1 operating points written by the calibrate step, when present."""
     if path is None or not Path(path).is_file():
@@ -122,6 +137,7 @@ class NoTrainedRun(LookupError):
 
 SERVING_INPUT = "image"  # the names in every format the export step writes
 SERVING_LOGITS, SERVING_OUTPUT = "logits", "findings"  # (B, 14) logits and the model's own probabilities
+SERVING_PLAIN, SERVING_EMBEDDING = "plain_logits", "embedding"  # the plain image's (B, 14) logits, (B, D) features
 SERVING = "serving.json"  # what the export step writes beside its models
 
 
@@ -161,8 +177,13 @@ class Predictor:
     operating points in the serving.json beside it; it scores through onnxruntime alone, and cannot
     explain (Grad-CAM needs the Keras model's gradients)."""
 
-    def __init__(self, model_path, sites: dict[str, tuple] | None = None):
+    UNLIKE = "unlike the images this model was trained and validated on"
+
+    def __init__(self, model_path, sites: dict[str, tuple] | None = None, reference=None):
+        """`reference`: the run's NIH features file (the score step's), whose out-of-distribution
+        reference flags an image unlike NIH's (a Keras model only: the ONNX export gives no embedding)."""
         self.onnx = Path(model_path).suffix.lower() == ".onnx"
+        self.reference = None
         if self.onnx:
             if sites:
                 raise NoTrainedRun(f"{model_path}: an ONNX model's operating points and calibration are its {SERVING}")
@@ -174,9 +195,11 @@ class Predictor:
             self.tta = bool(serving["tta"])
         else:
             from . import models
+            from .ood import load_reference
 
             self.model = models.load(model_path)
-            self.logits_model = models.logits_model(self.model)
+            self.embedding_model = models.embedding_model(self.model)
+            self.reference = load_reference(reference) if reference and Path(reference).is_file() else None
             self.info = models.info(self.model)
             self.sites = {
                 name: Site(name, load_calibration(calibration, model_path), load_thresholds(thresholds))
@@ -206,9 +229,23 @@ class Predictor:
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
         """(B, S, S, 1) prepared images to (B, 14) logits (TTA'd as in the evaluation)."""
+        return self.scored(batch)[0]
+
+    def scored(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(B, S, S, 1) prepared images to ((B, 14) logits, each image's distance from the NIH training
+        embeddings, None without a reference), from one forward pass."""
         if self.onnx:
-            return np.asarray(self.session(batch)[SERVING_LOGITS], np.float32)
-        return forward(self.logits_model, np.asarray(batch, np.float32), self.tta)
+            return np.asarray(self.session(batch)[SERVING_LOGITS], np.float32), None
+        logits, _, embedding = forward_embedded(self.embedding_model, np.asarray(batch, np.float32), self.tta)
+        if self.reference is None:
+            return logits, None
+        from .ood import mahalanobis
+
+        return logits, mahalanobis(self.reference, embedding)
+
+    def unlike(self, distance: float | None) -> bool | None:
+        """Whether an image's distance puts it past the reference's threshold (None: not checked)."""
+        return None if distance is None or self.reference is None else bool(distance > self.reference["threshold"])
 
     def calibrated(self, logits: np.ndarray, site: str | None = None) -> np.ndarray:
         """Logits to the site's calibrated probabilities (the model's own without a calibration)."""
@@ -266,13 +303,15 @@ def sites_on_disk(run: str) -> dict[str, tuple[str | None, str | None]]:
     return found
 
 
-def on_disk() -> dict[str, tuple[str, dict]]:
+def on_disk() -> dict[str, tuple[str, dict, str | None]]:
     """The trained runs with a saved model under results/runs/ (from the working directory):
-    name -> (model, its sites as `sites_on_disk` gives them)."""
-    return {
-        model.parts[-3]: (str(model), sites_on_disk(model.parts[-3]))
-        for model in sorted(Path().glob(MODEL.format(run="*")))
-    }
+    name -> (model, its sites as `sites_on_disk` gives them, its NIH features file or None)."""
+    found = {}
+    for model in sorted(Path().glob(MODEL.format(run="*"))):
+        run = model.parts[-3]
+        features = Path(on(FEATURES, NIH).format(run=run))
+        found[run] = (str(model), sites_on_disk(run), str(features) if features.is_file() else None)
+    return found
 
 
 def served(
@@ -296,5 +335,5 @@ def served(
             f"run {first!r} has no trained model ({MODEL.format(run=first)}); trained runs: "
             f"{', '.join(runs)} (an ensemble has no model of its own: use one of its members)"
         )
-    runs[first] = (runs[first][0], given | runs[first][1]) if given else runs[first]
+    runs[first] = (runs[first][0], given | runs[first][1], runs[first][2]) if given else runs[first]
     return runs, first

@@ -157,9 +157,18 @@ def logits_model(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, logits, name=f"{model.name}_logits")
 
 
+EMBEDDING = "pool"  # the penultimate layer: the pooled features the head reads, what `monitor` compares
+
+
+def embedding_model(model: keras.Model) -> keras.Model:
+    """The network giving (its head's logits, its penultimate-layer embedding) from one forward pass."""
+    logits = logits_model(model)
+    return keras.Model(model.inputs, [logits.output, model.get_layer(EMBEDDING).output], name=f"{model.name}_embedded")
+
+
 def precision(model: keras.Model) -> str:
     """The dtype policy the network computes in (its pooling layer's, set as every layer's but the head's)."""
-    return model.get_layer("pool").dtype_policy.name
+    return model.get_layer(EMBEDDING).dtype_policy.name
 
 
 def _set_policies(node, policy: str) -> None:

@@ -49,6 +49,7 @@ TENSORBOARD = f"{TRAIN}/tensorboard"
 RESUME = f"{TRAIN}/resume"  # not an output: the state a killed training resumes from
 MODEL_CARD = f"{RUN}/model_card.md"
 MODEL_CARD_HTML = f"{RUN}/model_card.html"
+CONVERTED = f"{RUN}/convert/model.onnx"  # the run's model as one ONNX graph: `score` runs it, `export` serves it
 EXPORT = f"{RUN}/export"  # the run's model for serving outside cxr14
 SAVED_MODEL = f"{EXPORT}/saved_model"
 ONNX = f"{EXPORT}/model.onnx"
@@ -57,6 +58,9 @@ SERVING = f"{EXPORT}/serving.json"
 PARITY = f"{EXPORT}/parity.json"
 ON = RUN + "/datasets/{dataset}"  # a run on a collection
 PREDICTIONS = f"{ON}/predictions.parquet"
+FEATURES = f"{ON}/features.npz"  # each scored image's embedding and pixel statistics (a trained run's)
+MONITORING = f"{ON}/monitor.json"
+MONITOR_REPORT = f"{ON}/monitor.html"
 METRICS = f"{ON}/metrics.json"
 REPORT = f"{ON}/report.html"
 FIGURES = f"{ON}/figures"
@@ -107,8 +111,10 @@ JOBS = {
     "ensemble": "runs/{run}/datasets/{dataset}/ensemble",
     "calibrate": "runs/{run}/datasets/{dataset}/calibrate",
     "evaluate": "runs/{run}/datasets/{dataset}/evaluate",
+    "monitor": "runs/{run}/datasets/{dataset}/monitor",
     "leaderboard": "leaderboard/leaderboard",
     "model_card": "runs/{run}/model_card/model_card",
+    "convert": "runs/{run}/convert/convert",
     "export": "runs/{run}/export/export",
     "app": "app/app",
 }

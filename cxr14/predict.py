@@ -46,6 +46,8 @@ CSV_COLUMNS = [
     *[f"logit_{f}" for f in FINDINGS],
     *[f"base_rate_{f}" for f in FINDINGS],
     "findings",
+    "ood_distance",  # from the NIH training embeddings (blank: not checked, e.g. an ONNX model)
+    "unlike_training",  # yes: past the run's out-of-distribution threshold (NIH val's 99th percentile)
 ]
 
 
@@ -67,7 +69,7 @@ def predict_files(
 
     if gradcam_dir:
         Path(gradcam_dir).mkdir(parents=True, exist_ok=True)
-    errors, done = [], 0
+    errors, done, unusual = [], 0, []
     base_rate = predictor.base_rate(site)
     base_rates = [f"{base_rate[f]:.6f}" if base_rate else "" for f in FINDINGS]
     with atomic(out_csv) as staged, open(staged, "w", newline="") as fh:
@@ -84,9 +86,11 @@ def predict_files(
                     log.warning("skipped %s: %s", path, exc)
             if not batch:
                 continue
-            logits = predictor.scores(np.stack(batch))
+            logits, distances = predictor.scored(np.stack(batch))
             probs = predictor.calibrated(logits, site)
-            for path, prepared, p, z in zip(names, batch, probs, logits):
+            distances = [None] * len(batch) if distances is None else distances
+            for path, prepared, p, z, d in zip(names, batch, probs, logits, distances):
+                unlike = predictor.unlike(d)
                 writer.writerow(
                     [
                         str(path),
@@ -97,11 +101,18 @@ def predict_files(
                         *[f"{v:.6f}" for v in z],
                         *base_rates,
                         "|".join(predictor.above(p, site)),
+                        "" if d is None else f"{d:.4f}",
+                        {None: "", True: "yes", False: "no"}[unlike],
                     ]
                 )
+                if unlike:
+                    unusual.append(str(path))
                 if gradcam_dir:
                     _save_gradcam(predictor, prepared, p, Path(gradcam_dir) / f"{path.stem}_gradcam.png")
             done += len(batch)
+    if unusual:
+        log.warning("%d image(s) %s, so their scores mean less: %s", len(unusual), predictor.UNLIKE,
+                    ", ".join(unusual[:5]) + (" ..." if len(unusual) > 5 else ""))  # fmt: skip
     return done, errors
 
 

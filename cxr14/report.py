@@ -226,11 +226,12 @@ def localisation_figure(examples):
 
 
 class Figures:
-    """Saves each figure as a PNG and keeps its base64 for embedding."""
+    """Saves each figure as a PNG (in `folder`, when given) and keeps its base64 for embedding."""
 
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+    def __init__(self, folder: Path | None):
+        self.folder = folder and Path(folder)
+        if self.folder:
+            self.folder.mkdir(parents=True, exist_ok=True)
         self.embedded: dict[str, str] = {}
 
     def add(self, name: str, fig) -> str | None:
@@ -240,7 +241,8 @@ class Figures:
         fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
         plt.close(fig)
         data = buf.getvalue()
-        (self.folder / f"{name}.png").write_bytes(data)
+        if self.folder:
+            (self.folder / f"{name}.png").write_bytes(data)
         self.embedded[name] = base64.b64encode(data).decode()
         return name
 
@@ -337,6 +339,24 @@ def render_external(m: dict, drawn: dict, out_html, figures_dir, title: str) -> 
             subgroup_findings=m["labelled_findings"],
             unlabelled=[f for f in FINDINGS if f not in m["labelled_findings"]],
             figs=figs.embedded,
+            created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        )
+    )
+    with atomic(out_html) as staged:
+        staged.write_text(html)
+    return Path(out_html)
+
+
+def render_unlabelled(m: dict, out_html, figures_dir, title: str) -> Path:
+    """The external report of a collection without labels: a page that says so (no figures)."""
+    Path(figures_dir).mkdir(parents=True, exist_ok=True)
+    html = (
+        templates()
+        .get_template("unlabelled.html.j2")
+        .render(
+            title=title,
+            disclaimer=DISCLAIMER,
+            m=m,
             created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         )
     )

@@ -8,6 +8,8 @@ rule app:
         # Every site's calibration and operating points of every run: the page offers each.
         calibrations=expand(paths.CALIBRATION, run=TRAINED, dataset=SITES),
         thresholds=expand(paths.OPERATING_POINTS, run=TRAINED, dataset=SITES),
+        # Each run's out-of-distribution reference: the page flags an image unlike NIH's.
+        features=expand(on_nih(paths.FEATURES), run=TRAINED),
     log:
         paths.log("app"),
     benchmark:

@@ -219,6 +219,15 @@ def training_manifests(split):
     ]
 
 
+def network_files(pattern):
+    """A run's file of a trained network (its features), for an ensemble each member's."""
+    return lambda wildcards: expand(
+        pattern,
+        run=RUNS[wildcards.run].members or [wildcards.run],
+        dataset=wildcards.get("dataset", NIH),
+    )
+
+
 def starting_model(wildcards):
     """A fine-tune's starting model (`train.init`); none for a new one."""
     start = RUNS[wildcards.run].starts_from

@@ -7,9 +7,16 @@
 rule score:
     input:
         model=paths.MODEL,
+        # The run's model as ONNX: what `evaluate.engine` onnx (or auto, on a job without a GPU) scores with.
+        onnx=paths.CONVERTED,
         manifests=scored_manifests,
+        # On NIH: the shards the run's reference embeddings (for `monitor` and `predict`) come from.
+        reference=lambda wildcards: (
+            manifest(NIH, wildcards.run, "train") if wildcards.dataset == NIH else []
+        ),
     output:
         predictions=paths.PREDICTIONS,
+        features=paths.FEATURES,
     log:
         paths.log("score"),
     benchmark:
@@ -27,6 +34,9 @@ rule score:
         splits=lambda wildcards: list(COLLECTIONS[wildcards.dataset].scored),
         batch_size=run_setting("evaluate", "batch_size"),
         tta=run_setting("evaluate", "tta"),
+        reference_images=config["monitor"]["reference_images"],
+        quantile=config["monitor"]["quantile"],
+        engine=run_setting("evaluate", "engine"),
         code=package_code("score"),
     script:
         "../scripts/score.py"

@@ -1,11 +1,12 @@
-# Stage 8: each trained run's model for serving outside cxr14 (SavedModel, ONNX, TFLite), with every
-# site's calibration and operating points beside it, each format checked against the evaluation's test
-# logits as every site's calibrated probabilities.
+# Stage 8: each trained run's model for serving outside cxr14 (SavedModel, the convert step's ONNX, TFLite),
+# with every site's calibration and operating points beside it, each format and the score step's test
+# scores checked against the Keras model's test logits as every site's calibrated probabilities.
 
 
 rule export:
     input:
         model=paths.MODEL,
+        onnx_model=paths.CONVERTED,
         summary=paths.TRAINING_SUMMARY,
         # Every site's calibration and operating points, NIH's first: serving.json carries them all.
         calibrations=site_files(paths.CALIBRATION),

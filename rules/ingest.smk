@@ -10,6 +10,12 @@ rule ingest:
         patients=dataset_table("patients"),
         # NIH's table, for its prevalence beside the collection's in the report.
         nih=on_nih(paths.DATASET_TABLE),
+        # A folder collection's folder (its one source: a rule that makes it runs first).
+        folder=lambda wildcards: (
+            config["datasets"][wildcards.dataset]["root"]
+            if config["datasets"][wildcards.dataset]["format"] == "folder"
+            else []
+        ),
     output:
         images=paths.DATASET_TABLE,
         report=paths.INGEST_REPORT,

@@ -10,6 +10,8 @@ rule leaderboard:
         external_evaluations=expand(paths.METRICS, run=RUNS, dataset=EXTERNAL),
         external_predictions=expand(paths.PREDICTIONS, run=RUNS, dataset=EXTERNAL),
         external_reports=expand(paths.REPORT, run=RUNS, dataset=EXTERNAL),
+        monitors=expand(paths.MONITORING, run=RUNS, dataset=EXTERNAL),
+        monitor_reports=expand(paths.MONITOR_REPORT, run=RUNS, dataset=EXTERNAL),
     output:
         csv=paths.LEADERBOARD_CSV,
         html=report(

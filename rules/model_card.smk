@@ -12,6 +12,7 @@ rule model_card:
             [] if RUNS[wildcards.run].is_ensemble else paths.TRAINING_SUMMARY
         ),
         external_evaluations=expand(paths.METRICS, dataset=EXTERNAL, allow_missing=True),
+        monitors=expand(paths.MONITORING, dataset=EXTERNAL, allow_missing=True),
     output:
         card=paths.MODEL_CARD,
         html=report(

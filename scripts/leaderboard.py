@@ -9,5 +9,5 @@ run(
     leaderboard,
     snakemake,  # noqa: F821
     per_run=["evaluations", "predictions", "summaries", "reports"],
-    per_dataset=["external_evaluations", "external_predictions", "external_reports"],
+    per_dataset=["external_evaluations", "external_predictions", "external_reports", "monitors", "monitor_reports"],
 )

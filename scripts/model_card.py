@@ -5,4 +5,9 @@ import _package  # noqa: F401  (makes cxr14 importable)
 from cxr14.steps.model_card import model_card
 from cxr14.workflow.step import run
 
-run(model_card, snakemake, per_dataset=["external_evaluations"], lists=["calibrations", "thresholds"])  # noqa: F821
+run(
+    model_card,
+    snakemake,  # noqa: F821
+    per_dataset=["external_evaluations", "monitors"],
+    lists=["calibrations", "thresholds"],
+)

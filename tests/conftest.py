@@ -579,6 +579,9 @@ def evaluated(tmp_path_factory):
         manifests=[manifests["val"], manifests["test"]],
         splits=["val", "test"],
         predictions=out / "predictions.parquet",
+        features=out / "features.npz",
+        reference=manifests["train"],
+        reference_images=200,
         batch_size=64,
         tta=True,
     )

@@ -148,6 +148,8 @@ def test_every_rule_has_a_log_and_a_benchmark(rules):
         ("train", "results/runs/{run}/train/", ["train"]),
         ("evaluate", "results/runs/{run}/datasets/", ["score", "ensemble", "evaluate"]),
         ("calibrate", "results/runs/{run}/datasets/", ["calibrate"]),
+        ("monitor", "results/runs/{run}/datasets/", ["monitor"]),
+        ("convert", "results/runs/{run}/convert/", ["convert"]),
         ("leaderboard", "results/leaderboard.", ["leaderboard"]),
         ("model_card", "results/runs/{run}/model_card.", ["model_card"]),
         ("export", "results/runs/{run}/export/", ["export"]),

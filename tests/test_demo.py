@@ -110,6 +110,41 @@ def test_demo_external_site_is_judged_beside_nih(demo_run):
     assert "a drop of <b>" in report and "not medical advice" in report
 
 
+def test_demo_site_is_flagged_without_its_labels_and_nih_val_is_not(demo_run):
+    """The site's images as a plain folder without labels (site_images) and the labelled site: every run
+    is watched on both; the site is flagged (domain classifier well above 0.5, MMD p < 0.01) while NIH
+    val against NIH test is not; the label-free estimate sits beside the measured AUROC where there are
+    labels; the folder collection's validation report says it has no labels; the leaderboard has the shift."""
+    import pandas as pd
+
+    ingested = json.loads((demo_run / "results/datasets/site_images/ingest_report.json").read_text())
+    assert ingested["labelled_findings"] == [] and ingested["images"] > 40 and ingested["study_dates"] >= 2
+    table = pd.read_parquet(demo_run / "results/datasets/site_images/images.parquet")
+    assert table.path.str.contains("_frontal.").all() and table.patient.str.startswith("patient").all()
+    for run_name in ("cnn", "cnn_focal", "cnn_80px", "mean3", "cnn_site"):
+        for dataset in ("site", "site_images"):
+            m = json.loads((demo_run / f"results/runs/{run_name}/datasets/{dataset}/monitor.json").read_text())
+            assert m["labelled"] == (dataset == "site")
+            if run_name != "cnn_site":  # (the fine-tune has learnt the site's images)
+                assert m["shifted"] and m["features"]["domain"]["auroc"] > 0.8 and m["features"]["mmd"]["p"] < 0.01
+                assert m["ood"]["share"] > 0.5, (run_name, dataset, m["ood"])
+            assert not m["yardstick_shifted"], (run_name, dataset, m["features"]["nih_val"])
+            page = (demo_run / f"results/runs/{run_name}/datasets/{dataset}/monitor.html").read_text()
+            assert "not medical advice" in page and 'id="verdict"' in page
+        labelled = json.loads((demo_run / f"results/runs/{run_name}/datasets/site/monitor.json").read_text())
+        for finding in ("Cardiomegaly", "Effusion"):
+            entry = labelled["predictions"][finding]
+            assert entry["estimate_error"] == pytest.approx(entry["auroc_estimate_labelled"] - entry["auroc"])
+        report = (demo_run / f"results/runs/{run_name}/datasets/site_images/report.html").read_text()
+        assert "no labels" in report and 'href="monitor.html"' in report
+    folder = json.loads((demo_run / "results/runs/cnn/datasets/site_images/monitor.json").read_text())
+    assert [m["month"] for m in folder["months"]][-1] == "undated" and len(folder["months"]) >= 3
+    board = pd.read_csv(demo_run / "results/leaderboard.csv")
+    assert board.site_images_mean_auroc.isna().all() and (board.site_images_domain_auroc[:4] > 0.8).all()
+    card = (demo_run / "results/runs/cnn/model_card.md").read_text()
+    assert "## Watching a site" in card and "| site_images |" in card
+
+
 def test_demo_bad_images_are_listed_and_skipped(demo_run):
     bad = sum(
         len(open(demo_run / f"results/datasets/nih/shards/64px-raw/{s}/bad_images.tsv").read().splitlines()) - 1
@@ -137,24 +172,24 @@ def test_nothing_to_do_after_the_demo(demo_run):
 def test_adding_a_run_trains_and_evaluates_that_run_only(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn_lr": {"train": {"learning_rate": 0.004}}}})
     assert jobs == {
-        "train": 1, "score": 2, "calibrate": 2, "evaluate": 2, "leaderboard": 1, "model_card": 1,
-        "export": 1, "all": 1,
+        "train": 1, "convert": 1, "score": 3, "calibrate": 2, "evaluate": 3, "monitor": 2, "leaderboard": 1,
+        "model_card": 1, "export": 1, "all": 1,
     }  # fmt: skip
 
 
 def test_changing_one_runs_learning_rate_reruns_it_its_ensemble_and_the_leaderboard(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn_focal": {"train": {"loss": "focal", "learning_rate": 0.004}}}})
     assert jobs == {
-        "train": 1, "score": 2, "ensemble": 2, "calibrate": 4, "evaluate": 4, "leaderboard": 1,
-        "model_card": 2, "export": 1, "all": 1,
+        "train": 1, "convert": 1, "score": 3, "ensemble": 3, "calibrate": 4, "evaluate": 6, "monitor": 4,
+        "leaderboard": 1, "model_card": 2, "export": 1, "all": 1,
     }  # fmt: skip
 
 
 def test_changing_the_starting_run_retrains_the_fine_tune_too(demo_run):
     jobs = plan(demo_run, {"runs": {"cnn": {"train": {"learning_rate": 0.004}}}})
     assert jobs == {
-        "train": 2, "score": 4, "ensemble": 2, "calibrate": 6, "evaluate": 6, "leaderboard": 1,
-        "model_card": 3, "export": 2, "all": 1,
+        "train": 2, "convert": 2, "score": 6, "ensemble": 3, "calibrate": 6, "evaluate": 9, "monitor": 6,
+        "leaderboard": 1, "model_card": 3, "export": 2, "all": 1,
     }  # fmt: skip
 
 
@@ -164,8 +199,8 @@ def test_changing_only_the_fine_tune_leaves_its_starting_run_alone(demo_run):
     tuned["train"]["learning_rate"] = 0.001
     jobs = plan(demo_run, {"runs": {**config["runs"], "cnn_site": tuned}})
     assert jobs == {
-        "train": 1, "score": 2, "calibrate": 2, "evaluate": 2, "leaderboard": 1, "model_card": 1,
-        "export": 1, "all": 1,
+        "train": 1, "convert": 1, "score": 3, "calibrate": 2, "evaluate": 3, "monitor": 2, "leaderboard": 1,
+        "model_card": 1, "export": 1, "all": 1,
     }  # fmt: skip
 
 
@@ -227,6 +262,17 @@ def test_the_fine_tune_on_the_gpu_path_is_served_as_it_was_evaluated(demo_run, t
     assert len(picked) == 6 and picked.path.str.endswith(".dcm").sum() == 2
     got = predicted.loc[picked.path, [f"raw_{f}" for f in FINDINGS]].to_numpy()
     np.testing.assert_allclose(got, evaluated[[f"p_{f}" for f in FINDINGS]].to_numpy(), atol=1e-5)
+    # Two roads to an image's out-of-distribution distance: the score step's embedding of its shard
+    # pixels (what `monitor` counts) and `predict` on its file, with the one reference NIH scoring stored.
+    from cxr14 import ood
+
+    reference = ood.load_reference(demo_run / "results/runs/cnn_site/datasets/nih/features.npz")
+    scored = ood.per_image(demo_run / "results/runs/cnn_site/datasets/site/features.npz")
+    at = [list(scored["image_index"]).index(name) for name in picked.image_index]
+    np.testing.assert_allclose(
+        predicted.loc[picked.path, "ood_distance"], ood.mahalanobis(reference, scored["embedding"][at]), rtol=1e-3
+    )
+    assert set(predicted.unlike_training) <= {"yes", "no"}
     from cxr14.app import Analysis
     from cxr14.inference import served
 
@@ -281,16 +327,19 @@ def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
     shards = jobs.pop("shard")
     nih = demo_run / "results/datasets/nih/shards/80px-raw"
     site = demo_run / "results/datasets/site/shards/80px-raw"
+    folder = demo_run / "results/datasets/site_images/shards/80px-raw/images"
     assert shards == sum(len(list((nih / s).glob("*.tfrecord"))) for s in ("train", "val", "test")) + sum(
         len(list((site / s).glob("*.tfrecord"))) for s in ("val", "test")
-    )
+    ) + len(list(folder.glob("*.tfrecord")))
     assert jobs == {
-        "shard_manifest": 5,
+        "shard_manifest": 6,
         "train": 1,
-        "score": 2,
-        "ensemble": 2,
+        "convert": 1,
+        "score": 3,
+        "ensemble": 3,
         "calibrate": 4,
-        "evaluate": 4,
+        "evaluate": 6,
+        "monitor": 4,
         "leaderboard": 1,
         "model_card": 2,
         "export": 1,
@@ -301,7 +350,8 @@ def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
 def test_changing_the_calibration_method_recalibrates_without_retraining(demo_run):
     jobs = plan(demo_run, {"calibration": {"method": "platt"}})
     assert jobs == {
-        "calibrate": 10, "ensemble": 2, "evaluate": 10, "leaderboard": 1, "model_card": 5, "export": 4, "all": 1
+        "calibrate": 10, "ensemble": 3, "evaluate": 15, "monitor": 10, "leaderboard": 1, "model_card": 5, "export": 4,
+        "all": 1,
     }  # fmt: skip
 
 
@@ -426,7 +476,16 @@ def source_copy(tmp_path_factory):
                 "return np.asarray(y) >= 0.0",
             ),
             # calibrate chooses its operating points with metrics, and the ensembles average calibrated scores
-            {"calibrate": 10, "ensemble": 2, "evaluate": 10, "leaderboard": 1, "model_card": 5, "export": 4, "all": 1},
+            {
+                "calibrate": 10,
+                "ensemble": 3,
+                "evaluate": 15,
+                "monitor": 10,
+                "leaderboard": 1,
+                "model_card": 5,
+                "export": 4,
+                "all": 1,
+            },  # fmt: skip
         ),
         # The app is no step: changing it reruns nothing.
         ("app", ("DISPLAY_SIZE = 448", "DISPLAY_SIZE = 512"), {}),

@@ -16,6 +16,7 @@ from conftest import (
     fixed_points,
     needs_shared,
     plan_one_group,
+    settings_of,
     shard_one_group,
     synthetic_external_predictions,
     synthetic_predictions,
@@ -26,7 +27,7 @@ from cxr14.constants import FINDINGS
 from cxr14.images import write_dicom
 from cxr14.steps import shards
 from cxr14.steps.evaluate import evaluate
-from cxr14.steps.score import predict, score
+from cxr14.steps.score import keras_scorer, predict, score
 from cxr14.workflow import runs
 from cxr14.workflow.runs import EvaluateSettings
 
@@ -79,6 +80,7 @@ def test_a_collection_holding_nih_pixels_scores_as_the_nih_path(tmp_path):
         manifests=[folder / "manifest.json"],
         splits=[prediction_table.EXTERNAL],
         predictions=tmp_path / "ext.parquet",
+        features=tmp_path / "ext.npz",
         batch_size=4,
         tta=False,
     )
@@ -96,9 +98,10 @@ def test_a_collection_holding_nih_pixels_scores_as_the_nih_path(tmp_path):
     nih_dir = tmp_path / "nih"
     info = shard_io.write_shard(planned, nih_dir / "test-00000-of-00001.tfrecord", 64, "raw", 0)
     shard_io.write_manifest("test", [info], 64, "raw", nih_dir / "manifest.json", nih_dir / "bad.tsv", 0)
-    nih = predict(models.logits_model(models.load(model)), shards_of(nih_dir / "manifest.json"), 4).set_index(
-        "image_index"
-    )
+    nih = predict(
+        keras_scorer(models.embedding_model(models.load(model)), False), shards_of(nih_dir / "manifest.json"), 4
+    )[0]
+    nih = nih.set_index("image_index")
     columns = prediction_table.SCORES
     for png in pngs:
         want = nih.loc[png.name, columns].to_numpy(np.float64)
@@ -251,7 +254,7 @@ def _judge(tmp_path, predictions, collection: dict, **given) -> dict:
         calibration=tmp_path / "calibration.json", thresholds=tmp_path / "thresholds.json",
         ingest_report=tmp_path / "ingest.json", evaluation=out / "metrics.json", report=out / "report.html",
         figures=out / "figures",
-        settings=EvaluateSettings.of({"n_boot": 50, "seed": 0, "gallery_k": 0, "batch_size": 8, "tta": False}),
+        settings=settings_of(EvaluateSettings, n_boot=50, seed=0, gallery_k=0, batch_size=8, tta=False),
         run="cnn", dataset="site", **settings,
         # What only NIH has: none of it on another collection.
         model=None, test_manifest=None, table=None, cleaning_report=None, boxes=None, expert_labels=None,

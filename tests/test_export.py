@@ -36,6 +36,7 @@ def second_site(root):
 def export_evaluated(root, out, **overrides):
     """The export step on the `evaluated` run (TTA on, 128 px) with two sites (nih, hospital) into
     `out`; its output paths."""
+    from cxr14.steps.convert import convert
     from cxr14.steps.export import export
 
     paths = {
@@ -46,8 +47,10 @@ def export_evaluated(root, out, **overrides):
         "parity_report": out / "parity.json",
     }
     settings = {**defaults("export"), "parity_images": None, **overrides}
+    convert(model=root / "model/model.keras", onnx=out / "converted.onnx", tta=True)
     export(
         model=root / "model/model.keras",
+        onnx_model=out / "converted.onnx",
         summary=root / "model/training_summary.json",
         calibrations=[root / "eval/calibration.json", second_site(root)[0]],
         thresholds=[root / "eval/thresholds.json", second_site(root)[1]],
@@ -99,7 +102,7 @@ def test_every_format_gives_the_evaluations_calibrated_probabilities(exported):
 
     root, paths = exported
     report = json.loads(paths["parity_report"].read_text())["formats"]
-    assert set(report) == {"saved_model", "onnx", "tflite"}
+    assert set(report) == {"saved_model", "onnx", "tflite", "scores"}  # (scores: the score step's, checked too)
     for fmt, checked in report.items():
         assert checked["images"] == 96 and checked["sites"] == ["nih", "hospital"], fmt
         assert checked["max_abs_diff_calibrated"] <= 1e-4 and checked["max_abs_diff_logit"] <= 1e-3, fmt
@@ -111,7 +114,8 @@ def test_every_format_gives_the_evaluations_calibrated_probabilities(exported):
     assert nih["operating_points"] == json.loads((root / "eval/thresholds.json").read_text())["max_f1"]
     assert nih["calibration"] == json.loads((root / "eval/calibration.json").read_text())
     assert serving["sites"]["hospital"]["calibration"]["method"] == "platt"
-    assert set(serving["outputs"]) == {"logits", "findings"} and "not a medical device" in serving["disclaimer"]
+    assert set(serving["outputs"]) == {"logits", "findings", "plain_logits", "embedding"}
+    assert "not a medical device" in serving["disclaimer"]
 
     test = pd.read_parquet(root / "eval/predictions.parquet").query("split == 'test'").head(8)
     x = np.stack([resize(read_gray((root / "images/images_01" / n).read_bytes()), 128) for n in test.image_index])
@@ -120,7 +124,7 @@ def test_every_format_gives_the_evaluations_calibrated_probabilities(exported):
     saved = tf.saved_model.load(str(paths["saved_model"])).signatures["serving_default"](image=tf.constant(x))
     session = onnxruntime.InferenceSession(str(paths["onnx"]), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == ["image"] and session.get_inputs()[0].shape[1:] == [128, 128, 1]
-    assert [o.name for o in session.get_outputs()] == ["logits", "findings"]
+    assert [o.name for o in session.get_outputs()] == ["logits", "findings", "plain_logits", "embedding"]
     onnx = dict(zip(["logits", "findings"], session.run(["logits", "findings"], {"image": x})))
     tflite = tf.lite.Interpreter(model_path=str(paths["tflite"])).get_signature_runner("serving_default")(image=x)
     for got in (saved, onnx, tflite):
@@ -190,9 +194,9 @@ def test_an_onnx_model_is_served_only_with_its_own_serving_json(exported, tmp_pa
 
 
 def test_an_export_that_differs_fails_and_leaves_no_report(evaluated, tmp_path):
-    """When a format's calibrated probabilities are past the limit on one image (here: the reference
-    logit moved so that NIH's calibrated probability moves by about 1e-3, past ONNX's 1e-4), the step names the format,
-    the image, the site and the difference, and writes no report."""
+    """When the score step's calibrated probabilities are past the limit on one image (here: its logit
+    moved so that NIH's calibrated probability moves by about 1e-3, past ONNX's 1e-4), the step names what
+    differs, the image, the site and the difference, and writes no report."""
     from cxr14.calibration import apply_one, sigmoid
     from cxr14.steps.export import ParityError
 
@@ -207,9 +211,7 @@ def test_an_export_that_differs_fails_and_leaves_no_report(evaluated, tmp_path):
     table.loc[moved, "p_Cardiomegaly"] = np.float32(sigmoid(z - 1.5e-3 / slope))
     table.to_parquet(tmp_path / "moved.parquet", index=False)
     name = table.loc[moved, "image_index"]
-    with pytest.raises(
-        ParityError, match=rf"saved_model: {name} Cardiomegaly differs .*\(site nih\) by \d\.\d\de-0[34]"
-    ):
+    with pytest.raises(ParityError, match=rf"scores: {name} Cardiomegaly differs .*\(site nih\) by \d\.\d\de-0[34]"):
         export_evaluated(root, tmp_path / "export", predictions=tmp_path / "moved.parquet")
     assert not (tmp_path / "export/parity.json").exists() and not (tmp_path / "export/serving.json").exists()
 
@@ -219,3 +221,26 @@ def test_the_app_refuses_an_onnx_model(exported):
     proc = subprocess.run([sys.executable, "-m", "cxr14.cli", "app", "--model", str(paths["onnx"])],
                           capture_output=True, text=True, cwd=REPO)  # fmt: skip
     assert proc.returncode == 2 and "Grad-CAM, which needs the Keras model" in proc.stderr
+
+
+def test_scoring_with_onnx_runtime_gives_the_keras_scores_and_features(exported, tmp_path):
+    """The score step through the convert step's ONNX model (what `evaluate.engine: auto` picks on a job
+    without a GPU) gives the Keras model's scores, plain scores and embeddings, on the same images."""
+    import numpy as np
+
+    from cxr14 import ood, prediction_table
+    from cxr14.steps.score import engine_for, score
+
+    root, paths = exported
+    for engine in ("keras", "onnx"):
+        score(model=root / "model/model.keras", onnx=paths["onnx"], manifests=[root / "shards/test/manifest.json"],
+              splits=["test"], predictions=tmp_path / f"{engine}.parquet", features=tmp_path / f"{engine}.npz",
+              batch_size=32, tta=True, engine=engine)  # fmt: skip
+    keras, onnx = (prediction_table.read(tmp_path / f"{e}.parquet") for e in ("keras", "onnx"))
+    assert list(keras.image_index) == list(onnx.image_index) and len(keras) == 96
+    np.testing.assert_allclose(prediction_table.logits(onnx), prediction_table.logits(keras), atol=1e-4)
+    np.testing.assert_allclose(prediction_table.plain_logits(onnx), prediction_table.plain_logits(keras), atol=1e-4)
+    a, b = (ood.per_image(tmp_path / f"{e}.npz") for e in ("keras", "onnx"))
+    np.testing.assert_allclose(b["embedding"], a["embedding"], atol=1e-4, rtol=1e-4)
+    np.testing.assert_array_equal(b["histogram"], a["histogram"])
+    assert engine_for("auto") == ("onnx", "no GPU visible") and engine_for("keras")[0] == "keras"

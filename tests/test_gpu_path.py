@@ -21,7 +21,7 @@ from conftest import (
     train_into,
     write_easy_shards,
 )
-from cxr14 import inference, models
+from cxr14 import conversion, inference, models
 from cxr14.constants import FINDINGS
 from cxr14.steps import export
 from cxr14.steps.train import TrainingDiverged
@@ -127,7 +127,9 @@ def gpu_exported(both_paths, tmp_path_factory):
     folder = tmp_path_factory.mktemp("gpu_export")
     net = models.load(both_paths["gpu"][0] / "model.keras")
     paths = {"saved_model": folder / "saved_model", "onnx": folder / "model.onnx", "tflite": folder / "m.tflite"}
-    export.write_formats(export.serving_model(net, tta=True), 32, paths)
+    serving = conversion.serving_model(net, tta=True)
+    conversion.write_onnx(serving, 32, folder / "converted.onnx")
+    export.write_formats(serving, 32, paths, folder / "converted.onnx")
     return net, paths
 
 

@@ -465,6 +465,42 @@ def test_a_csv_export_with_its_own_column_names(tmp_path):
     assert report["labelled_findings"] == ["Cardiomegaly", "Effusion", "Pneumothorax"]
 
 
+# -- collections without labels: a hospital export before its reads, a plain folder --------------------
+
+
+def test_an_export_without_finding_columns_is_a_collection_without_labels(tmp_path):
+    root = export(tmp_path, "path,patient_id,date\na.png,1,2024-03-05\nb.jpg,2,20240411\nc.dcm,2,\n")
+    frame, report = run_ingest(tmp_path, settings(format="csv", root=str(root), files=["labels.csv"]), ["labels.csv"])
+    assert report["labelled_findings"] == [] and report["images"] == 3 and report["study_dates"] == 2
+    assert (frame[list(FINDINGS)] == U).all().all() and list(frame.study_date) == ["2024-03-05", "2024-04-11", ""]
+    # Nothing to train, calibrate or choose operating points on: such a collection cannot be split.
+    split = settings(format="csv", root=str(root), files=["labels.csv"], split={"val": 0.3, "test": 0.3})
+    with pytest.raises(CollectionError, match="a collection without labels cannot be split"):
+        run_ingest(tmp_path, split, ["labels.csv"])
+
+
+def test_a_folder_is_every_image_under_it_its_dicom_headers_read(tmp_path):
+    root = tmp_path / "hospital"
+    image(root / "p1" / "s1" / "a_frontal.png")
+    image(root / "p1" / "s1" / "a_lateral.png")
+    image(root / "loose.jpg")
+    (root / "p2").mkdir()
+    write_dicom(root / "p2" / "b_frontal.dcm", np.full((30, 50), 900, np.uint16), PatientID="MRN7", ViewPosition="AP",
+                PatientSex="F", PatientAge="067Y", StudyDate="20240229")  # fmt: skip
+    (root / "notes.txt").write_text("not an image")
+    kept = dict(format="folder", root=str(root), views=["PA", "AP", "unknown"])
+    frame, report = run_ingest(tmp_path, settings(**kept), [])
+    assert list(frame.path) == ["loose.jpg", "p1/s1/a_frontal.png", "p1/s1/a_lateral.png", "p2/b_frontal.dcm"]
+    assert list(frame.patient) == ["loose", "p1", "p1", "MRN7"] and report["labelled_findings"] == []
+    dicom = row_of(frame, "p2/b_frontal.dcm")
+    assert (dicom["view"], dicom["sex"], dicom["age_years"], dicom["study_date"]) == ("AP", "F", 67.0, "2024-02-29")
+    assert (frame[list(FINDINGS)] == U).all().all() and report["study_dates"] == 1
+    frame, _ = run_ingest(tmp_path, settings(**kept, include=["*_frontal.*"]), [])
+    assert list(frame.path) == ["p1/s1/a_frontal.png", "p2/b_frontal.dcm"]
+    with pytest.raises(config.ConfigError, match="files"):
+        settings(format="folder", root=str(root), files=["labels.csv"])  # a folder has no tables
+
+
 # -- bad input: a clear error naming the file, the row and the reason, and nothing written -------------
 
 BAD = {
@@ -485,11 +521,6 @@ BAD = {
         "path,patient_id,split,Effusion\na.png,1,train,1\nb.jpg,1,test,0\n",
         r"patient 1 is in more than one split \(labels.csv:2: train, labels.csv:3: test\)",
     ),
-    "no labelled finding": (
-        "path,patient_id,Effusion\na.png,1,\nb.jpg,2,\n",
-        r"no row labels any of the 14 NIH findings",
-    ),
-    "no finding column": ("path,patient_id,Lung Opacity\na.png,1,1\n", r"labels.csv: no finding column"),
 }
 
 

@@ -13,11 +13,23 @@ from cxr14.constants import FINDINGS
 from cxr14.steps import leaderboard
 
 
-def _board(tmp_path, runs: dict, settings: dict, groups: dict, site: dict | None = None, starts_from=None):
+def _monitored(path, domain_auroc: float) -> dict:
+    """A monitor step's figures the leaderboard reads."""
+    m = {"features": {"domain": {"auroc": domain_auroc, "ci": [domain_auroc - 0.05, domain_auroc + 0.05]}},
+         "ood": {"share": 0.25}, "shifted": domain_auroc > 0.6}  # fmt: skip
+    path.write_text(json.dumps(m))
+    path.with_suffix(".html").write_text("monitoring report")
+    return m
+
+
+def _board(
+    tmp_path, runs: dict, settings: dict, groups: dict, site: dict | None = None, starts_from=None, labelled=True
+):
     """The leaderboard of runs {name: noise of its synthetic predictions}, the first the reference;
-    `site`: {name: noise} of each run's predictions on an external collection "site"; `starts_from`:
-    the fine-tunes' starting runs."""
-    paths, external = {}, {"external_evaluations": {}, "external_predictions": {}, "external_reports": {}}
+    `site`: {name: noise} of each run's predictions on an external collection "site" (without labels
+    unless `labelled`); `starts_from`: the fine-tunes' starting runs."""
+    paths, external = {}, {key: {} for key in ("external_evaluations", "external_predictions", "external_reports",
+                                               "monitors", "monitor_reports")}  # fmt: skip
     for k, (run, noise) in enumerate(runs.items()):
         pred = synthetic_predictions(tmp_path / f"{run}.parquet", k, noise)
         m = assess(pred, calibration=None, thresholds=fixed_points(), expert_csv=None, n_boot=20, seed=0)["metrics"]
@@ -30,23 +42,28 @@ def _board(tmp_path, runs: dict, settings: dict, groups: dict, site: dict | None
         paths[run].write_text("report")
     for run, noise in (site or {}).items():
         pred = synthetic_external_predictions(tmp_path / f"{run}.site.parquet", 10 + len(run), noise)
-        labelled = [f for f in FINDINGS if (pred[f"y_{f}"] >= 0).any()]
+        findings = [f for f in FINDINGS if (pred[f"y_{f}"] >= 0).any()]
         mean = float(
             np.mean(
                 [
                     roc_auc_score(pred[f"y_{f}"][pred[f"y_{f}"] >= 0], pred[f"p_{f}"][pred[f"y_{f}"] >= 0])
-                    for f in labelled
+                    for f in findings
                 ]
             )
         )
-        m = {"mean_auroc": mean, "mean_auroc_ci": [mean - 0.05, mean + 0.05], "labelled_findings": labelled,
+        m = {"mean_auroc": mean, "mean_auroc_ci": [mean - 0.05, mean + 0.05], "labelled_findings": findings,
              "nih": {"mean_auroc": 0.8}, "drop": {"diff": 0.8 - mean, "ci": [0.0, 0.2]}}  # fmt: skip
+        if not labelled:
+            m = {"labelled": False, "images": len(pred)}
+        _monitored(tmp_path / f"{run}.site.monitor.json", 0.9)
         (tmp_path / f"{run}.site.json").write_text(json.dumps(m))
         (tmp_path / f"{run}.site.html").write_text("external report")
         for key, suffix in (
             ("external_evaluations", "json"),
             ("external_predictions", "parquet"),
             ("external_reports", "html"),
+            ("monitors", "monitor.json"),
+            ("monitor_reports", "monitor.html"),
         ):
             external[key].setdefault("site", {})[run] = tmp_path / f"{run}.site.{suffix}"
     return leaderboard.leaderboard(
@@ -167,3 +184,15 @@ def test_a_cell_is_coloured_by_the_holm_adjusted_decision_and_never_by_the_unadj
     assert any(
         not coloured and (float(ci.split("–")[0]) > 0 or float(ci.split("–")[1]) < 0) for coloured, ci, _ in cells
     )
+
+
+def test_a_collection_without_labels_has_its_shift_and_no_auroc_on_the_board(tmp_path):
+    """An unlabelled collection: no AUROC, no comparison, no fine-tune gain there; its shift (the
+    monitor step's domain AUROC and OOD share) in its columns, flagged, and linked."""
+    runs = {"ref": 0.3, "tuned": 0.3}
+    table = _board(tmp_path, runs, {r: {} for r in runs}, {}, site=runs, starts_from={"tuned": "ref"}, labelled=False)
+    assert table.site_mean_auroc.isna().all() and (table.site_domain_auroc == 0.9).all()
+    assert table.site_shifted.all() and (table.site_ood_share == 0.25).all()
+    assert "site_gain_vs_start" not in table and "nih_gain_vs_start" in table
+    html = (tmp_path / "lb.html").read_text()
+    assert "no labels: nothing to judge" in html and 'href="ref.site.monitor.html"' in html

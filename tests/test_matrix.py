@@ -50,10 +50,12 @@ def test_the_matrix_is_planned_one_job_per_step_run_and_collection(tmp_path):
         # site_all's one group of every image. All runs read one layout.
         "shard_manifest": 3 + 3 + 1,
         "train": len(TRAINED),
+        "convert": len(TRAINED),
         "score": len(TRAINED) * collections,
         "ensemble": len(ENSEMBLES) * collections,
         # Every run on each site: NIH and the split collection (calibrated on its val); site_all has none.
         "calibrate": runs * 2, "evaluate": runs * collections, "model_card": runs,
+        "monitor": runs * (collections - 1),  # every run watched on each collection but NIH
         "export": len(TRAINED), "leaderboard": 1, "all": 1,
     }  # fmt: skip
 

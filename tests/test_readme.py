@@ -116,7 +116,7 @@ def user_folder(tmp_path_factory):
 
 def _export_onnx(wd, model, sites: dict) -> None:
     """The export step's ONNX model and serving.json for run `default` (what `predict` reads of it)."""
-    from cxr14 import models
+    from cxr14 import conversion, models
     from cxr14.files import sha256_file, write_json
     from cxr14.paths import EXPORT
     from cxr14.steps import export
@@ -124,7 +124,7 @@ def _export_onnx(wd, model, sites: dict) -> None:
     folder = wd / EXPORT.format(run="default")
     folder.mkdir(parents=True)
     net = models.load(model)
-    export.write_onnx(export.serving_model(net, tta=False), 32, folder / "model.onnx")
+    conversion.write_onnx(conversion.serving_model(net, tta=False), 32, folder / "model.onnx")
     files = {"onnx": {"path": "model.onnx", "sha256": sha256_file(folder / "model.onnx")}}
     served = {name: {"calibration": fitted, "operating_points": points["max_f1"], "operating_points_by_rule": points}
               for name, (fitted, points) in sites.items()}  # fmt: skip

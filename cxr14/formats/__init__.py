@@ -3,11 +3,12 @@ findings, each 1, 0 or UNLABELLED.
 
 One module per format, named as the format: its reader (`read`: the published tables to a frame of
 `image` (path under root), `patient`, `age_years`, `sex`, `view`, `split`, `row` (file:line, for
-messages) and the 14 findings; optionally the DESCRIBED columns (`labels_by`: who labelled the row;
-`layout`: where its file was found) and `drop` (why the release's own notes drop the row, blank to
-keep)), its label map (`LABELS`: its labels -> the NIH findings) and what the config schema takes for
-it (`SCHEMA`: its keys' defaults, or the keys it requires). FORMATS is the registry; the config
-schema's format list and per-format defaults are read from it. Layouts followed
+messages) and the 14 findings; optionally `study_date` (YYYY-MM-DD), the DESCRIBED columns
+(`labels_by`: who labelled the row; `layout`: where its file was found) and `drop` (why the
+release's own notes drop the row, blank to keep)), its label map (`LABELS`: its labels -> the NIH
+findings) and what the config schema takes for it (`SCHEMA`: its keys' defaults, or the keys it
+requires). FORMATS is the registry; the config schema's format list and per-format defaults are read
+from it. Layouts followed
 (see docs/external-validation.md):
 - chexpert: CheXpert v1.0 and CheXpert-v1.0-small (train.csv, valid.csv), and the test set's
   radiologist labels (test_labels.csv, released with CheXlocalize);
@@ -15,7 +16,8 @@ schema's format list and per-format defaults are read from it. Layouts followed
   test set);
 - padchest: PadChest (BIMCV, the 01.02.19 table), unzipped as released or flat;
 - vindr: VinDr-CXR 1.0.0 on PhysioNet, and Kaggle's VinBigData competition (`train.csv` of boxes);
-- csv: a hospital's export, one row per image, columns named in the config.
+- csv: a hospital's export, one row per image, columns named in the config (labelled or not);
+- folder: a plain folder of PNG, JPEG and DICOM files, no labels.
 
 Nothing is silent: a finding a collection does not label is UNLABELLED (never negative), uncertain
 labels follow the `uncertain` policy, what a labeller leaves unmentioned the `unmentioned` policy, and
@@ -32,10 +34,10 @@ import numpy as np
 import pandas as pd
 
 from ..constants import FINDINGS, SPLITS
-from . import chexpert, csv, mimic, padchest, vindr
+from . import chexpert, csv, folder, mimic, padchest, vindr
 from .common import COLUMNS, UNLABELLED, CollectionError  # noqa: F401  (the formats' shared names)
 
-FORMATS = {module.__name__.rpartition(".")[2]: module for module in (chexpert, mimic, padchest, vindr, csv)}
+FORMATS = {module.__name__.rpartition(".")[2]: module for module in (chexpert, mimic, padchest, vindr, csv, folder)}
 # What a reader may say of each row beyond the table's columns, counted over the images kept: who
 # labelled it, and where its file was found.
 DESCRIBED = ("labels_by", "layout")
@@ -68,6 +70,11 @@ def harmonise(raw: pd.DataFrame, root: Path, settings) -> tuple[pd.DataFrame, di
         keep = raw.view.isin(settings.views)
         dropped["view not in views"] = int((~keep).sum())
         raw = raw[keep]
+    if settings.split is not None and not labelled_findings(raw):
+        raise CollectionError(
+            "no row labels any of the 14 NIH findings, and a collection without labels cannot be split: there "
+            "is nothing to train, calibrate or choose operating points on (leave `split` null to monitor it)"
+        )
     blank = raw.image.fillna("").str.strip() == ""
     if blank.any():
         raise CollectionError(f"row {raw.row[blank].iloc[0]}: no image path")
@@ -105,8 +112,6 @@ def harmonise(raw: pd.DataFrame, root: Path, settings) -> tuple[pd.DataFrame, di
     frame = raw[exists].assign(stat=[st for st in stats if st is not None]).sort_values("image", ignore_index=True)
     if frame.empty:
         raise CollectionError(f"no image left after dropping {dropped}")
-    if not labelled_findings(frame):
-        raise CollectionError("no row labels any of the 14 NIH findings: nothing to validate on")
     if settings.split is not None:
         empty = [split for split in SPLITS if not (frame.split == split).any()]
         if empty:
@@ -124,6 +129,7 @@ def harmonise(raw: pd.DataFrame, root: Path, settings) -> tuple[pd.DataFrame, di
         "sex": frame.sex,
         "view": frame.view,
         "split": frame.split,
+        "study_date": frame.study_date if "study_date" in frame else "",
         **{f: frame[f].astype(np.int8) for f in FINDINGS},
     })  # fmt: skip
     described = {

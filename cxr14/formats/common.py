@@ -17,7 +17,8 @@ UNLABELLED = -1  # in a finding column: the collection does not say (masked from
 RADIOLOGISTS, LABELLER = "radiologists", "labeller"
 
 
-COLUMNS = ["image_index", "path", "patient", "patient_id", "age_years", "sex", "view", "split", *FINDINGS]
+# `study_date` (YYYY-MM-DD, blank when unknown) lets `monitor` follow a collection month by month.
+COLUMNS = ["image_index", "path", "patient", "patient_id", "age_years", "sex", "view", "split", "study_date", *FINDINGS]
 
 
 LATERAL = {"LATERAL", "LL", "RL", "L", "LAT"}
@@ -104,6 +105,16 @@ def age_of(values: pd.Series) -> pd.Series:
     if coded.any():
         age[coded] = dicom[0][coded].astype(np.float64) * dicom[1][coded].map(AGE_UNITS)
     return age.where(age > 0)
+
+
+def date_of(values: pd.Series) -> pd.Series:
+    """ISO dates (YYYY-MM-DD) from DICOM dates (YYYYMMDD) or ISO dates and times; blank or unreadable
+    is unknown ("")."""
+    text = values.fillna("").astype(str).str.strip()
+    compact = text.str.fullmatch(r"\d{8}")
+    parsed = pd.to_datetime(text.where(~compact, text.str[:4] + "-" + text.str[4:6] + "-" + text.str[6:8]),
+                            errors="coerce", format="ISO8601")  # fmt: skip
+    return pd.Series(parsed.dt.strftime("%Y-%m-%d").fillna("").to_numpy(dtype=object), index=values.index)
 
 
 def column_or(frame: pd.DataFrame, column: str, default="") -> pd.Series:

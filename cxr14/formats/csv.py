@@ -1,4 +1,6 @@
-"""A hospital's export: one row per image, its columns named in the config (`columns`, `findings`)."""
+"""A hospital's export: one row per image, its columns named in the config (`columns`, `findings`).
+An export without finding columns (and no `findings` map) is a collection without labels: it is
+monitored, never judged."""
 
 from __future__ import annotations
 
@@ -9,10 +11,10 @@ from ..constants import FINDINGS
 from .common import (
     SPLIT_NAMES,
     UNLABELLED,
-    CollectionError,
     age_of,
     coded,
     column_or,
+    date_of,
     read_csv,
     require,
     sex_of,
@@ -24,7 +26,7 @@ LABELS = {f: f for f in FINDINGS}  # unless the config's `findings` names other 
 
 
 def read(labels: list, settings, **_) -> pd.DataFrame:
-    """A hospital's CSV: one row per image; finding columns valued 1, 0 or blank (not labelled)."""
+    """A hospital's CSV: one row per image; finding columns valued 1, 0 or blank (not labelled), or none."""
     columns = settings.columns
     mapping = settings.findings or {f: f for f in FINDINGS}
     parts = []
@@ -34,10 +36,6 @@ def read(labels: list, settings, **_) -> pd.DataFrame:
         present = {source: finding for source, finding in mapping.items() if source in frame.columns}
         if settings.findings is not None:
             require(frame, list(mapping), path)
-        if not present:
-            raise CollectionError(f"{path}: no finding column; name them as the NIH findings {list(FINDINGS)} "
-                                  "or map yours with the dataset's `findings`")  # fmt: skip
-
         out = pd.DataFrame({
             "image": frame[columns["path"]].str.strip(),
             "patient": frame[columns["patient"]].str.strip(),
@@ -45,6 +43,7 @@ def read(labels: list, settings, **_) -> pd.DataFrame:
             "sex": sex_of(column_or(frame, columns["sex"])),
             "view": view_of(column_or(frame, columns["view"])),
             "split": column_or(frame, columns["split"]).str.strip().str.lower().map(lambda s: SPLIT_NAMES.get(s, s)),
+            "study_date": date_of(column_or(frame, columns["date"])),
             "row": frame.row,
         })  # fmt: skip
         found = {}
@@ -56,4 +55,4 @@ def read(labels: list, settings, **_) -> pd.DataFrame:
 
 
 # What the config schema takes for this format: defaults of its keys, or keys it requires.
-SCHEMA = {"required": ["files"]}
+SCHEMA = {"required": ["files"], "properties": {"files": {"minItems": 1}}}

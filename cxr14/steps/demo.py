@@ -222,7 +222,9 @@ def demo_site(*, labels, images, patients: int, height: int, width: int, seed: i
                     if frontal % 12 == 0:
                         name = f"view{number}_{view}.dcm"
                         inverted = frontal % 24 == 0
-                        write_dicom(folder / name, 255 - img if inverted else img, monochrome1=inverted, bits_stored=8)
+                        write_dicom(folder / name, 255 - img if inverted else img, monochrome1=inverted, bits_stored=8,
+                                    PatientID=f"patient{patient:05d}",
+                                    StudyDate=f"2024{1 + patient % 6:02d}{1 + study:02d}")  # fmt: skip
                 if name.endswith(".jpg"):
                     cv2.imwrite(str(folder / name), img, [cv2.IMWRITE_JPEG_QUALITY, 92])
                 rows.append(_chexpert_row(f"{SITE_FOLDER}/train/patient{patient:05d}/study{study}/{name}", sex, age,

@@ -24,7 +24,7 @@ from ..assess import assess, subgroups
 from ..calibration import calibrated, fit
 from ..constants import FINDINGS
 from ..files import json_safe, write_json
-from ..report import render, render_external
+from ..report import render, render_external, render_unlabelled
 from ..workflow.runs import EvaluateSettings
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,8 @@ def _beside_nih(
         raise ValueError(f"{predictions}: no external rows")
     prediction_table.check_tta(external, settings.tta, predictions)
     collection = json.loads(Path(ingest_report).read_text())
+    if not collection["labelled_findings"]:
+        return _unlabelled(external, collection, evaluation, report, figures, run, dataset)
     fitted = json.loads(Path(calibration).read_text())
     numbers, drawn = judge(
         external,
@@ -181,6 +183,17 @@ def _beside_nih(
         "%s on %s: mean AUROC %.4f over %d findings (NIH test %.4f, drop %+.4f)", run, dataset,
         numbers["mean_auroc"], len(numbers["findings"]), numbers["nih"]["mean_auroc"], numbers["drop"]["diff"],
     )  # fmt: skip
+    return numbers
+
+
+def _unlabelled(external: pd.DataFrame, collection: dict, evaluation, report, figures, run: str, dataset: str) -> dict:
+    """A collection without labels: nothing to judge, and its report says so (the monitor step's says
+    what can be said without labels)."""
+    numbers = {"run": run, "dataset": dataset, "labelled": False, "collection": collection,
+               "images": int(len(external)), "patients": int(external.patient_id.nunique())}  # fmt: skip
+    write_json(json_safe(numbers), evaluation)
+    render_unlabelled(numbers, report, figures, title=f"cxr14 external validation: run {run} on {dataset}")
+    log.info("%s on %s: no labels, nothing to judge (see its monitoring report)", run, dataset)
     return numbers
 
 

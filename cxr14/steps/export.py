@@ -1,16 +1,16 @@
 """Step `export`: a trained run's model for serving outside cxr14, as a TensorFlow SavedModel (TF Serving),
 an ONNX model (ONNX Runtime) and a TFLite model (mobile and edge).
 
-Each takes what the Keras model takes, (B, S, S, 1) float32 grayscale pixels 0..255 named `image`, and
-holds all the preprocessing after that: gray to RGB, the backbone's input scaling and, when the run is
-evaluated with test-time augmentation, the views and their mean (taken over logits). Each gives `logits`,
-the (B, 14) logits every calibration maps, and `findings`, their sigmoid (the model's own probabilities).
-Every site's calibration and operating points go beside them in one JSON that the three share
-(`serving.json`). Each export is loaded the way its users load it and checked on the run's test shards
-against the evaluation's own logits (the Keras model through `inference.forward`), as every site's
-calibrated probabilities, the numbers users act on: `parity.json` records the largest differences, and
-one past the limit fails the step. No score is left out, near 0 or 1 or not: the maps take logits in
-float64, so nothing saturates.
+Each is the one inference graph of `conversion.serving_model` (the ONNX model is the convert step's, the
+one `score` runs with ONNX Runtime): it takes what the Keras model takes, (B, S, S, 1) float32 grayscale
+pixels 0..255 named `image`, and holds all the preprocessing after that. Each gives `logits`, the (B, 14)
+logits every calibration maps, `findings`, their sigmoid (the model's own probabilities), and the plain
+image's `plain_logits` and `embedding`. Every site's calibration and operating points go beside them in
+one JSON that the three share (`serving.json`). Each export is loaded the way its users load it and
+checked on the run's test shards against the Keras model's own logits (through `inference.forward`), as
+every site's calibrated probabilities, the numbers users act on; so are the score step's test scores,
+whichever engine made them: `parity.json` records the largest differences, and one past the limit fails
+the step. No score is left out, near 0 or 1 or not: the maps take logits in float64, so nothing saturates.
 """
 
 from __future__ import annotations
@@ -26,108 +26,21 @@ import numpy as np
 from .. import models, prediction_table
 from ..calibration import apply, check_model
 from ..constants import DISCLAIMER, FINDINGS
+from ..conversion import serving_model, write_saved_model
 from ..data import Shards, dataset, use_threads
 from ..files import atomic, sha256_file, write_json
+from ..inference import SERVING_EMBEDDING as EMBEDDING
 from ..inference import SERVING_INPUT as INPUT
 from ..inference import SERVING_LOGITS as LOGITS
 from ..inference import SERVING_OUTPUT as OUTPUT
-from ..inference import TTA_VIEWS, load_onnx, tta_views
+from ..inference import SERVING_PLAIN as PLAIN
+from ..inference import TTA_VIEWS, forward, load_onnx
 
 log = logging.getLogger(__name__)
-
-ONNX_OPSET = 17
 
 
 class ParityError(ValueError):
     """An exported model does not give the Keras model's scores; the message names the format and image."""
-
-
-def serving_model(model, tta: bool):
-    """The model as the evaluation scores with it: (B, S, S, 1) pixels to {`logits`, `findings`}, each
-    (B, 14); with `tta` the mean logits over the TTA_VIEWS (resampled by matrix products, so every
-    export format holds them) and their sigmoid."""
-    import keras
-
-    net = models.logits_model(model)
-    inputs = keras.Input(model.input_shape[1:], name=INPUT)
-    if tta:
-        views = tta_views(inputs)
-        logits = net(keras.ops.concatenate(views, axis=0))
-        logits = keras.ops.mean(keras.ops.reshape(logits, (len(views), -1, len(FINDINGS))), axis=0)
-    else:
-        logits = net(inputs)
-    outputs = {LOGITS: keras.layers.Identity(name=LOGITS)(logits),
-               OUTPUT: keras.layers.Activation("sigmoid", name=OUTPUT)(logits)}  # fmt: skip
-    return keras.Model(inputs, outputs, name=f"{model.name}_serving")
-
-
-def _signature(size: int):
-    import tensorflow as tf
-
-    return tf.TensorSpec((None, size, size, 1), tf.float32, name=INPUT)
-
-
-def write_saved_model(net, size: int, path) -> None:
-    """A SavedModel whose `serving_default` signature maps `image` to `logits` and `findings`."""
-    import keras
-
-    archive = keras.export.ExportArchive()
-    archive.track(net)
-    serve = lambda image: net(image, training=False)  # noqa: E731
-    archive.add_endpoint("serve", serve, input_signature=[_signature(size)])
-    archive.write_out(str(path), verbose=False)
-
-
-def write_onnx(net, size: int, path, opset: int = ONNX_OPSET) -> None:
-    """The model's inference graph, frozen, converted by tf2onnx, with inputs and outputs named as above."""
-    import tensorflow as tf
-    import tf2onnx
-    from keras.src.export.tf2onnx_lib import patch_tf2onnx
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    # keras.src.export.tf2onnx_lib is private, kept on purpose: tf2onnx 1.17 fails on numpy 2
-    # (np.object, its constant folding) without Keras's fix. The public route,
-    # `Model.export(format="onnx")`, applies the same fix but names the outputs `Identity:0`... (measured
-    # with Keras 3.15), where serving.json, `cxr14 predict` and the app read `logits` and `findings`;
-    # calling tf2onnx on the frozen graph ourselves keeps the names.
-    patch_tf2onnx()
-    serve = tf.function(lambda image: [net(image, training=False)[name] for name in (LOGITS, OUTPUT)])
-    frozen = convert_variables_to_constants_v2(serve.get_concrete_function(_signature(size)))
-    graph = frozen.graph.as_graph_def()
-    _compile_nothing(graph)
-    given = frozen.inputs[0].name
-    names = {given: INPUT, frozen.outputs[0].name: LOGITS, frozen.outputs[1].name: OUTPUT}
-    proto, _ = tf2onnx.convert.from_graph_def(
-        graph, input_names=[given], output_names=[o.name for o in frozen.outputs[:2]], opset=opset,
-        custom_op_handlers={"Erfc": (_erfc, [])},
-    )  # fmt: skip
-    for node in proto.graph.node:
-        node.input[:] = [names.get(n, n) for n in node.input]
-        node.output[:] = [names.get(n, n) for n in node.output]
-    for value in [*proto.graph.input, *proto.graph.output]:
-        value.name = names.get(value.name, value.name)
-    with atomic(path) as staged:
-        Path(staged).write_bytes(proto.SerializeToString())
-
-
-def _compile_nothing(graph) -> None:
-    """Drop the XLA-compile marks Keras puts on some ops' functions (its grouped convolutions, as in
-    ConvNeXt), so tf2onnx inlines them instead of leaving calls ONNX has no operator for."""
-    for function in graph.library.function:
-        function.attr.pop("_XlaMustCompile", None)
-        function.attr.pop("_noinline", None)
-    for node in [*graph.node, *(n for f in graph.library.function for n in f.node_def)]:
-        node.attr.pop("_XlaMustCompile", None)
-
-
-def _erfc(ctx, node, name, args) -> None:
-    """tf2onnx has no Erfc (exact GELU, as in ConvNeXt): 1 - Erf(x), which ONNX has."""
-    from tf2onnx import utils
-
-    one = ctx.make_const(utils.make_name(f"{name}_one"), np.array(1, np.float32))
-    erf = ctx.make_node("Erf", [node.input[0]], op_name_scope=name)
-    node.type = "Sub"
-    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
 
 
 def write_tflite(saved_model, path) -> None:
@@ -196,6 +109,11 @@ def serving_info(*, run: str, model, info: dict, tta: bool, sites: dict, files: 
                 "shape": [None, len(FINDINGS)],
                 "values": "the sigmoid of `logits`: the model's own probabilities, not calibrated",
             },
+            PLAIN: {"shape": [None, len(FINDINGS)], "values": "the plain image's logits (no test-time views)"},
+            EMBEDDING: {
+                "shape": [None, None],
+                "values": "the plain image's penultimate-layer features (what `cxr14 monitor` compares)",
+            },
         },
         "tta": tta,
         "tta_views": [dict(zip(("shift_x", "shift_y", "zoom"), view)) for view in TTA_VIEWS] if tta else [],
@@ -258,29 +176,34 @@ class Parity:
                 "images": self.images, "seconds": round(self.seconds, 3)}  # fmt: skip
 
 
-def write_formats(net, size: int, paths: dict) -> dict:
-    """The three files (`paths`: format -> path) of one serving model; serving.json's `files` entry."""
+def write_formats(net, size: int, paths: dict, converted) -> dict:
+    """The three files (`paths`: format -> path) of one serving model (its ONNX model the `converted`
+    one, the convert step's, copied); serving.json's `files` entry."""
     shutil.rmtree(paths["saved_model"], ignore_errors=True)
     write_saved_model(net, size, paths["saved_model"])
-    write_onnx(net, size, paths["onnx"])
+    with atomic(paths["onnx"]) as staged:
+        shutil.copyfile(converted, staged)
     write_tflite(paths["saved_model"], paths["tflite"])
     return {fmt: {"path": Path(path).name, **({"sha256": sha256_file(path)} if fmt != "saved_model" else {})}
             for fmt, path in paths.items()}  # fmt: skip
 
 
-def check_parity(paths: dict, reference: dict, batches, sites: dict, max_difference: dict) -> dict:
+def check_parity(paths: dict, reference, batches, sites: dict, max_difference: dict, scored=None) -> dict:
     """Each format loaded from `paths` as its users load it and compared (`Parity`) with the `reference`
-    logits (image -> (14,)) on the same `batches`, read once, through every site's calibration
-    (`sites`: name -> calibration); ParityError naming the image when one is past its limit."""
+    logits (a Keras model's `logits_model`, or image -> (14,)) on the same `batches`, read once, through
+    every site's calibration (`sites`: name -> calibration); the score step's `scored` logits (image ->
+    (14,)) too, as `scores`, held to ONNX's limit. ParityError naming the image when one is past its limit."""
     predict = {fmt: LOADERS[fmt](path) for fmt, path in paths.items()}
-    found = {fmt: Parity(sites) for fmt in paths}
+    found = {fmt: Parity(sites) for fmt in [*paths, *(["scores"] if scored else [])]}
+    limits = {**max_difference, "scores": max_difference["onnx"]}
     for names, x in batches:
-        want = expected(sites, np.stack([reference[n] for n in names]).astype(np.float64))
+        logits = reference(x) if callable(reference) else np.stack([reference[n] for n in names])
+        want = expected(sites, np.asarray(logits, np.float64))
         for fmt, measured in found.items():
             start = time.perf_counter()
-            got = predict[fmt](x)
+            got = predict[fmt](x) if fmt != "scores" else _as_output(np.stack([scored[n] for n in names]))
             measured.add(names, got, want, time.perf_counter() - start)
-    checked = {fmt: {**measured.result(), "max_allowed": max_difference[fmt]} for fmt, measured in found.items()}
+    checked = {fmt: {**measured.result(), "max_allowed": limits[fmt]} for fmt, measured in found.items()}
     for fmt, c in checked.items():
         log.info("%s: largest difference from the evaluation's calibrated probabilities %.2e (logits %.2e) over %d "
                  "test images", fmt, c["max_abs_diff_calibrated"], c["max_abs_diff_logit"], c["images"])  # fmt: skip
@@ -297,9 +220,21 @@ def check_parity(paths: dict, reference: dict, batches, sites: dict, max_differe
     return checked
 
 
+def _as_output(logits: np.ndarray) -> dict:
+    """Stored logits as a format's output (the logits and their sigmoid)."""
+    return {LOGITS: logits, OUTPUT: apply(None, logits)}
+
+
+def keras_reference(model, tta: bool):
+    """(B, S, S, 1) pixels -> the Keras model's logits, as the evaluation scores with Keras (`forward`)."""
+    net = models.logits_model(model)
+    return lambda x: forward(net, x, tta)
+
+
 def export(
     *,
     model,
+    onnx_model,
     summary,
     calibrations: list,
     thresholds: list,
@@ -317,11 +252,12 @@ def export(
     max_difference: dict,
     threads=None,
 ) -> None:
-    """Export the run's model (`models.load`: in float32, whatever it trained in) in the three formats,
-    then load each as its users do, score the first `parity_images` test images (all with None) and
-    compare with the evaluation's logits (`predictions`) through every site's calibration
-    (`calibrations` and `thresholds`: one per site, NIH's first): a format past its `max_difference`
-    fails the step, naming the image; else serving.json and parity.json."""
+    """Export the run's model (`models.load`: in float32, whatever it trained in) in the three formats (the
+    ONNX one the convert step's `onnx_model`), then load each as its users do, score the first
+    `parity_images` test images (all with None) and compare with the Keras model's logits through every
+    site's calibration (`calibrations` and `thresholds`: one per site, NIH's first), and the score step's
+    (`predictions`, by Keras or ONNX Runtime) too: one past its `max_difference` fails the step, naming
+    the image; else serving.json and parity.json."""
     use_threads(threads)
     keras_model = models.load(model)
     info = models.info(keras_model)
@@ -335,14 +271,15 @@ def export(
         sites[cal["site"]] = {"calibration": cal, "operating_points": chosen["max_f1"],
                                           "operating_points_by_rule": chosen}  # fmt: skip
     paths = {"saved_model": saved_model, "onnx": onnx, "tflite": tflite}
-    files = write_formats(serving_model(keras_model, tta), int(info["image_size"]), paths)
+    files = write_formats(serving_model(keras_model, tta), int(info["image_size"]), paths, onnx_model)
     test = prediction_table.read(predictions, "test")
-    reference = dict(zip(test["image_index"], prediction_table.logits(test)))
+    scored = dict(zip(test["image_index"], prediction_table.logits(test)))
     batches = first_test_images(test_manifest, batch_size, parity_images)
-    checked = check_parity(paths, reference, batches, {name: site["calibration"] for name, site in sites.items()},
-                           max_difference)  # fmt: skip
+    calibrations_of = {name: site["calibration"] for name, site in sites.items()}
+    checked = check_parity(paths, keras_reference(keras_model, tta), batches, calibrations_of, max_difference, scored)
     trained = json.loads(Path(summary).read_text())
     write_json(serving_info(run=run, model=model, info=info, tta=tta, sites=sites, files=files, trained=trained),
                serving)  # fmt: skip
-    write_json({"run": run, "reference": "the evaluation's test logits (predictions.parquet), calibrated for each site",
-                "formats": checked}, parity_report)  # fmt: skip
+    reference = ("the Keras model's test logits, calibrated for each site; `scores`: the score step's "
+                 "(predictions.parquet), by Keras or ONNX Runtime")  # fmt: skip
+    write_json({"run": run, "reference": reference, "formats": checked}, parity_report)

@@ -23,6 +23,7 @@ def ingest(
     split_file,
     patients,
     nih=None,
+    folder=None,
     images,
     report,
     root: str,
@@ -34,9 +35,10 @@ def ingest(
     and `patients` tables; images under `root`) to the harmonised `images` table (Parquet) and its
     `report` (JSON: counts, prevalence beside the `nih` table's, drops by reason, who labelled, the
     policies applied). `settings` are the dataset's config (`runs.DatasetSettings`); a format whose
-    tables give no sex or age reads them from the DICOM headers, cached in `header_cache`."""
+    tables give no sex or age reads them from the DICOM headers, cached in `header_cache`. A folder
+    collection (`folder`, its root) is every image under it, no tables."""
     raw = READERS[settings.format](labels, metadata=metadata, split_file=split_file, patients=patients,
-                                   settings=settings)  # fmt: skip
+                                   settings=settings, root=folder or root)  # fmt: skip
     frame, counts, files, described = harmonise(raw, Path(root), settings)
     if getattr(FORMATS[settings.format], "HEADERS", False):
         frame, described["dicom_headers"] = headers.demographics(frame, Path(root), Path(header_cache))
@@ -65,7 +67,9 @@ def describe(frame: pd.DataFrame, dropped: dict, name: str, settings, nih: pd.Da
         "format": settings.format,
         "images": int(len(frame)),
         "patients": int(frame.patient.nunique()),
+        # None labelled: a collection without labels (a folder, an export before its reads), monitored only.
         "labelled_findings": labelled_findings(frame),
+        "study_dates": int((frame.study_date != "").sum()),
         "findings": per_finding,
         "dropped": dropped,
         "splits": {k: int(v) for k, v in frame.split.replace("", "none").value_counts().sort_index().items()},

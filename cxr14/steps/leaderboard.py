@@ -30,6 +30,8 @@ def leaderboard(
     external_evaluations: dict,
     external_predictions: dict,
     external_reports: dict,
+    monitors: dict,
+    monitor_reports: dict,
     csv,
     html,
     groups: dict,
@@ -48,7 +50,10 @@ def leaderboard(
     collection, which add a column group per collection (its mean AUROC over the findings it labels,
     and the paired comparison with the reference run on it). `starts_from`: each fine-tune's starting
     run, which it is compared with on NIH test and on every collection (what it gained, what it lost).
-    `model_cards`: {run: its model card page}, which the board links to."""
+    `model_cards`: {run: its model card page}, which the board links to. `monitors` ({dataset: {run:
+    monitor.json}}) add each collection's shift: the domain classifier's AUROC against NIH test and the
+    share of images past the out-of-distribution threshold (`monitor_reports` linked). A collection
+    without labels has those alone."""
     runs = list(evaluations)
     by_run = {run: json.loads(Path(path).read_text()) for run, path in evaluations.items()}
     trained_summaries = {run: json.loads(Path(path).read_text()) for run, path in summaries.items()}
@@ -71,11 +76,14 @@ def leaderboard(
         dataset: external(evaluations_of, external_predictions[dataset], reference, n_boot, seed)
         for dataset, evaluations_of in external_evaluations.items()
     }
-    fine_tunes = fine_tune_gains(tests, external_predictions, starts_from, n_boot, seed)
+    unlabelled = [d for d, by_run in collections.items() if not _labelled({r: f["metrics"] for r, f in by_run.items()})]
+    fine_tunes = fine_tune_gains(tests, external_predictions, starts_from, n_boot, seed, unlabelled)
     for row in rows:
         row["starts_from"] = starts_from.get(row["run"])
         for dataset, on_collection in collections.items():
             row.update(_external_row(dataset, on_collection[row["run"]]))
+            row.update(_shift_row(dataset, json.loads(Path(monitors[dataset][row["run"]]).read_text())))
+            row[f"{dataset}_monitor"] = os.path.relpath(monitor_reports[dataset][row["run"]], Path(html).parent)
             row[f"{dataset}_report"] = os.path.relpath(external_reports[dataset][row["run"]], Path(html).parent)
         for where, comparison in fine_tunes.get(row["run"], {}).items():
             mean = comparison["tests"]["mean AUROC"]
@@ -139,20 +147,31 @@ def external(evaluations: dict, predictions: dict, reference: str, n_boot: int, 
     """run -> its figures on one external collection (mean AUROC over the findings it labels, the
     drop from NIH) and its paired comparison with `reference` on the collection's images."""
     by_run = {run: json.loads(Path(path).read_text()) for run, path in evaluations.items()}
+    if not _labelled(by_run):
+        return {run: {"metrics": m, "comparison": None} for run, m in by_run.items()}
     tables = {run: prediction_table.read(path, prediction_table.EXTERNAL) for run, path in predictions.items()}
     comparisons = compare(tables, against(tables, reference), n_boot, seed)
     return {run: {"metrics": m, "comparison": comparisons.get(run)} for run, m in by_run.items()}
 
 
-def fine_tune_gains(tests: dict, external_predictions: dict, starts_from: dict, n_boot: int, seed: int) -> dict:
+def _labelled(by_run: dict) -> bool:
+    """Whether a collection has labels (its evaluations say so: one without says `labelled: false`)."""
+    return next(iter(by_run.values())).get("labelled", True)
+
+
+def fine_tune_gains(
+    tests: dict, external_predictions: dict, starts_from: dict, n_boot: int, seed: int, unlabelled=()
+) -> dict:
     """fine-tune -> {"nih" or dataset: its paired comparison with its starting run there}: what it
-    gained on the collections and what it gave up on NIH test (Holm within each)."""
+    gained on the collections (but the `unlabelled` ones) and what it gave up on NIH test (Holm within
+    each)."""
     if not starts_from:
         return {}
     out: dict = {}
     tables = {"nih": tests} | {
         dataset: {run: prediction_table.read(path, prediction_table.EXTERNAL) for run, path in by_run.items()}
         for dataset, by_run in external_predictions.items()
+        if dataset not in unlabelled
     }
     for where, by_run in tables.items():
         for run, comparison in compare(by_run, starts_from, n_boot, seed).items():
@@ -162,6 +181,8 @@ def fine_tune_gains(tests: dict, external_predictions: dict, starts_from: dict, 
 
 def _external_row(dataset: str, figures: dict) -> dict:
     m, comparison = figures["metrics"], figures["comparison"]
+    if not m.get("labelled", True):
+        return {f"{dataset}_mean_auroc": None}
     mean = comparison["tests"]["mean AUROC"] if comparison else None
     return {
         f"{dataset}_mean_auroc": m["mean_auroc"],
@@ -172,6 +193,19 @@ def _external_row(dataset: str, figures: dict) -> dict:
         f"{dataset}_diff_ci_low": mean and mean["ci"][0],
         f"{dataset}_diff_ci_high": mean and mean["ci"][1],
         f"{dataset}_p_bootstrap": mean and mean["p"],
+    }
+
+
+def _shift_row(dataset: str, m: dict) -> dict:
+    """A run's shift on a collection (its monitor step's): told from NIH test by the domain classifier,
+    the share of images past the out-of-distribution threshold, and whether it is flagged."""
+    domain = m["features"]["domain"]
+    return {
+        f"{dataset}_domain_auroc": domain["auroc"],
+        f"{dataset}_domain_ci_low": domain["ci"][0],
+        f"{dataset}_domain_ci_high": domain["ci"][1],
+        f"{dataset}_ood_share": m["ood"]["share"],
+        f"{dataset}_shifted": m["shifted"],
     }
 
 

@@ -32,6 +32,7 @@ def model_card(
     thresholds: list,
     summary,
     external_evaluations: dict | None,
+    monitors: dict | None = None,
     card,
     html,
     run: str,
@@ -41,7 +42,8 @@ def model_card(
     """Write the model card of `run` to `card` (Markdown) and `html`. Inputs: its NIH `evaluation`
     (metrics JSON), every site's `calibrations` and `thresholds` (NIH's first: what `cxr14 predict
     --site` uses), its training `summary` (None for an ensemble) and
-    `external_evaluations` ({dataset: {run: metrics JSON}}, None without collections); `config` is the
+    `external_evaluations` and `monitors` ({dataset: {run: metrics JSON, or monitor.json}}, None without
+    collections); `config` is the
     part of the config that makes the run again (`runs.reproducing_config`), `starts_from` a
     fine-tune's starting run."""
     m = json.loads(Path(evaluation).read_text())
@@ -49,6 +51,7 @@ def model_card(
     external = {
         dataset: json.loads(Path(by_run[run]).read_text()) for dataset, by_run in (external_evaluations or {}).items()
     }
+    watched = {dataset: json.loads(Path(by_run[run]).read_text()) for dataset, by_run in (monitors or {}).items()}
     env = templates()
     env.autoescape = False  # Markdown, not HTML
     sites = {}
@@ -62,6 +65,7 @@ def model_card(
         trained=trained,
         data_hash=data_hash(trained) if trained else None,
         external=external,
+        monitors=watched,
         sites=sites,
         thresholds=sites[NIH]["thresholds"],
         thresholds_file=sites[NIH]["thresholds_file"],

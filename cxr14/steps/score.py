@@ -1,5 +1,8 @@
-"""Step `score`: a trained run's scores on a collection's shards, through the one inference path
-that `cxr14 predict` and the app use too (`inference.forward`)."""
+"""Step `score`: a trained run's scores on a collection's shards, and what `monitor` compares without
+labels: each image's penultimate-layer embedding and the statistics of its pixels. Scored by the Keras
+model, through the one inference path that `cxr14 predict` and the app use too
+(`inference.forward_embedded`), or by the `convert` step's ONNX model of it with ONNX Runtime, about
+twice as fast on a CPU (bench/README.md); the export step checks that the two give the same scores."""
 
 from __future__ import annotations
 
@@ -8,24 +11,24 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .. import models, prediction_table
+from .. import models, ood, prediction_table
 from ..data import Shards, dataset, use_threads
-from ..inference import forward, tta_scores
+from ..files import atomic
+from ..inference import SERVING_EMBEDDING, SERVING_LOGITS, SERVING_PLAIN, forward_embedded, load_onnx
 
 log = logging.getLogger(__name__)
 
 
-def predict(model, shards: Shards, batch_size: int, tta: bool = False) -> pd.DataFrame:
-    """One row per image of `shards` (see `prediction_table`), sorted by image, from `model` (a
-    `models.logits_model`); with `tta` the logits are the mean over the TTA views and the plain
-    image's come from the same pass."""
-    rows = []
-    for x, y, meta in dataset(shards, batch_size, with_metadata=True):
-        plain = None
-        if tta:
-            scores, plain = tta_scores(model, x)
-        else:
-            scores = forward(model, x, tta=False)
+def predict(scorer, shards: Shards, batch_size: int, limit: int | None = None):
+    """One row per image of `shards` (see `prediction_table`), sorted by image, from `scorer` (pixels to
+    logits, the plain image's logits or None, embeddings: `keras_scorer` or `onnx_scorer`), and the
+    images' features, in the same order. With `limit`, only the first `limit` images in shard order."""
+    rows, features = [], []
+    batches = dataset(shards, batch_size, with_metadata=True)
+    if limit is not None:
+        batches = batches.unbatch().take(limit).batch(batch_size)
+    for x, y, meta in batches:
+        scores, plain, embedding = scorer(x.numpy())
         info = {
             "image_index": [s.decode() for s in meta["image_index"].numpy()],
             "patient_id": meta["patient_id"].numpy(),
@@ -34,29 +37,115 @@ def predict(model, shards: Shards, batch_size: int, tta: bool = False) -> pd.Dat
             "view": [s.decode() for s in meta["view"].numpy()],
         }
         rows.append(prediction_table.frame(info, y.numpy(), scores, plain))
-    return pd.concat(rows, ignore_index=True).sort_values("image_index", ignore_index=True)
+        features.append({"image_index": np.array(info["image_index"], dtype=object), "embedding": embedding}
+                        | ood.intensity_features(x.numpy()))  # fmt: skip
+    table = pd.concat(rows, ignore_index=True)
+    order = np.argsort(table.image_index.to_numpy(), kind="stable")
+    joined = {key: np.concatenate([f[key] for f in features])[order] for key in features[0]}
+    return table.iloc[order].reset_index(drop=True), joined
 
 
-def score(*, model, manifests: list, splits: list[str], predictions, batch_size: int, tta: bool, threads=None) -> None:
+def keras_scorer(net, tta: bool):
+    """(B, S, S, 1) pixels -> `forward_embedded`'s (logits, plain logits or None, embeddings) of `net` (a
+    `models.embedding_model`): the one path `cxr14 predict` and the app score through too."""
+    return lambda x: forward_embedded(net, x, tta)
+
+
+def onnx_scorer(path, tta: bool, threads: int | None = None):
+    """(B, S, S, 1) pixels -> (logits, the plain image's logits under `tta` else None, embeddings) through
+    an ONNX model of `conversion.serving_model` in ONNX Runtime, as `forward_embedded` gives them."""
+    session = load_onnx(path, threads)
+
+    def scores(x):
+        out = session(x)
+        return out[SERVING_LOGITS], out[SERVING_PLAIN] if tta else None, out[SERVING_EMBEDDING]
+
+    return scores
+
+
+ENGINES = ("keras", "onnx")
+
+
+def engine_for(engine: str) -> tuple[str, str]:
+    """The engine a score job uses and why: as set, or for `auto` ONNX Runtime where TensorFlow sees no
+    GPU (where it is the faster, bench/README.md) and Keras where it sees one."""
+    if engine in ENGINES:
+        return engine, "as set (evaluate.engine)"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return ("keras", f"{len(gpus)} GPU(s) visible") if gpus else ("onnx", "no GPU visible")
+
+
+REFERENCE = "train"  # the split of the NIH training images whose features are the run's reference
+
+
+def score(
+    *,
+    model,
+    onnx=None,
+    manifests: list,
+    reference=None,
+    splits: list[str],
+    predictions,
+    features,
+    batch_size: int,
+    tta: bool,
+    reference_images: int = 0,
+    quantile: float = 0.99,
+    engine: str = "keras",
+    threads=None,
+) -> None:
     """Step `score`: a trained run's scores on a collection's shards, one row per image, to
     `predictions` (Parquet): the images of `manifests[k]` as split `splits[k]` (NIH's val and test;
     an external collection's test split or all of it, as `external`). With `tta`, test-time
-    augmented, with the plain scores beside them."""
+    augmented, with the plain scores beside them. `features` (npz) gets each scored image's embedding
+    and pixel statistics, and on NIH those of the first `reference_images` of the `reference` (train)
+    shards, in shard order, and the out-of-distribution reference fitted on them (`ood.fit_reference`,
+    its threshold the `quantile` of NIH val's distances): what `monitor` and `cxr14 predict` hold a
+    collection and an image against. `engine`: keras, onnx (the `onnx` model, converted from `model` by
+    the `convert` step) or auto (`engine_for`)."""
     if len(manifests) != len(splits):
         raise ValueError(f"{len(manifests)} manifests for the splits {splits}")
-    _score_splits(model, dict(zip(splits, manifests)), predictions, batch_size, tta, threads)
-
-
-def _score_splits(model, manifests: dict, predictions, batch_size: int, tta: bool, threads) -> None:
     use_threads(threads)
-    net = models.logits_model(models.load(model))
-    size = models.info(net)["image_size"]
-    sources = {split: Shards.from_manifest(manifest, verify=True) for split, manifest in manifests.items()}
+    used, why = engine_for(engine)
+    if used == "onnx" and onnx is None:
+        raise ValueError(f"evaluate.engine={engine} scores with the convert step's ONNX model, and none was given")
+    keras_net = models.embedding_model(models.load(model))
+    scorer = onnx_scorer(onnx, tta, threads) if used == "onnx" else keras_scorer(keras_net, tta)
+    log.info("scoring with %s (%s)", "ONNX Runtime" if used == "onnx" else "Keras", why)
+    sources = {split: Shards.from_manifest(manifest, verify=True) for split, manifest in zip(splits, manifests)}
+    tables, found = [], {}
     for split, src in sources.items():
-        if src.image_size != size:
-            raise ValueError(f"{model} takes {size} px but the {split} shards are {src.image_size} px")
-    table = pd.concat(
-        [predict(net, src, batch_size, tta).assign(split=split) for split, src in sources.items()], ignore_index=True
-    )
-    prediction_table.write(table, predictions)
-    log.info("%s: scored %s", model, ", ".join(f"{src.images} {split}" for split, src in sources.items()))
+        table, features_of = predict(scorer, _checked(src, keras_net, model, split), batch_size)
+        tables.append(table.assign(split=split))
+        found[split] = features_of
+    fitted = None
+    if reference is not None:
+        src = _checked(Shards.from_manifest(reference, verify=True), keras_net, model, REFERENCE)
+        plain = scorer if used == "onnx" else keras_scorer(keras_net, False)  # (only its embeddings are kept)
+        found[REFERENCE] = predict(plain, src, batch_size, limit=reference_images)[1]
+        fitted = ood.fit_reference(found[REFERENCE]["embedding"], found["val"]["embedding"], quantile)
+    prediction_table.write(pd.concat(tables, ignore_index=True), predictions)
+    write_features(found, features, fitted)
+    log.info("%s: scored %s", model, ", ".join(f"{len(f['image_index'])} {split}" for split, f in found.items()))
+
+
+def _checked(shards: Shards, net, model, split: str) -> Shards:
+    size = models.info(net)["image_size"]
+    if shards.image_size != size:
+        raise ValueError(f"{model} takes {size} px but the {split} shards are {shards.image_size} px")
+    return shards
+
+
+def write_features(by_split: dict, path, reference: dict | None = None) -> None:
+    """The features of each split's images, as one npz: `split`, `image_index` and the arrays of
+    `predict`'s features, row for row; and the out-of-distribution `reference`'s arrays, as
+    `reference_<name>` (`ood.load_reference` reads them back)."""
+    keys = next(iter(by_split.values())).keys()
+    arrays = {key: np.concatenate([f[key] for f in by_split.values()]) for key in keys}
+    arrays["split"] = np.concatenate([np.full(len(f["image_index"]), s, dtype=object) for s, f in by_split.items()])
+    arrays = {k: v.astype(str) if v.dtype == object else v for k, v in arrays.items()}
+    arrays |= {f"{ood.REFERENCE_PREFIX}{k}": np.asarray(v) for k, v in (reference or {}).items()}
+    with atomic(path) as staged, open(staged, "wb") as out:
+        np.savez(out, **arrays)

@@ -73,6 +73,7 @@ _TRAIN = schema()["properties"]["train"]
 AugmentSettings = _settings_class("AugmentSettings", "train.augment", _TRAIN["properties"]["augment"])
 TrainSettings = _settings_class("TrainSettings", "train", _TRAIN, {"augment": AugmentSettings})
 EvaluateSettings = _settings_class("EvaluateSettings", "evaluate", schema()["properties"]["evaluate"])
+MonitorSettings = _settings_class("MonitorSettings", "monitor", schema()["properties"]["monitor"])
 _DATASET = schema()["properties"]["datasets"]["additionalProperties"]
 DatasetSettings = _settings_class("DatasetSettings", "datasets.<name>", _DATASET)
 

@@ -1,0 +1,45 @@
+# Stage 6b: each run watched on each external collection, labelled or not: is it like the NIH data the
+# run was trained and validated on? Image headers and intensities, two-sample tests on the run's
+# embeddings (an ensemble's: its members' side by side), an out-of-distribution share, prediction
+# shift and a label-free AUROC estimate, each beside NIH val against NIH test.
+
+
+rule monitor:
+    input:
+        predictions=paths.PREDICTIONS,
+        nih_predictions=on_nih(paths.PREDICTIONS),
+        calibration=paths.NIH_CALIBRATION,
+        features=network_files(paths.FEATURES),
+        nih_features=network_files(on_nih(paths.FEATURES)),
+        table=paths.DATASET_TABLE,
+        nih_table=on_nih(paths.DATASET_TABLE),
+        ingest_report=paths.INGEST_REPORT,
+    output:
+        monitoring=paths.MONITORING,
+        report=report(
+            paths.MONITOR_REPORT,
+            category="Monitoring",
+            subcategory="{run}",
+            caption="../report/monitor.rst",
+        ),
+    log:
+        paths.log("monitor"),
+    benchmark:
+        paths.benchmark("monitor")
+    wildcard_constraints:
+        dataset=names_pattern(EXTERNAL),
+    conda:
+        "../envs/evaluate.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        settings=cxr14_runs.as_param(cxr14_runs.MonitorSettings.of(config["monitor"])),
+        run="{run}",
+        dataset="{dataset}",
+        root=collection_setting("root"),
+        nih_root=COLLECTIONS[NIH].root,
+        members=lambda wildcards: RUNS[wildcards.run].members or None,
+        code=package_code("monitor"),
+    script:
+        "../scripts/monitor.py"
