@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch", type=int, default=64, help="evaluate.batch_size (the schema's default)")
     parser.add_argument("--tta", action="store_true", help="score with the five test-time views")
+    parser.add_argument("--models", nargs="+", default=[f"{b}:{s}" for b, s in MODELS], help="backbone:px ...")
     args = parser.parse_args()
 
     import numpy as np
@@ -66,7 +67,8 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        for backbone, size in MODELS:
+        for backbone, size in (m.split(":") for m in args.models):
+            size = int(size)
             manifest = shards(folder, size, args.images)
             model = folder / f"{backbone}.keras"
             models.build(backbone, size, "none", dropout=0.0).save(model)

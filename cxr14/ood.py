@@ -57,4 +57,4 @@ def per_image(features) -> dict[str, np.ndarray]:
 def mahalanobis(reference: dict, embeddings: np.ndarray) -> np.ndarray:
     """Each embedding's Mahalanobis distance to the reference's training embeddings."""
     centred = np.asarray(embeddings, np.float64) - reference["mean"]
-    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", centred, reference["precision"], centred), 0))
+    return np.sqrt(np.maximum(np.sum((centred @ reference["precision"]) * centred, axis=1), 0))

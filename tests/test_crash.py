@@ -161,8 +161,11 @@ def test_kill_9_in_every_stage_then_the_same_command_finishes_the_same(mirror, r
     assert not (results / "download/images_01.archive").exists()
     faults["log"].clear()
 
-    # 2. Extraction, at the fifth image written to the staging folder.
-    kill_run_when(workdir, hung(workdir), "extraction", "call:shutil:copyfileobj@cxr14.steps.extract#5")
+    # 2. Extraction, at the fifth image written to the staging folder, once archive 1's download has
+    # resumed and finished (archive 2's extraction may be the one hung while it does, on a busy machine).
+    fetched = results / "download/images_01.archive"
+    ready = lambda: hung(workdir)() and fetched.exists()  # noqa: E731
+    kill_run_when(workdir, ready, "extraction", "call:shutil:copyfileobj@cxr14.steps.extract#5")
     assert "images_01.archive.part" not in partial_files(workdir) and any(
         ranged and ranged != "bytes=0-" for path, ranged in faults["log"] if path == ARCHIVE_1
     ), f"archive 1 was not resumed with a Range request: {faults['log']}"

@@ -145,6 +145,49 @@ def test_demo_site_is_flagged_without_its_labels_and_nih_val_is_not(demo_run):
     assert "## Watching a site" in card and "| site_images |" in card
 
 
+def _rounded(value, digits=10):
+    """JSON numbers to `digits` significant digits, everything else as it is."""
+    if isinstance(value, dict):
+        return {k: _rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v, digits) for v in value]
+    return float(f"{value:.{digits}g}") if isinstance(value, float) else value
+
+
+def test_monitoring_is_seeded_the_same_inputs_give_the_same_report(demo_run, tmp_path, monkeypatch):
+    """The monitor step run again on the demo's files (mean3: its members' embeddings side by side) gives
+    the numbers the workflow wrote (to ten significant digits)."""
+    from cxr14 import paths
+    from cxr14.steps.monitor import monitor
+    from cxr14.workflow.config import defaults
+    from cxr14.workflow.runs import MonitorSettings
+
+    monkeypatch.chdir(demo_run)
+    members, site = ["cnn", "cnn_focal", "cnn_80px"], "site_images"
+    again = monitor(
+        predictions=paths.PREDICTIONS.format(run="mean3", dataset=site),
+        nih_predictions=paths.PREDICTIONS.format(run="mean3", dataset="nih"),
+        calibration=paths.NIH_CALIBRATION.format(run="mean3"),
+        features=[paths.FEATURES.format(run=m, dataset=site) for m in members],
+        nih_features=[paths.FEATURES.format(run=m, dataset="nih") for m in members],
+        table=paths.DATASET_TABLE.format(dataset=site),
+        nih_table=paths.DATASET_TABLE.format(dataset="nih"),
+        ingest_report=paths.INGEST_REPORT.format(dataset=site),
+        monitoring=tmp_path / "monitor.json",
+        report=tmp_path / "monitor.html",
+        settings=MonitorSettings.of(defaults("monitor")),
+        run="mean3",
+        dataset=site,
+        root=yaml.safe_load((demo_run / "test.yaml").read_text())["datasets"][site]["root"],
+        nih_root=paths.EXTRACT,
+        members=members,
+    )
+    written = json.loads((demo_run / paths.MONITORING.format(run="mean3", dataset=site)).read_text())
+    # (to the last digit but BLAS's: its sums run in another order on another number of threads)
+    assert _rounded(again) == _rounded(written) and again.keys() == written.keys()
+    assert again["features"]["domain"]["auroc"] > 0.8
+
+
 def test_demo_bad_images_are_listed_and_skipped(demo_run):
     bad = sum(
         len(open(demo_run / f"results/datasets/nih/shards/64px-raw/{s}/bad_images.tsv").read().splitlines()) - 1

@@ -20,6 +20,7 @@ def test_scoring_names_a_damaged_shard(tmp_path):
             manifests=[manifests["val"], manifests["test"]],
             splits=["val", "test"],
             predictions=tmp_path / "p.parquet",
+            features=tmp_path / "f.npz",
             batch_size=8,
             tta=False,
         )

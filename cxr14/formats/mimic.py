@@ -30,7 +30,7 @@ from .common import (
 LABELS = chexpert.LABELS  # the CheXpert labeller's labels
 
 
-def read(labels: list, *, metadata, split_file, patients, settings) -> pd.DataFrame:
+def read(labels: list, *, metadata, split_file, patients, settings, **_) -> pd.DataFrame:
     """One row per image of the metadata table, the labels of its study (study_id): the radiologists'
     where a radiologist-labelled table holds the study, else the labeller's."""
     meta = read_csv(metadata)

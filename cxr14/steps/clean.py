@@ -44,7 +44,7 @@ RAW_COLUMNS = [
 # follow-up number and archive.
 COLUMNS = [
     "image_index", "path", "patient", "patient_id", "follow_up", "age_years", "sex", "view", "archive", "split",
-    *FINDINGS,
+    "study_date", *FINDINGS,
 ]  # fmt: skip
 _AGE_UNITS = {"Y": 1.0, "M": 1.0 / 12.0, "D": 1.0 / 365.25}
 _IMAGE_NAME = r"^\d{8}_\d{3}\.png$"
@@ -297,6 +297,7 @@ def clean_table(
     table["archive"] = table.archive.astype("int16")
     table["patient"] = table.patient_id.astype(str)
     table["split"] = table.split.astype(str)
+    table["study_date"] = ""  # NIH's tables give no study dates
     table = table[COLUMNS].sort_values("image_index", ignore_index=True)
 
     leaked = leakage(table)

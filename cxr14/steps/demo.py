@@ -199,7 +199,8 @@ def demo_site(*, labels, images, patients: int, height: int, width: int, seed: i
     """Step `demo_site`: a phantom external site laid out as CheXpert-v1.0-small: `labels` (train.csv,
     the published header and codes: 1.0, 0.0, -1.0 uncertain, blank unmentioned) and the `images`
     folder (train/patientNNNNN/studyN/viewN_frontal.jpg, a lateral for some studies). Every 12th
-    frontal image is a DICOM instead of a JPEG (every 24th of those MONOCHROME1, stored inverted)."""
+    frontal image is a DICOM instead of a JPEG (every 24th of those MONOCHROME1, stored inverted), its
+    header naming its patient and a study date in the first half of 2024."""
     rng = np.random.default_rng([seed, 1])
     root = Path(images)
     staged = root.with_name(root.name + ".partial")

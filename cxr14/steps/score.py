@@ -14,7 +14,7 @@ import pandas as pd
 from .. import models, ood, prediction_table
 from ..data import Shards, dataset, use_threads
 from ..files import atomic
-from ..inference import SERVING_EMBEDDING, SERVING_LOGITS, SERVING_PLAIN, forward_embedded, load_onnx
+from ..inference import SERVING_EMBEDDING, SERVING_INPUT, SERVING_LOGITS, SERVING_PLAIN, forward_embedded, onnx_session
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,20 @@ def keras_scorer(net, tta: bool):
     return lambda x: forward_embedded(net, x, tta)
 
 
-def onnx_scorer(path, tta: bool, threads: int | None = None):
+ONNX_BATCH = 16  # images per ONNX Runtime run: larger batches run slower on a CPU (bench/README.md)
+
+
+def onnx_scorer(session, tta: bool):
     """(B, S, S, 1) pixels -> (logits, the plain image's logits under `tta` else None, embeddings) through
-    an ONNX model of `conversion.serving_model` in ONNX Runtime, as `forward_embedded` gives them."""
-    session = load_onnx(path, threads)
+    an ONNX model of `conversion.serving_model` in ONNX Runtime (`session`), as `forward_embedded` gives
+    them, ONNX_BATCH images a run."""
+    names = [SERVING_LOGITS, SERVING_PLAIN, SERVING_EMBEDDING]
 
     def scores(x):
-        out = session(x)
-        return out[SERVING_LOGITS], out[SERVING_PLAIN] if tta else None, out[SERVING_EMBEDDING]
+        x = np.asarray(x, np.float32)
+        runs = [session.run(names, {SERVING_INPUT: x[k : k + ONNX_BATCH]}) for k in range(0, len(x), ONNX_BATCH)]
+        logits, plain, embedding = (np.concatenate(parts) for parts in zip(*runs))
+        return logits, plain if tta else None, embedding
 
     return scores
 
@@ -111,28 +117,31 @@ def score(
     used, why = engine_for(engine)
     if used == "onnx" and onnx is None:
         raise ValueError(f"evaluate.engine={engine} scores with the convert step's ONNX model, and none was given")
-    keras_net = models.embedding_model(models.load(model))
-    scorer = onnx_scorer(onnx, tta, threads) if used == "onnx" else keras_scorer(keras_net, tta)
+    if used == "onnx":  # (the Keras model is not loaded: a few seconds saved for DenseNet121)
+        session = onnx_session(onnx, threads)
+        size, scorer, plain = session.get_inputs()[0].shape[1], onnx_scorer(session, tta), None
+    else:
+        net = models.embedding_model(models.load(model))
+        size, scorer, plain = models.info(net)["image_size"], keras_scorer(net, tta), keras_scorer(net, False)
     log.info("scoring with %s (%s)", "ONNX Runtime" if used == "onnx" else "Keras", why)
     sources = {split: Shards.from_manifest(manifest, verify=True) for split, manifest in zip(splits, manifests)}
     tables, found = [], {}
     for split, src in sources.items():
-        table, features_of = predict(scorer, _checked(src, keras_net, model, split), batch_size)
+        table, features_of = predict(scorer, _checked(src, size, model, split), batch_size)
         tables.append(table.assign(split=split))
         found[split] = features_of
     fitted = None
     if reference is not None:
-        src = _checked(Shards.from_manifest(reference, verify=True), keras_net, model, REFERENCE)
-        plain = scorer if used == "onnx" else keras_scorer(keras_net, False)  # (only its embeddings are kept)
-        found[REFERENCE] = predict(plain, src, batch_size, limit=reference_images)[1]
+        src = _checked(Shards.from_manifest(reference, verify=True), size, model, REFERENCE)
+        # Only the embeddings are kept: Keras scores the plain images alone; the ONNX graph has its views.
+        found[REFERENCE] = predict(plain or scorer, src, batch_size, limit=reference_images)[1]
         fitted = ood.fit_reference(found[REFERENCE]["embedding"], found["val"]["embedding"], quantile)
     prediction_table.write(pd.concat(tables, ignore_index=True), predictions)
     write_features(found, features, fitted)
     log.info("%s: scored %s", model, ", ".join(f"{len(f['image_index'])} {split}" for split, f in found.items()))
 
 
-def _checked(shards: Shards, net, model, split: str) -> Shards:
-    size = models.info(net)["image_size"]
+def _checked(shards: Shards, size: int, model, split: str) -> Shards:
     if shards.image_size != size:
         raise ValueError(f"{model} takes {size} px but the {split} shards are {shards.image_size} px")
     return shards
