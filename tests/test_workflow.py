@@ -104,11 +104,13 @@ def test_a_new_image_size_is_sharded_once_beside_the_old_shards(workdir):
 # The tiny run's data files, recorded before the redesign of #18 (which was to change no output) and
 # kept: a change here is a change to every user's data, to be made on purpose. #28 moved them (NIH is a
 # collection under results/datasets/) and gave NIH's tables an ingested collection's two more
-# columns; without those, the tables are as recorded, and the shards did not change at all.
+# columns; #31 gave every collection's table a `study_date` (blank in NIH's). Without those, the tables
+# are as recorded, and the shards did not change at all.
 ADDED_IN_28 = ("path", "patient")
-WITH_THE_ADDED_COLUMNS = {
-    "results/datasets/nih/images.parquet": "2425612b3d081f56",
-    "results/datasets/nih/shards/plan.parquet": "42e39f30bc406a9e",
+ADDED_IN_31 = ("study_date",)
+WITH_THE_ADDED_COLUMNS = {  # (before #31's column: 2425612b3d081f56 and 42e39f30bc406a9e, unchanged without it)
+    "results/datasets/nih/images.parquet": "9cd958ffce7b75f7",
+    "results/datasets/nih/shards/plan.parquet": "7602e92607d565e5",
 }
 RECORDED = {
     "results/datasets/nih/images.parquet": "d7cee6f632a9242f",
@@ -153,7 +155,8 @@ def test_the_data_files_are_as_recorded(workdir):
     )
     assert made == sorted(k for k in RECORDED if k.endswith(".tfrecord"))
     assert {
-        path: content_digest(workdir / path, ADDED_IN_28 if path.endswith(".parquet") else ()) for path in RECORDED
+        path: content_digest(workdir / path, ADDED_IN_28 + ADDED_IN_31 if path.endswith(".parquet") else ())
+        for path in RECORDED
     } == RECORDED
     assert {path: content_digest(workdir / path) for path in WITH_THE_ADDED_COLUMNS} == WITH_THE_ADDED_COLUMNS
 
