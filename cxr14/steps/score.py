@@ -117,12 +117,12 @@ def score(
     used, why = engine_for(engine)
     if used == "onnx" and onnx is None:
         raise ValueError(f"evaluate.engine={engine} scores with the convert step's ONNX model, and none was given")
-    if used == "onnx":  # (the Keras model is not loaded: a few seconds saved for DenseNet121)
+    if used == "onnx":
         session = onnx_session(onnx, threads)
-        size, scorer, plain = session.get_inputs()[0].shape[1], onnx_scorer(session, tta), None
+        size, scorer = session.get_inputs()[0].shape[1], onnx_scorer(session, tta)
     else:
         net = models.embedding_model(models.load(model))
-        size, scorer, plain = models.info(net)["image_size"], keras_scorer(net, tta), keras_scorer(net, False)
+        size, scorer = models.info(net)["image_size"], keras_scorer(net, tta)
     log.info("scoring with %s (%s)", "ONNX Runtime" if used == "onnx" else "Keras", why)
     sources = {split: Shards.from_manifest(manifest, verify=True) for split, manifest in zip(splits, manifests)}
     tables, found = [], {}
@@ -133,8 +133,14 @@ def score(
     fitted = None
     if reference is not None:
         src = _checked(Shards.from_manifest(reference, verify=True), size, model, REFERENCE)
-        # Only the embeddings are kept: Keras scores the plain images alone; the ONNX graph has its views.
-        found[REFERENCE] = predict(plain or scorer, src, batch_size, limit=reference_images)[1]
+        # Only the plain images' embeddings are kept: with TTA, the ONNX graph would run all five views of
+        # each, so the Keras model embeds them alone (loaded here only when it did not score).
+        if used == "onnx" and not tta:
+            plain = scorer
+        else:
+            net = net if used == "keras" else models.embedding_model(models.load(model))
+            plain = keras_scorer(net, False)
+        found[REFERENCE] = predict(plain, src, batch_size, limit=reference_images)[1]
         fitted = ood.fit_reference(found[REFERENCE]["embedding"], found["val"]["embedding"], quantile)
     prediction_table.write(pd.concat(tables, ignore_index=True), predictions)
     write_features(found, features, fitted)
