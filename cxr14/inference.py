@@ -241,19 +241,24 @@ class Predictor:
 
     def scores(self, batch: np.ndarray) -> np.ndarray:
         """(B, S, S, 1) prepared images to (B, 14) logits (TTA'd as in the evaluation)."""
-        return self.scored(batch)[0]
+        return self._forward(batch)[0]
 
     def scored(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(B, S, S, 1) prepared images to ((B, 14) logits, each image's distance from the NIH training
         embeddings, None without a reference), from one forward pass."""
-        if self.onnx:
-            return np.asarray(self.session(batch)[SERVING_LOGITS], np.float32), None
-        logits, _, embedding = forward_embedded(self.embedding_model, np.asarray(batch, np.float32), self.tta)
-        if self.reference is None:
+        logits, embedding = self._forward(batch)
+        if embedding is None or self.reference is None:
             return logits, None
         from .ood import mahalanobis
 
         return logits, mahalanobis(self.reference, embedding)
+
+    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(logits, the plain images' embeddings; None from an ONNX model's serving path)."""
+        if self.onnx:
+            return np.asarray(self.session(batch)[SERVING_LOGITS], np.float32), None
+        logits, _, embedding = forward_embedded(self.embedding_model, np.asarray(batch, np.float32), self.tta)
+        return logits, embedding
 
     def unlike(self, distance: float | None) -> bool | None:
         """Whether an image's distance puts it past the reference's threshold (None: not checked)."""
