@@ -23,7 +23,7 @@ wildcard_constraints:
     layout=cxr14_runs.layout(r"\d+", f"({'|'.join(ENCODINGS)})"),
     run=cxr14_runs.NAME.pattern.strip("^$"),
     dataset=names_pattern(DATASETS),
-    group=f"{cxr14_runs.UNSPLIT}|train|val|test",
+    group=f"{UNSPLIT}|train|val|test",
 
 
 include: "rules/demo.smk"
@@ -51,6 +51,7 @@ rule all:
         expand(paths.MODEL, run=TRAINED),
         expand(paths.REPORT, run=RUNS, dataset=DATASETS),
         expand(paths.MONITOR_REPORT, run=RUNS, dataset=EXTERNAL),
+        expand(paths.OOD_REFERENCE, run=TRAINED),
         expand(paths.OPERATING_POINTS, run=RUNS, dataset=SITES),
         expand(paths.MODEL_CARD, run=RUNS),
         expand(paths.PARITY, run=TRAINED),

@@ -37,17 +37,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the releases' tables as published
 import releases  # noqa: E402
 
-from cxr14 import formats, paths, shard_io  # noqa: E402
-from cxr14.constants import FINDINGS  # noqa: E402
+from cxr14 import (  # noqa: E402
+    formats,
+    paths,
+    settings,  # noqa: E402
+    shard_io,
+)
+from cxr14.constants import (
+    FINDINGS,  # noqa: E402
+    UNSPLIT,  # noqa: E402
+)
 from cxr14.steps import ingest, shards  # noqa: E402
 from cxr14.steps.demo import site_image  # noqa: E402
-from cxr14.workflow import config, runs  # noqa: E402
+from cxr14.workflow import collections, config  # noqa: E402
 
-SCHEMA = config.schema()["properties"]["datasets"]["additionalProperties"]
+SCHEMA = settings.schema()["properties"]["datasets"]["additionalProperties"]
 
 
 def settings(**dataset):
-    return runs.DatasetSettings.of(runs.dataset_param(config.check(dict(dataset), SCHEMA, "datasets.bench")))
+    return settings.DatasetSettings.of(collections.dataset_param(config.check(dict(dataset), SCHEMA, "datasets.bench")))
 
 
 def timed(fn, *args, **kwargs) -> tuple[float, object]:
@@ -70,13 +78,13 @@ def make_collection(root: Path, n: int, seed: int = 0) -> None:
 
 def shard_all(plan: Path, root: Path, out: Path, n_shards: int) -> None:
     for i in range(n_shards):
-        stem = out / paths.shard_stem(runs.UNSPLIT, i, n_shards)
+        stem = out / paths.shard_stem(UNSPLIT, i, n_shards)
         shards.shard(
             plan=plan,
             images=None,
             tfrecord=f"{stem}.tfrecord",
             info=f"{stem}.json",
-            group=runs.UNSPLIT,
+            group=UNSPLIT,
             index=i,
             root=str(root),
             image_size=224,
@@ -100,11 +108,11 @@ def collection_bench(work: Path, n: int, compare: int) -> None:
         table=out / "images.parquet",
         report=out / "report.json",
         plan=plan,
-        groups=[runs.UNSPLIT],
+        groups=[UNSPLIT],
         images_per_shard=1000,
         seed=0,
     )
-    n_shards = planned[runs.UNSPLIT]
+    n_shards = planned[UNSPLIT]
     t_shard, _ = timed(shard_all, plan, root, out / "shards", n_shards)
 
     # The same pixels (PNG copies of the first `compare`), through the NIH writer and the external one.
@@ -116,7 +124,7 @@ def collection_bench(work: Path, n: int, compare: int) -> None:
     table = table.assign(
         path=table.path.str.replace(".jpg", ".png"), image_index=table.path.str.replace(".jpg", ".png")
     )
-    png_plan = shard_io.plan_group(table.assign(split=runs.UNSPLIT), compare, 0)
+    png_plan = shard_io.plan_group(table.assign(split=UNSPLIT), compare, 0)
     png_plan.to_parquet(work / "png_plan.parquet")
     nih_rows = png_plan.assign(file=[str(png_root / p) for p in png_plan.path], archive=1)
     t_nih, _ = timed(shard_io.write_shard, nih_rows, work / "nih.tfrecord", 224, "raw", 0)
@@ -137,10 +145,12 @@ INGEST_ONCE = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 from cxr14.steps.ingest import ingest
-from cxr14.workflow import config, runs
+from cxr14 import settings
+from cxr14.workflow import collections, config
 kwargs = json.loads(sys.argv[2])
-schema = config.schema()["properties"]["datasets"]["additionalProperties"]
-kwargs["settings"] = runs.DatasetSettings.of(runs.dataset_param(config.check(kwargs["settings"], schema, "bench")))
+schema = settings.schema()["properties"]["datasets"]["additionalProperties"]
+checked = config.check(kwargs["settings"], schema, "bench")
+kwargs["settings"] = settings.DatasetSettings.of(collections.dataset_param(checked))
 start = time.perf_counter()
 summary = ingest(**kwargs)
 seconds = time.perf_counter() - start

@@ -42,7 +42,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from cxr14 import models
-    from cxr14.inference import TTA_VIEWS, Predictor
+    from cxr14.engines import TTA_VIEWS
+    from cxr14.inference import Predictor
     from cxr14.predict import predict_files
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,7 +13,7 @@ import pandas as pd
 from . import metrics, prediction_table
 from .calibration import calibrated
 from .constants import FINDINGS
-from .inference import TTA_VIEWS
+from .engines import TTA_VIEWS
 
 log = logging.getLogger(__name__)
 

@@ -31,23 +31,13 @@ import pandas as pd
 from . import prediction_table
 from .constants import FINDINGS
 from .files import sha256_file
+from .logistic import EPS as _EPS
+from .logistic import logit, sigmoid
 
 METHODS = ("temperature", "platt", "isotonic")
 
 
 SHARED = "shared_temperature"  # the map of a finding with too few val positives for its own
-
-
-_EPS = 1e-15  # only exact 0 and 1 are clipped: they were tied already
-
-
-def logit(p) -> np.ndarray:
-    p = np.clip(np.asarray(p, np.float64), _EPS, 1 - _EPS)
-    return np.log(p) - np.log1p(-p)
-
-
-def sigmoid(z) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(z, np.float64)))
 
 
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:

@@ -14,7 +14,7 @@ from .constants import DISCLAIMER
 
 def parser() -> argparse.ArgumentParser:
     from .paths import DATASETS, RUN
-    from .workflow.config import defaults
+    from .settings import defaults
 
     app_defaults, predict_defaults = defaults("app"), defaults("predict")
     top = argparse.ArgumentParser(
@@ -132,7 +132,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _limits(command: argparse.ArgumentParser, what: str) -> None:
-    from .workflow.config import defaults
+    from .settings import defaults
 
     limits = defaults("images")
     command.add_argument(

@@ -16,13 +16,13 @@ import numpy as np
 
 from . import models
 from .constants import FINDINGS
+from .engines import SERVING_EMBEDDING as EMBEDDING
+from .engines import SERVING_INPUT as INPUT
+from .engines import SERVING_LOGITS as LOGITS
+from .engines import SERVING_OUTPUT as OUTPUT
+from .engines import SERVING_PLAIN as PLAIN
+from .engines import tta_views
 from .files import atomic
-from .inference import SERVING_EMBEDDING as EMBEDDING
-from .inference import SERVING_INPUT as INPUT
-from .inference import SERVING_LOGITS as LOGITS
-from .inference import SERVING_OUTPUT as OUTPUT
-from .inference import SERVING_PLAIN as PLAIN
-from .inference import tta_views
 
 ONNX_OPSET = 17
 OUTPUTS = (LOGITS, OUTPUT, PLAIN, EMBEDDING)  # the graph's outputs, in this order

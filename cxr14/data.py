@@ -18,7 +18,7 @@ from .constants import FINDINGS
 from .shard_io import verify_shards
 
 if TYPE_CHECKING:  # the settings' type only: the library never imports the run resolution
-    from .workflow.runs import AugmentSettings
+    from .settings import AugmentSettings
 
 AUTOTUNE = tf.data.AUTOTUNE
 

@@ -10,85 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from .constants import FINDINGS, NIH
+from .engines import KerasEngine, OnnxEngine
 from .images import resize
-from .paths import CALIBRATION, FEATURES, MODEL, OPERATING_POINTS, RUN, dataset_of, on
-
-# Test-time augmentation: small anatomy-safe views, (shift x, shift y) as fractions of the side and a
-# zoom about the centre; no flips (the heart is on the left). The identity view is always first.
-TTA_VIEWS = ((0.0, 0.0, 1.0), (-0.03, 0.0, 1.0), (0.03, 0.0, 1.0), (0.0, 0.0, 1.05), (0.0, 0.0, 0.95))
-
-
-def axis_resampling(size: int, shift: float, scale: float) -> np.ndarray:
-    """The (size, size) matrix that resamples one image axis, shifted by `shift` of the side and zoomed
-    by `scale` about the centre: bilinear, edges extended, as keras's affine transform does (to float
-    rounding). Kept as matrices, a view is two matrix products, which every export format takes."""
-    centre = (size - 1) / 2
-    source = np.clip(np.arange(size) / scale + centre * (1 - 1 / scale) - shift * size, 0, size - 1)
-    low = np.floor(source).astype(int)
-    weight = source - low
-    matrix = np.zeros((size, size))
-    np.add.at(matrix, (np.arange(size), low), 1 - weight)
-    np.add.at(matrix, (np.arange(size), np.minimum(low + 1, size - 1)), weight)
-    return matrix.astype(np.float32)
-
-
-def tta_views(x) -> list:
-    """The TTA_VIEWS of a (B, S, S, C) batch (an array, a tensor or a Keras model's input)."""
-    import keras
-
-    size = x.shape[1]
-    views = []
-    for dx, dy, scale in TTA_VIEWS:
-        if (dx, dy, scale) == (0.0, 0.0, 1.0):
-            views.append(x)
-            continue
-        rows, cols = axis_resampling(size, dy, scale), axis_resampling(size, dx, scale)
-        # rows @ image @ cols.T per image and channel, as two batched matrix products (which ONNX Runtime
-        # runs several times faster than the Einsum an einsum converts to).
-        planes = keras.ops.transpose(x, (0, 3, 1, 2))
-        resampled = keras.ops.matmul(keras.ops.matmul(rows, planes), cols.T)
-        views.append(keras.ops.transpose(resampled, (0, 2, 3, 1)))
-    return views
-
-
-def view_scores(model, x) -> np.ndarray:
-    """(V, B, 14) logits of each of the TTA_VIEWS of a (B, S, S, C) batch, in one forward pass
-    (`model`: a `models.logits_model`)."""
-    import keras
-
-    views = tta_views(x)
-    scores = np.asarray(model.predict_on_batch(keras.ops.concatenate(views, axis=0)), np.float64)
-    return scores.reshape(len(views), -1, scores.shape[-1])
-
-
-def tta_scores(model, x) -> tuple[np.ndarray, np.ndarray]:
-    """(TTA mean, plain image's) (B, 14) logits of a batch, from one forward pass over its views: the
-    mean is taken over logits, the space every calibration maps."""
-    views = view_scores(model, x)
-    return views.mean(axis=0).astype(np.float32), views[0].astype(np.float32)
-
-
-def forward(model, x, tta: bool) -> np.ndarray:
-    """(B, S, S, C) model inputs to (B, 14) logits (`model`: a `models.logits_model`); with `tta` the
-    mean over TTA_VIEWS. Evaluation, `predict` and the app all score through here, so they agree."""
-    if not tta:
-        return np.asarray(model.predict_on_batch(x), np.float32)
-    return tta_scores(model, x)[0]
-
-
-def forward_embedded(model, x, tta: bool) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-    """(B, S, S, C) model inputs to ((B, 14) logits as `forward` gives them, the plain image's logits
-    under `tta` (else None), (B, D) embeddings of the plain image), from one forward pass of `model` (a
-    `models.embedding_model`)."""
-    import keras
-
-    if not tta:
-        logits, embedding = model.predict_on_batch(x)
-        return np.asarray(logits, np.float32), None, np.asarray(embedding, np.float32)
-    logits, embedding = model.predict_on_batch(keras.ops.concatenate(tta_views(x), axis=0))
-    views = np.asarray(logits, np.float64).reshape(len(TTA_VIEWS), len(x), -1)
-    plain = np.asarray(embedding, np.float32)[: len(x)]
-    return views.mean(axis=0).astype(np.float32), views[0].astype(np.float32), plain
+from .paths import CALIBRATION, MODEL, OOD_REFERENCE, OPERATING_POINTS, RUN, dataset_of
 
 
 def load_thresholds(path) -> dict[str, float] | None:
@@ -139,31 +63,7 @@ class NoTrainedRun(LookupError):
     its own serving.json; the message says which (the command prints it, no traceback)."""
 
 
-SERVING_INPUT = "image"  # the names in every format the export step writes
-SERVING_LOGITS, SERVING_OUTPUT = "logits", "findings"  # (B, 14) logits and the model's own probabilities
-SERVING_PLAIN, SERVING_EMBEDDING = "plain_logits", "embedding"  # the plain image's (B, 14) logits, (B, D) features
 SERVING = "serving.json"  # what the export step writes beside its models
-
-
-def onnx_session(path, threads: int | None = None):
-    """An `onnxruntime.InferenceSession` of an ONNX model on the CPU (no TensorFlow needed)."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    # No busy-waiting between runs: beside TensorFlow's input pipeline (the score step reads its shards
-    # with tf.data) spinning threads take the cores the other needs.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def load_onnx(path, threads: int | None = None):
-    """(B, S, S, 1) pixels -> {`logits`, `findings`: (B, 14), ...} through `onnx_session`, every output
-    in one run; the export step checks its ONNX models with this."""
-    session = onnx_session(path, threads)
-    names = [output.name for output in session.get_outputs()]
-    return lambda x: dict(zip(names, session.run(names, {SERVING_INPUT: np.asarray(x, np.float32)})))
 
 
 def exported(model_path) -> dict:
@@ -181,44 +81,49 @@ def exported(model_path) -> dict:
 
 
 class Predictor:
-    """A model loaded once, with its calibration and operating points per site; predicts and explains
+    """A network loaded once, with its calibration and operating points per site; predicts and explains
     grayscale images. Without a calibration the probabilities are the model's own (and no TTA).
 
-    A Keras model (a run's model.keras, `sites`: name -> (calibration.json, thresholds.json)) or the
-    export step's ONNX model: that holds the TTA views itself and brings every site's calibration and
-    operating points in the serving.json beside it; it scores through onnxruntime alone, and cannot
-    explain (Grad-CAM needs the Keras model's gradients)."""
+    One interface, two engines (`engines`): a run's model.keras runs on Keras (`sites`: name ->
+    (calibration.json, thresholds.json)); the export step's ONNX model runs on ONNX Runtime alone,
+    holds the TTA views itself and brings every site's calibration and operating points in the
+    serving.json beside it. Both give logits and embeddings; only Keras explains (Grad-CAM needs the
+    network's gradients)."""
 
     UNLIKE = "unlike the images this model was trained and validated on"
 
     def __init__(self, model_path, sites: dict[str, tuple] | None = None, reference=None):
-        """`reference`: the run's NIH features file (the score step's), whose out-of-distribution
-        reference flags an image unlike NIH's (a Keras model only: the ONNX export gives no embedding)."""
-        self.onnx = Path(model_path).suffix.lower() == ".onnx"
-        self.reference = None
-        if self.onnx:
+        """`reference`: the run's out-of-distribution reference (the `ood_reference` step's), which
+        flags an image unlike NIH's."""
+        from .ood import load_reference
+
+        if Path(model_path).suffix.lower() == ".onnx":
             if sites:
                 raise NoTrainedRun(f"{model_path}: an ONNX model's operating points and calibration are its {SERVING}")
             serving = exported(model_path)
-            self.model, self.session = None, load_onnx(model_path)
-            self.info = serving["model"]
             self.sites = {name: Site(name, given["calibration"], given["operating_points"])
                           for name, given in serving["sites"].items()}  # fmt: skip
-            self.tta = bool(serving["tta"])
+            self.engine = OnnxEngine(model_path, tta=bool(serving["tta"]))
+            self.info = serving["model"]
         else:
-            from . import models
-            from .ood import load_reference
-
-            self.model = models.load(model_path)
-            self.embedding_model = models.embedding_model(self.model)
-            self.reference = load_reference(reference) if reference and Path(reference).is_file() else None
-            self.info = models.info(self.model)
             self.sites = {
                 name: Site(name, load_calibration(calibration, model_path), load_thresholds(thresholds))
                 for name, (calibration, thresholds) in (sites or {}).items()
             }
-            self.tta = any(s.calibration and s.calibration["tta"] for s in self.sites.values())
-        self.size = int(self.info["image_size"])
+            tta = any(s.calibration and s.calibration["tta"] for s in self.sites.values())
+            self.engine = KerasEngine(model_path, tta)
+            self.info = self.engine.info
+        self.reference = load_reference(reference) if reference and Path(reference).is_file() else None
+        self.size = self.engine.image_size
+
+    @property
+    def tta(self) -> bool:
+        return self.engine.tta
+
+    @property
+    def explains(self) -> bool:
+        """Whether it can draw Grad-CAM (the Keras engine: it needs the network's gradients)."""
+        return isinstance(self.engine, KerasEngine)
 
     @property
     def default_site(self) -> str | None:
@@ -247,17 +152,15 @@ class Predictor:
         """(B, S, S, 1) prepared images to ((B, 14) logits, each image's distance from the NIH training
         embeddings, None without a reference), from one forward pass."""
         logits, embedding = self._forward(batch)
-        if embedding is None or self.reference is None:
+        if self.reference is None:
             return logits, None
         from .ood import mahalanobis
 
         return logits, mahalanobis(self.reference, embedding)
 
-    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(logits, the plain images' embeddings; None from an ONNX model's serving path)."""
-        if self.onnx:
-            return np.asarray(self.session(batch)[SERVING_LOGITS], np.float32), None
-        logits, _, embedding = forward_embedded(self.embedding_model, np.asarray(batch, np.float32), self.tta)
+    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(logits, the plain images' embeddings), from one pass of the engine."""
+        logits, _, embedding = self.engine(batch)
         return logits, embedding
 
     def unlike(self, distance: float | None) -> bool | None:
@@ -291,10 +194,10 @@ class Predictor:
 
         from .gradcam import gradcam, overlay
 
-        if self.onnx:
+        if not self.explains:
             raise ValueError("Grad-CAM needs the Keras model (model.keras), not its ONNX export")
 
-        cam, _ = gradcam(self.model, prepared[None], FINDINGS.index(finding))
+        cam, _ = gradcam(self.engine.model, prepared[None], FINDINGS.index(finding))
         gray, cam = prepared[..., 0], cam[0]
         if display_size and display_size != gray.shape[0]:
             shape = (display_size, display_size)
@@ -322,12 +225,12 @@ def sites_on_disk(run: str) -> dict[str, tuple[str | None, str | None]]:
 
 def on_disk() -> dict[str, tuple[str, dict, str | None]]:
     """The trained runs with a saved model under results/runs/ (from the working directory):
-    name -> (model, its sites as `sites_on_disk` gives them, its NIH features file or None)."""
+    name -> (model, its sites as `sites_on_disk` gives them, its out-of-distribution reference or None)."""
     found = {}
     for model in sorted(Path().glob(MODEL.format(run="*"))):
         run = model.parts[-3]
-        features = Path(on(FEATURES, NIH).format(run=run))
-        found[run] = (str(model), sites_on_disk(run), str(features) if features.is_file() else None)
+        reference = Path(OOD_REFERENCE.format(run=run))
+        found[run] = (str(model), sites_on_disk(run), str(reference) if reference.is_file() else None)
     return found
 
 

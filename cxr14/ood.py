@@ -1,27 +1,12 @@
 """What a run holds each image against, without a label: its pixel statistics and its penultimate-layer
 embedding (the score step writes both for every image it scores), and the run's out-of-distribution
 reference, the Mahalanobis distance to its NIH training embeddings with a threshold from NIH val. The
-score step fits the reference once; `monitor`, `cxr14 predict` and the app read that one."""
+`ood_reference` step fits it once from the score step's NIH features; `monitor`, `cxr14 predict` and
+the app read that one. (The pixel statistics themselves are `images.intensity_features`.)"""
 
 from __future__ import annotations
 
 import numpy as np
-
-BINS = 32  # intensity histogram bins over 0..255 (the model's input pixels)
-
-
-def intensity_features(images: np.ndarray) -> dict[str, np.ndarray]:
-    """Per image of a (B, S, S[, 1]) batch of 0..255 pixels: its mean, its standard deviation and its
-    histogram (BINS bins, fractions of its pixels)."""
-    flat = np.asarray(images, np.float32).reshape(len(images), -1)
-    bins = np.minimum((flat * (BINS / 256.0)).astype(np.int64), BINS - 1)
-    offsets = bins + BINS * np.arange(len(flat))[:, None]
-    counts = np.bincount(offsets.ravel(), minlength=BINS * len(flat)).reshape(len(flat), BINS)
-    return {
-        "pixel_mean": flat.mean(axis=1),
-        "pixel_std": flat.std(axis=1),
-        "histogram": (counts / flat.shape[1]).astype(np.float32),
-    }
 
 
 def fit_reference(train: np.ndarray, val: np.ndarray, quantile: float) -> dict:
@@ -36,22 +21,52 @@ def fit_reference(train: np.ndarray, val: np.ndarray, quantile: float) -> dict:
     return reference
 
 
-REFERENCE_PREFIX = "reference_"  # the reference's arrays in a features file (the score step's on NIH)
+def save_reference(reference: dict, path) -> None:
+    """The reference as an npz of its arrays (`load_reference` reads it back)."""
+    from .files import atomic
+
+    with atomic(path) as staged, open(staged, "wb") as out:
+        np.savez(out, **{k: np.asarray(v) for k, v in reference.items()})
 
 
-def load_reference(features) -> dict | None:
-    """The out-of-distribution reference stored in a features file (`score` on NIH), or None."""
-    with np.load(features, allow_pickle=False) as stored:
-        found = {k.removeprefix(REFERENCE_PREFIX): stored[k] for k in stored.files if k.startswith(REFERENCE_PREFIX)}
-    if not found:
-        return None
+def load_reference(path) -> dict:
+    """The out-of-distribution reference of a run (the `ood_reference` step's)."""
+    with np.load(path, allow_pickle=False) as stored:
+        found = {k: stored[k] for k in stored.files}
     return found | {"threshold": float(found["threshold"]), "quantile": float(found["quantile"])}
 
 
 def per_image(features) -> dict[str, np.ndarray]:
-    """A features file's arrays of one row per image (the reference's left out)."""
+    """A features file's arrays, one row per image (the score step's)."""
     with np.load(features, allow_pickle=False) as stored:
-        return {k: stored[k] for k in stored.files if not k.startswith(REFERENCE_PREFIX)}
+        return {k: stored[k] for k in stored.files}
+
+
+def positions(keys: np.ndarray, wanted) -> np.ndarray:
+    """Where each of `wanted` is in `keys` (every one must be there)."""
+    import pandas as pd
+
+    index = pd.Index(keys)
+    at = index.get_indexer(pd.Index(wanted))
+    if (at < 0).any():
+        raise ValueError(f"{int((at < 0).sum())} images have predictions but no features, e.g. {list(wanted)[0]}")
+    return at
+
+
+def joined_features(paths: list) -> dict[str, np.ndarray]:
+    """The features `score` wrote, one file per network: a run's own, or an ensemble's members' with
+    their embeddings side by side (the ensemble's representation) on the images all of them scored,
+    the pixel statistics of the first."""
+    loaded = [per_image(path) for path in paths]
+    first = loaded[0]
+    keys = [np.char.add(np.char.add(f["split"], "/"), f["image_index"]) for f in loaded]
+    common = keys[0]
+    for other in keys[1:]:
+        common = common[np.isin(common, other)]
+    rows = [positions(k, common) for k in keys]
+    out = {name: values[rows[0]] for name, values in first.items()}
+    out["embedding"] = np.concatenate([f["embedding"][r] for f, r in zip(loaded, rows)], axis=1)
+    return out
 
 
 def mahalanobis(reference: dict, embeddings: np.ndarray) -> np.ndarray:

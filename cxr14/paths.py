@@ -56,6 +56,8 @@ ONNX = f"{EXPORT}/model.onnx"
 TFLITE = f"{EXPORT}/model.tflite"
 SERVING = f"{EXPORT}/serving.json"
 PARITY = f"{EXPORT}/parity.json"
+# The run's out-of-distribution reference, from its (an ensemble's: its members') NIH features.
+OOD_REFERENCE = f"{RUN}/ood_reference.npz"
 ON = RUN + "/datasets/{dataset}"  # a run on a collection
 PREDICTIONS = f"{ON}/predictions.parquet"
 FEATURES = f"{ON}/features.npz"  # each scored image's embedding and pixel statistics (a trained run's)
@@ -112,6 +114,7 @@ JOBS = {
     "calibrate": "runs/{run}/datasets/{dataset}/calibrate",
     "evaluate": "runs/{run}/datasets/{dataset}/evaluate",
     "monitor": "runs/{run}/datasets/{dataset}/monitor",
+    "ood_reference": "runs/{run}/ood_reference",
     "leaderboard": "leaderboard/leaderboard",
     "model_card": "runs/{run}/model_card/model_card",
     "convert": "runs/{run}/convert/convert",

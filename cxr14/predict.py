@@ -65,7 +65,7 @@ def predict_files(
 ) -> tuple[int, list[tuple[str, str]]]:
     """Write `out_csv` with `site`'s calibration and operating points (the predictor's default site
     for None); return (images predicted, [(file, reason)] for the files skipped)."""
-    from .calibration import sigmoid
+    from .logistic import sigmoid
 
     if gradcam_dir:
         Path(gradcam_dir).mkdir(parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ def main(args) -> int:
         return 2
     runs, first = served(args.run, args.model, args.thresholds, args.calibration)
     predictor = Predictor(*runs[first])
-    if args.gradcam_dir and predictor.onnx:
+    if args.gradcam_dir and not predictor.explains:
         print(f"--gradcam-dir: Grad-CAM needs the Keras model, not {args.model}", file=sys.stderr)
         return 2
     try:

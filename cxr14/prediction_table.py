@@ -18,6 +18,7 @@ import pandas as pd
 
 from .constants import FINDINGS
 from .files import atomic
+from .logistic import logit, sigmoid
 
 LABELS = [f"y_{f}" for f in FINDINGS]
 SCORES = [f"p_{f}" for f in FINDINGS]
@@ -26,7 +27,6 @@ LOGITS = [f"z_{f}" for f in FINDINGS]
 PLAIN_LOGITS = [f"z_notta_{f}" for f in FINDINGS]
 PLAIN_COLUMNS = PLAIN_SCORES + PLAIN_LOGITS
 KEY = ["split", "image_index"]
-EXTERNAL = "external"  # the split of an external collection's rows
 
 
 def label(finding: str) -> str:
@@ -53,8 +53,6 @@ def write(table: pd.DataFrame, path) -> None:
 def frame(meta: dict, labels: np.ndarray, logits: np.ndarray, plain: np.ndarray | None = None) -> pd.DataFrame:
     """A batch's rows: its metadata columns, labels (n, 14), logits (n, 14) with their probabilities,
     and the plain image's logits (n, 14) when the scores are test-time augmented."""
-    from .calibration import sigmoid
-
     out = pd.DataFrame(meta)
     for k, finding in enumerate(FINDINGS):
         out[label(finding)] = labels[:, k].astype(np.int8)
@@ -90,8 +88,6 @@ def arrays(table: pd.DataFrame, findings=FINDINGS) -> tuple[np.ndarray, np.ndarr
 def _logits_of(table: pd.DataFrame, logits: list[str], probabilities: list[str]) -> np.ndarray:
     if logits[0] in table.columns:
         return table[logits].to_numpy(np.float64)
-    from .calibration import logit
-
     return logit(table[probabilities].to_numpy(np.float64))
 
 

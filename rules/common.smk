@@ -11,6 +11,8 @@ min_version("9.0")
 sys.path.insert(0, workflow.basedir)
 
 from cxr14 import paths
+from cxr14 import settings as cxr14_settings
+from cxr14.workflow import collections as cxr14_collections
 from cxr14.workflow import config as cxr14_config
 from cxr14.workflow import runs as cxr14_runs
 from cxr14.workflow.fingerprint import fingerprint
@@ -18,6 +20,7 @@ from cxr14.constants import (
     BBOX_LIST,
     EXPERT_LABELS,
     TEST_LIST,
+    UNSPLIT,
     TRAIN_VAL_LIST,
     box_name,
 )
@@ -83,7 +86,9 @@ def package_code(module):
 
 def run_settings(section):
     """The run's typed `section` settings (train, evaluate) as one param, in the schema's order."""
-    return lambda wildcards: cxr14_runs.as_param(getattr(RUNS[wildcards.run], section))
+    return lambda wildcards: cxr14_settings.as_param(
+        getattr(RUNS[wildcards.run], section)
+    )
 
 
 def run_setting(section, key):
@@ -102,8 +107,8 @@ def names_pattern(names):
 
 # The collections: NIH, then the external ones (datasets:), each sharded in every layout a run reads,
 # and every run scored and judged on each.
-COLLECTIONS = cxr14_runs.collections(config)
-NIH = cxr14_runs.NIH
+COLLECTIONS = cxr14_collections.collections(config)
+NIH = cxr14_collections.NIH
 DATASETS = list(COLLECTIONS)
 EXTERNAL = [name for name in DATASETS if name != NIH]
 # The sites: every run's calibration and operating points are fitted on each one's val split.
@@ -157,7 +162,7 @@ def dataset_setting(key):
 
 def dataset_settings(wildcards):
     """A dataset's checked config as one param (typed again by the step)."""
-    return cxr14_runs.dataset_param(config["datasets"][wildcards.dataset])
+    return cxr14_collections.dataset_param(config["datasets"][wildcards.dataset])
 
 
 def dataset_table(key):

@@ -10,7 +10,7 @@ rule score:
         # The run's model as ONNX: what `evaluate.engine` onnx (or auto, on a job without a GPU) scores with.
         onnx=paths.CONVERTED,
         manifests=scored_manifests,
-        # On NIH: the shards the run's reference embeddings (for `monitor` and `predict`) come from.
+        # On NIH: the training shards whose embeddings the run's out-of-distribution reference is fitted on.
         reference=lambda wildcards: (
             manifest(NIH, wildcards.run, "train") if wildcards.dataset == NIH else []
         ),
@@ -35,7 +35,6 @@ rule score:
         batch_size=run_setting("evaluate", "batch_size"),
         tta=run_setting("evaluate", "tta"),
         reference_images=config["monitor"]["reference_images"],
-        quantile=config["monitor"]["quantile"],
         engine=run_setting("evaluate", "engine"),
         code=package_code("score"),
     script:

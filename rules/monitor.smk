@@ -1,7 +1,29 @@
-# Stage 6b: each run watched on each external collection, labelled or not: is it like the NIH data the
-# run was trained and validated on? Image headers and intensities, two-sample tests on the run's
+# Stage 6b: each run's out-of-distribution reference, fitted on its NIH features; then each run watched
+# on each external collection, labelled or not: is it like the NIH data the run was trained and
+# validated on? Image headers and intensities, two-sample tests on the run's
 # embeddings (an ensemble's: its members' side by side), an out-of-distribution share, prediction
 # shift and a label-free AUROC estimate, each beside NIH val against NIH test.
+
+
+rule ood_reference:
+    input:
+        features=network_files(on_nih(paths.FEATURES)),
+    output:
+        reference=paths.OOD_REFERENCE,
+    log:
+        paths.log("ood_reference"),
+    benchmark:
+        paths.benchmark("ood_reference")
+    conda:
+        "../envs/evaluate.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    params:
+        quantile=config["monitor"]["quantile"],
+        code=package_code("ood_reference"),
+    script:
+        "../scripts/ood_reference.py"
 
 
 rule monitor:
@@ -11,6 +33,7 @@ rule monitor:
         calibration=paths.NIH_CALIBRATION,
         features=network_files(paths.FEATURES),
         nih_features=network_files(on_nih(paths.FEATURES)),
+        ood_reference=paths.OOD_REFERENCE,
         table=paths.DATASET_TABLE,
         nih_table=on_nih(paths.DATASET_TABLE),
         ingest_report=paths.INGEST_REPORT,
@@ -34,7 +57,9 @@ rule monitor:
         mem_mb=8000,
         runtime=30,
     params:
-        settings=cxr14_runs.as_param(cxr14_runs.MonitorSettings.of(config["monitor"])),
+        settings=cxr14_settings.as_param(
+            cxr14_settings.MonitorSettings.of(config["monitor"])
+        ),
         run="{run}",
         dataset="{dataset}",
         root=collection_setting("root"),

@@ -2,8 +2,8 @@
 
 import _package  # noqa: F401  (makes cxr14 importable)
 
+from cxr14.settings import EvaluateSettings
 from cxr14.steps.evaluate import evaluate
-from cxr14.workflow.runs import EvaluateSettings
 from cxr14.workflow.step import run
 
 run(evaluate, snakemake, settings=EvaluateSettings, threads=True)  # noqa: F821

@@ -2,8 +2,8 @@
 
 import _package  # noqa: F401  (makes cxr14 importable)
 
+from cxr14.settings import DatasetSettings
 from cxr14.steps.ingest import ingest
-from cxr14.workflow.runs import DatasetSettings
 from cxr14.workflow.step import run
 
 run(ingest, snakemake, settings=DatasetSettings)  # noqa: F821

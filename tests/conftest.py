@@ -297,8 +297,8 @@ def write_easy_shards(
 def plan_one_group(ingested, plan, images_per_shard) -> int:
     """Plan an ingested collection (`ingested`: the folder of ingest's table and report) as one group of
     every image, with the arguments the `plan_shards` rule gives; its number of shards."""
+    from cxr14.constants import UNSPLIT
     from cxr14.steps import shards
-    from cxr14.workflow.runs import UNSPLIT
 
     counts = shards.plan_shards(
         table=ingested / "images.parquet", report=ingested / "ingest_report.json", plan=plan, groups=[UNSPLIT],
@@ -310,9 +310,9 @@ def plan_one_group(ingested, plan, images_per_shard) -> int:
 def shard_one_group(plan, root, stem, index=0, size=64, max_bad_images=0) -> dict:
     """Shard `index` of an ingested collection's one group (`images`) to `stem`.tfrecord and .json, with
     the arguments the `shard` rule gives; its sidecar."""
+    from cxr14.constants import UNSPLIT
     from cxr14.images import DEFAULT_MAX_MEGAPIXELS
     from cxr14.steps import shards
-    from cxr14.workflow.runs import UNSPLIT
 
     return shards.shard(
         plan=plan, images=None, tfrecord=f"{stem}.tfrecord", info=f"{stem}.json", group=UNSPLIT, index=index,
@@ -322,9 +322,10 @@ def shard_one_group(plan, root, stem, index=0, size=64, max_bad_images=0) -> dic
 
 
 def settings_of(kind, **overrides):
-    """Typed settings (`runs.TrainSettings`, `runs.EvaluateSettings`): the schema's defaults of that
+    """Typed settings (`settings.TrainSettings`, `settings.EvaluateSettings`): the schema's defaults of that
     section with `overrides`, checked as a run's are."""
-    from cxr14.workflow.config import check, defaults, schema
+    from cxr14.settings import defaults, schema
+    from cxr14.workflow.config import check
 
     section = kind.section
     return kind.of(check({**defaults(section), **overrides}, schema()["properties"][section], where=section))
@@ -353,8 +354,8 @@ TRAIN_PARAMS = {
 def train_into(out, train_manifest, val_manifest, extra_callbacks=(), init=None, **settings):
     """cxr14.steps.train.train with its outputs laid out in one folder as the rule lays them out; `settings`
     override the schema's train defaults. A manifest may be a list of them (several sources)."""
+    from cxr14.settings import TrainSettings
     from cxr14.steps.train import train
-    from cxr14.workflow.runs import TrainSettings
 
     out = Path(out)
     return train(
@@ -453,8 +454,7 @@ def synthetic_external_predictions(path, seed, noise, images=120):
     import numpy as np
     import pandas as pd
 
-    from cxr14 import prediction_table
-    from cxr14.constants import FINDINGS
+    from cxr14.constants import EXTERNAL, FINDINGS
 
     rng, truth_rng = np.random.default_rng(seed), np.random.default_rng(77)
     frame = pd.DataFrame(
@@ -464,7 +464,7 @@ def synthetic_external_predictions(path, seed, noise, images=120):
             "age_years": truth_rng.choice([30.0, 70.0, np.nan], images),
             "sex": truth_rng.choice(["M", "F"], images),
             "view": truth_rng.choice(["PA", "AP"], images),
-            "split": prediction_table.EXTERNAL,
+            "split": EXTERNAL,
         }
     )
     for f in FINDINGS:
@@ -525,11 +525,10 @@ def evaluated(tmp_path_factory):
     the squares as boxes."""
     import pandas as pd
 
+    from cxr14.settings import EvaluateSettings, defaults
     from cxr14.steps.calibrate import calibrate
     from cxr14.steps.evaluate import evaluate
     from cxr14.steps.score import score
-    from cxr14.workflow.config import defaults
-    from cxr14.workflow.runs import EvaluateSettings
 
     root = tmp_path_factory.mktemp("eval")
     manifests = write_easy_shards(

@@ -4,8 +4,8 @@ import pytest
 from conftest import NIH_METADATA, needs_shared
 from cxr14 import tables
 from cxr14.constants import FINDINGS
+from cxr14.settings import defaults
 from cxr14.steps import clean
-from cxr14.workflow.config import defaults
 
 HEADER = (
     "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from cxr14.workflow import runs, step
-from cxr14.workflow.config import defaults
+from cxr14 import settings
+from cxr14.settings import defaults
+from cxr14.workflow import step
 from cxr14.workflow.fingerprint import fingerprint
 
 
@@ -41,7 +42,7 @@ def rules(tmp_path_factory):
         return {r.name: r for r in wf._workflow.rules}
 
 
-HELPERS = ("cxr14.workflow.step", "cxr14.workflow.runs")  # the translation, and the typed settings it is given
+HELPERS = ("cxr14.workflow.step", "cxr14.settings")  # the translation, and the typed settings it is given
 
 
 def _called_function(script: Path):
@@ -94,9 +95,9 @@ def test_each_step_declares_the_fingerprint_of_the_code_it_runs(rules, script):
 
 
 def test_typed_settings_are_the_schemas_sections_in_its_order():
-    for kind, section in ((runs.TrainSettings, "train"), (runs.EvaluateSettings, "evaluate")):
+    for kind, section in ((settings.TrainSettings, "train"), (settings.EvaluateSettings, "evaluate")):
         assert [f.name for f in dataclasses.fields(kind)] == list(defaults(section))
-    assert [f.name for f in dataclasses.fields(runs.AugmentSettings)] == list(defaults("train")["augment"])
+    assert [f.name for f in dataclasses.fields(settings.AugmentSettings)] == list(defaults("train")["augment"])
 
 
 def test_the_translation_from_snakemakes_lists_to_a_steps_arguments():
@@ -121,14 +122,16 @@ def test_the_translation_from_snakemakes_lists_to_a_steps_arguments():
                 InputFiles, member_predictions=ensemble, model=[], table="results/datasets/nih/images.parquet"
             ),
             "output": named(OutputFiles, predictions="results/runs/e/datasets/nih/predictions.parquet"),
-            "params": named(Params, settings=runs.as_param(runs.EvaluateSettings.of(defaults("evaluate"))), code="abc"),
+            "params": named(
+                Params, settings=settings.as_param(settings.EvaluateSettings.of(defaults("evaluate"))), code="abc"
+            ),
             "threads": 3,
         },
     )()
-    got = step.arguments(fake, per_run=["member_predictions"], settings=runs.EvaluateSettings, threads=True)
+    got = step.arguments(fake, per_run=["member_predictions"], settings=settings.EvaluateSettings, threads=True)
     assert got["member_predictions"] == {"a": ensemble[0], "b-seed2": ensemble[1]}
     assert got["model"] is None and got["table"] == "results/datasets/nih/images.parquet" and got["threads"] == 3
-    assert got["settings"] == runs.EvaluateSettings.of(defaults("evaluate")) and step.CODE not in got
+    assert got["settings"] == settings.EvaluateSettings.of(defaults("evaluate")) and step.CODE not in got
 
 
 def test_every_rule_has_a_log_and_a_benchmark(rules):

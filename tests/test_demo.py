@@ -158,9 +158,8 @@ def test_monitoring_is_seeded_the_same_inputs_give_the_same_report(demo_run, tmp
     """The monitor step run again on the demo's files (mean3: its members' embeddings side by side) gives
     the numbers the workflow wrote (to ten significant digits)."""
     from cxr14 import paths
+    from cxr14.settings import MonitorSettings, defaults
     from cxr14.steps.monitor import monitor
-    from cxr14.workflow.config import defaults
-    from cxr14.workflow.runs import MonitorSettings
 
     monkeypatch.chdir(demo_run)
     members, site = ["cnn", "cnn_focal", "cnn_80px"], "site_images"
@@ -465,7 +464,7 @@ def _written_otherwise(config: dict) -> dict:
     """The same settings as a formatter or a careful user might write them: every mapping's keys in
     another order, every default written out, integers where the schema takes any number (and a
     float where it takes an integral one)."""
-    from cxr14.workflow.config import defaults
+    from cxr14.settings import defaults
 
     out = copy.deepcopy(config)
     for section in ("download", "extract", "clean", "calibration", "leaderboard"):

@@ -11,9 +11,9 @@ from conftest import synthetic_predictions
 from cxr14 import metrics, prediction_table
 from cxr14.calibration import apply, apply_logits, logit, sigmoid
 from cxr14.constants import FINDINGS
+from cxr14.settings import defaults
 from cxr14.steps.calibrate import calibrate
 from cxr14.steps.ensemble import ensemble
-from cxr14.workflow.config import defaults
 
 
 def _temperature(offset: float, temperature: float) -> dict:

@@ -23,13 +23,13 @@ from conftest import (
 )
 from cxr14 import metrics, models, paths, prediction_table, shard_io
 from cxr14.calibration import apply, apply_one, logit
-from cxr14.constants import FINDINGS
+from cxr14.constants import EXTERNAL, FINDINGS, UNSPLIT
+from cxr14.engines import KerasEngine
 from cxr14.images import write_dicom
+from cxr14.settings import EvaluateSettings
 from cxr14.steps import shards
 from cxr14.steps.evaluate import evaluate
-from cxr14.steps.score import keras_scorer, predict, score
-from cxr14.workflow import runs
-from cxr14.workflow.runs import EvaluateSettings
+from cxr14.steps.score import predict, score
 
 
 @needs_shared
@@ -59,32 +59,32 @@ def test_a_collection_holding_nih_pixels_scores_as_the_nih_path(tmp_path):
     folder = tmp_path / "out" / "shards" / "64px-raw"
     infos = []
     for i in range(n):
-        stem = folder / paths.shard_stem(runs.UNSPLIT, i, n)
+        stem = folder / paths.shard_stem(UNSPLIT, i, n)
         shard_one_group(plan, root, stem, i)
         infos.append(f"{stem}.json")
     shards.shard_manifest(
         infos=infos,
         manifest=folder / "manifest.json",
         bad_images=folder / "bad.tsv",
-        group=runs.UNSPLIT,
+        group=UNSPLIT,
         image_size=64,
         encoding="raw",
         max_bad_images=0,
     )
     # Deterministic: the same plan and images give the same shard bytes.
     shard_one_group(plan, root, tmp_path / "again")
-    first = folder / f"{paths.shard_stem(runs.UNSPLIT, 0, n)}.tfrecord"
+    first = folder / f"{paths.shard_stem(UNSPLIT, 0, n)}.tfrecord"
     assert (tmp_path / "again.tfrecord").read_bytes() == first.read_bytes()
     score(
         model=model,
         manifests=[folder / "manifest.json"],
-        splits=[prediction_table.EXTERNAL],
+        splits=[EXTERNAL],
         predictions=tmp_path / "ext.parquet",
         features=tmp_path / "ext.npz",
         batch_size=4,
         tta=False,
     )
-    external = prediction_table.read(tmp_path / "ext.parquet", prediction_table.EXTERNAL).set_index("image_index")
+    external = prediction_table.read(tmp_path / "ext.parquet", EXTERNAL).set_index("image_index")
     assert len(external) == 3 * len(pngs)
     assert set(external.y_Effusion) <= {0, 1} and (external.y_Atelectasis == -1).all()
 
@@ -98,9 +98,7 @@ def test_a_collection_holding_nih_pixels_scores_as_the_nih_path(tmp_path):
     nih_dir = tmp_path / "nih"
     info = shard_io.write_shard(planned, nih_dir / "test-00000-of-00001.tfrecord", 64, "raw", 0)
     shard_io.write_manifest("test", [info], 64, "raw", nih_dir / "manifest.json", nih_dir / "bad.tsv", 0)
-    nih = predict(
-        keras_scorer(models.embedding_model(models.load(model)), False), shards_of(nih_dir / "manifest.json"), 4
-    )[0]
+    nih = predict(KerasEngine(model, tta=False), shards_of(nih_dir / "manifest.json"), 4)[0]
     nih = nih.set_index("image_index")
     columns = prediction_table.SCORES
     for png in pngs:
@@ -189,8 +187,8 @@ def test_a_split_collection_is_reported_with_its_own_calibration_and_operating_p
     """A split collection is a site: the calibrate step fits the run's calibration and operating points
     on its val split, and the report shows its test split under NIH's and under the site's, side by
     side; where the collection's scores run higher than NIH's, the site's calibration is the better."""
+    from cxr14.settings import defaults
     from cxr14.steps.calibrate import calibrate
-    from cxr14.workflow.config import defaults
 
     synthetic_predictions(tmp_path / "nih.parquet", seed=1, noise=0.2)
     val = synthetic_external_predictions(tmp_path / "val.parquet", seed=4, noise=0.25).assign(split="val")

@@ -13,7 +13,7 @@ import pytest
 from conftest import NIH_SAMPLE, REPO, needs_shared
 from cxr14.constants import FINDINGS
 from cxr14.images import read_gray, resize
-from cxr14.workflow.config import defaults
+from cxr14.settings import defaults
 
 PROBS = [f"p_{f}" for f in FINDINGS]
 LOGITS = [f"z_{f}" for f in FINDINGS]
@@ -77,7 +77,7 @@ def test_tta_views_are_the_affine_transforms_they_replace():
     affine transforms with edges extended, on a real NIH image at both sizes the workflow uses."""
     import keras
 
-    from cxr14.inference import TTA_VIEWS, tta_views
+    from cxr14.engines import TTA_VIEWS, tta_views
 
     gray = read_gray((NIH_SAMPLE / "00000001_000.png").read_bytes())
     for size in (64, 224):

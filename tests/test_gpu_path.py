@@ -21,7 +21,7 @@ from conftest import (
     train_into,
     write_easy_shards,
 )
-from cxr14 import conversion, inference, models
+from cxr14 import conversion, engines, inference, models
 from cxr14.constants import FINDINGS
 from cxr14.steps import export
 from cxr14.steps.train import TrainingDiverged
@@ -139,7 +139,7 @@ def test_a_gpu_trained_model_exports_to_every_format_with_parity(gpu_exported, e
     net, paths = gpu_exported
     batches = list(export.first_test_images(easy["val"], 16, None))
     logits = models.logits_model(net)
-    reference = {n: s for names, x in batches for n, s in zip(names, inference.forward(logits, x, tta=True))}
+    reference = {n: s for names, x in batches for n, s in zip(names, engines.forward(logits, x, tta=True))}
     limits = {"saved_model": 1e-5, "onnx": 1e-5, "tflite": 1e-5}
     identity = {"findings": {f: {"method": "none"} for f in FINDINGS}}
     checked = export.check_parity(paths, reference, batches, {"nih": identity}, limits)
@@ -154,7 +154,7 @@ def test_on_real_nih_radiographs_predict_and_every_export_agree_for_a_gpu_traine
 
     _, paths = gpu_exported
     predictor = inference.Predictor(both_paths["gpu"][0] / "model.keras")
-    predictor.tta = True  # as the exports hold it
+    predictor.engine.tta = True  # as the exports hold it
     x = np.stack([predictor.prepare(read_gray(p.read_bytes())) for p in sorted(NIH_SAMPLE.glob("*.png"))])
     assert x.shape == (3, 32, 32, 1)
     want = predictor.scores(x)

@@ -11,20 +11,22 @@ import pytest
 import releases
 
 from conftest import plan_one_group, shard_one_group
-from cxr14.constants import FINDINGS
+from cxr14.constants import FINDINGS, UNSPLIT
 from cxr14.formats import UNLABELLED, CollectionError
 from cxr14.images import write_dicom
+from cxr14.settings import DatasetSettings, schema
 from cxr14.steps.demo import CHEXPERT_HEADER
 from cxr14.steps.ingest import ingest
-from cxr14.workflow import config, runs
+from cxr14.workflow import collections, config
+from cxr14.workflow.config import ConfigError
 
 U = UNLABELLED
-SCHEMA = config.schema()["properties"]["datasets"]["additionalProperties"]
+SCHEMA = schema()["properties"]["datasets"]["additionalProperties"]
 
 
 def settings(**dataset):
     """A dataset's typed settings, checked and defaulted as the workflow does."""
-    return runs.DatasetSettings.of(runs.dataset_param(config.check(dict(dataset), SCHEMA, "datasets.test")))
+    return DatasetSettings.of(collections.dataset_param(config.check(dict(dataset), SCHEMA, "datasets.test")))
 
 
 def run_ingest(tmp_path, s, labels, **tables):
@@ -595,7 +597,7 @@ def test_a_split_collection_is_sharded_per_split(tmp_path):
     s = settings(format="csv", root=str(root), files=["labels.csv"], split={"val": 0.25, "test": 0.25})
     frame, _ = run_ingest(tmp_path, s, ["labels.csv"])
     plan = tmp_path / "plan.parquet"
-    groups = runs.dataset_groups({"split": s.split})
+    groups = collections.dataset_groups({"split": s.split})
     out = tmp_path / "out"
     counts = shards.plan_shards(
         table=out / "images.parquet",
@@ -610,19 +612,19 @@ def test_a_split_collection_is_sharded_per_split(tmp_path):
     for group in groups:
         assert set(planned.image_index[planned.split == group]) == set(frame.image_index[frame.split == group])
     # Every run is calibrated on its val split and validated on its test split; an unsplit one, all of it.
-    assert runs.scored_groups({"split": s.split}) == {"val": "val", "external": "test"}
-    assert runs.scored_groups({}) == {"external": runs.UNSPLIT}
+    assert collections.scored_groups({"split": s.split}) == {"val": "val", "external": "test"}
+    assert collections.scored_groups({}) == {"external": UNSPLIT}
 
 
 def test_a_split_collection_takes_no_local_recalibration():
     site = {"root": "x", "split": "own", "recalibrate": 0.3, "images_per_shard": 5, "seed": 0}
     config = {"shards": {"images_per_shard": 10, "seed": 0}, "archives": [1], "datasets": {"site": site}}
-    with pytest.raises(runs.RunError, match="datasets.site: recalibrate is for a collection without splits"):
-        runs.collections(config)
+    with pytest.raises(ConfigError, match="datasets.site: recalibrate is for a collection without splits"):
+        collections.collections(config)
     config["datasets"]["site"]["recalibrate"] = 0
     assert (
-        runs.collections(config)["site"].is_site
-        and not runs.collections(
+        collections.collections(config)["site"].is_site
+        and not collections.collections(
             {**config, "datasets": {"site": {**config["datasets"]["site"], "split": None, "recalibrate": 0.3}}}
         )["site"].is_site
     )

@@ -6,7 +6,7 @@ import pytest
 
 from cxr14 import formats
 from cxr14.constants import FINDINGS
-from cxr14.workflow.config import schema
+from cxr14.settings import schema
 
 DATASET = schema()["properties"]["datasets"]["additionalProperties"]
 
@@ -38,7 +38,7 @@ def test_the_image_readers_guard_is_the_schemas_and_the_cli_starts_from_the_sche
     (for a caller that names no limits) is the same."""
     from cxr14 import images
     from cxr14.cli import parser
-    from cxr14.workflow.config import defaults
+    from cxr14.settings import defaults
 
     limits, predict = defaults("images"), defaults("predict")
     assert (images.DEFAULT_MAX_MB, images.DEFAULT_MAX_MEGAPIXELS) == (limits["max_mb"], limits["max_megapixels"])

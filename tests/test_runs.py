@@ -2,6 +2,7 @@
 
 import pytest
 
+from cxr14.settings import as_param
 from cxr14.workflow import runs
 from cxr14.workflow.config import validate
 
@@ -94,7 +95,7 @@ def test_a_fine_tune_keeps_its_starting_models_input_and_network():
     # `site` and `[site]` are one setting: the same param, so the same plan
     listed = resolve(datasets=SITE, runs={"b": {}, "t": {"train": {"init": "b", "data": ["site"]}}})
     plain = resolve(datasets=SITE, runs={"b": {}, "t": {"train": {"init": "b", "data": "site"}}})
-    assert runs.as_param(listed["t"].train) == runs.as_param(plain["t"].train)
+    assert as_param(listed["t"].train) == as_param(plain["t"].train)
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,7 @@ from conftest import NIH_SAMPLE
 from cxr14 import images, paths, shard_io
 from cxr14.constants import FINDINGS
 from cxr14.data import Shards, dataset
-from cxr14.workflow.config import defaults
-from cxr14.workflow.runs import AugmentSettings
+from cxr14.settings import AugmentSettings, defaults
 
 
 def _table(n=10, split="train"):

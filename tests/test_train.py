@@ -259,8 +259,7 @@ def test_a_killed_run_is_not_resumed_with_other_settings(easy, tmp_path):
 
 
 def test_train_settings_are_the_schemas_train_section():
-    from cxr14.workflow.config import defaults
-    from cxr14.workflow.runs import TrainSettings
+    from cxr14.settings import TrainSettings, defaults
 
     assert [f.name for f in dataclasses.fields(TrainSettings)] == list(defaults("train"))
     with pytest.raises(TypeError, match="epoch"):

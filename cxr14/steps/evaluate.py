@@ -22,10 +22,10 @@ import pandas as pd
 from .. import metrics, prediction_table
 from ..assess import assess, subgroups
 from ..calibration import calibrated, fit
-from ..constants import FINDINGS
+from ..constants import EXTERNAL, FINDINGS
 from ..files import json_safe, write_json
 from ..report import render, render_external, render_unlabelled
-from ..workflow.runs import EvaluateSettings
+from ..settings import EvaluateSettings
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def _beside_nih(
     `site_calibration` and `site_thresholds` are reported beside NIH's; on an unsplit one,
     `recalibrate`, `seed`: the share of its patients a local calibration (`calibration_method`,
     `min_positives`) is fitted on."""
-    external = prediction_table.read(predictions, prediction_table.EXTERNAL)
+    external = prediction_table.read(predictions, EXTERNAL)
     if external.empty:
         raise ValueError(f"{predictions}: no external rows")
     prediction_table.check_tta(external, settings.tta, predictions)

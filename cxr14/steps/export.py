@@ -7,7 +7,7 @@ pixels 0..255 named `image`, and holds all the preprocessing after that. Each gi
 logits every calibration maps, `findings`, their sigmoid (the model's own probabilities), and the plain
 image's `plain_logits` and `embedding`. Every site's calibration and operating points go beside them in
 one JSON that the three share (`serving.json`). Each export is loaded the way its users load it and
-checked on the run's test shards against the Keras model's own logits (through `inference.forward`), as
+checked on the run's test shards against the Keras model's own logits (through `engines.forward`), as
 every site's calibrated probabilities, the numbers users act on; so are the score step's test scores,
 whichever engine made them: `parity.json` records the largest differences, and one past the limit fails
 the step. No score is left out, near 0 or 1 or not: the maps take logits in float64, so nothing saturates.
@@ -28,13 +28,13 @@ from ..calibration import apply, check_model
 from ..constants import DISCLAIMER, FINDINGS
 from ..conversion import serving_model, write_saved_model
 from ..data import Shards, dataset, use_threads
+from ..engines import SERVING_EMBEDDING as EMBEDDING
+from ..engines import SERVING_INPUT as INPUT
+from ..engines import SERVING_LOGITS as LOGITS
+from ..engines import SERVING_OUTPUT as OUTPUT
+from ..engines import SERVING_PLAIN as PLAIN
+from ..engines import TTA_VIEWS, forward, load_onnx
 from ..files import atomic, sha256_file, write_json
-from ..inference import SERVING_EMBEDDING as EMBEDDING
-from ..inference import SERVING_INPUT as INPUT
-from ..inference import SERVING_LOGITS as LOGITS
-from ..inference import SERVING_OUTPUT as OUTPUT
-from ..inference import SERVING_PLAIN as PLAIN
-from ..inference import TTA_VIEWS, forward, load_onnx
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ def ingest(
     """Step `ingest`: collection `name` (its `labels` tables, and for MIMIC its `metadata`, `split_file`
     and `patients` tables; images under `root`) to the harmonised `images` table (Parquet) and its
     `report` (JSON: counts, prevalence beside the `nih` table's, drops by reason, who labelled, the
-    policies applied). `settings` are the dataset's config (`runs.DatasetSettings`); a format whose
+    policies applied). `settings` are the dataset's config (`settings.DatasetSettings`); a format whose
     tables give no sex or age reads them from the DICOM headers, cached in `header_cache`. A folder
     collection (`folder`, its root) is every image under it, no tables."""
     raw = READERS[settings.format](labels, metadata=metadata, split_file=split_file, patients=patients,

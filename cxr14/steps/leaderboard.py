@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics, prediction_table
-from ..constants import DISCLAIMER, FINDINGS
+from ..constants import DISCLAIMER, EXTERNAL, FINDINGS
 from ..files import atomic
 from ..report import known, templates
 
@@ -149,7 +149,7 @@ def external(evaluations: dict, predictions: dict, reference: str, n_boot: int, 
     by_run = {run: json.loads(Path(path).read_text()) for run, path in evaluations.items()}
     if not _labelled(by_run):
         return {run: {"metrics": m, "comparison": None} for run, m in by_run.items()}
-    tables = {run: prediction_table.read(path, prediction_table.EXTERNAL) for run, path in predictions.items()}
+    tables = {run: prediction_table.read(path, EXTERNAL) for run, path in predictions.items()}
     comparisons = compare(tables, against(tables, reference), n_boot, seed)
     return {run: {"metrics": m, "comparison": comparisons.get(run)} for run, m in by_run.items()}
 
@@ -169,7 +169,7 @@ def fine_tune_gains(
         return {}
     out: dict = {}
     tables = {"nih": tests} | {
-        dataset: {run: prediction_table.read(path, prediction_table.EXTERNAL) for run, path in by_run.items()}
+        dataset: {run: prediction_table.read(path, EXTERNAL) for run, path in by_run.items()}
         for dataset, by_run in external_predictions.items()
         if dataset not in unlabelled
     }

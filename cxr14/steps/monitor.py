@@ -19,9 +19,9 @@ from .. import metrics, ood, prediction_table, shift
 from ..calibration import calibrated
 from ..constants import DISCLAIMER, FINDINGS
 from ..files import atomic, json_safe, write_json
-from ..images import describe
+from ..images import BINS, describe
 from ..report import Figures, templates
-from ..workflow.runs import MonitorSettings
+from ..settings import MonitorSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ def monitor(
     calibration,
     features: list,
     nih_features: list,
+    ood_reference,
     table,
     nih_table,
     ingest_report,
@@ -48,31 +49,27 @@ def monitor(
     members: list[str] | None = None,
 ) -> dict:
     """Run `run` on collection `dataset`: its `predictions` and `features` (the run's, or for an ensemble
-    its `members`' embeddings side by side) against its `nih_predictions` and `nih_features`, the
-    calibrated probabilities from its NIH `calibration`; image headers read from a sample of the
-    collection's `table` (under `root`) and of NIH's `nih_table` (under `nih_root`). To `monitoring`
-    (JSON) and the HTML `report`."""
+    its `members`' embeddings side by side) against its `nih_predictions` and `nih_features`, each
+    image's distance from the run's `ood_reference`, the calibrated probabilities from its NIH
+    `calibration`; image headers read from a sample of the collection's `table` (under `root`) and of
+    NIH's `nih_table` (under `nih_root`). To `monitoring` (JSON) and the HTML `report`."""
     collection = json.loads(Path(ingest_report).read_text())
     fitted = json.loads(Path(calibration).read_text())
-    here, nih = joined_features(features), joined_features(nih_features)
+    here, nih = ood.joined_features(features), ood.joined_features(nih_features)
     site = calibrated(prediction_table.read(predictions), fitted)
     nih_test = calibrated(prediction_table.read(nih_predictions, TEST), fitted)
     images = pd.read_parquet(table, columns=["image_index", "path", "study_date"])
     site = site.merge(images[["image_index", "study_date"]], on="image_index", how="left")
-    at = _positions(here["image_index"], site.image_index)
+    at = ood.positions(here["image_index"], site.image_index)
     by_split = {s: _rows(nih, nih["split"] == s) for s in (REFERENCE, VAL, TEST)}
     for name, part in by_split.items():
         if not len(part["image_index"]):
             raise ValueError(f"{nih_features}: no NIH {name} images' features (score the run on NIH first)")
     site_features = _rows(here, at)
 
-    # A trained run's reference is the one its NIH scoring stored (what `cxr14 predict` flags with);
-    # an ensemble's is fitted the same way on its members' embeddings side by side.
-    reference = (
-        ood.load_reference(nih_features[0])
-        if len(nih_features) == 1
-        else ood.fit_reference(by_split[REFERENCE]["embedding"], by_split[VAL]["embedding"], settings.quantile)
-    )
+    # The run's reference (for an ensemble, fitted on its members' embeddings side by side), the one
+    # `cxr14 predict` and the app flag an image with.
+    reference = ood.load_reference(ood_reference)
     distance = ood.mahalanobis(reference, site_features["embedding"])
     nih_distance = ood.mahalanobis(reference, by_split[TEST]["embedding"])
     numbers = {
@@ -116,31 +113,6 @@ def monitor(
         100 * numbers["ood"]["share"],
     )  # fmt: skip
     return numbers
-
-
-def joined_features(paths: list) -> dict[str, np.ndarray]:
-    """The features `score` wrote, one file per network: a run's own, or an ensemble's members' with
-    their embeddings side by side (the ensemble's representation) on the images all of them scored,
-    the pixel statistics of the first."""
-    loaded = [ood.per_image(path) for path in paths]
-    first = loaded[0]
-    keys = [np.char.add(np.char.add(f["split"], "/"), f["image_index"]) for f in loaded]
-    common = keys[0]
-    for other in keys[1:]:
-        common = common[np.isin(common, other)]
-    rows = [_positions(k, common) for k in keys]
-    out = {name: values[rows[0]] for name, values in first.items()}
-    out["embedding"] = np.concatenate([f["embedding"][r] for f, r in zip(loaded, rows)], axis=1)
-    return out
-
-
-def _positions(keys: np.ndarray, wanted) -> np.ndarray:
-    """Where each of `wanted` is in `keys` (every one must be there)."""
-    index = pd.Index(keys)
-    at = index.get_indexer(pd.Index(wanted))
-    if (at < 0).any():
-        raise ValueError(f"{int((at < 0).sum())} images have predictions but no features, e.g. {list(wanted)[0]}")
-    return at
 
 
 def _rows(features: dict, which) -> dict[str, np.ndarray]:
@@ -282,7 +254,7 @@ def render(m: dict, drawn: dict, out_html) -> Path:
 
     figs = Figures(None)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
-    centres = (np.arange(ood.BINS) + 0.5) * 256 / ood.BINS
+    centres = (np.arange(BINS) + 0.5) * 256 / BINS
     for label, features in (
         (m["dataset"], drawn["site"]),
         ("NIH test", drawn["nih"][TEST]),

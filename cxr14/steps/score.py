@@ -1,8 +1,8 @@
 """Step `score`: a trained run's scores on a collection's shards, and what `monitor` compares without
-labels: each image's penultimate-layer embedding and the statistics of its pixels. Scored by the Keras
-model, through the one inference path that `cxr14 predict` and the app use too
-(`inference.forward_embedded`), or by the `convert` step's ONNX model of it with ONNX Runtime, about
-twice as fast on a CPU (bench/README.md); the export step checks that the two give the same scores."""
+labels: each image's penultimate-layer embedding and the statistics of its pixels. Scored through one
+of the `engines` that `cxr14 predict` and the app use too: the Keras model, or the `convert` step's
+ONNX model of it with ONNX Runtime, about twice as fast on a CPU (bench/README.md); the export step
+checks that the two give the same scores."""
 
 from __future__ import annotations
 
@@ -11,17 +11,18 @@ import logging
 import numpy as np
 import pandas as pd
 
-from .. import models, ood, prediction_table
+from .. import prediction_table
 from ..data import Shards, dataset, use_threads
+from ..engines import KerasEngine, OnnxEngine
 from ..files import atomic
-from ..inference import SERVING_EMBEDDING, SERVING_INPUT, SERVING_LOGITS, SERVING_PLAIN, forward_embedded, onnx_session
+from ..images import intensity_features
 
 log = logging.getLogger(__name__)
 
 
 def predict(scorer, shards: Shards, batch_size: int, limit: int | None = None):
     """One row per image of `shards` (see `prediction_table`), sorted by image, from `scorer` (pixels to
-    logits, the plain image's logits or None, embeddings: `keras_scorer` or `onnx_scorer`), and the
+    logits, the plain image's logits or None, embeddings: an engine of `engines`), and the
     images' features, in the same order. With `limit`, only the first `limit` images in shard order."""
     rows, features = [], []
     batches = dataset(shards, batch_size, with_metadata=True)
@@ -38,35 +39,11 @@ def predict(scorer, shards: Shards, batch_size: int, limit: int | None = None):
         }
         rows.append(prediction_table.frame(info, y.numpy(), scores, plain))
         features.append({"image_index": np.array(info["image_index"], dtype=object), "embedding": embedding}
-                        | ood.intensity_features(x.numpy()))  # fmt: skip
+                        | intensity_features(x.numpy()))  # fmt: skip
     table = pd.concat(rows, ignore_index=True)
     order = np.argsort(table.image_index.to_numpy(), kind="stable")
     joined = {key: np.concatenate([f[key] for f in features])[order] for key in features[0]}
     return table.iloc[order].reset_index(drop=True), joined
-
-
-def keras_scorer(net, tta: bool):
-    """(B, S, S, 1) pixels -> `forward_embedded`'s (logits, plain logits or None, embeddings) of `net` (a
-    `models.embedding_model`): the one path `cxr14 predict` and the app score through too."""
-    return lambda x: forward_embedded(net, x, tta)
-
-
-ONNX_BATCH = 16  # images per ONNX Runtime run: larger batches run slower on a CPU (bench/README.md)
-
-
-def onnx_scorer(session, tta: bool):
-    """(B, S, S, 1) pixels -> (logits, the plain image's logits under `tta` else None, embeddings) through
-    an ONNX model of `conversion.serving_model` in ONNX Runtime (`session`), as `forward_embedded` gives
-    them, ONNX_BATCH images a run."""
-    names = [SERVING_LOGITS, SERVING_PLAIN, SERVING_EMBEDDING]
-
-    def scores(x):
-        x = np.asarray(x, np.float32)
-        runs = [session.run(names, {SERVING_INPUT: x[k : k + ONNX_BATCH]}) for k in range(0, len(x), ONNX_BATCH)]
-        logits, plain, embedding = (np.concatenate(parts) for parts in zip(*runs))
-        return logits, plain if tta else None, embedding
-
-    return scores
 
 
 ENGINES = ("keras", "onnx")
@@ -98,7 +75,6 @@ def score(
     batch_size: int,
     tta: bool,
     reference_images: int = 0,
-    quantile: float = 0.99,
     engine: str = "keras",
     threads=None,
 ) -> None:
@@ -107,43 +83,34 @@ def score(
     an external collection's test split or all of it, as `external`). With `tta`, test-time
     augmented, with the plain scores beside them. `features` (npz) gets each scored image's embedding
     and pixel statistics, and on NIH those of the first `reference_images` of the `reference` (train)
-    shards, in shard order, and the out-of-distribution reference fitted on them (`ood.fit_reference`,
-    its threshold the `quantile` of NIH val's distances): what `monitor` and `cxr14 predict` hold a
-    collection and an image against. `engine`: keras, onnx (the `onnx` model, converted from `model` by
-    the `convert` step) or auto (`engine_for`)."""
+    shards, in shard order, as split `train`: what the `ood_reference` step fits the run's
+    out-of-distribution reference on. `engine`: keras, onnx (the `onnx` model, converted from `model`
+    by the `convert` step) or auto (`engine_for`)."""
     if len(manifests) != len(splits):
         raise ValueError(f"{len(manifests)} manifests for the splits {splits}")
     use_threads(threads)
     used, why = engine_for(engine)
     if used == "onnx" and onnx is None:
         raise ValueError(f"evaluate.engine={engine} scores with the convert step's ONNX model, and none was given")
-    if used == "onnx":
-        session = onnx_session(onnx, threads)
-        size, scorer = session.get_inputs()[0].shape[1], onnx_scorer(session, tta)
-    else:
-        net = models.embedding_model(models.load(model))
-        size, scorer = models.info(net)["image_size"], keras_scorer(net, tta)
-    log.info("scoring with %s (%s)", "ONNX Runtime" if used == "onnx" else "Keras", why)
+    scorer = OnnxEngine(onnx, tta, threads) if used == "onnx" else KerasEngine(model, tta)
+    log.info("scoring with %s (%s)", scorer.name, why)
     sources = {split: Shards.from_manifest(manifest, verify=True) for split, manifest in zip(splits, manifests)}
     tables, found = [], {}
     for split, src in sources.items():
-        table, features_of = predict(scorer, _checked(src, size, model, split), batch_size)
+        table, features_of = predict(scorer, _checked(src, scorer.image_size, model, split), batch_size)
         tables.append(table.assign(split=split))
         found[split] = features_of
-    fitted = None
     if reference is not None:
-        src = _checked(Shards.from_manifest(reference, verify=True), size, model, REFERENCE)
+        src = _checked(Shards.from_manifest(reference, verify=True), scorer.image_size, model, REFERENCE)
         # Only the plain images' embeddings are kept: with TTA, the ONNX graph would run all five views of
         # each, so the Keras model embeds them alone (loaded here only when it did not score).
         if used == "onnx" and not tta:
             plain = scorer
         else:
-            net = net if used == "keras" else models.embedding_model(models.load(model))
-            plain = keras_scorer(net, False)
+            plain = KerasEngine(scorer.model if used == "keras" else model, tta=False)
         found[REFERENCE] = predict(plain, src, batch_size, limit=reference_images)[1]
-        fitted = ood.fit_reference(found[REFERENCE]["embedding"], found["val"]["embedding"], quantile)
     prediction_table.write(pd.concat(tables, ignore_index=True), predictions)
-    write_features(found, features, fitted)
+    write_features(found, features)
     log.info("%s: scored %s", model, ", ".join(f"{len(f['image_index'])} {split}" for split, f in found.items()))
 
 
@@ -153,14 +120,12 @@ def _checked(shards: Shards, size: int, model, split: str) -> Shards:
     return shards
 
 
-def write_features(by_split: dict, path, reference: dict | None = None) -> None:
+def write_features(by_split: dict, path) -> None:
     """The features of each split's images, as one npz: `split`, `image_index` and the arrays of
-    `predict`'s features, row for row; and the out-of-distribution `reference`'s arrays, as
-    `reference_<name>` (`ood.load_reference` reads them back)."""
+    `predict`'s features, row for row (`ood.per_image` reads them back)."""
     keys = next(iter(by_split.values())).keys()
     arrays = {key: np.concatenate([f[key] for f in by_split.values()]) for key in keys}
     arrays["split"] = np.concatenate([np.full(len(f["image_index"]), s, dtype=object) for s, f in by_split.items()])
     arrays = {k: v.astype(str) if v.dtype == object else v for k, v in arrays.items()}
-    arrays |= {f"{ood.REFERENCE_PREFIX}{k}": np.asarray(v) for k, v in (reference or {}).items()}
     with atomic(path) as staged, open(staged, "wb") as out:
         np.savez(out, **arrays)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..constants import UNSPLIT
 from ..files import write_json
 from ..shard_io import plan_table, shard_counts, write_manifest, write_shard
 from ..tables import write_parquet
-from ..workflow.runs import UNSPLIT
 
 log = logging.getLogger(__name__)
 

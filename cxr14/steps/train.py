@@ -15,7 +15,7 @@ import numpy as np
 
 from ..constants import FINDINGS
 from ..files import atomic, sha256_file, write_json
-from ..workflow.runs import TrainSettings, as_param, sources
+from ..settings import TrainSettings, as_param, sources
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""The workflow configuration: its schema (the one home of every default) and its validation.
+"""The workflow configuration and its validation against the schema (`settings.schema`, the one home
+of every default).
 
 The Snakefile validates the config once, with defaults filled in; rules hand each step the values it
 uses as params, so no step reads the config itself.
@@ -7,17 +8,10 @@ uses as params, so no step reads the config itself.
 from __future__ import annotations
 
 import copy
-import functools
-from importlib import resources
 
 import yaml
 
-SCHEMA = resources.files("cxr14") / "schemas" / "config.schema.yaml"
-
-
-@functools.cache
-def schema() -> dict:
-    return yaml.safe_load(SCHEMA.read_text())
+from ..settings import schema
 
 
 def _types(node: dict) -> set[str]:
@@ -117,22 +111,6 @@ def canonical(value, node: dict):
         value.update(items)
     elif isinstance(value, list) and isinstance(node.get("items"), dict):
         value[:] = [canonical(v, node["items"]) for v in value]
-    return value
-
-
-def defaults(section: str) -> dict:
-    """The schema's defaults of one section, nested objects filled in: what validation gives a
-    config that leaves the section out (for the CLI and tests, without Snakemake)."""
-    return _default(schema()["properties"][section])
-
-
-def _default(node: dict):
-    value = node.get("default")
-    if "properties" in node and isinstance(value, dict):
-        value = dict(value)
-        for key, sub in node["properties"].items():
-            if key not in value and ("default" in sub or "properties" in sub):
-                value[key] = _default(sub)
     return value
 
 

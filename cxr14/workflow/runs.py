@@ -18,9 +18,10 @@ import itertools
 import re
 from dataclasses import dataclass, field
 
-from .. import paths, prediction_table
-from ..constants import NIH, SPLITS
-from .config import ConfigError, check, schema
+from ..constants import NIH
+from ..settings import EvaluateSettings, TrainSettings, as_param, schema, sources
+from .collections import dataset_param, is_split
+from .config import ConfigError, check
 
 SECTIONS = ("train", "shards", "evaluate")
 SHARD_KEYS = ("image_size", "encoding")  # what makes a different set of shards
@@ -35,140 +36,6 @@ DEFAULT = "default"
 
 class RunError(ValueError):
     """A run, sweep or ensemble in the config that cannot be built; the message names it."""
-
-
-_PYTHON = {"integer": int, "number": float, "boolean": bool, "string": str}
-
-
-def _python_type(node: dict):
-    """The Python type of a schema key (`enum`s are strings; `null` adds None)."""
-    kinds = [node["type"]] if isinstance(node.get("type"), str) else node.get("type", ["string"])
-    types = [_PYTHON[k] for k in kinds if k in _PYTHON]
-    kind = types[0] if types else object
-    return kind | None if "null" in kinds else kind
-
-
-def _settings_class(name: str, section: str, node: dict, nested: dict | None = None) -> type:
-    """A frozen dataclass with one field per key of a schema section, in the schema's order and of
-    its types. `of` builds one from the section as validation left it (`nested` objects as theirs)."""
-    nested = nested or {}
-    fields = [
-        (key, nested[key] | None if key in nested else _python_type(sub)) for key, sub in node["properties"].items()
-    ]
-
-    def of(cls, values: dict):
-        values = dict(values)
-        for key, kind in nested.items():
-            if values[key] is not None:
-                values[key] = kind.of(values[key])
-        return cls(**values)
-
-    cls = dataclasses.make_dataclass(name, fields, frozen=True, namespace={"of": classmethod(of), "section": section})
-    cls.__module__ = __name__  # (make_dataclass takes `module` from Python 3.12 on)
-    cls.__doc__ = f"The checked `{section}` settings of a run (cxr14/schemas/config.schema.yaml)."
-    return cls
-
-
-_TRAIN = schema()["properties"]["train"]
-AugmentSettings = _settings_class("AugmentSettings", "train.augment", _TRAIN["properties"]["augment"])
-TrainSettings = _settings_class("TrainSettings", "train", _TRAIN, {"augment": AugmentSettings})
-EvaluateSettings = _settings_class("EvaluateSettings", "evaluate", schema()["properties"]["evaluate"])
-MonitorSettings = _settings_class("MonitorSettings", "monitor", schema()["properties"]["monitor"])
-_DATASET = schema()["properties"]["datasets"]["additionalProperties"]
-DatasetSettings = _settings_class("DatasetSettings", "datasets.<name>", _DATASET)
-
-
-def dataset_param(dataset: dict) -> dict:
-    """A dataset's checked config as a rule param: every key of the schema, in its order (None for a
-    key its format does not use; a made `split` as val, test, seed however it was written)."""
-    param = {key: dataset.get(key) for key in _DATASET["properties"]}
-    if isinstance(param["split"], dict):
-        param["split"] = {key: param["split"][key] for key in ("val", "test", "seed")}
-    return param
-
-
-UNSPLIT = "images"  # the one shard group of a collection that is not split (else train, val, test)
-
-
-def sources(data) -> list[str]:
-    """`train.data` as a list: `site` and `[site]` are one setting."""
-    return [data] if isinstance(data, str) else list(data)
-
-
-def is_split(dataset: dict) -> bool:
-    """Whether a collection has train/val/test splits of its own (so a run can train on it)."""
-    return dataset.get("split") is not None
-
-
-def dataset_groups(dataset: dict) -> list[str]:
-    """The shard groups of a collection: its three splits, or one group of every image."""
-    return list(SPLITS) if is_split(dataset) else [UNSPLIT]
-
-
-def scored_groups(dataset: dict) -> dict[str, str]:
-    """How every run is scored on a collection (the predictions' split -> the group scored as it): a
-    split collection's val split (its own calibration and operating points are fitted there) and its
-    test split (validated on); else all of it."""
-    if is_split(dataset):
-        return {"val": "val", prediction_table.EXTERNAL: "test"}
-    return {prediction_table.EXTERNAL: UNSPLIT}
-
-
-@dataclass(frozen=True)
-class Collection:
-    """A collection as every step after its table sees it: NIH (its table made by `clean`) or one
-    under the config's `datasets` (made by `ingest`). What differs is data, not a second path."""
-
-    name: str
-    root: str  # the folder its table's image paths are relative to
-    groups: tuple[str, ...]  # its shard groups: train, val, test, or UNSPLIT
-    scored: dict[str, str]  # how runs are scored on it: the predictions' split -> the group scored as it
-    images_per_shard: int
-    seed: int  # of its shard order and its local recalibration's patients
-    recalibrate: float = 0  # the share of its patients a local calibration is fitted on (unsplit only)
-    image_folders: tuple[str, ...] = ()  # what the workflow made under root (NIH's extracted archives)
-
-    @property
-    def is_site(self) -> bool:
-        """Whether each run gets a calibration and operating points of its own here, fitted on the
-        collection's val split (NIH and every split collection)."""
-        return "val" in self.scored
-
-
-def collections(config: dict) -> dict[str, Collection]:
-    """NIH, then the config's `datasets` by name, as collections."""
-    nih = Collection(
-        NIH,
-        root=paths.EXTRACT,
-        groups=SPLITS,
-        scored={"val": "val", "test": "test"},
-        images_per_shard=config["shards"]["images_per_shard"],
-        seed=config["shards"]["seed"],
-        image_folders=tuple(paths.EXTRACTED.format(nn=f"{i:02d}") for i in sorted(config["archives"])),
-    )
-    found = {NIH: nih}
-    for name, dataset in sorted((config.get("datasets") or {}).items()):
-        if is_split(dataset) and dataset["recalibrate"]:
-            raise RunError(
-                f"datasets.{name}: recalibrate is for a collection without splits; a split collection is "
-                "calibrated on its own val split (each run gets a calibration and operating points there)"
-            )
-        found[name] = Collection(
-            name,
-            root=dataset["root"],
-            groups=tuple(dataset_groups(dataset)),
-            scored=scored_groups(dataset),
-            images_per_shard=dataset["images_per_shard"],
-            seed=dataset["seed"],
-            recalibrate=dataset["recalibrate"],
-        )
-    return found
-
-
-def as_param(settings) -> dict:
-    """Typed settings as a rule param: a plain dict in the schema's order (Snakemake records a param
-    by its repr, and a rule script unpickles its params where cxr14 may not be importable)."""
-    return dataclasses.asdict(settings)
 
 
 @dataclass

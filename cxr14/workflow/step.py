@@ -6,7 +6,7 @@ params to one step function through `run`, which translates them once, here.
   gets {run: file}, the run read from each path (results/runs/<run>/...). A per-dataset input (a file
   of each run on each external collection, `per_dataset`) becomes {dataset: {run: file}}. An input
   of one or more files (`lists`) is always a list.
-- A run's typed settings (`runs.TrainSettings`, `runs.EvaluateSettings`) reach the rule as a plain
+- A run's typed settings (`settings.TrainSettings`, `settings.EvaluateSettings`) reach the rule as a plain
   dict (Snakemake records params by their repr); the step gets the typed settings back.
 - The `code` param (the fingerprint of the package code the step runs, see `fingerprint`) is there
   for Snakemake to rerun the step when that code changes; the step does not take it.
