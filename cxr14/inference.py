@@ -193,7 +193,8 @@ class Predictor:
 
     def __init__(self, model_path, sites: dict[str, tuple] | None = None, reference=None):
         """`reference`: the run's NIH features file (the score step's), whose out-of-distribution
-        reference flags an image unlike NIH's (a Keras model only: the ONNX export gives no embedding)."""
+        reference flags an image unlike NIH's (a Keras model only: the exported ONNX graph outputs an embedding
+        too, but the serving.json beside it carries no reference, so an ONNX model's images are not checked)."""
         self.onnx = Path(model_path).suffix.lower() == ".onnx"
         self.reference = None
         if self.onnx:
