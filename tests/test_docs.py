@@ -227,3 +227,13 @@ def test_the_paths_the_stage_table_writes_are_pathss():
                 continue
             plain = re.sub(r"<\w+>|NN+", "X", written).rstrip("/")  # <name>, NN: a wildcard's value
             assert any(p.fullmatch(plain) for p in known), written
+
+
+def test_the_monitor_defaults_the_page_gives_are_the_schemas():
+    """monitoring.md's settings paragraph, "`key` (default)", key by key: the schema's defaults."""
+    from cxr14.workflow.config import defaults
+
+    text = " ".join((REPO / "docs/monitoring.md").read_text().split())
+    paragraph = re.search(r"Settings \(`monitor:` in the config; defaults in the schema\): (.*?)\.(?: |$)", text)[1]
+    said = {key: float(value) for key, value in re.findall(r"`(\w+)` \((?:[^()]*?, )?([\d.]+)\)", paragraph)}
+    assert said == {key: float(value) for key, value in defaults("monitor").items()}
