@@ -237,3 +237,11 @@ def test_the_monitor_defaults_the_page_gives_are_the_schemas():
     paragraph = re.search(r"Settings \(`monitor:` in the config; defaults in the schema\): (.*?)\.(?: |$)", text)[1]
     said = {key: float(value) for key, value in re.findall(r"`(\w+)` \((?:[^()]*?, )?([\d.]+)\)", paragraph)}
     assert said == {key: float(value) for key, value in defaults("monitor").items()}
+
+
+def test_the_conda_environments_the_cluster_page_lists_are_the_rules():
+    """cluster.md lists the environments of envs/, each one a rule uses."""
+    text = " ".join((REPO / "docs/cluster.md").read_text().split())
+    listed = _names(re.search(r"`envs/` \((.*?): each only", text)[1])
+    used = set(re.findall(r"\"\.\./envs/(\w+)\.yaml\"", "".join(p.read_text() for p in (REPO / "rules").glob("*.smk"))))
+    assert sorted(listed) == sorted(p.stem for p in (REPO / "envs").glob("*.yaml")) == sorted(used)
