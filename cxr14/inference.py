@@ -94,7 +94,8 @@ class Predictor:
 
     def __init__(self, model_path, sites: dict[str, tuple] | None = None, reference=None):
         """`reference`: the run's out-of-distribution reference (the `ood_reference` step's), which
-        flags an image unlike NIH's."""
+        flags an image unlike NIH's (either engine gives the embedding it needs; an exported ONNX model's
+        serving.json carries no reference, so `--model model.onnx` checks none)."""
         from .ood import load_reference
 
         if Path(model_path).suffix.lower() == ".onnx":

@@ -1,4 +1,4 @@
-# Stage 7: the web app. `snakemake app` starts it on 127.0.0.1 (Ctrl-C stops it); it is not part of `all`.
+# The web app. `snakemake app` starts it on 127.0.0.1 (Ctrl-C stops it); it is not part of `all`.
 # It serves every trained run (a dropdown), starting with the reference run or `app.run`.
 
 

@@ -1,4 +1,4 @@
-# Stage 6b: each run's map from logits to probabilities and its operating points on each site (NIH and
+# Each run's map from logits to probabilities and its operating points on each site (NIH and
 # every split collection), fitted on that collection's val split; evaluation, `cxr14 predict --site`,
 # the app and the exports all apply them.
 

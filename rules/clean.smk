@@ -1,4 +1,4 @@
-# Stage 3: clean the metadata of the extracted images into NIH's table as a collection
+# Clean the metadata of the extracted images into NIH's table as a collection
 # (results/datasets/nih/), with the splits; every step after it treats NIH like the other collections.
 
 

@@ -1,4 +1,4 @@
-# Stage 5b: each trained run's model as one ONNX graph (its TTA views, the plain image's logits and
+# Each trained run's model as one ONNX graph (its TTA views, the plain image's logits and
 # embedding): what `score` runs with ONNX Runtime on a CPU (evaluate.engine) and `export` serves.
 
 

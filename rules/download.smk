@@ -1,4 +1,4 @@
-# Stage 1: download the archives (one job each) and the metadata files; resumable and verified.
+# Download the archives (one job each) and the metadata files; resumable and verified.
 
 
 rule download_archive:

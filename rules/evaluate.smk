@@ -1,4 +1,4 @@
-# Stage 6: each run's scores on each collection (a model's logits, or an ensemble's mean of its members'
+# Each run's scores on each collection (a model's logits, or an ensemble's mean of its members'
 # calibrated logits): NIH's val and test, a split collection's val and test, an unsplit one's every
 # image; then (after the calibrate step) its judgement on each: on NIH's official test split, and on
 # every other collection beside it, with NIH's calibration and, on a split one, its own.

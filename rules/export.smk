@@ -1,4 +1,4 @@
-# Stage 8: each trained run's model for serving outside cxr14 (SavedModel, the convert step's ONNX, TFLite),
+# Each trained run's model for serving outside cxr14 (SavedModel, the convert step's ONNX, TFLite),
 # with every site's calibration and operating points beside it, each format and the score step's test
 # scores checked against the Keras model's test logits as every site's calibrated probabilities.
 

@@ -1,4 +1,4 @@
-# Stage 2: extract each archive's PNGs safely into one flat folder, checking the image count.
+# Extract each archive's PNGs safely into one flat folder, checking the image count.
 
 
 rule extract:

@@ -1,4 +1,4 @@
-# Stage 7: each run's model card (Mitchell et al. 2019), once its NIH and external evaluations exist.
+# Each run's model card (Mitchell et al. 2019), once its NIH and external evaluations exist.
 
 
 rule model_card:

@@ -1,7 +1,6 @@
-# Stage 6b: each run's out-of-distribution reference, fitted on its NIH features; then each run watched
-# on each external collection, labelled or not: is it like the NIH data the run was trained and
-# validated on? Image headers and intensities, two-sample tests on the run's
-# embeddings (an ensemble's: its members' side by side), an out-of-distribution share, prediction
+# Each run's out-of-distribution reference, fitted on its NIH features; then each run watched on each
+# external collection, labelled or not: is it like the NIH data the run was trained and validated on?
+# Image headers and intensities, two-sample tests on the run's embeddings (an ensemble's: its members' side by side), an out-of-distribution share, prediction
 # shift and a label-free AUROC estimate, each beside NIH val against NIH test.
 
 

@@ -1,4 +1,4 @@
-# Stage 4: each collection's images (NIH's, an external one's, alike) resized into TFRecord shards, one
+# Each collection's images (NIH's, an external one's, alike) resized into TFRecord shards, one
 # job per shard, per group (its splits, or one group of every image), with a manifest per group. A
 # layout ({layout}: image size and encoding, e.g. 224px-raw) is sharded once, for every run that reads it.
 

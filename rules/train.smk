@@ -1,4 +1,4 @@
-# Stage 5: train each run's Keras model on the train and val shards of its layout (NIH's, a
+# Train each run's Keras model on the train and val shards of its layout (NIH's, a
 # collection's, or both), from scratch, ImageNet weights, or another run's model (a fine-tune).
 
 

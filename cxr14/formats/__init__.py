@@ -7,9 +7,10 @@ messages) and the 14 findings; optionally `study_date` (YYYY-MM-DD), the DESCRIB
 (`labels_by`: who labelled the row; `layout`: where its file was found) and `drop` (why the
 release's own notes drop the row, blank to keep)), its label map (`LABELS`: its labels -> the NIH
 findings) and what the config schema takes for it (`SCHEMA`: its keys' defaults, or the keys it
-requires). FORMATS is the registry; the config schema's format list and per-format defaults are read
-from it. Layouts followed
-(see docs/external-validation.md):
+requires). FORMATS is the registry. The config schema (cxr14/schemas/config.schema.yaml) holds a copy of
+its format list and of each format's SCHEMA, so that a config is validated before anything runs;
+tests/test_registries.py fails until the copy and the modules agree. Releases followed (see
+docs/external-validation.md):
 - chexpert: CheXpert v1.0 and CheXpert-v1.0-small (train.csv, valid.csv), and the test set's
   radiologist labels (test_labels.csv, released with CheXlocalize);
 - mimic: MIMIC-CXR-JPG 2.0.0/2.1.0 (with MIMIC-IV's patients table, and 2.1.0's radiologist-labelled
