@@ -231,7 +231,7 @@ def test_the_paths_the_stage_table_writes_are_pathss():
 
 def test_the_monitor_defaults_the_page_gives_are_the_schemas():
     """monitoring.md's settings paragraph, "`key` (default)", key by key: the schema's defaults."""
-    from cxr14.workflow.config import defaults
+    from cxr14.settings import defaults
 
     text = " ".join((REPO / "docs/monitoring.md").read_text().split())
     paragraph = re.search(r"Settings \(`monitor:` in the config; defaults in the schema\): (.*?)\.(?: |$)", text)[1]
