@@ -2,7 +2,7 @@
 embedding (the score step writes both for every image it scores), and the run's out-of-distribution
 reference, the Mahalanobis distance to its NIH training embeddings with a threshold from NIH val. The
 `ood_reference` step fits it once from the score step's NIH features; `monitor`, `cxr14 predict` and
-the app read that one. (The pixel statistics themselves are `images.intensity_features`.)"""
+the app read that one. (The pixel statistics themselves are `intensity.intensity_features`.)"""
 
 from __future__ import annotations
 

@@ -4,17 +4,15 @@ passes, a change to a module reruns the steps the pages say), the README's flowc
 dependencies, and the glossary's words are the ones used. Cheap: no workflow runs (the figures of a
 finished demo are tests/test_docs_figures.py's)."""
 
-import ast
 import inspect
 import re
-import subprocess
-import sys
 import tomllib
 
 import pytest
 import yaml
 
 from conftest import REPO
+from cxr14.workflow import reruns
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 TEMPLATES = sorted((REPO / "cxr14/templates").glob("*.j2"))
@@ -89,34 +87,11 @@ def test_the_layer_table_is_the_import_contract():
 
 
 @pytest.fixture(scope="module")
-def rule_graph(tmp_path_factory) -> dict[str, set[str]]:
+def rule_graph() -> dict[str, set[str]]:
     """The demo workflow's rule graph (Snakemake's --rulegraph): rule -> the rules that take its outputs."""
-    wd = tmp_path_factory.mktemp("rulegraph")
-    command = [sys.executable, "-m", "snakemake", "-s", REPO / "Snakefile", "-d", wd]
-    command += ["--configfile", REPO / "config/demo.yaml", "--cores", "1", "--rulegraph"]
-    proc = subprocess.run([str(c) for c in command], capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    label = dict(re.findall(r"^\s*(\d+)\[label = \"(\w+)\"", proc.stdout, re.M))
-    graph = {name: set() for name in label.values()}
-    for a, b in re.findall(r"^\s*(\d+) -> (\d+)", proc.stdout, re.M):
-        graph[label[a]].add(label[b])
-    # The shard jobs are known once the plan_shards checkpoint has run (its plan decides them): before,
-    # Snakemake draws plan_shards -> shard_manifest.
-    assert "shard" not in graph and "shard_manifest" in graph["plan_shards"]
-    graph["plan_shards"].add("shard")
-    graph["shard"] = {"shard_manifest"}
+    graph = reruns.rule_graph()
+    assert "shard_manifest" in graph["plan_shards"] and graph["shard"] == {"shard_manifest"}
     return graph
-
-
-def _after(graph: dict[str, set[str]], rules: set[str]) -> set[str]:
-    """`rules` and every rule that takes, directly or not, what they make (but `all`)."""
-    seen, todo = set(), list(rules)
-    while todo:
-        rule = todo.pop()
-        if rule not in seen:
-            seen.add(rule)
-            todo += graph[rule]
-    return seen - {"all"}
 
 
 def _stage_rules(name: str) -> set[str]:
@@ -138,16 +113,6 @@ def test_the_readmes_flowchart_draws_the_workflow(rule_graph):
         assert any(b in rule_graph[a] for a in _stage_rules(tail) for b in _stage_rules(tip)), f"{tail} --> {tip}"
 
 
-def _step_module(rule: str) -> str | None:
-    """The cxr14.steps module whose function a rule's script calls (None for a shell rule)."""
-    script = REPO / "scripts" / f"{rule}.py"
-    if not script.exists():
-        return None
-    [module] = [n.module for n in ast.parse(script.read_text()).body if isinstance(n, ast.ImportFrom) and
-                n.module.startswith("cxr14.steps.")]  # fmt: skip
-    return module
-
-
 RERUNS = re.compile(r"[Aa] change to `cxr14/([\w/]+)\.py` reruns (nothing|(?:`\w+`(?:, | and )?)+)")
 
 
@@ -155,15 +120,26 @@ def test_what_a_change_to_the_package_reruns_is_what_the_pages_say(rule_graph):
     """Each "a change to `cxr14/<module>.py` reruns `a`, `b` and `c`" of the pages: the steps whose code
     fingerprint covers the module (their step module imports it, transitively) and every step after
     them, no other."""
-    from cxr14.workflow.fingerprint import modules
-
     said = [(page.name, *m) for page in PAGES for m in RERUNS.findall(" ".join(page.read_text().split()))]
     assert {module for _, module, _ in said} >= {"metrics", "app", "assess"}
+    table = reruns.reruns(rule_graph)
     for page, module, listed in said:
-        name = "cxr14." + module.replace("/", ".")
-        importers = {rule for rule in rule_graph if _step_module(rule) and name in modules(_step_module(rule))}
-        expected = _after(rule_graph, importers)
+        expected = table["cxr14." + module.replace("/", ".")][1]
         assert set(re.findall(r"`(\w+)`", listed)) == expected, (page, module)
+
+
+def test_the_rerun_table_is_made_from_the_code_as_it_is(rule_graph):
+    """docs/rerunning.md's table of what a change to each module reruns is what `python -m
+    cxr14.workflow.reruns` makes of the code now; and it says what the issue asks of it."""
+    page = reruns.PAGE.read_text()
+    assert reruns.updated(page, rule_graph) == page, "run: python -m cxr14.workflow.reruns"
+    table = reruns.reruns(rule_graph)
+    assert table["cxr14.paths"] == (set(), set())
+    assert not table["cxr14.calibration"][1] & {"plan_shards", "shard", "shard_manifest", "train", "convert", "score"}
+    for module in ("calibration", "prediction_table", "paths", "report", "workflow.runs", "workflow.collections"):
+        for step in ("train", "plan_shards", "shard", "shard_manifest"):
+            assert step not in table[f"cxr14.{module}"][0], (module, step)
+    assert "score" not in table["cxr14.gradcam"][0] and "score" not in table["cxr14.ood"][0]
 
 
 def test_a_formats_reader_takes_what_ingest_passes():

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
-from cxr14 import images as images_module
-from cxr14 import ood, shift
+from cxr14 import intensity, ood, shift
 
 
 def _gaussians(shift_by: float, n=150, dims=8, seed=0):
@@ -54,8 +53,8 @@ def test_mahalanobis_distances_are_scipys_and_the_threshold_flags_its_quantile()
 
 def test_intensity_features_are_numpys_histogram_mean_and_sd():
     images = np.random.default_rng(0).integers(0, 256, size=(3, 16, 16, 1)).astype(np.float32)
-    got = images_module.intensity_features(images)
+    got = intensity.intensity_features(images)
     for k, image in enumerate(images):
-        counts, _ = np.histogram(image, bins=images_module.BINS, range=(0, 256))
+        counts, _ = np.histogram(image, bins=intensity.BINS, range=(0, 256))
         np.testing.assert_allclose(got["histogram"][k], counts / image.size, rtol=1e-6)
         assert got["pixel_mean"][k] == pytest.approx(image.mean()) and got["pixel_std"][k] == pytest.approx(image.std())

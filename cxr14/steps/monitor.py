@@ -19,7 +19,8 @@ from .. import metrics, ood, prediction_table, shift
 from ..calibration import calibrated
 from ..constants import DISCLAIMER, FINDINGS
 from ..files import atomic, json_safe, write_json
-from ..images import BINS, describe
+from ..images import describe
+from ..intensity import BINS
 from ..report import Figures, templates
 from ..settings import MonitorSettings
 

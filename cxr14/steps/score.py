@@ -15,7 +15,7 @@ from .. import prediction_table
 from ..data import Shards, dataset, use_threads
 from ..engines import KerasEngine, OnnxEngine
 from ..files import atomic
-from ..images import intensity_features
+from ..intensity import intensity_features
 
 log = logging.getLogger(__name__)
 
