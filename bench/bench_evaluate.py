@@ -93,7 +93,8 @@ def judged(variant: str, n_boot: int) -> dict:
     result = {**result, "collection": cleaning}
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        render(result, drawn, table, f"{folder}/report.html", f"{folder}/figures", title="cxr14 evaluation")
+        render(result, drawn, table, f"{folder}/report.html", f"{folder}/figures", title="cxr14 evaluation",
+               metric_labels=assess.METRIC_LABELS)  # fmt: skip
         drawing = time.perf_counter() - start
     judged_numbers = {k: v for k, v in result.items() if k != "collection"}
     return {"seconds": numbers, "drawing": drawing, "images": len(test), "patients": int(test.patient_id.nunique()),

@@ -277,15 +277,14 @@ def templates() -> Environment:
     return env
 
 
-def render(m: dict, drawn: dict, table: pd.DataFrame, out_html, figures_dir, title: str,
-           model_card: str | None = None, pages: dict | None = None) -> Path:  # fmt: skip
+def render(m: dict, drawn: dict, table: pd.DataFrame, out_html, figures_dir, title: str, model_card: str | None = None,
+           pages: dict | None = None, metric_labels: dict | None = None) -> Path:  # fmt: skip
     """A judgement's report (`assess.judge`'s result `m` and what it `drawn`), one self-contained HTML page
     and its figures, for any collection: NIH's (`report.html.j2`), another beside NIH
     (`external.html.j2`), one without labels (`unlabelled.html.j2`). The collection's `table` is drawn
     in its data section; the report links the run's `model_card` and the `pages` beside it ({file:
-    title}, in the report's folder)."""
-    from .assess import METRIC_LABELS
-
+    title}, in the report's folder). `metric_labels`: {key: column name} of the per-finding metrics
+    (`assess.METRIC_LABELS`), a column each in the per-finding tables."""
     figs = Figures(figures_dir)
     folder = Path(out_html).parent
     context = {
@@ -293,7 +292,7 @@ def render(m: dict, drawn: dict, table: pd.DataFrame, out_html, figures_dir, tit
         "disclaimer": DISCLAIMER,
         "m": m,
         "pages": pages or {},
-        "metric_labels": METRIC_LABELS,
+        "metric_labels": metric_labels or {},
         "model_card": model_card and os.path.relpath(model_card, folder),
         "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }

@@ -180,6 +180,6 @@ rule expert_labels:
         runtime=10,
     params:
         run="{run}",
-        code=package_code("explain"),
+        code=package_code("expert_labels"),
     script:
         "../scripts/expert_labels.py"

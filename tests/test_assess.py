@@ -125,6 +125,6 @@ def test_a_new_metric_is_one_function_and_shows_in_every_report(tmp_path, monkey
                              "policy": {"uncertain": "ignore", "views": ["PA"], "label_map": {}}}  # fmt: skip
     for m, drawn in ((on_nih, nih_drawn), (on_site, site_drawn)):
         out = tmp_path / m["dataset"]
-        render(m, drawn, table, out / "report.html", out / "figures", title="t")
+        render(m, drawn, table, out / "report.html", out / "figures", title="t", metric_labels=assess.METRIC_LABELS)
         html = (out / "report.html").read_text()
         assert "<th>mean probability</th>" in html and "<th>AUPRC</th>" in html

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import prediction_table
-from ..assess import judge, local_site, own_site
+from ..assess import METRIC_LABELS, judge, local_site, own_site
 from ..constants import FINDINGS, NIH
 from ..files import write_json
 from ..report import render
@@ -102,7 +102,8 @@ def evaluate(
     )
     write_json(result, evaluation)
     title = f"cxr14 evaluation: run {run}" if on_nih else f"cxr14 external validation: run {run} on {dataset}"
-    render(result, drawn, pd.read_parquet(table), report, figures, title=title, model_card=model_card, pages=pages)
+    render(result, drawn, pd.read_parquet(table), report, figures, title=title, model_card=model_card, pages=pages,
+           metric_labels=METRIC_LABELS)  # fmt: skip
     if not result["labelled"]:
         log.info("%s on %s: no labels, nothing to judge (see its monitoring report)", run, dataset)
     elif on_nih:

@@ -1,7 +1,6 @@
-"""What only NIH has, each a step of its own beside the evaluate step's judgement: `explain`, what a
-trained run's network looked at on NIH test (Grad-CAM galleries, and the pointing game and IoU against
-the NIH boxes), and `expert_labels`, the run's AUROC against Google's expert labels of NIH test images
-beside the NIH labels. The evaluate step's report on NIH links their pages."""
+"""Step `explain`: what a trained run's network looked at on NIH test (Grad-CAM galleries, and the
+pointing game and IoU against the NIH boxes), a step of its own beside the evaluate step's judgement,
+whose report on NIH links its page. It runs no judgement (a change to the metrics does not rerun it)."""
 
 from __future__ import annotations
 
@@ -10,16 +9,15 @@ import logging
 from pathlib import Path
 
 from .. import prediction_table
-from ..assess import expert_comparison
 from ..calibration import calibrated
 from ..files import json_safe, write_json
-from ..report import render_expert_labels, render_explanation
+from ..report import render_explanation
 from ..workflow.runs import EvaluateSettings
 
 log = logging.getLogger(__name__)
 
 
-def _test(predictions, calibration):
+def nih_test(predictions, calibration):
     """The run's NIH test rows, calibrated with its NIH calibration."""
     scored = prediction_table.read(predictions)
     return calibrated(scored, json.loads(Path(calibration).read_text())).query("split == 'test'").reset_index(drop=True)
@@ -48,7 +46,7 @@ def explain(
 
     use_threads(threads)
     chosen = json.loads(Path(thresholds).read_text())
-    test = _test(predictions, calibration)
+    test = nih_test(predictions, calibration)
     points = {f: {"max_f1": {"threshold": chosen["max_f1"][f]}} for f in chosen["max_f1"]}
     explained = explaining.explain(model, test_manifest, test, points, boxes, settings.gallery_k, settings.batch_size)
     numbers = json_safe({"run": run, "model": explained["model"], "localisation": explained["localisation"]})
@@ -56,14 +54,4 @@ def explain(
     render_explanation(explained, page, title=f"cxr14 Grad-CAM and localisation: run {run} on NIH test")
     log.info("%s: Grad-CAM of %d picks, %d boxed findings", run, len(explained["gallery"]),
              len(explained["localisation"] or {}))  # fmt: skip
-    return numbers
-
-
-def expert_labels(*, predictions, calibration, labels, comparison, page, run: str) -> dict:
-    """The run's NIH test `predictions` (calibrated with its NIH `calibration`) against the expert
-    `labels` (Google 2019) beside the NIH ones, to `comparison` (JSON) and `page` (HTML)."""
-    numbers = json_safe({"run": run, **expert_comparison(_test(predictions, calibration), labels)})
-    write_json(numbers, comparison)
-    render_expert_labels(numbers, page, title=f"cxr14 expert labels: run {run} on NIH test")
-    log.info("%s: against the expert labels on %d NIH test images", run, numbers["images"])
     return numbers
