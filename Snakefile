@@ -50,6 +50,10 @@ rule all:
         NIH_MANIFESTS,
         expand(paths.MODEL, run=TRAINED),
         expand(paths.REPORT, run=RUNS, dataset=DATASETS),
+        expand(on_nih(paths.EXPLANATION_PAGE), run=TRAINED),
+        expand(on_nih(paths.EXPERT_LABELS_PAGE), run=RUNS)
+        if "expert_labels" in METADATA
+        else [],
         expand(paths.MONITOR_REPORT, run=RUNS, dataset=EXTERNAL),
         expand(paths.OOD_REFERENCE, run=TRAINED),
         expand(paths.OPERATING_POINTS, run=RUNS, dataset=SITES),

@@ -63,7 +63,7 @@ def test_split(table):
 
 
 def judged(variant: str, n_boot: int) -> dict:
-    """The NIH report of the test split with `variant`'s bootstrap: its numbers (`assess`), then its
+    """The NIH report of the test split with `variant`'s bootstrap: its numbers (`assess.judge`), then its
     figures and page (`report.render`), timed apart; Grad-CAM is left out (it needs a model)."""
     import tempfile
 
@@ -84,18 +84,21 @@ def judged(variant: str, n_boot: int) -> dict:
                    "findings": dict.fromkeys(FINDINGS, fitted)}  # fmt: skip
     points = {rule: dict.fromkeys(FINDINGS, 0.2) for rule in metrics.OPERATING_RULES}
     start = time.perf_counter()
-    result = assess.assess(test, calibration=calibration, thresholds=points, expert_csv=None, n_boot=n_boot, seed=0)
+    result, drawn = assess.judge(test.reset_index(drop=True), run="bench", dataset="nih", collection={},
+                                 split="official test split", findings=list(FINDINGS), calibration=calibration,
+                                 thresholds=points, n_boot=n_boot, seed=0)  # fmt: skip
     numbers = time.perf_counter() - start
-    result["metrics"]["model"] = {"backbone": "densenet121", "image_size": 224}
     cleaning = {"data_entry": "Data_Entry_2017_v2020.csv.gz", "rows_in": len(table), "rows_out": len(table),
                 "changed": {}, "dropped": {}, "leakage_patients": 0, **summary(table)}  # fmt: skip
+    result = {**result, "collection": cleaning}
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        render({**result, "gallery": [], "localisation_examples": []}, table, cleaning, f"{folder}/report.html",
-               f"{folder}/figures")  # fmt: skip
+        render(result, drawn, table, f"{folder}/report.html", f"{folder}/figures", title="cxr14 evaluation",
+               metric_labels=assess.METRIC_LABELS)  # fmt: skip
         drawing = time.perf_counter() - start
+    judged_numbers = {k: v for k, v in result.items() if k != "collection"}
     return {"seconds": numbers, "drawing": drawing, "images": len(test), "patients": int(test.patient_id.nunique()),
-            "metrics": json.loads(json.dumps(result["metrics"], default=float))}  # fmt: skip
+            "metrics": json.loads(json.dumps(judged_numbers, default=float))}  # fmt: skip
 
 
 def child(variant: str, n_boot: int) -> None:

@@ -42,8 +42,10 @@ from cxr14 import (
 )
 from cxr14.constants import FINDINGS  # noqa: E402
 from cxr14.data import Shards, dataset  # noqa: E402
-from cxr14.workflow.config import defaults  # noqa: E402
-from cxr14.workflow.runs import AugmentSettings  # noqa: E402
+from cxr14.settings import (
+    AugmentSettings,  # noqa: E402
+    defaults,  # noqa: E402
+)
 
 TRAIN = defaults("train")
 AUGMENT = AugmentSettings.of(TRAIN["augment"])  # the training default

@@ -1,24 +1,32 @@
-"""The numbers of an evaluation, from a predictions table alone (no model and no TensorFlow):
-AUROC with patient-bootstrap CIs, the operating points chosen on val (by the calibrate step) on test,
-calibration before and after, test-time augmentation, subgroups and the expert labels."""
+"""The judgement of a run's scores on a collection, from predictions tables alone (no model and no
+TensorFlow): NIH's official test split and every other collection alike, into one result of one shape
+(`schemas/metrics.schema.yaml`, checked before it is written). Per finding the collection labels, on the
+images labelled for it: AUROC with a patient-bootstrap CI, the `FINDING_METRICS`, the label-free AUROC
+estimate, calibration and the operating points chosen on NIH val; the means; calibration before and
+after; test-time augmentation; subgroups. Optional parts, where the inputs are there: the run's NIH
+test figures beside another collection's (and the drop), a site's own calibration beside NIH's, the
+published figures of a collection that has them. The expert labels (`expert_comparison`) are a step of
+their own, on NIH."""
 
 from __future__ import annotations
 
 import logging
 import warnings
+from importlib import resources
 
 import numpy as np
 import pandas as pd
 
 from . import metrics, prediction_table
-from .calibration import calibrated
-from .constants import FINDINGS
+from .calibration import calibrated, fit_table
+from .constants import FINDINGS, NIH
 from .engines import TTA_VIEWS
+from .files import json_safe
 
 log = logging.getLogger(__name__)
 
-# Published per-finding test AUROCs, in FINDINGS order.
-PUBLISHED = {
+# Published per-finding test AUROCs on NIH's test split, in FINDINGS order.
+PUBLISHED_NIH = {
     "Wang et al. 2017 (ChestX-ray8, official patient-wise split)": [
         0.700, 0.810, 0.759, 0.661, 0.693, 0.669, 0.658, 0.799, 0.703, 0.805, 0.833, 0.786, 0.684, 0.872,
     ],
@@ -27,6 +35,8 @@ PUBLISHED = {
         0.9164,
     ],
 }  # fmt: skip
+# By collection: the figures published on it, shown beside the run's.
+PUBLISHED = {NIH: PUBLISHED_NIH}
 
 
 def operating_points(test: pd.DataFrame, chosen: dict, weights: np.ndarray) -> dict:
@@ -139,56 +149,18 @@ def expert_comparison(test: pd.DataFrame, expert_csv) -> dict | None:
     return out
 
 
-def calibration_section(
-    y: np.ndarray,
-    before: np.ndarray,
-    after: np.ndarray,
-    patients: np.ndarray,
-    reliability: dict,
-    calibration: dict | None,
-    n_boot: int,
-    seed: int,
-) -> dict:
-    """ECE (equal-width and adaptive bins) and Brier on test before and after calibration, per finding
-    (from `reliability`) and as means with patient-bootstrap CIs, and how far AUROC moved (nothing,
-    for a strictly increasing map)."""
-    keys = ("ece", "ece_adaptive", "brier")
-    per_finding = {}
-    for f in FINDINGS:
-        b, a = reliability[f]["before"], reliability[f]["after"]
-        per_finding[f] = {
-            "method": calibration["findings"][f]["method"] if calibration else "none",
-            **{k: a[k] for k in keys},
-            "before": {k: b[k] for k in keys},
-        }
-    change = [
-        abs(metrics.weighted_auroc(y[:, j], after[:, j]) - metrics.weighted_auroc(y[:, j], before[:, j]))
-        for j in range(len(FINDINGS))
-    ]
-    return {
-        "method": calibration["method"] if calibration else "none",
-        "fitted_on": "val",
-        "uncalibrated": [] if calibration else list(FINDINGS),
-        "shared": calibration["shared"] if calibration else [],
-        "shared_temperature": calibration and calibration["shared_temperature"],
-        "min_positives": calibration and calibration["min_positives"],
-        "before": metrics.bootstrap_calibration(y, before, patients, n_boot, seed),
-        "after": metrics.bootstrap_calibration(y, after, patients, n_boot, seed),
-        "auroc_max_change": float(np.nanmax(change)) if np.isfinite(change).any() else None,
-        "findings": per_finding,
-    }
-
-
-def tta_section(raw: pd.DataFrame, n_boot: int, seed: int) -> dict | None:
-    """AUROC on test with and without test-time augmentation, on the same images, with the paired
-    patient-bootstrap difference of the mean."""
+def tta_section(raw: pd.DataFrame, n_boot: int, seed: int, findings=FINDINGS) -> dict | None:
+    """AUROC of `findings` with and without test-time augmentation, on the same images, with the
+    paired patient-bootstrap difference of the mean."""
     if not prediction_table.with_tta(raw):
         return None
-    y, _ = prediction_table.arrays(raw)
-    with_tta, without = prediction_table.logits(raw), prediction_table.plain_logits(raw)
+    y, _ = prediction_table.arrays(raw, findings)
+    columns = [FINDINGS.index(f) for f in findings]
+    with_tta = prediction_table.logits(raw)[:, columns]
+    without = prediction_table.plain_logits(raw)[:, columns]
     diff = metrics.paired_bootstrap(y, with_tta, without, raw.patient_id.to_numpy(), n_boot, seed)
     auroc = {
-        name: {f: metrics.weighted_auroc(y[:, j], scores[:, j]) for j, f in enumerate(FINDINGS)}
+        name: {f: metrics.weighted_auroc(y[:, j], scores[:, j]) for j, f in enumerate(findings)}
         for name, scores in (("with", with_tta), ("without", without))
     }
     return {
@@ -202,49 +174,238 @@ def tta_section(raw: pd.DataFrame, n_boot: int, seed: int) -> dict | None:
     }
 
 
-def assess(
-    table: pd.DataFrame, *, calibration: dict | None, thresholds: dict, expert_csv, n_boot: int, seed: int
-) -> dict:
-    """Every number of the report from a predictions table (calibrated, when a calibration is given)
-    and the operating points chosen on its val split (`thresholds`):
-    {"metrics": the JSON-ready numbers, "curves" and "reliability": what the figures draw, "test": the
-    calibrated test rows}. The model's own sections (`model`, `localisation`) are left for the caller."""
-    raw_test = table[table.split == "test"].reset_index(drop=True)
-    table = calibrated(table, calibration)
-    test = table[table.split == "test"].reset_index(drop=True)
-    y, p = prediction_table.arrays(test)
-    patients = test.patient_id.to_numpy()
-    boot = metrics.bootstrap_auroc(y, p, patients, n_boot=n_boot, seed=seed)
-    points = operating_points(test, thresholds, metrics.patient_bootstrap_weights(patients, n_boot, seed))
-    curves = {f: metrics.curves(y[:, j], p[:, j]) for j, f in enumerate(FINDINGS)}
-    _, raw_p = prediction_table.arrays(raw_test)
-    reliability = {
-        f: {"after": metrics.reliability(y[:, j], p[:, j]), "before": metrics.reliability(y[:, j], raw_p[:, j])}
-        for j, f in enumerate(FINDINGS)
-    }
-    numbers = {
-        "split": "official test split (test_list.txt)",
-        "images": int(len(test)),
-        "patients": int(test.patient_id.nunique()),
-        "auroc": dict(zip(FINDINGS, boot["auroc"])),
-        "auroc_ci": dict(zip(FINDINGS, boot["ci"])),
-        "mean_auroc": boot["mean_auroc"],
-        "mean_auroc_ci": boot["mean_ci"],
+def auprc(y: np.ndarray, p: np.ndarray) -> float | None:
+    """The area under the precision-recall curve (average precision); None without both classes."""
+    return metrics.curves(y, p)["auprc"] if len(y) else None
+
+
+# Per finding, on the images labelled for it: name -> a function of their labels and calibrated
+# probabilities, giving one number. Each lands in the result as `findings[<finding>][<name>]` and in
+# every report's per-finding table (`METRIC_LABELS` names the column). A new metric is one entry here.
+FINDING_METRICS = {"auprc": auprc}
+METRIC_LABELS = {"auprc": "AUPRC"}
+
+SCHEMA = resources.files("cxr14") / "schemas" / "metrics.schema.yaml"
+
+
+def validate(result: dict) -> dict:
+    """`result` (JSON-ready) checked against the one schema of a judgement (jsonschema); returned."""
+    import yaml
+    from jsonschema import Draft202012Validator
+
+    Draft202012Validator(yaml.safe_load(SCHEMA.read_text())).validate(result)
+    return result
+
+
+def judge(
+    rows: pd.DataFrame,
+    *,
+    run: str,
+    dataset: str,
+    collection: dict,
+    split: str,
+    findings: list[str],
+    calibration: dict | None,
+    thresholds: dict,
+    n_boot: int,
+    seed: int,
+    members: list[str] | None = None,
+    nih: pd.DataFrame | None = None,
+    site: dict | None = None,
+) -> tuple[dict, dict]:
+    """A run's judgement on collection `dataset`: its `rows` (a predictions table's judged rows, the
+    scores as the run made them: NIH's official test split, a split collection's test split, another's
+    every image) with the run's NIH `calibration` and operating points (`thresholds`), scored on the
+    `findings` the collection labels (`collection`: what made it, its ingest or cleaning report).
+    Optional: the run's NIH test rows `nih`, judged beside these (another collection); `site`, a site's
+    own calibration beside NIH's ({"rows", "calibration", "thresholds" or None, and what to say of how
+    it was fitted}: `own_site` or `local_site`). Returns (the result, JSON-ready and checked against the
+    schema; what the report's figures draw)."""
+    about = {"run": run, "dataset": dataset, "collection": collection, "split": split, "members": members}
+    if not findings:
+        result = {**about, "labelled": False, "images": int(len(rows)), "patients": int(rows.patient_id.nunique())}
+        return validate(json_safe(result)), {}
+    _, raw_p = prediction_table.arrays(rows, findings)
+    judged = calibrated(rows, calibration)
+    y, p = prediction_table.arrays(judged, findings)
+    patients = judged.patient_id.to_numpy()
+    here = metrics.bootstrap_auroc(y, p, patients, n_boot, seed)
+    weights = metrics.patient_bootstrap_weights(patients, n_boot, seed)
+    if nih is not None:
+        ny, npred = prediction_table.arrays(calibrated(nih, calibration), findings)
+        nih_patients = nih.patient_id.to_numpy()
+        there = metrics.bootstrap_auroc(ny, npred, nih_patients, n_boot, seed)
+        drop = metrics.independent_bootstrap((ny, npred, nih_patients), (y, p, patients), n_boot, seed)
+    maps = (calibration or {}).get("findings", {})
+    per_finding, reliability, curves = {}, {}, {}
+    for j, f in enumerate(findings):
+        known = metrics.labelled(y[:, j])
+        yj, pj, raw = y[known, j], p[known, j], raw_p[known, j]
+        estimate = metrics.expected_auroc(pj)
+        reliability[f] = {"after": metrics.reliability(yj, pj), "before": metrics.reliability(yj, raw)}
+        curves[f] = metrics.curves(yj, pj) if len(yj) else metrics.curves(np.zeros(1), np.zeros(1))
+        per_finding[f] = {
+            "labelled": int(known.sum()),
+            "positives": int(yj.sum()),
+            "prevalence": float(yj.mean()) if len(yj) else float("nan"),
+            "auroc": here["auroc"][j],
+            "auroc_ci": here["ci"][j],
+            **{name: function(yj, pj) for name, function in FINDING_METRICS.items()},
+            # What the calibrated probabilities promise without labels, on the same images: how far a
+            # site can trust it (on NIH test, where the calibration was meant to hold, the yardstick).
+            "auroc_estimate": estimate,
+            "auroc_estimate_error": estimate - here["auroc"][j],
+            "calibration": {"method": maps.get(f, {}).get("method", "none"), **transfer(yj, pj, raw)},
+            "operating_points": metrics.at_points(yj, pj, thresholds, f, weights[:, known]),
+        }
+        if nih is not None:
+            per_finding[f] |= {
+                "nih_prevalence": float(ny[:, j].mean()),
+                "nih_auroc": there["auroc"][j],
+                "nih_auroc_ci": there["ci"][j],
+                "nih_auroc_estimate": metrics.expected_auroc(npred[:, j]),
+                "drop": drop["per_column"][j],
+            }
+    change = [
+        abs(metrics.weighted_auroc(y[:, j], p[:, j]) - metrics.weighted_auroc(y[:, j], raw_p[:, j]))
+        for j in range(len(findings))
+    ]
+    result = {
+        **about,
+        "labelled": True,
+        "images": int(len(judged)),
+        "patients": int(judged.patient_id.nunique()),
+        "labelled_findings": list(findings),
+        "findings": per_finding,
+        "mean_auroc": here["mean_auroc"],
+        "mean_auroc_ci": here["mean_ci"],
         "bootstrap": {"replicates": n_boot, "unit": "patient", "level": 0.95, "seed": seed},
-        "auprc": {f: curves[f]["auprc"] for f in FINDINGS},
-        "positives": dict(zip(FINDINGS, y.sum(axis=0).astype(int).tolist())),
-        "thresholds": {f: {rule: v["threshold"] for rule, v in points[f].items()} for f in FINDINGS},
+        "calibration": {
+            "method": calibration["method"] if calibration else "none",
+            "fitted_on": calibration.get("fitted_on", "nih val") if calibration else None,
+            "shared": [f for f in calibration["shared"] if f in findings] if calibration else [],
+            "shared_temperature": calibration.get("shared_temperature") if calibration else None,
+            "min_positives": calibration.get("min_positives") if calibration else None,
+            "before": metrics.bootstrap_calibration(y, raw_p, patients, n_boot, seed),
+            "after": metrics.bootstrap_calibration(y, p, patients, n_boot, seed),
+            "auroc_max_change": float(np.nanmax(change)) if np.isfinite(change).any() else None,
+        },
         "thresholds_chosen_on": thresholds.get("chosen_on", "nih val"),
         "operating_point_targets": thresholds.get("targets"),
-        "operating_points": points,
-        "calibration": calibration_section(y, raw_p, p, patients, reliability, calibration, n_boot, seed),
-        "tta": tta_section(raw_test, n_boot, seed),
-        "published": {
-            name: {"auroc": dict(zip(FINDINGS, vals)), "mean_auroc": float(np.mean(vals))}
-            for name, vals in PUBLISHED.items()
-        },
-        "subgroups": subgroups(test, {f: points[f]["max_f1"]["threshold"] for f in FINDINGS}, n_boot, seed),
-        "expert_labels": expert_comparison(test, expert_csv),
-        "localisation": None,
+        "subgroups": subgroups(judged, thresholds["max_f1"], n_boot, seed, findings=findings),
+        "tta": tta_section(rows, n_boot, seed, findings),
     }
-    return {"metrics": numbers, "curves": curves, "reliability": reliability, "test": test}
+    if dataset in PUBLISHED:
+        result["published"] = {
+            name: {"auroc": dict(zip(FINDINGS, vals)), "mean_auroc": float(np.mean(vals))}
+            for name, vals in PUBLISHED[dataset].items()
+        }
+    if nih is not None:
+        result["nih"] = {"images": int(len(nih)), "mean_auroc": there["mean_auroc"], "mean_auroc_ci": there["mean_ci"]}
+        result["drop"] = drop["mean"]
+    drawn = {"curves": curves, "reliability": reliability, "rows": judged}
+    if site is not None:
+        site = dict(site)
+        held, fitted, points = site.pop("rows"), site.pop("calibration"), site.pop("thresholds")
+        compared = site_beside_nih(held, list(findings), calibration, fitted, points, n_boot, seed)
+        drawn["site_reliability"] = compared.pop("reliability")
+        result["recalibration"] = {**compared, **site}
+    return validate(json_safe(result)), drawn
+
+
+def own_site(rows: pd.DataFrame, calibration: dict, thresholds: dict) -> dict:
+    """A split collection's own calibration and operating points (fitted on its val split), for its
+    judged (test) rows: `judge`'s `site`."""
+    return {"rows": rows, "calibration": calibration, "thresholds": thresholds}
+
+
+def local_site(
+    rows: pd.DataFrame,
+    calibration: dict,
+    fraction: float,
+    split_seed: int,
+    method: str,
+    min_positives: int,
+) -> dict:
+    """On a collection without splits: a calibration fitted (by `calibration.fit_table`, the fitter of
+    the calibrate step, with the NIH calibration's class-weight offsets) on a patient-wise `fraction` of
+    its `rows` (seeded), to report the rest with the NIH calibration and with the local one side by
+    side: `judge`'s `site`."""
+    ids = np.unique(rows.patient_id.to_numpy())
+    chosen = np.random.default_rng(split_seed).permutation(ids)[: int(round(fraction * len(ids)))]
+    fitting = rows.patient_id.isin(chosen).to_numpy()
+    if fitting.all() or not fitting.any():
+        raise ValueError(f"recalibrate={fraction} leaves no patient on one side ({len(ids)} patients)")
+    offsets = {f: calibration["findings"][f].get("offset", 0.0) for f in FINDINGS}
+    local = fit_table(rows[fitting], method, min_positives, offsets)
+    return {
+        "rows": rows[~fitting],
+        "calibration": local,
+        "thresholds": None,
+        "fitted_on": f"a patient-wise {fraction:.0%} of the collection (seed {split_seed})",
+        "fraction": fraction,
+        "seed": split_seed,
+        "fit_patients": int(len(chosen)),
+        "fit_images": int(fitting.sum()),
+    }
+
+
+def transfer(y: np.ndarray, p: np.ndarray, raw: np.ndarray) -> dict:
+    """One finding's calibration on the collection: ECE and Brier of the probabilities `p` (and of the
+    raw scores), and calibration-in-the-large, the mean probability against the observed prevalence."""
+    keys = ("ece", "ece_adaptive", "brier")
+    if not len(y):
+        nan = dict.fromkeys(keys, float("nan"))
+        return {**nan, "before": nan, **dict.fromkeys(("mean_predicted", "observed", "in_the_large"), float("nan"))}
+    after, before = metrics.reliability(y, p), metrics.reliability(y, raw)
+    return {
+        **{k: after[k] for k in keys},
+        "before": {k: before[k] for k in keys},
+        "mean_predicted": float(p.mean()),
+        "observed": float(y.mean()),
+        "in_the_large": float(p.mean() - y.mean()),
+    }
+
+
+def site_beside_nih(
+    held: pd.DataFrame,
+    names: list[str],
+    calibration: dict,
+    site: dict,
+    site_thresholds: dict | None,
+    n_boot: int,
+    seed: int,
+) -> dict:
+    """The `held` rows (a split collection's test split, or what a local recalibration left) under
+    the NIH `calibration` and the `site` one side by side: per finding ECE, Brier and calibration in
+    the large under each, and at the `site_thresholds` (chosen on the site's val) the test
+    sensitivity, specificity, PPV and NPV with CIs; the means with patient-bootstrap CIs."""
+    y, raw = prediction_table.arrays(held, names)
+    by = {name: prediction_table.arrays(calibrated(held, fitted), names)[1]
+          for name, fitted in (("nih", calibration), ("site", site))}  # fmt: skip
+    patients = held.patient_id.to_numpy()
+    weights = metrics.patient_bootstrap_weights(patients, n_boot, seed)
+    per_finding, reliability = {}, {}
+    for j, f in enumerate(names):
+        known = metrics.labelled(y[:, j])
+        yj = y[known, j]
+        per_finding[f] = {
+            "method": site["findings"][f]["method"],
+            **{name: transfer(yj, p[known, j], raw[known, j]) for name, p in by.items()},
+        }
+        reliability[f] = metrics.reliability(yj, by["site"][known, j]) if len(yj) else None
+        if site_thresholds is not None:
+            per_finding[f]["operating_points"] = metrics.at_points(
+                yj, by["site"][known, j], site_thresholds, f, weights[:, known]
+            )
+    return {
+        "fitted_on": site.get("fitted_on", "the collection"),
+        "method": site["method"],
+        "report_patients": int(held.patient_id.nunique()),
+        "report_images": int(len(held)),
+        "thresholds_chosen_on": site_thresholds and site_thresholds["chosen_on"],
+        "targets": site_thresholds and site_thresholds["targets"],
+        "findings": per_finding,
+        "mean": {name: metrics.bootstrap_calibration(y, p, patients, n_boot, seed) for name, p in by.items()},
+        "reliability": reliability,
+    }

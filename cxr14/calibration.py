@@ -159,6 +159,28 @@ def shared(fitted: dict, val: pd.DataFrame, offsets: dict[str, float], min_posit
     return out, temperature
 
 
+def fit_table(rows: pd.DataFrame, method: str, min_positives: int, offsets: dict[str, float]) -> dict:
+    """The one fitter: every finding's map fitted on the labelled `rows` of a predictions table (a
+    site's val split, or the part of a collection a local recalibration is fitted on), those with too
+    few positives given the shared map. {"method", "min_positives", "shared": the findings on the shared
+    map, "shared_temperature", "findings": {finding: its map}}."""
+    logits = prediction_table.logits(rows)
+    fitted = {}
+    for k, f in enumerate(FINDINGS):
+        y = rows[prediction_table.label(f)].to_numpy()
+        known = y >= 0  # a collection's unlabelled images say nothing either way (`metrics.labelled`)
+        fitted[f] = fit(y[known], logits[known, k], method, min_positives, offsets[f])
+    skipped = [f for f, v in fitted.items() if v["method"] == "none"]
+    fitted, temperature = shared(fitted, rows, offsets, min_positives)
+    return {
+        "method": method,
+        "min_positives": min_positives,
+        "shared": skipped,  # every other finding has a map of its own
+        "shared_temperature": temperature,
+        "findings": fitted,
+    }
+
+
 def _intercept(y: np.ndarray, z: np.ndarray) -> float:
     """The b of sigmoid(z + b) with the least log-loss against Platt's targets of `y`."""
     from scipy.optimize import minimize_scalar

@@ -66,6 +66,12 @@ MONITOR_REPORT = f"{ON}/monitor.html"
 METRICS = f"{ON}/metrics.json"
 REPORT = f"{ON}/report.html"
 FIGURES = f"{ON}/figures"
+# What only NIH has, each a step beside the judgement: a trained run's Grad-CAM and localisation against
+# the boxes (`explain`), and its AUROC against the expert labels (`expert_labels`).
+EXPLANATION = f"{ON}/explanation.json"
+EXPLANATION_PAGE = f"{ON}/explanation.html"
+EXPERT_LABELS = f"{ON}/expert_labels.json"
+EXPERT_LABELS_PAGE = f"{ON}/expert_labels.html"
 # A run's calibration and operating points on a site (NIH, or a split collection), fitted on its val split.
 CALIBRATION = f"{ON}/calibration.json"
 OPERATING_POINTS = f"{ON}/thresholds.json"
@@ -113,6 +119,8 @@ JOBS = {
     "ensemble": "runs/{run}/datasets/{dataset}/ensemble",
     "calibrate": "runs/{run}/datasets/{dataset}/calibrate",
     "evaluate": "runs/{run}/datasets/{dataset}/evaluate",
+    "explain": f"runs/{{run}}/datasets/{NIH}/explain",
+    "expert_labels": f"runs/{{run}}/datasets/{NIH}/expert_labels",
     "monitor": "runs/{run}/datasets/{dataset}/monitor",
     "ood_reference": "runs/{run}/ood_reference",
     "leaderboard": "leaderboard/leaderboard",

@@ -35,13 +35,14 @@ def _grid(n=14, cols=5, size=2.6):
     return fig, axes.flat
 
 
-def roc_grid(curves, metrics):
-    fig, axes = _grid()
-    for ax, name in zip(axes, FINDINGS):
+def roc_grid(curves, m):
+    findings = m["labelled_findings"]
+    fig, axes = _grid(len(findings))
+    for ax, name in zip(axes, findings):
         c = curves[name]
         ax.plot([0, 1], [0, 1], color="0.8", lw=1)
         if c["fpr"] is not None:
-            lo, hi = metrics["auroc_ci"][name]
+            lo, hi = m["findings"][name]["auroc_ci"]
             ax.plot(c["fpr"], c["tpr"], lw=1.5, label=f"AUROC {c['auroc']:.3f}\n[{lo:.3f}, {hi:.3f}]")
             ax.legend(loc="lower right", fontsize=7)
         ax.set_title(name, fontsize=9)
@@ -51,13 +52,14 @@ def roc_grid(curves, metrics):
     return fig
 
 
-def pr_grid(curves, metrics):
-    fig, axes = _grid()
-    for ax, name in zip(axes, FINDINGS):
+def pr_grid(curves, m):
+    findings = m["labelled_findings"]
+    fig, axes = _grid(len(findings))
+    for ax, name in zip(axes, findings):
         c = curves[name]
         if c["precision"] is not None:
             ax.plot(c["recall"], c["precision"], lw=1.5, label=f"AUPRC {c['auprc']:.3f}")
-            prevalence = metrics["positives"][name] / metrics["images"]
+            prevalence = m["findings"][name]["prevalence"]
             ax.axhline(prevalence, color="0.8", lw=1, label=f"prevalence {prevalence:.3f}")
             ax.legend(loc="upper right", fontsize=7)
         ax.set_title(name, fontsize=9)
@@ -97,21 +99,23 @@ def reliability_grid(reliability, findings=FINDINGS, site: dict | None = None):
     return fig
 
 
-def auroc_comparison(metrics):
+def auroc_comparison(m):
+    """The run's AUROC per finding beside the figures published on the collection, with its CIs."""
+    if not m.get("published"):
+        return None
     fig, ax = plt.subplots(figsize=(10, 4))
     x = np.arange(len(FINDINGS))
-    series = {"this model (official split)": [metrics["auroc"][f] or 0 for f in FINDINGS]}
+    mine = {f: m["findings"][f]["auroc"] for f in FINDINGS}
+    ci = {f: m["findings"][f]["auroc_ci"] for f in FINDINGS}
+    series = {"this model (official split)": [mine[f] or 0 for f in FINDINGS]}
     series.update(
-        {
-            name.split(",")[0].split(" (")[0]: [v["auroc"][f] for f in FINDINGS]
-            for name, v in metrics["published"].items()
-        }
+        {name.split(",")[0].split(" (")[0]: [v["auroc"][f] for f in FINDINGS] for name, v in m["published"].items()}
     )
     width = 0.8 / len(series)
     for k, (name, vals) in enumerate(series.items()):
         ax.bar(x + (k - (len(series) - 1) / 2) * width, vals, width, label=name)
-    lo = [metrics["auroc"][f] - metrics["auroc_ci"][f][0] if metrics["auroc"][f] is not None else 0 for f in FINDINGS]
-    hi = [metrics["auroc_ci"][f][1] - metrics["auroc"][f] if metrics["auroc"][f] is not None else 0 for f in FINDINGS]
+    lo = [mine[f] - ci[f][0] if mine[f] is not None and ci[f][0] is not None else 0 for f in FINDINGS]
+    hi = [ci[f][1] - mine[f] if mine[f] is not None and ci[f][1] is not None else 0 for f in FINDINGS]
     ax.errorbar(
         x - (len(series) - 1) / 2 * width,
         series["this model (official split)"],
@@ -156,12 +160,22 @@ def subgroup_figure(subgroups):
     return fig
 
 
+def _splits(table: pd.DataFrame) -> list[str]:
+    """A collection's splits, NIH's in their order, then any other (`none`: an unsplit collection)."""
+    present = set(table.split)
+    return [s for s in SPLITS if s in present] + sorted(present - set(SPLITS))
+
+
 def prevalence_figure(table: pd.DataFrame):
+    """Per split, each finding's share of positives among the images labelled for it."""
     fig, ax = plt.subplots(figsize=(10, 3.6))
     x = np.arange(len(FINDINGS))
-    for k, split in enumerate(SPLITS):
-        part = table[table.split == split]
-        ax.bar(x + (k - 1) * 0.27, part[list(FINDINGS)].mean().to_numpy() * 100, 0.27, label=f"{split} (n={len(part)})")
+    splits = _splits(table)
+    width = 0.8 / len(splits)
+    for k, split in enumerate(splits):
+        part = table.loc[table.split == split, list(FINDINGS)]
+        share = part.where(part >= 0).mean().fillna(0).to_numpy() * 100
+        ax.bar(x + (k - (len(splits) - 1) / 2) * width, share, width, label=f"{split} (n={len(part)})")
     ax.set_xticks(x, FINDINGS, rotation=40, ha="right", fontsize=8)
     ax.set_ylabel("prevalence (%)")
     ax.legend(fontsize=8)
@@ -169,7 +183,7 @@ def prevalence_figure(table: pd.DataFrame):
 
 
 def cooccurrence_figure(table: pd.DataFrame):
-    y = table[list(FINDINGS)].to_numpy(np.float64)
+    y = table[list(FINDINGS)].to_numpy(np.float64).clip(0)  # unlabelled (-1) is not positive
     counts = y.T @ y
     with np.errstate(invalid="ignore", divide="ignore"):
         cond = counts / np.diag(counts)[:, None]  # P(column | row)
@@ -184,14 +198,15 @@ def cooccurrence_figure(table: pd.DataFrame):
 
 def demographics_figure(table: pd.DataFrame):
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
-    for split in SPLITS:
+    splits = _splits(table)
+    for split in splits:
         ages = table.loc[table.split == split, "age_years"].dropna()
         a.hist(ages, bins=np.arange(0, 101, 5), histtype="step", density=True, label=split)
     a.set_xlabel("age (years)")
     a.set_title("age distribution", fontsize=9)
     a.legend(fontsize=8)
-    sex = table.groupby(["split", "sex"]).size().unstack(fill_value=0).reindex(list(SPLITS))
-    view = table.groupby(["split", "view"]).size().unstack(fill_value=0).reindex(list(SPLITS))
+    sex = table.groupby(["split", "sex"]).size().unstack(fill_value=0).reindex(splits)
+    view = table.groupby(["split", "view"]).size().unstack(fill_value=0).reindex(splits)
     frac = pd.concat([sex, view], axis=1).div(sex.sum(axis=1), axis=0) * 100
     frac.plot.bar(ax=b, rot=0, fontsize=8)
     b.set_ylabel("% of images")
@@ -262,45 +277,87 @@ def templates() -> Environment:
     return env
 
 
-def render(
-    evaluation: dict,
-    table: pd.DataFrame,
-    cleaning_report: dict,
-    out_html,
-    figures_dir,
-    title="cxr14 evaluation",
-    model_card: str | None = None,
-) -> Path:
-    """Draw every figure and write the one-file HTML report (linking to the run's `model_card` page)."""
-    m = evaluation["metrics"]
+def render(m: dict, drawn: dict, table: pd.DataFrame, out_html, figures_dir, title: str, model_card: str | None = None,
+           pages: dict | None = None, metric_labels: dict | None = None) -> Path:  # fmt: skip
+    """A judgement's report (`assess.judge`'s result `m` and what it `drawn`), one self-contained HTML page
+    and its figures, for any collection: NIH's (`report.html.j2`), another beside NIH
+    (`external.html.j2`), one without labels (`unlabelled.html.j2`). The collection's `table` is drawn
+    in its data section; the report links the run's `model_card` and the `pages` beside it ({file:
+    title}, in the report's folder). `metric_labels`: {key: column name} of the per-finding metrics
+    (`assess.METRIC_LABELS`), a column each in the per-finding tables."""
     figs = Figures(figures_dir)
-    figs.add("auroc_comparison", auroc_comparison(m))
-    figs.add("roc_curves", roc_grid(evaluation["curves"], m))
-    figs.add("pr_curves", pr_grid(evaluation["curves"], m))
-    figs.add("calibration", reliability_grid(evaluation["reliability"]))
-    figs.add("subgroups", subgroup_figure(m["subgroups"]))
-    figs.add("prevalence", prevalence_figure(table))
-    figs.add("cooccurrence", cooccurrence_figure(table))
-    figs.add("demographics", demographics_figure(table))
-    figs.add("localisation_examples", localisation_figure(evaluation["localisation_examples"]))
-    gallery = [(f, figs.add(f"gallery_{f}", gallery_figure(evaluation["gallery"], f))) for f in FINDINGS]
+    folder = Path(out_html).parent
+    context = {
+        "title": title,
+        "disclaimer": DISCLAIMER,
+        "m": m,
+        "pages": pages or {},
+        "metric_labels": metric_labels or {},
+        "model_card": model_card and os.path.relpath(model_card, folder),
+        "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    if not m["labelled"]:
+        name = "unlabelled.html.j2"
+        Path(figures_dir).mkdir(parents=True, exist_ok=True)
+    else:
+        findings = m["labelled_findings"]
+        if "nih" in m:
+            name = "external.html.j2"
+            figs.add("auroc", external_auroc_figure(m))
+        else:
+            name = "report.html.j2"
+            figs.add("auroc_comparison", auroc_comparison(m))
+            figs.add("roc_curves", roc_grid(drawn["curves"], m))
+            figs.add("pr_curves", pr_grid(drawn["curves"], m))
+        figs.add("calibration", reliability_grid(drawn["reliability"], findings, drawn.get("site_reliability")))
+        figs.add("subgroups", subgroup_figure(m["subgroups"]))
+        figs.add("prevalence", prevalence_figure(table))
+        if name == "report.html.j2":
+            figs.add("cooccurrence", cooccurrence_figure(table))
+            figs.add("demographics", demographics_figure(table))
+        context |= {
+            "findings": findings,
+            "subgroup_findings": findings,
+            "unlabelled": [f for f in FINDINGS if f not in findings],
+            "splits": _splits(table),
+        }
+    html = templates().get_template(name).render(figs=figs.embedded, **context)
+    with atomic(out_html) as staged:
+        staged.write_text(html)
+    return Path(out_html)
+
+
+def render_explanation(explained: dict, out_html, title: str) -> Path:
+    """A trained run's explanations on NIH test (the `explain` step): Grad-CAM galleries and the
+    localisation against the NIH boxes, one self-contained HTML page."""
+    figs = Figures(None)
+    figs.add("localisation_examples", localisation_figure(explained["localisation_examples"]))
+    gallery = [(f, figs.add(f"gallery_{f}", gallery_figure(explained["gallery"], f))) for f in FINDINGS]
     html = (
         templates()
-        .get_template("report.html.j2")
+        .get_template("explanation.html.j2")
         .render(
             title=title,
             disclaimer=DISCLAIMER,
-            m=m,
-            findings=FINDINGS,
-            subgroup_findings=FINDINGS,
+            e=explained,
             figs=figs.embedded,
             gallery=gallery,
-            report=cleaning_report,
-            model_card=model_card and os.path.relpath(model_card, Path(out_html).parent),
-            splits=SPLITS,
             created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         )
     )
+    with atomic(out_html) as staged:
+        staged.write_text(html)
+    return Path(out_html)
+
+
+def render_expert_labels(expert: dict, out_html, title: str) -> Path:
+    """The run's AUROC against the expert labels beside the NLP ones (the `expert_labels` step)."""
+    html = (
+        templates()
+        .get_template("expert_labels.html.j2")
+        .render(title=title, disclaimer=DISCLAIMER, e=expert,
+                created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    )  # fmt: skip
     with atomic(out_html) as staged:
         staged.write_text(html)
     return Path(out_html)
@@ -319,47 +376,3 @@ def external_auroc_figure(m: dict):
     ax.set_ylabel("AUROC")
     ax.legend(fontsize=8, loc="lower right")
     return fig
-
-
-def render_external(m: dict, drawn: dict, out_html, figures_dir, title: str) -> Path:
-    """The external-validation report: one self-contained HTML page and its figures."""
-    figs = Figures(figures_dir)
-    figs.add("auroc", external_auroc_figure(m))
-    site = drawn.get("site_reliability")
-    figs.add("calibration", reliability_grid(drawn["reliability"], m["labelled_findings"], site))
-    figs.add("subgroups", subgroup_figure(m["subgroups"]))
-    html = (
-        templates()
-        .get_template("external.html.j2")
-        .render(
-            title=title,
-            disclaimer=DISCLAIMER,
-            m=m,
-            findings=m["labelled_findings"],
-            subgroup_findings=m["labelled_findings"],
-            unlabelled=[f for f in FINDINGS if f not in m["labelled_findings"]],
-            figs=figs.embedded,
-            created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        )
-    )
-    with atomic(out_html) as staged:
-        staged.write_text(html)
-    return Path(out_html)
-
-
-def render_unlabelled(m: dict, out_html, figures_dir, title: str) -> Path:
-    """The external report of a collection without labels: a page that says so (no figures)."""
-    Path(figures_dir).mkdir(parents=True, exist_ok=True)
-    html = (
-        templates()
-        .get_template("unlabelled.html.j2")
-        .render(
-            title=title,
-            disclaimer=DISCLAIMER,
-            m=m,
-            created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        )
-    )
-    with atomic(out_html) as staged:
-        staged.write_text(html)
-    return Path(out_html)

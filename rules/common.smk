@@ -123,28 +123,39 @@ def on_nih(pattern):
     return paths.on(pattern, NIH)
 
 
-def only_nih(files):
-    """An input only the NIH collection's jobs have ([] for the others)."""
-    return lambda wildcards: files if wildcards.dataset == NIH else []
-
-
 def unless_nih(files):
     """An input every collection's jobs have but NIH's."""
     return lambda wildcards: [] if wildcards.dataset == NIH else files
 
 
-def network_on_nih(wildcards):
-    """Whether a job judges one trained network on NIH (Grad-CAM and localisation need its model)."""
-    return wildcards.dataset == NIH and not RUNS[wildcards.run].is_ensemble
+def collection_report(wildcards):
+    """What made a collection says about it: NIH's cleaning report, another's ingest report."""
+    pattern = paths.CLEANING_REPORT if wildcards.dataset == NIH else paths.INGEST_REPORT
+    return pattern.format(dataset=wildcards.dataset)
 
 
-def own_site(files):
-    """An input only the jobs on a split collection other than NIH have (its own calibration)."""
-    return lambda wildcards: (
-        files
-        if wildcards.dataset != NIH and COLLECTIONS[wildcards.dataset].is_site
-        else []
-    )
+def beside(wildcards):
+    """The pages of a run on a collection beside its report, as files: on NIH a trained network's
+    Grad-CAM and localisation and (where configured) the expert labels; elsewhere its monitoring.
+    """
+    if wildcards.dataset != NIH:
+        return {
+            paths.MONITOR_REPORT: "Whether the collection's images are like NIH's, asked without its labels: the monitoring report"
+        }
+    out = {}
+    if not RUNS[wildcards.run].is_ensemble:
+        out[paths.EXPLANATION_PAGE] = "Grad-CAM and localisation against the NIH boxes"
+    if "expert_labels" in METADATA:
+        out[paths.EXPERT_LABELS_PAGE] = "AUROC against the expert labels"
+    return {
+        pattern.format(run=wildcards.run, dataset=wildcards.dataset): what
+        for pattern, what in out.items()
+    }
+
+
+def pages_beside(wildcards):
+    """`beside` as links from the report's folder (its file names)."""
+    return {os.path.basename(page): what for page, what in beside(wildcards).items()}
 
 
 def site_files(pattern):

@@ -74,27 +74,15 @@ rule ensemble:
 
 rule evaluate:
     input:
+        # The same inputs for every collection: the run's scores on it and on NIH (its test split is
+        # judged beside another collection's), every site's calibration and operating points (NIH's
+        # first; the collection's own when it is a site), the collection's table and its report.
         predictions=paths.PREDICTIONS,
-        calibration=paths.NIH_CALIBRATION,
-        thresholds=paths.THRESHOLDS,
-        # On another collection: the run's NIH test scores, judged beside them; on a split one, its
-        # own calibration and operating points (fitted on its val split) beside NIH's.
-        nih_predictions=unless_nih(on_nih(paths.PREDICTIONS)),
-        site_calibration=own_site(paths.CALIBRATION),
-        site_thresholds=own_site(paths.OPERATING_POINTS),
-        ingest_report=unless_nih(paths.INGEST_REPORT),
-        # On NIH: Grad-CAM and localisation explain one network (an ensemble has neither), its
-        # table and cleaning report drawn in the report, its boxes and expert labels.
-        model=lambda wildcards: paths.MODEL if network_on_nih(wildcards) else [],
-        test_manifest=lambda wildcards: (
-            manifest(NIH, wildcards.run, "test") if network_on_nih(wildcards) else []
-        ),
-        table=only_nih(on_nih(paths.DATASET_TABLE)),
-        cleaning_report=only_nih(on_nih(paths.CLEANING_REPORT)),
-        boxes=only_nih(metadata("bbox_list")),
-        expert_labels=only_nih(
-            metadata("expert_labels") if "expert_labels" in METADATA else []
-        ),
+        nih_predictions=on_nih(paths.PREDICTIONS),
+        calibrations=site_files(paths.CALIBRATION),
+        operating_points=site_files(paths.OPERATING_POINTS),
+        table=paths.DATASET_TABLE,
+        collection=collection_report,
     output:
         evaluation=paths.METRICS,
         report=report(
@@ -123,10 +111,11 @@ rule evaluate:
         settings=run_settings("evaluate"),
         run="{run}",
         dataset="{dataset}",
-        ensemble_of=lambda wildcards: RUNS[wildcards.run].members or None,
-        # Not an input: the card is made after the report, which links to it.
+        members=lambda wildcards: RUNS[wildcards.run].members or None,
+        # Not inputs: the pages beside the report (made after it, or by steps of their own), linked.
+        pages=pages_beside,
         model_card=paths.MODEL_CARD_HTML,
-        # A local calibration on a patient-wise share of another collection (none on NIH).
+        # A local calibration on a patient-wise share of an unsplit collection (none on NIH or a site).
         recalibrate=collection_setting("recalibrate"),
         seed=collection_setting("seed"),
         calibration_method=config["calibration"]["method"],
@@ -134,3 +123,62 @@ rule evaluate:
         code=package_code("evaluate"),
     script:
         "../scripts/evaluate.py"
+
+
+# What only NIH has, each a step of its own: a trained network's Grad-CAM and its localisation against
+# the NIH boxes (an ensemble has neither) ...
+rule explain:
+    input:
+        model=paths.MODEL,
+        test_manifest=lambda wildcards: manifest(NIH, wildcards.run, "test"),
+        predictions=on_nih(paths.PREDICTIONS),
+        calibration=paths.NIH_CALIBRATION,
+        thresholds=paths.THRESHOLDS,
+        boxes=metadata("bbox_list"),
+    output:
+        explanation=on_nih(paths.EXPLANATION),
+        page=on_nih(paths.EXPLANATION_PAGE),
+    log:
+        paths.log("explain"),
+    benchmark:
+        paths.benchmark("explain")
+    wildcard_constraints:
+        run=names_pattern(TRAINED),
+    conda:
+        "../envs/evaluate.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=60,
+    params:
+        settings=run_settings("evaluate"),
+        run="{run}",
+        code=package_code("explain"),
+    script:
+        "../scripts/explain.py"
+
+
+# ... and every run's AUROC against the expert labels, where they are configured.
+rule expert_labels:
+    input:
+        predictions=on_nih(paths.PREDICTIONS),
+        calibration=paths.NIH_CALIBRATION,
+        labels=lambda wildcards: metadata("expert_labels"),
+    output:
+        comparison=on_nih(paths.EXPERT_LABELS),
+        page=on_nih(paths.EXPERT_LABELS_PAGE),
+    log:
+        paths.log("expert_labels"),
+    benchmark:
+        paths.benchmark("expert_labels")
+    conda:
+        "../envs/evaluate.yaml"
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    params:
+        run="{run}",
+        code=package_code("expert_labels"),
+    script:
+        "../scripts/expert_labels.py"

@@ -6,4 +6,4 @@ from cxr14.settings import EvaluateSettings
 from cxr14.steps.evaluate import evaluate
 from cxr14.workflow.step import run
 
-run(evaluate, snakemake, settings=EvaluateSettings, threads=True)  # noqa: F821
+run(evaluate, snakemake, settings=EvaluateSettings)  # noqa: F821

@@ -447,6 +447,18 @@ def fixed_points(value: float = 0.5, site: str = "nih") -> dict:
     }  # fmt: skip
 
 
+def judged_on_nih(predictions, members=None, n_boot=20) -> dict:
+    """A run's judgement on NIH (as the evaluate step writes it) of a synthetic predictions table's test
+    rows, uncalibrated, at `fixed_points()`."""
+    from cxr14.assess import judge
+    from cxr14.constants import FINDINGS
+
+    test = predictions[predictions.split == "test"].reset_index(drop=True)
+    m, _ = judge(test, run="run", dataset="nih", collection={}, split="official test split", findings=list(FINDINGS),
+                 calibration=None, thresholds=fixed_points(), n_boot=n_boot, seed=0, members=members)  # fmt: skip
+    return m
+
+
 def synthetic_external_predictions(path, seed, noise, images=120):
     """An external collection's predictions table: the EXTERNAL_LABELLED findings labelled (a tenth of
     their labels -1, as U-Ignore leaves an uncertain one), the rest -1 throughout; scores that see the
@@ -528,6 +540,7 @@ def evaluated(tmp_path_factory):
     from cxr14.settings import EvaluateSettings, defaults
     from cxr14.steps.calibrate import calibrate
     from cxr14.steps.evaluate import evaluate
+    from cxr14.steps.explain import explain
     from cxr14.steps.score import score
 
     root = tmp_path_factory.mktemp("eval")
@@ -596,31 +609,38 @@ def evaluated(tmp_path_factory):
         tta=True,
     )
     m = evaluate(
+        # The same inputs on every collection.
         predictions=out / "predictions.parquet",
-        calibration=out / "calibration.json",
-        thresholds=out / "thresholds.json",
-        model=root / "model/model.keras",
-        test_manifest=manifests["test"],
+        nih_predictions=out / "predictions.parquet",
+        calibrations=[out / "calibration.json"],
+        operating_points=[out / "thresholds.json"],
         table=root / "table.parquet",
-        cleaning_report=root / "cleaning_report.json",
-        boxes=boxes,
-        expert_labels=None,
+        collection=root / "cleaning_report.json",
         evaluation=out / "metrics.json",
         report=out / "report.html",
         figures=out / "figures",
         run="spots",
         dataset="nih",
-        ensemble_of=None,
+        members=None,
+        pages={"explanation.html": "Grad-CAM and localisation against the NIH boxes"},
         model_card=root / "model_card.html",
-        # What only another collection has: none of it on NIH.
-        nih_predictions=None,
-        site_calibration=None,
-        site_thresholds=None,
-        ingest_report=None,
         recalibrate=0,
         seed=0,
         calibration_method="temperature",
         min_positives=5,
         settings=settings_of(EvaluateSettings, n_boot=50, gallery_k=1, tta=True),
+    )
+    # What only NIH has: the trained network's Grad-CAM and its localisation against the boxes.
+    explain(
+        model=root / "model/model.keras",
+        test_manifest=manifests["test"],
+        predictions=out / "predictions.parquet",
+        calibration=out / "calibration.json",
+        thresholds=out / "thresholds.json",
+        boxes=boxes,
+        explanation=out / "explanation.json",
+        page=out / "explanation.html",
+        settings=settings_of(EvaluateSettings, n_boot=50, gallery_k=1, tta=True),
+        run="spots",
     )
     return root, m, len(boxed)

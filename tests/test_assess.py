@@ -50,3 +50,81 @@ def test_operating_points_meet_their_targets_on_val_at_the_strictest_threshold()
     # A specificity only calling nothing positive reaches (the top score is a negative's): above every score.
     top = metrics.thresholds(np.array([0, 1, 0]), np.array([3.0, 1.0, 0.0]), 0.8, 1.0)["specificity"]
     assert top > 3.0 and np.isfinite(top)
+
+
+def _judged_both(tmp_path):
+    """The judgement of one run on NIH's test split and on an external collection beside it (with a local
+    recalibration), and on a collection without labels: the three shapes the evaluate step writes."""
+    from conftest import EXTERNAL_LABELLED, fixed_points, synthetic_external_predictions, synthetic_predictions
+
+    nih = synthetic_predictions(tmp_path / "nih.parquet", seed=1, noise=0.2, images=200)
+    ext = synthetic_external_predictions(tmp_path / "ext.parquet", seed=3, noise=0.25, images=200)
+    test = nih[nih.split == "test"].reset_index(drop=True)
+    calibration = {"site": "nih", "method": "platt", "shared": [], "min_positives": 5, "fitted_on": "nih val",
+                   "findings": {f: {"method": "platt", "a": 1.1, "b": -0.2} for f in FINDINGS}}  # fmt: skip
+    common = {"run": "cnn", "calibration": calibration, "thresholds": fixed_points(0.4), "n_boot": 30, "seed": 0}
+    on_nih, nih_drawn = assess.judge(test, dataset="nih", collection={"rows_in": 200}, split="official test split",
+                                     findings=list(FINDINGS), **common)  # fmt: skip
+    site = assess.local_site(ext, calibration, 0.3, 0, "temperature", 5)
+    on_site, site_drawn = assess.judge(ext, dataset="site", collection={"format": "csv"}, split="every image",
+                                       findings=EXTERNAL_LABELLED, nih=test, site=site, **common)  # fmt: skip
+    unlabelled, _ = assess.judge(ext, dataset="folder", collection={}, split="every image", findings=[], **common)
+    return (on_nih, nih_drawn), (on_site, site_drawn), unlabelled
+
+
+def test_nih_and_an_external_collection_have_the_one_schema(tmp_path):
+    """NIH's judgement and another collection's (and one without labels) validate against the one schema,
+    with the same per-finding figures; the parts only some have are optional, and a result missing a
+    required part is refused."""
+    import copy
+
+    import jsonschema
+    import yaml
+
+    (on_nih, _), (on_site, _), unlabelled = _judged_both(tmp_path)
+    schema = yaml.safe_load((assess.SCHEMA).read_text())
+    for result in (on_nih, on_site, unlabelled):
+        jsonschema.validate(result, schema)
+    assert set(on_nih["findings"]["Mass"]) < set(on_site["findings"]["Effusion"])  # + nih_auroc, drop, ...
+    assert {"nih", "drop", "recalibration"} <= set(on_site) and not {"nih", "drop", "recalibration"} & set(on_nih)
+    assert "published" in on_nih and "published" not in on_site and unlabelled["labelled"] is False
+    assert on_site["recalibration"]["fit_patients"] == 30 and on_site["recalibration"]["method"] == "temperature"
+    broken = copy.deepcopy(on_site)
+    del broken["findings"]["Effusion"]["auroc"]
+    with pytest.raises(jsonschema.ValidationError):
+        assess.validate(broken)
+    broken = copy.deepcopy(on_nih)
+    broken["nih"] = on_site["nih"]  # beside NIH without its drop
+    with pytest.raises(jsonschema.ValidationError):
+        assess.validate(broken)
+
+
+def test_a_new_metric_is_one_function_and_shows_in_every_report(tmp_path, monkeypatch):
+    """The recipe of docs/architecture.md, followed once: a function of a finding's labels and calibrated
+    probabilities in `FINDING_METRICS` (and its column's name in `METRIC_LABELS`) is in the result on NIH
+    and on another collection, passes the schema, and is a column of both reports' per-finding tables."""
+    from cxr14.report import render
+
+    def mean_probability(y, p):
+        return float(p.mean()) if len(p) else None
+
+    monkeypatch.setitem(assess.FINDING_METRICS, "mean_probability", mean_probability)
+    monkeypatch.setitem(assess.METRIC_LABELS, "mean_probability", "mean probability")
+    (on_nih, nih_drawn), (on_site, site_drawn), _ = _judged_both(tmp_path)
+    nih_p = nih_drawn["rows"]["p_Mass"]
+    assert on_nih["findings"]["Mass"]["mean_probability"] == pytest.approx(nih_p.mean())
+    labelled = site_drawn["rows"]["y_Effusion"] >= 0
+    want = site_drawn["rows"]["p_Effusion"][labelled].mean()
+    assert on_site["findings"]["Effusion"]["mean_probability"] == pytest.approx(want)
+    table = pd.DataFrame({"image_index": ["a", "b"], "split": ["test", "val"], "age_years": [50.0, 60.0],
+                          "sex": ["F", "M"], "view": ["PA", "AP"], **{f: [0, 1] for f in FINDINGS}})  # fmt: skip
+    on_nih["collection"] = {"images": {"test": 1, "val": 1}, "patients": {"test": 1, "val": 1}, "rows_in": 2,
+                            "rows_out": 2, "data_entry": "x", "leakage_patients": 0, "changed": {},
+                            "dropped": {}}  # fmt: skip
+    on_site["collection"] = {"format": "csv", "images": 200, "patients": 100, "dropped": {}, "views": {}, "sex": {},
+                             "policy": {"uncertain": "ignore", "views": ["PA"], "label_map": {}}}  # fmt: skip
+    for m, drawn in ((on_nih, nih_drawn), (on_site, site_drawn)):
+        out = tmp_path / m["dataset"]
+        render(m, drawn, table, out / "report.html", out / "figures", title="t", metric_labels=assess.METRIC_LABELS)
+        html = (out / "report.html").read_text()
+        assert "<th>mean probability</th>" in html and "<th>AUPRC</th>" in html

@@ -149,7 +149,7 @@ def test_every_rule_has_a_log_and_a_benchmark(rules):
         ("ingest", "results/datasets/{dataset}/", ["ingest"]),
         ("shards", "results/datasets/{dataset}/shards/", ["plan_shards", "shard", "shard_manifest"]),
         ("train", "results/runs/{run}/train/", ["train"]),
-        ("evaluate", "results/runs/{run}/datasets/", ["score", "ensemble", "evaluate"]),
+        ("evaluate", "results/runs/{run}/datasets/", ["score", "ensemble", "evaluate", "explain", "expert_labels"]),
         ("calibrate", "results/runs/{run}/datasets/", ["calibrate"]),
         ("monitor", "results/runs/{run}/datasets/", ["monitor"]),
         ("convert", "results/runs/{run}/convert/", ["convert"]),

@@ -20,13 +20,14 @@ def test_calibration_and_tta_in_the_evaluation(evaluated):
     assert cal["findings"]["Mass"]["method"] == "shared_temperature" and "uncalibrated" not in cal
     assert cal["base_rate"]["Atelectasis"] == pytest.approx(0.5, abs=0.1) and cal["tta"] is True
     c = m["calibration"]
-    assert c["method"] == "temperature" and c["auroc_max_change"] < 1e-6
+    assert c["method"] == "temperature" and c["auroc_max_change"] < 1e-6 and c["fitted_on"] == "nih val"
     for kind in ("before", "after"):
         for key in ("ece", "ece_adaptive", "brier"):
             low, high = c[kind][key]["ci"]
             assert low <= c[kind][key]["mean"] <= high
-    assert c["findings"]["Atelectasis"]["ece"] != c["findings"]["Atelectasis"]["before"]["ece"]
-    assert c["findings"]["Mass"]["method"] == "shared_temperature" and c["shared"] == list(FINDINGS[1:])
+    per = {f: m["findings"][f]["calibration"] for f in FINDINGS}
+    assert per["Atelectasis"]["ece"] != per["Atelectasis"]["before"]["ece"]
+    assert per["Mass"]["method"] == "shared_temperature" and c["shared"] == list(FINDINGS[1:])
     assert m["tta"]["views"] == 5 and m["tta"]["auroc_without"]["Atelectasis"] > 0.8
     assert m["tta"]["diff"]["ci"][0] <= m["tta"]["diff"]["diff"] <= m["tta"]["diff"]["ci"][1]
     html = (root / "eval/report.html").read_text()
@@ -40,17 +41,19 @@ def test_calibration_and_tta_in_the_evaluation(evaluated):
 def test_evaluation_outputs(evaluated):
     root, _, _ = evaluated
     m = json.loads((root / "eval/metrics.json").read_text())
-    assert set(m["auroc"]) == set(FINDINGS) and set(m["auroc_ci"]) == set(FINDINGS)
-    assert m["mean_auroc"] > 0.9 and m["images"] == 96
+    assert list(m["findings"]) == list(FINDINGS) == m["labelled_findings"] and m["labelled"] is True
+    assert m["mean_auroc"] > 0.9 and m["images"] == 96 and m["dataset"] == "nih" and m["members"] is None
     for f in FINDINGS:
-        if m["auroc"][f] is not None:
-            assert m["auroc_ci"][f][0] <= m["auroc"][f] <= m["auroc_ci"][f][1]
-    assert set(m["thresholds"]["Mass"]) == {"max_f1", "youden", "sensitivity", "specificity"}
+        if m["findings"][f]["auroc"] is not None:
+            assert m["findings"][f]["auroc_ci"][0] <= m["findings"][f]["auroc"] <= m["findings"][f]["auroc_ci"][1]
+    assert set(m["findings"]["Mass"]["operating_points"]) == {"max_f1", "youden", "sensitivity", "specificity"}
     chosen = json.loads((root / "eval/thresholds.json").read_text())
+    points = m["findings"]["Atelectasis"]["operating_points"]
     for rule in ("max_f1", "youden", "sensitivity", "specificity"):  # the calibrate step's, applied on test
-        assert m["operating_points"]["Atelectasis"][rule]["threshold"] == chosen[rule]["Atelectasis"]
-        low, high = m["operating_points"]["Atelectasis"][rule]["sensitivity_ci"]
-        assert low <= m["operating_points"]["Atelectasis"][rule]["sensitivity"] <= high
+        assert points[rule]["threshold"] == chosen[rule]["Atelectasis"]
+        low, high = points[rule]["sensitivity_ci"]
+        assert low <= points[rule]["sensitivity"] <= high
+    assert "nih" not in m and "drop" not in m and "recalibration" not in m and "Wang" in next(iter(m["published"]))
     assert set(m["subgroups"]) == {"sex", "age", "view"}
     pred = pd.read_parquet(root / "eval/predictions.parquet")
     assert set(pred.split) == {"val", "test"} and len(pred) == 192
@@ -60,8 +63,10 @@ def test_evaluation_outputs(evaluated):
 def test_localisation_scores_the_boxes(evaluated):
     from cxr14.data import Shards
 
-    root, m, n_boxes = evaluated
-    loc = m["localisation"]
+    root, _, n_boxes = evaluated
+    explained = json.loads((root / "eval/explanation.json").read_text())
+    loc = explained["localisation"]
+    assert explained["model"]["backbone"] == "small_cnn" and explained["run"] == "spots"
     assert list(loc) == ["Atelectasis", "Infiltration"]  # "Infiltrate" in the box list is mapped
     assert loc["Atelectasis"]["boxes"] == loc["Infiltration"]["boxes"] == n_boxes > 20
     # The same figures, recomputed by hand from Grad-CAM and the boxes scaled from 1024 px to 128.
@@ -105,9 +110,7 @@ REPORT_SECTIONS = {
     "calibration",
     "comparison",
     "subgroups",
-    "expert-labels",
-    "gradcam",
-    "localisation",
+    "beside",
     "data",
 }
 
@@ -118,9 +121,15 @@ def test_report_has_every_section_and_is_self_contained(evaluated):
     parser = _Sections()
     parser.feed(html)
     assert REPORT_SECTIONS <= parser.ids
-    assert parser.external == [] and parser.images >= 9
+    assert parser.external == [] and parser.images >= 8
     assert "not medical advice" in html and "Wang et al. 2017" in html and "CheXNet" in html
-    assert (root / "eval/figures/roc_curves.png").exists()
+    assert (root / "eval/figures/roc_curves.png").exists() and 'href="explanation.html"' in html
+    # What only NIH has, a page of its own beside the report: Grad-CAM and the localisation.
+    page = _Sections()
+    explained = (root / "eval/explanation.html").read_text()
+    page.feed(explained)
+    assert {"gradcam", "localisation"} <= page.ids and page.external == [] and page.images >= 2
+    assert "not medical advice" in explained and 'href="report.html"' in explained
 
 
 def test_report_opens_in_headless_chromium_without_errors(evaluated):

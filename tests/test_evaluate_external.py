@@ -179,7 +179,10 @@ def test_the_external_report_judges_only_what_the_collection_labels(tmp_path):
     ):
         assert f'id="{anchor}"' in html
     assert "not labelled, so not scored: Infiltration" in html and "research tool" in html
-    assert sorted(p.name for p in (out / "figures").iterdir()) == ["auroc.png", "calibration.png", "subgroups.png"]
+    assert sorted(p.name for p in (out / "figures").iterdir()) == [
+        "auroc.png", "calibration.png", "prevalence.png", "subgroups.png"
+    ]  # fmt: skip
+    assert 'href="monitor.html"' in html and m["split"] == "every image" and m["members"] is None
     assert "overflow-x: auto" in html  # a wide table scrolls inside the page
 
 
@@ -242,19 +245,25 @@ def test_a_split_collection_is_reported_with_its_own_calibration_and_operating_p
 def _judge(tmp_path, predictions, collection: dict, **given) -> dict:
     """The evaluate step of run `cnn` on collection `site` (its `predictions`, described by `collection`)
     beside tmp_path's nih.parquet, calibration.json and thresholds.json, into tmp_path/report; `given`:
-    the site's own calibration and operating points, or a local recalibration's settings."""
+    the site's own calibration and operating points, or a local recalibration's settings. The inputs are
+    those of every collection's job: NIH's files, every site's calibration, the collection's table."""
     (tmp_path / "ingest.json").write_text(json.dumps(collection))
+    scored = pd.read_parquet(predictions)
+    table = scored[["image_index", "patient_id", "age_years", "sex", "view", "split"]].assign(
+        split=scored.split.replace({EXTERNAL: "none"}),
+        **{f: scored[f"y_{f}"] for f in FINDINGS},
+    )
+    table.to_parquet(tmp_path / "table.parquet")
     out = tmp_path / "report"
-    settings = {"site_calibration": None, "site_thresholds": None, "recalibrate": 0, "seed": 0,
-                "calibration_method": "temperature", "min_positives": 5, **given}  # fmt: skip
+    own = [given.pop(key) for key in ("site_calibration", "site_thresholds") if key in given]
+    settings = {"recalibrate": 0, "seed": 0, "calibration_method": "temperature", "min_positives": 5, **given}
     return evaluate(
         predictions=predictions, nih_predictions=tmp_path / "nih.parquet",
-        calibration=tmp_path / "calibration.json", thresholds=tmp_path / "thresholds.json",
-        ingest_report=tmp_path / "ingest.json", evaluation=out / "metrics.json", report=out / "report.html",
-        figures=out / "figures",
+        calibrations=[tmp_path / "calibration.json", *own[:1]],
+        operating_points=[tmp_path / "thresholds.json", *own[1:]],
+        table=tmp_path / "table.parquet", collection=tmp_path / "ingest.json",
+        evaluation=out / "metrics.json", report=out / "report.html", figures=out / "figures",
         settings=settings_of(EvaluateSettings, n_boot=50, seed=0, gallery_k=0, batch_size=8, tta=False),
-        run="cnn", dataset="site", **settings,
-        # What only NIH has: none of it on another collection.
-        model=None, test_manifest=None, table=None, cleaning_report=None, boxes=None, expert_labels=None,
-        ensemble_of=None, model_card=tmp_path / "model_card.html",
+        run="cnn", dataset="site", members=None, pages={"monitor.html": "The monitoring report"},
+        model_card=tmp_path / "model_card.html", **settings,
     )  # fmt: skip

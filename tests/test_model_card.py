@@ -5,15 +5,13 @@ import json
 
 import yaml
 
-from conftest import fixed_points, synthetic_predictions
-from cxr14.assess import assess
+from conftest import fixed_points, judged_on_nih, synthetic_predictions
 from cxr14.steps import model_card
 
 
 def _inputs(tmp_path, trained=True):
     pred = synthetic_predictions(tmp_path / "pred.parquet", 0, 0.3)
-    m = assess(pred, calibration=None, thresholds=fixed_points(), expert_csv=None, n_boot=20, seed=0)["metrics"]
-    m["model"] = {"backbone": "small_cnn", "image_size": 32} if trained else {"members": ["a", "b"]}
+    m = judged_on_nih(pred, members=None if trained else ["a", "b"])
     (tmp_path / "metrics.json").write_text(json.dumps(m))
     chosen = fixed_points(0.3)
     chosen["max_f1"]["Mass"] = 0.42
@@ -58,7 +56,9 @@ def test_a_fine_tunes_card_has_every_section_and_the_evaluations_numbers(tmp_pat
         assert f"\n## {section}\n" in text, section
     assert "not a medical device" in text and "Fine-tuned from** run `base`" in text
     assert f"mean AUROC\n**{m['mean_auroc']:.3f}**" in text
-    assert f"| Mass | {m['auroc']['Mass']:.3f} ({m['auroc_ci']['Mass'][0]:.3f}–{m['auroc_ci']['Mass'][1]:.3f})" in text
+    mass = m["findings"]["Mass"]
+    low, high = mass["auroc_ci"]
+    assert f"| Mass | {mass['auroc']:.3f} ({low:.3f}–{high:.3f}) | {mass['auprc']:.3f} |" in text
     assert "| site | 90 | Effusion, Pneumothorax | 0.810 (0.750–0.860) | 0.970 | 0.160 (0.100–0.220) |" in text
     assert f"`{model_card.data_hash(json.loads(files['summary'].read_text()))[:16]}`" in text
     assert "| sex | F |" in text and "| view | PA |" in text and "Hernia had too few val" in text

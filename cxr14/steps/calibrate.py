@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import metrics, prediction_table
-from ..calibration import apply, fit, loss_offsets, shared
+from ..calibration import apply, fit_table, loss_offsets
 from ..constants import FINDINGS
 from ..files import sha256_file, write_json
 
@@ -43,15 +43,7 @@ def calibrate(
     clean = pd.read_parquet(table, columns=["split", *FINDINGS])
     train = clean[clean.split == "train"]
     trained = json.loads(Path(summary).read_text()) if summary else None
-    offsets = loss_offsets(trained)
-    logits = prediction_table.logits(val)
-    fitted = {}
-    for k, f in enumerate(FINDINGS):
-        y = val[prediction_table.label(f)].to_numpy()
-        known = metrics.labelled(y)  # a collection's unlabelled images say nothing either way
-        fitted[f] = fit(y[known], logits[known, k], method, min_positives, offsets[f])
-    skipped = [f for f, v in fitted.items() if v["method"] == "none"]
-    fitted, temperature = shared(fitted, val, offsets, min_positives)
+    fitted = fit_table(val, method, min_positives, loss_offsets(trained))
     result = {
         "site": site,
         "method": method,
@@ -64,9 +56,9 @@ def calibrate(
         "predictions_sha256": sha256_file(predictions),
         "base_rate": {f: float(train[f].mean()) for f in FINDINGS},
         "train_images": int(len(train)),
-        "shared": skipped,  # every other finding has a map of its own
-        "shared_temperature": temperature,
-        "findings": fitted,
+        "shared": fitted["shared"],  # every other finding has a map of its own
+        "shared_temperature": fitted["shared_temperature"],
+        "findings": fitted["findings"],
     }
     write_json(result, calibration)
     write_json(operating_points(val, result, site, targets), thresholds)
@@ -75,7 +67,7 @@ def calibrate(
         site,
         method,
         len(val),
-        ", ".join(skipped) or "none",
+        ", ".join(result["shared"]) or "none",
     )
     return result
 

@@ -232,13 +232,12 @@ def _differs(run: str, settings: dict, reference: str) -> str:
 
 
 def _row(run, m, summary, settings, reference, comparison, report, model_card) -> dict:
-    ece = [
-        m["calibration"]["findings"][f]["ece"] for f in FINDINGS if m["calibration"]["findings"][f]["ece"] is not None
-    ]
-    auprc = [m["auprc"][f] for f in FINDINGS if m["auprc"][f] is not None]
+    per = m["findings"]
+    ece = [per[f]["calibration"]["ece"] for f in FINDINGS if per[f]["calibration"]["ece"] is not None]
+    auprc = [per[f]["auprc"] for f in FINDINGS if per[f]["auprc"] is not None]
     row = {
         "run": run,
-        "kind": "ensemble" if m["model"].get("members") else "trained",
+        "kind": "ensemble" if m["members"] else "trained",
         "mean_auroc": m["mean_auroc"],
         "ci_low": m["mean_auroc_ci"][0],
         "ci_high": m["mean_auroc_ci"][1],
@@ -265,9 +264,9 @@ def _row(run, m, summary, settings, reference, comparison, report, model_card) -
                 "p_holm": mean["p_holm"],
             }
         )
-    row.update({f"auroc_{f}": m["auroc"][f] for f in FINDINGS})
-    row.update({f"auprc_{f}": m["auprc"][f] for f in FINDINGS})
-    row.update({f"ece_{f}": m["calibration"]["findings"][f]["ece"] for f in FINDINGS})
+    row.update({f"auroc_{f}": per[f]["auroc"] for f in FINDINGS})
+    row.update({f"auprc_{f}": per[f]["auprc"] for f in FINDINGS})
+    row.update({f"ece_{f}": per[f]["calibration"]["ece"] for f in FINDINGS})
     return row
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from ..assess import METRIC_LABELS
 from ..constants import DISCLAIMER, FINDINGS, NIH
 from ..files import atomic
 from ..report import templates
@@ -74,6 +75,7 @@ def model_card(
         config=yaml.safe_dump(config, sort_keys=False, default_flow_style=False).strip(),
         starts_from=starts_from,
         findings=FINDINGS,
+        metric_labels=METRIC_LABELS,
         disclaimer=DISCLAIMER,
     )
     with atomic(card) as staged:
