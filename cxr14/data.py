@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import tensorflow as tf
 
 from .constants import FINDINGS
@@ -198,3 +199,17 @@ def dataset(
         return images, labels
 
     return ds.map(parse, num_parallel_calls=AUTOTUNE, deterministic=not training).prefetch(AUTOTUNE)
+
+
+def label_counts(shards) -> tuple[np.ndarray, np.ndarray, int]:
+    """Positives and labelled images per finding, and the number of images, of a split's shards (a
+    collection's -1 labels are counted as neither)."""
+    spec = {"labels": tf.io.FixedLenFeature([len(FINDINGS)], tf.int64)}
+    ds = tf.data.TFRecordDataset(shards.files).batch(4096).map(lambda r: tf.io.parse_example(r, spec)["labels"])
+    pos, labelled, total = np.zeros(len(FINDINGS), np.int64), np.zeros(len(FINDINGS), np.int64), 0
+    for labels in ds:
+        labels = labels.numpy()
+        pos += (labels == 1).sum(axis=0)
+        labelled += (labels >= 0).sum(axis=0)
+        total += int(labels.shape[0])
+    return pos, labelled, total

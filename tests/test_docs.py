@@ -46,12 +46,12 @@ def test_every_repository_file_the_pages_name_exists():
     missing = []
     for page in PAGES:
         for span in re.findall(r"`([^`\n]+)`", page.read_text()):
-            path, _, name = span.partition(":")
+            path, _, name = span.replace("::", ":").partition(":")
             if not re.fullmatch(r"(cxr14|tests|rules|scripts|bench|config|envs|profiles|docs|report)/[\w./-]*", path):
                 continue
             if not (REPO / path).exists():
                 missing.append(f"{page.name}: {span}")
-            elif name and not re.search(rf"^{re.escape(name)}\b", (REPO / path).read_text(), re.M):
+            elif name and not re.search(rf"^(def )?{re.escape(name)}\b", (REPO / path).read_text(), re.M):
                 missing.append(f"{page.name}: {span} (no {name} there)")
     assert not missing, missing
 
@@ -79,7 +79,7 @@ def test_the_stage_table_is_the_rule_files():
 def test_the_layer_table_is_the_import_contract():
     """docs/architecture.md's layers are pyproject.toml's import-linter layers, in order, module by module."""
     contracts = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
-    [layers] = [c["layers"] for c in contracts if c["containers"] == ["cxr14"]]
+    [layers] = [c["layers"] for c in contracts if c.get("containers") == ["cxr14"]]
     declared = [sorted(re.split(r"\s*[|:]\s*", layer.strip())) for layer in layers]
     rows = _table(ARCHITECTURE.read_text(), "| layer | modules |")
     documented = [sorted(_names(re.sub(r"\(.*?\)", "", row[1]))) for row in rows]  # (a package's modules aside)
@@ -221,3 +221,16 @@ def test_the_conda_environments_the_cluster_page_lists_are_the_rules():
     listed = _names(re.search(r"`envs/` \((.*?): each only", text)[1])
     used = set(re.findall(r"\"\.\./envs/(\w+)\.yaml\"", "".join(p.read_text() for p in (REPO / "rules").glob("*.smk"))))
     assert sorted(listed) == sorted(p.stem for p in (REPO / "envs").glob("*.yaml")) == sorted(used)
+
+
+def test_each_steps_import_contract_bans_exactly_what_it_does_not_use():
+    """pyproject.toml's per-step `forbidden` contracts are what `python -m cxr14.workflow.reruns
+    --contracts` makes of the code: lint-imports fails on an import that widens a step's closure, and
+    this on a contract left looser than the step's code (a closure that narrowed)."""
+    declared = [c for c in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+                if c["type"] == "forbidden"]  # fmt: skip
+    made = tomllib.loads(reruns.contracts())["tool"]["importlinter"]["contracts"]
+    assert declared == made, "regenerate: python -m cxr14.workflow.reruns --contracts"
+    assert {c["source_modules"][0].rsplit(".", 1)[1] for c in made} == {
+        p.stem for p in (REPO / "cxr14/steps").glob("[!_]*.py")
+    }

@@ -24,7 +24,7 @@ from conftest import (
 from cxr14 import conversion, engines, inference, models
 from cxr14.constants import FINDINGS
 from cxr14.steps import export
-from cxr14.steps.train import TrainingDiverged
+from cxr14.training import TrainingDiverged
 
 # The GPU path's global batch (batch_size x 2 replicas) is the CPU's.
 PARAMS = {key: value for key, value in TRAIN_PARAMS.items() if key != "batch_size"}
@@ -222,12 +222,12 @@ def test_nan_scores_on_val_are_named_not_left_to_scikit_learn(easy):
     """Validation scores that are NaN after a finite training loss (the fine-tune's case: scikit-learn's
     'Input contains NaN' before) stop training with the reason."""
     from cxr14.data import Shards, dataset
-    from cxr14.steps.train import _validation_callback
+    from cxr14.training import validation_callback
 
     net = models.build("small_cnn", 32, "none", 0.0)
     head = net.get_layer("findings")
     head.set_weights([np.full_like(w, np.nan) for w in head.get_weights()])
-    validation = _validation_callback(dataset(Shards.from_manifest(easy["val"]), 16), models.make_loss("bce", None, 0),
+    validation = validation_callback(dataset(Shards.from_manifest(easy["val"]), 16), models.make_loss("bce", None, 0),
                                       lambda epoch, what: TrainingDiverged(f"epoch {epoch}: {what}"))  # fmt: skip
     validation.set_model(net)
     with pytest.raises(TrainingDiverged, match=r"^epoch 3: 64 of 64 validation images score NaN or infinity$"):
@@ -248,9 +248,9 @@ def test_a_step_that_overflows_on_any_replica_is_skipped_on_every_replica(overfl
     cxr14's optimizer skips the step on both and halves the loss scale (Keras's own fails the second case)."""
     import tensorflow as tf
 
-    from cxr14.steps.train import _logical_cpus, _mirrored
+    from cxr14.devices import logical_cpus, mirrored_strategy
 
-    strategy = _mirrored(tuple(_logical_cpus(2)))
+    strategy = mirrored_strategy(tuple(logical_cpus(2)))
     with strategy.scope():
         weights = keras.Variable(np.ones(3, np.float32))
         optimizer = models.optimizer(0.1, "mixed_float16")

@@ -3,7 +3,8 @@ step's code fingerprint covers its module in `cxr14.steps` and every cxr14 modul
 transitively (`fingerprint.modules`), and Snakemake reruns what follows a rerun step (the rule graph).
 
 `python -m cxr14.workflow.reruns` rewrites the table in docs/rerunning.md; `--check` only says whether
-it is current (tests/test_docs.py runs that).
+it is current (tests/test_docs.py runs that); `--contracts` prints, as import-linter contracts for
+pyproject.toml, each step's ban on every module outside its code today.
 """
 
 from __future__ import annotations
@@ -108,8 +109,39 @@ def updated(page_text: str, graph: dict[str, set[str]]) -> str:
     return page_text[:start] + "\n" + table(graph) + page_text[end:]
 
 
+def contracts() -> str:
+    """A `forbidden` import-linter contract per step: every module (a subpackage as one) it does not
+    import today, so a new import that would widen what reruns it fails `lint-imports`."""
+    units = sorted(
+        {".".join(m.split(".")[:2]) for m in package_modules() if m != NAME and not m.startswith(f"{NAME}.steps")}
+    )
+    out = []
+    for path in sorted((PACKAGE / "steps").glob("[!_]*.py")):
+        closure = set(modules(f"{NAME}.steps.{path.stem}"))
+        banned = [u for u in units if not any(m == u or m.startswith(f"{u}.") for m in closure)]
+        out += [
+            "",
+            "[[tool.importlinter.contracts]]",
+            f'name = "Step {path.stem} imports only what can change its outputs"',
+            'type = "forbidden"',
+            f'source_modules = ["{NAME}.steps.{path.stem}"]',
+            "forbidden_modules = [",
+        ]
+        line = "   "
+        for unit in banned:
+            if len(line) + len(unit) + 4 > 116:
+                out.append(line)
+                line = "   "
+            line += f' "{unit}",'
+        out += [line, "]"]
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if "--contracts" in argv:
+        print(contracts(), end="")
+        return 0
     text = PAGE.read_text()
     new = updated(text, rule_graph())
     if "--check" in argv:
