@@ -37,16 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the releases' tables as published
 import releases  # noqa: E402
 
-from cxr14 import (  # noqa: E402
-    formats,
-    paths,
-    settings,  # noqa: E402
-    shard_io,
-)
-from cxr14.constants import (
-    FINDINGS,  # noqa: E402
-    UNSPLIT,  # noqa: E402
-)
+from cxr14 import formats, paths, settings, shard_io  # noqa: E402
+from cxr14.constants import FINDINGS  # noqa: E402
+from cxr14.shard_io import UNSPLIT  # noqa: E402
 from cxr14.steps import ingest, shards  # noqa: E402
 from cxr14.steps.demo import site_image  # noqa: E402
 from cxr14.workflow import collections, config  # noqa: E402

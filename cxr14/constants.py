@@ -26,8 +26,6 @@ FINDINGS = (
 NO_FINDING = "No Finding"
 SPLITS = ("train", "val", "test")
 NIH = "nih"  # ChestX-ray14 as a collection: `train.data`, results/datasets/nih/
-UNSPLIT = "images"  # the one shard group of a collection that is not split (else train, val, test)
-EXTERNAL = "external"  # the predictions' split of a collection's images that are validated on
 
 # Metadata files of the release, besides the Data_Entry table named in the config.
 TRAIN_VAL_LIST = "train_val_list.txt"

@@ -36,10 +36,14 @@ def load_reference(path) -> dict:
     return found | {"threshold": float(found["threshold"]), "quantile": float(found["quantile"])}
 
 
+LEGACY_REFERENCE = "reference_"  # the reference's arrays in a features file scored before ood_reference was a step
+
+
 def per_image(features) -> dict[str, np.ndarray]:
-    """A features file's arrays, one row per image (the score step's)."""
+    """A features file's arrays, one row per image (the score step's; the reference a file scored
+    before the `ood_reference` step held is left out, so results kept with `--touch` read as new ones)."""
     with np.load(features, allow_pickle=False) as stored:
-        return {k: stored[k] for k in stored.files}
+        return {k: stored[k] for k in stored.files if not k.startswith(LEGACY_REFERENCE)}
 
 
 def positions(keys: np.ndarray, wanted) -> np.ndarray:

@@ -27,6 +27,7 @@ LOGITS = [f"z_{f}" for f in FINDINGS]
 PLAIN_LOGITS = [f"z_notta_{f}" for f in FINDINGS]
 PLAIN_COLUMNS = PLAIN_SCORES + PLAIN_LOGITS
 KEY = ["split", "image_index"]
+EXTERNAL = "external"  # the split of an external collection's rows
 
 
 def label(finding: str) -> str:

@@ -20,6 +20,7 @@ from .files import atomic, disk_full, sha256_file, write_json
 from .images import DEFAULT_MAX_MEGAPIXELS, BadImage, load
 
 ENCODINGS = ("raw", "png")
+UNSPLIT = "images"  # the one shard group of a collection that is not split (else train, val, test)
 
 
 class TooManyBadImages(RuntimeError):

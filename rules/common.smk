@@ -20,12 +20,11 @@ from cxr14.constants import (
     BBOX_LIST,
     EXPERT_LABELS,
     TEST_LIST,
-    UNSPLIT,
     TRAIN_VAL_LIST,
     box_name,
 )
 from cxr14.steps.download import archive_candidates, metadata_candidates
-from cxr14.shard_io import ENCODINGS
+from cxr14.shard_io import ENCODINGS, UNSPLIT
 
 # Once, for every job: strings from `--config` read as the schema's types, checked, defaults filled in.
 cxr14_config.validate(config)

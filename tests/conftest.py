@@ -297,7 +297,7 @@ def write_easy_shards(
 def plan_one_group(ingested, plan, images_per_shard) -> int:
     """Plan an ingested collection (`ingested`: the folder of ingest's table and report) as one group of
     every image, with the arguments the `plan_shards` rule gives; its number of shards."""
-    from cxr14.constants import UNSPLIT
+    from cxr14.shard_io import UNSPLIT
     from cxr14.steps import shards
 
     counts = shards.plan_shards(
@@ -310,8 +310,8 @@ def plan_one_group(ingested, plan, images_per_shard) -> int:
 def shard_one_group(plan, root, stem, index=0, size=64, max_bad_images=0) -> dict:
     """Shard `index` of an ingested collection's one group (`images`) to `stem`.tfrecord and .json, with
     the arguments the `shard` rule gives; its sidecar."""
-    from cxr14.constants import UNSPLIT
     from cxr14.images import DEFAULT_MAX_MEGAPIXELS
+    from cxr14.shard_io import UNSPLIT
     from cxr14.steps import shards
 
     return shards.shard(
@@ -466,7 +466,8 @@ def synthetic_external_predictions(path, seed, noise, images=120):
     import numpy as np
     import pandas as pd
 
-    from cxr14.constants import EXTERNAL, FINDINGS
+    from cxr14.constants import FINDINGS
+    from cxr14.prediction_table import EXTERNAL
 
     rng, truth_rng = np.random.default_rng(seed), np.random.default_rng(77)
     frame = pd.DataFrame(

@@ -23,10 +23,12 @@ from conftest import (
 )
 from cxr14 import metrics, models, paths, prediction_table, shard_io
 from cxr14.calibration import apply, apply_one, logit
-from cxr14.constants import EXTERNAL, FINDINGS, UNSPLIT
+from cxr14.constants import FINDINGS
 from cxr14.engines import KerasEngine
 from cxr14.images import write_dicom
+from cxr14.prediction_table import EXTERNAL
 from cxr14.settings import EvaluateSettings
+from cxr14.shard_io import UNSPLIT
 from cxr14.steps import shards
 from cxr14.steps.evaluate import evaluate
 from cxr14.steps.score import predict, score

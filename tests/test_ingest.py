@@ -11,10 +11,11 @@ import pytest
 import releases
 
 from conftest import plan_one_group, shard_one_group
-from cxr14.constants import FINDINGS, UNSPLIT
+from cxr14.constants import FINDINGS
 from cxr14.formats import UNLABELLED, CollectionError
 from cxr14.images import write_dicom
 from cxr14.settings import DatasetSettings, schema
+from cxr14.shard_io import UNSPLIT
 from cxr14.steps.demo import CHEXPERT_HEADER
 from cxr14.steps.ingest import ingest
 from cxr14.workflow import collections, config

@@ -21,8 +21,9 @@ import pandas as pd
 
 from .. import prediction_table
 from ..assess import METRIC_LABELS, judge, local_site, own_site
-from ..constants import EXTERNAL, FINDINGS, NIH
+from ..constants import FINDINGS, NIH
 from ..files import write_json
+from ..prediction_table import EXTERNAL
 from ..report import render
 from ..settings import EvaluateSettings
 

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics, prediction_table
-from ..constants import DISCLAIMER, EXTERNAL, FINDINGS
+from ..constants import DISCLAIMER, FINDINGS
 from ..files import atomic
+from ..prediction_table import EXTERNAL
 from ..report import known, templates
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..constants import UNSPLIT
 from ..files import write_json
-from ..shard_io import plan_table, shard_counts, write_manifest, write_shard
+from ..shard_io import UNSPLIT, plan_table, shard_counts, write_manifest, write_shard
 from ..tables import write_parquet
 
 log = logging.getLogger(__name__)

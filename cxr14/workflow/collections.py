@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import paths
-from ..constants import EXTERNAL, NIH, SPLITS, UNSPLIT
+from ..constants import NIH, SPLITS
+from ..prediction_table import EXTERNAL
 from ..settings import DATASET
+from ..shard_io import UNSPLIT
 from .config import ConfigError
 
 
