@@ -4,7 +4,9 @@ the same pixels give the same numbers whatever the container."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -298,7 +300,14 @@ def write_dicom(path, pixels, monochrome1=False, window=None, bits_stored=12, re
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+    # A UID derived from the file's name, pixels and tags, not a random one: the same demo is the same
+    # files, so its ingest report (the images' digest) and everything after it are too.
+    source = [
+        Path(path).name,
+        hashlib.sha256(np.ascontiguousarray(pixels).tobytes()).hexdigest(),
+        repr(sorted(tags.items())),
+    ]
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=source)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID

@@ -77,3 +77,19 @@ def test_bad_files_are_refused_clearly(tmp_path):
         read_gray(b"%PDF-1.4 not an x-ray")
     with pytest.raises(BadImage, match=r"over the 0.001 MB limit"):
         read_gray(b"x" * 5000, max_mb=0.001)
+
+
+def test_a_dicom_written_twice_is_the_same_file(tmp_path):
+    """The demo's DICOMs are a function of their name, pixels and tags (no random UID), so the same demo
+    makes the same files and the same ingest report; another name gets another UID."""
+    import hashlib
+
+    import numpy as np
+
+    from cxr14.images import write_dicom
+
+    pixels = (np.arange(32 * 32).reshape(32, 32) * 3) % 4096
+    (tmp_path / "again").mkdir()
+    paths = [tmp_path / "a.dcm", tmp_path / "again" / "a.dcm", tmp_path / "b.dcm"]
+    digests = [hashlib.sha256(write_dicom(p, pixels, PatientID="p1").read_bytes()).hexdigest() for p in paths]
+    assert digests[0] == digests[1] != digests[2]
