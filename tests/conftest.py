@@ -43,12 +43,12 @@ def pytest_configure(config):
 
 # The end-to-end modules, started first in this order (pyproject's addopts keep xdist to it): the
 # Slurm test mostly waits on its cluster, so it overlaps the CPU-bound shared workflow run (built by
-# the demo's module, conftest's `workflow_run`) best; each worker takes two modules at the start
-# (slurm and the kill -9 campaign, the demo and the first quick one), and the quick modules fill in
-# around them. The other modules that read the shared run go LAST: a worker that took one while the
-# run is still being built would wait for it, idle.
-FIRST = ("test_slurm.py", "test_demo.py", "test_crash.py")
-LAST = ("test_demo_plans.py", "test_matrix.py")
+# the demo's module: conftest's `workflow_run`) best; each worker takes two modules at the start
+# (slurm and the kill -9 campaign; the demo, then the matrix, which reads the same run once it is
+# built), and the quick modules fill in around them. The plans against the shared run go LAST: a
+# worker that took them while the run is still being built would wait for it, idle.
+FIRST = ("test_slurm.py", "test_demo.py", "test_crash.py", "test_matrix.py")
+LAST = ("test_demo_plans.py",)
 
 
 def pytest_collection_modifyitems(items):
@@ -611,11 +611,23 @@ def workdir_with_runs(served, tmp_path_factory):
     return wd
 
 
-# A trained, scored, calibrated and evaluated run, shared by the evaluation and export tests.
+# A trained, scored, calibrated and evaluated run, shared by the evaluation and export tests (built
+# once a session, as the shared workflow run is: the two modules run on different xdist workers).
 @pytest.fixture(scope="session")
 def evaluated(tmp_path_factory):
     """A small CNN trained to find a bright square anywhere (Atelectasis), evaluated end to end with
-    the squares as boxes."""
+    the squares as boxes: (its folder, what evaluate returned, the number of boxed test images)."""
+    import pickle
+
+    def build(root):
+        (root / "evaluated.pickle").write_bytes(pickle.dumps(evaluate_spots(root)))
+
+    root = shared_once(tmp_path_factory, "evaluated", build)
+    return root, *pickle.loads((root / "evaluated.pickle").read_bytes())
+
+
+def evaluate_spots(root):
+    """`evaluated`'s run built in `root`; (what evaluate returned, the number of boxed test images)."""
     import pandas as pd
 
     from cxr14.steps.calibrate import calibrate
@@ -624,7 +636,6 @@ def evaluated(tmp_path_factory):
     from cxr14.workflow.config import defaults
     from cxr14.workflow.runs import EvaluateSettings
 
-    root = tmp_path_factory.mktemp("eval")
     manifests = write_easy_shards(
         root, (("train", 320), ("val", 96), ("test", 96)), size=128, per_shard=128, example=spot_example
     )
@@ -717,4 +728,4 @@ def evaluated(tmp_path_factory):
         min_positives=5,
         settings=settings_of(EvaluateSettings, n_boot=50, gallery_k=1, tta=True),
     )
-    return root, m, len(boxed)
+    return m, len(boxed)
