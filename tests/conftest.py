@@ -42,14 +42,24 @@ def pytest_configure(config):
 
 
 # The end-to-end modules, started first in this order (pyproject's addopts keep xdist to it): the
-# Slurm test mostly waits on its cluster, so it overlaps the CPU-bound demo and matrix best; each
-# worker takes two at the start (slurm and the matrix, the demo and the kill -9 campaign), and the
-# quick modules fill in around them instead of one long module running alone at the end.
-FIRST = ("test_slurm.py", "test_demo.py", "test_matrix.py", "test_crash.py")
+# Slurm test mostly waits on its cluster, so it overlaps the CPU-bound shared workflow run (built by
+# the demo's module: conftest's `workflow_run`) best. xdist hands a worker its next module once at
+# most two of its tests are left: one worker takes slurm, then the kill -9 campaign, then the quick
+# modules; the other the demo, whose first test builds the shared run. The other modules that read
+# that run go LAST: a worker that took one while the run is still being built would wait for it, idle
+# (measured: the matrix handed out fourth waited 447 s).
+FIRST = ("test_slurm.py", "test_demo.py", "test_crash.py")
+LAST = ("test_demo_plans.py", "test_matrix.py", "test_docs_figures.py")
 
 
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: FIRST.index(item.path.name) if item.path.name in FIRST else len(FIRST))
+    def place(item):
+        name = item.path.name
+        if name in FIRST:
+            return FIRST.index(name)
+        return len(FIRST) + 1 + LAST.index(name) if name in LAST else len(FIRST)
+
+    items.sort(key=place)
 
 
 def simulated_gpus(n: int = 2) -> None:
@@ -111,6 +121,97 @@ def rerun_plan(workdir, change: dict, targets=SHARD_TARGETS) -> dict[str, int]:
     return planned_jobs(
         run(workdir, "-n", *targets, "--configfile", str(workdir / "test.yaml"), str(workdir / "change.yaml"))
     )
+
+
+# The one end-to-end run of the workflow that tests/test_demo.py and tests/test_matrix.py both read: a
+# smaller offline demo with the matrix's features in it. Its runs (in leaderboard order):
+#   cnn-seed42, cnn-seed43  `cnn` repeated (the first is the reference, the second the fine-tune's start)
+#   cnn_80px                another image size, so shards of its own
+#   mean4                   an ensemble of the repeats (`cnn` stands for both copies) and two other runs
+#   cnn_site                cnn-seed43 fine-tuned on the site's train split, on the GPU path
+#   mixed                   an ensemble that includes the fine-tune
+#   cnn-loss_focal          a sweep of one value (focal loss), named and compared as a sweep's runs are
+# and its collections: NIH, the phantom site split at ingest (site), the same site unsplit (site_all:
+# every image validates) and its frontal images as a folder without labels (site_images).
+REFERENCE, REPEAT = "cnn-seed42", "cnn-seed43"
+FOCAL = "cnn-loss_focal"
+TRAINED = [REFERENCE, REPEAT, "cnn_80px", "cnn_site", FOCAL]
+ENSEMBLES = {"mean4": [REFERENCE, REPEAT, FOCAL, "cnn_80px"], "mixed": [REFERENCE, "cnn_site"]}
+RUNS = [REFERENCE, REPEAT, "cnn_80px", "mean4", "cnn_site", "mixed", FOCAL]  # the leaderboard's order
+
+
+# pytest-timeout counts a test's fixtures in its time: the first test of each module that reads the
+# shared run builds it, or waits for another worker to build it (about 10 minutes on 2 cores, more on a
+# busy machine), so those modules get longer than pyproject's 900 s.
+SHARED_RUN_TIMEOUT = pytest.mark.timeout(2400)
+
+
+def workflow_config() -> dict:
+    """config/demo.yaml at test size, deterministic, with the matrix's repeats, sweep and ensembles."""
+    config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
+    config["archive_catalog"] = {i: {"images": 70} for i in range(1, 13)}
+    config["shards"] = {"image_size": 64, "images_per_shard": 1000}  # one shard per split: fewer TF-importing jobs
+    config["train"].update({"epochs": 8, "deterministic": True})  # val mean AUROC ~0.98 by epoch 6
+    config["evaluate"].update({"n_boot": 50, "gallery_k": 1})
+    config["demo"]["site_patients"] = 150
+    fine_tune = config["runs"]["cnn_site"]
+    fine_tune["train"].update({"init": REPEAT})
+    # The fine-tune takes the GPU path (mixed precision over two simulated GPUs, the global batch the
+    # CPU runs' 32) through every step of `rule all`.
+    fine_tune["train"].update({"simulate_gpus": 2, "batch_size": 16})
+    config["runs"] = {
+        "cnn": {"repeats": 2},  # seeds 42 (train.seed) and 43
+        "cnn_80px": config["runs"]["cnn_80px"],
+        "mean4": {"ensemble": ["cnn", FOCAL, "cnn_80px"]},
+        "cnn_site": fine_tune,
+        "mixed": {"ensemble": [REFERENCE, "cnn_site"]},
+    }
+    config["sweeps"] = {"cnn": {"loss": ["focal"]}}  # one value: one run, cnn with focal loss
+    site = config["datasets"]["site"]
+    config["datasets"]["site_all"] = {key: site[key] for key in ("format", "root", "files")}  # no split
+    return config
+
+
+def shared_once(tmp_path_factory, name: str, build):
+    """`build(folder)` run once for the whole session, however many xdist workers ask (pytest-xdist's
+    recipe: a file lock in the folder the workers share, and a marker file); the folder. A build that
+    failed fails every later ask at once with its error, instead of building again."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # (a session's own folder)
+    folder, done, failed = root / name, root / f"{name}.done", root / f"{name}.failed"
+    with FileLock(str(root / f"{name}.lock")):
+        if failed.exists():
+            pytest.fail(f"{name} failed on another worker:\n{failed.read_text()}", pytrace=False)
+        if not done.exists():
+            folder.mkdir()
+            try:
+                build(folder)
+            except BaseException as error:
+                failed.write_text(str(error))
+                raise
+            done.touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def workflow_run(tmp_path_factory):
+    """The finished end-to-end run of workflow_config() (built once a session; treat it as read-only:
+    plan changes with `snakemake -n` against it, or run a copy)."""
+
+    def build(wd):
+        (wd / "test.yaml").write_text(yaml.safe_dump(workflow_config(), sort_keys=False))
+        run(wd)
+
+    kept = os.environ.get("CXR14_TEST_WORKFLOW_RUN")  # a finished run of this config, to iterate on its tests
+    if kept:
+        kept = Path(kept)
+        if yaml.safe_load((kept / "test.yaml").read_text()) != workflow_config():
+            pytest.fail(f"CXR14_TEST_WORKFLOW_RUN={kept} was run with another config than workflow_config()")
+        assert planned_jobs(run(kept, "-n")) == {}, f"{kept} is not finished with this code"
+        return kept
+    return shared_once(tmp_path_factory, "workflow-run", build)
 
 
 needs_shared = pytest.mark.skipif(
@@ -531,11 +632,23 @@ def workdir_with_runs(served, tmp_path_factory):
     return wd
 
 
-# A trained, scored, calibrated and evaluated run, shared by the evaluation and export tests.
+# A trained, scored, calibrated and evaluated run, shared by the evaluation and export tests (built
+# once a session, as the shared workflow run is: the two modules run on different xdist workers).
 @pytest.fixture(scope="session")
 def evaluated(tmp_path_factory):
     """A small CNN trained to find a bright square anywhere (Atelectasis), evaluated end to end with
-    the squares as boxes."""
+    the squares as boxes: (its folder, what evaluate returned, the number of boxed test images)."""
+    import pickle
+
+    def build(root):
+        (root / "evaluated.pickle").write_bytes(pickle.dumps(evaluate_spots(root)))
+
+    root = shared_once(tmp_path_factory, "evaluated", build)
+    return root, *pickle.loads((root / "evaluated.pickle").read_bytes())
+
+
+def evaluate_spots(root):
+    """`evaluated`'s run built in `root`; (what evaluate returned, the number of boxed test images)."""
     import pandas as pd
 
     from cxr14.settings import EvaluateSettings, defaults
@@ -544,7 +657,6 @@ def evaluated(tmp_path_factory):
     from cxr14.steps.explain import explain
     from cxr14.steps.score import score
 
-    root = tmp_path_factory.mktemp("eval")
     manifests = write_easy_shards(
         root, (("train", 320), ("val", 96), ("test", 96)), size=128, per_shard=128, example=spot_example
     )
@@ -644,4 +756,4 @@ def evaluated(tmp_path_factory):
         settings=settings_of(EvaluateSettings, n_boot=50, gallery_k=1, tta=True),
         run="spots",
     )
-    return root, m, len(boxed)
+    return m, len(boxed)

@@ -25,7 +25,7 @@ import yaml
 
 from conftest import REPO, SHARD_TARGETS, command, planned_jobs, run, serve, tiny_config
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.workflow
 
 FAILPOINTS = REPO / "tests" / "failpoints"
 ARCHIVE_1 = "/images_01.tar.gz"

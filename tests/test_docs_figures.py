@@ -1,5 +1,6 @@
-"""Every figure the README and docs/ quote about the demo, read from a finished test demo (`demo_run`: its
-working directory, results/ under it) rather than typed by hand: each test finds the sentence that quotes
+"""Every figure the README and docs/ quote about the demo, read from the finished test run (conftest's
+`workflow_run`: the test demo with the matrix's features; its `cnn-seed42` is the demo's `cnn`)
+rather than typed by hand: each test finds the sentence that quotes
 a figure (failing, with "update this test", when the sentence changed) and checks the figure against the
 demo's files, within the tolerance the sentence gives. The full-size demo (`./run.sh demo`) trains on
 more images and gives other figures; the pages say which demo a figure comes from."""
@@ -10,11 +11,19 @@ import re
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import FOCAL, REFERENCE, REPEAT, REPO, RUNS, SHARED_RUN_TIMEOUT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.workflow, SHARED_RUN_TIMEOUT]
 
-TRAINED = ("cnn", "cnn_focal", "cnn_80px")  # the demo's three small runs; mean3 is their ensemble, cnn_site a fine-tune
+# The demo's runs (config/demo.yaml) as the test run has them: its three small runs, their ensemble, the
+# fine-tune (which starts from the repeat cnn-seed43 there).
+AS_TESTED = {"cnn": REFERENCE, "cnn_focal": FOCAL, "cnn_80px": "cnn_80px", "mean3": "mean4", "cnn_site": "cnn_site"}
+TRAINED = ("cnn", "cnn_focal", "cnn_80px")
+
+
+@pytest.fixture(scope="module")
+def demo_run(workflow_run):
+    return workflow_run
 
 
 def _said(page: str, pattern: str) -> re.Match:
@@ -47,13 +56,14 @@ def test_the_readmes_mirror_has_its_archives(demo_run):
 
 
 def test_the_readmes_runs_are_the_demos(demo_run):
-    """Three small runs, their ensemble and a fine-tune on the site, each with its NIH and external report."""
+    """Three small runs, their ensemble and a fine-tune on the site (config/demo.yaml), each with its NIH
+    and external report (in the test run)."""
     said = _said("README.md", r"(\w+) small runs and their ensemble, each with its NIH report .*? a fine-tune on")
     assert said[1] == {3: "three"}[len(TRAINED)]
-    board = _board(demo_run)
-    assert list(board.index[board.kind == "trained"]) == [*TRAINED, "cnn_site"]
-    assert list(board.index[board.kind == "ensemble"]) == ["mean3"] and board.loc["cnn_site", "starts_from"] == "cnn"
-    for run in board.index:
+    runs = yaml.safe_load((REPO / "config/demo.yaml").read_text())["runs"]
+    assert list(runs) == [*TRAINED, "mean3", "cnn_site"] and runs["mean3"]["ensemble"] == list(TRAINED)
+    assert runs["cnn_site"]["train"]["init"] == "cnn"
+    for run in AS_TESTED.values():
         for collection in ("nih", "site"):
             assert (demo_run / f"results/runs/{run}/datasets/{collection}/report.html").is_file()
 
@@ -63,16 +73,16 @@ def test_the_readmes_drop_on_the_site(demo_run):
     _said("README.md", r"a drop in mean AUROC, with a CI that excludes 0\)")
     run, value, tolerance = _said("README.md", r"`(\w+)` drops by ([\d.]+) ± ([\d.]+) mean AUROC on the site").groups()
     for name in (*TRAINED, "mean3"):
-        diff, ci = _drop(demo_run, name, "site")
+        diff, ci = _drop(demo_run, AS_TESTED[name], "site")
         assert ci[0] > 0, (name, diff, ci)
-    diff, _ = _drop(demo_run, run, "site")
+    diff, _ = _drop(demo_run, AS_TESTED[run], "site")
     assert abs(diff - float(value)) <= float(tolerance), f"{run} drops by {diff:.3f} on the site"
 
 
 def test_the_readmes_fine_tune_wins_back_more_than_half_the_drop(demo_run):
     _said("README.md", r"a fine-tune on the site that wins back more than half of the drop \(`cnn_site`\)")
     gain = _board(demo_run).loc["cnn_site", "site_gain_vs_start"]
-    drop, _ = _drop(demo_run, "cnn", "site")
+    drop, _ = _drop(demo_run, REPEAT, "site")  # (the test run's fine-tune starts from the repeat)
     assert gain > drop / 2, (gain, drop)
 
 
@@ -93,7 +103,7 @@ def test_only_the_test_demos_fine_tune_takes_the_gpu_path(demo_run):
     full = yaml.safe_load((REPO / "config/demo.yaml").read_text())
     assert all("simulate_gpus" not in (spec.get("train") or {}) for spec in full["runs"].values())
     assert "simulate_gpus" not in full["train"]
-    for run in (*TRAINED, "cnn_site"):
+    for run in (*(AS_TESTED[name] for name in TRAINED), "cnn_site"):
         device = _json(demo_run, f"runs/{run}/train/training_summary.json")["device"]
         if run == "cnn_site":
             assert (device["simulated_gpus"], device["replicas"], device["precision"]) == (2, 2, "mixed_float16")
@@ -109,7 +119,7 @@ def test_nih_val_against_nih_test_is_no_shift(demo_run):
         "docs/monitoring.md", r"test demo: a domain AUROC of ([\d.]+) ± ([\d.]+) on average over its (\w+) runs"
     ).groups()
     runs = list(_board(demo_run).index)
-    assert count == {5: "five"}[len(runs)]
+    assert runs == RUNS and count == {7: "seven"}[len(runs)]
     yardstick = [_json(demo_run, f"runs/{run}/datasets/site/monitor.json")["features"]["nih_val"] for run in runs]
     mean = sum(y["domain"]["auroc"] for y in yardstick) / len(yardstick)
     assert abs(mean - float(value)) <= float(tolerance), mean

@@ -1,7 +1,8 @@
 """Features meet: one config that combines them (repeated runs, a sweep, an ensemble of repeats, a
 fine-tune that starts from one repeat, an ensemble that includes the fine-tune, a split and an unsplit
-collection) is planned as the rules say and run for real, at tiny size, to a finished leaderboard,
-model cards and exports."""
+collection) is planned as the rules say and run for real to a finished leaderboard, model cards and
+exports. The config is the test demo's (conftest's workflow_config), run once a session for this
+module, tests/test_demo.py and tests/test_demo_plans.py (conftest's `workflow_run`)."""
 
 import json
 
@@ -9,53 +10,27 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import planned_jobs, run, tiny_config
+from conftest import ENSEMBLES, REPEAT, SHARED_RUN_TIMEOUT, TRAINED, planned_jobs, run, workflow_config
 
-pytestmark = pytest.mark.slow
-
-SEED = 7  # the repeats are base-seed7 and base-seed8
-TRAINED = ["base-seed7", "base-seed8", "tuned", "lr-learning_rate_0.01"]
-ENSEMBLES = {"seeds": ["base-seed7", "base-seed8"], "mixed": ["base-seed7", "tuned"]}
-
-
-def matrix_config() -> dict:
-    config = tiny_config()
-    config["train"]["seed"] = SEED
-    config["shards"]["images_per_shard"] = 1000  # one shard per group: fewer jobs that only import TensorFlow
-    config["demo"].update({"site": "site", "site_patients": 40})  # the phantom site, CheXpert's layout
-    site = {"format": "chexpert", "root": "results/demo/site/CheXpert-v1.0-small", "files": ["train.csv"]}
-    config["datasets"] = {
-        "site": {**site, "split": {"val": 0.25, "test": 0.25, "seed": 0}},  # split: trained on, validated on test
-        "site_all": site,  # unsplit: every image validates
-    }
-    config["runs"] = {
-        "base": {"repeats": 2},
-        "tuned": {"train": {"init": f"base-seed{SEED + 1}", "data": "site", "epochs": 2, "freeze_epochs": 1}},
-        "seeds": {"ensemble": ["base"]},  # an ensemble of the repeats
-        "mixed": {"ensemble": [f"base-seed{SEED}", "tuned"]},  # an ensemble that includes the fine-tune
-    }
-    # A sweep of one value: its run is named and compared as a sweep's are, at a run's cost, not two
-    # (CI's 20 minutes; tests/test_runs.py crosses sweep values).
-    config["sweeps"] = {"lr": {"learning_rate": [0.01]}}
-    config["leaderboard"] = {"n_boot": 50}
-    return config
+pytestmark = [pytest.mark.workflow, SHARED_RUN_TIMEOUT]
 
 
 def test_the_matrix_is_planned_one_job_per_step_run_and_collection(tmp_path):
-    (tmp_path / "test.yaml").write_text(yaml.safe_dump(matrix_config()))
-    runs, collections = len(TRAINED) + len(ENSEMBLES), 3  # nih, site, site_all
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(workflow_config(), sort_keys=False))
+    runs, collections = len(TRAINED) + len(ENSEMBLES), 4  # nih, site, site_images, site_all
     assert planned_jobs(run(tmp_path, "-n")) == {
-        "demo_mirror": 1, "demo_site": 1, "download_archive": 2, "download_metadata": 4, "extract": 2,
-        "clean": 1, "ingest": 2,
+        "demo_mirror": 1, "demo_site": 1, "download_archive": 12, "download_metadata": 5, "extract": 12,
+        "clean": 1, "ingest": 3,
         "plan_shards": collections,
-        # NIH's three splits; the site's three (tuned trains on its train and val, all validate on test);
-        # site_all's one group of every image. All runs read one layout.
-        "shard_manifest": 3 + 3 + 1,
+        # NIH's three splits at 64 and 80 px; the site's three at 64 px (the fine-tune trains on its train
+        # and val, all validate on test) and val and test at 80 px (calibrated and validated on them);
+        # site_images' and site_all's one group of every image at each size.
+        "shard_manifest": 3 * 2 + 3 + 2 + 2 + 2,
         "train": len(TRAINED),
         "convert": len(TRAINED),
         "score": len(TRAINED) * collections,
         "ensemble": len(ENSEMBLES) * collections,
-        # Every run on each site: NIH and the split collection (calibrated on its val); site_all has none.
+        # Every run on each site: NIH and the split collection (calibrated on its val); the unsplit ones have none.
         "calibrate": runs * 2, "evaluate": runs * collections, "model_card": runs,
         "monitor": runs * (collections - 1),  # every run watched on each collection but NIH
         "export": len(TRAINED), "leaderboard": 1, "all": 1,
@@ -63,21 +38,18 @@ def test_the_matrix_is_planned_one_job_per_step_run_and_collection(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def matrix(tmp_path_factory):
-    wd = tmp_path_factory.mktemp("matrix")
-    (wd / "test.yaml").write_text(yaml.safe_dump(matrix_config()))
-    run(wd)
-    return wd
+def matrix(workflow_run):
+    return workflow_run
 
 
 def test_the_leaderboard_has_every_run_each_collection_and_the_repeats_spread(matrix):
     board = pd.read_csv(matrix / "results/leaderboard.csv").set_index("run")
     assert set(board.index) == {*TRAINED, *ENSEMBLES}
     assert {run: board.kind[run] for run in ENSEMBLES} == dict.fromkeys(ENSEMBLES, "ensemble")
-    assert board.starts_from["tuned"] == f"base-seed{SEED + 1}"
+    assert board.starts_from["cnn_site"] == REPEAT
     for dataset in ("site", "site_all"):
         assert board[f"{dataset}_mean_auroc"].notna().all(), dataset
-    assert board.filter(like="gain_vs_start").loc["tuned"].notna().any()
+    assert board.filter(like="gain_vs_start").loc["cnn_site"].notna().any()
     html = (matrix / "results/leaderboard.html").read_text()
     assert "Seed-to-seed" in html or "seed-to-seed" in html
 
@@ -149,5 +121,5 @@ def test_every_run_is_watched_on_each_collection_an_ensemble_through_its_members
     assert board[["site_domain_auroc", "site_all_domain_auroc", "site_ood_share"]].notna().all().all()
 
 
-def test_nothing_to_do_after_the_matrix(matrix):
-    assert planned_jobs(run(matrix, "-n")) == {}
+# (That the finished run plans nothing is tests/test_demo_plans.py's test_nothing_to_do_after_the_demo:
+# the same command on the same run.)

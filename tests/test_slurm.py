@@ -14,7 +14,7 @@ import yaml
 import slurm_cluster
 from conftest import REPO, tiny_config
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.workflow
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ import yaml
 from conftest import SHARD_TARGETS, SNAKEMAKE, planned_jobs, rerun_plan, run, tiny_config
 
 
+# The dry runs (planning, refusing a bad config) are in the fast tier; the tests that run the workflow
+# for real (the tiny run below, a second run beside a first) are marked `workflow` (docs/testing.md).
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """A finished tiny run of the data and shard stages (module-scoped: it takes a few seconds)."""
@@ -64,6 +66,7 @@ def test_config_from_the_shell_is_read_as_the_schema_types(tmp_path):
     assert jobs["download_archive"] == 2 and jobs["extract"] == 2
 
 
+@pytest.mark.workflow
 def test_tiny_run_writes_the_table_and_report(workdir):
     table = pd.read_parquet(workdir / "results/datasets/nih/images.parquet")
     assert len(table) == 24 and set(table.archive) == {1, 2}
@@ -79,16 +82,19 @@ def test_tiny_run_writes_the_table_and_report(workdir):
 UPSTREAM_OF_CLEAN = {"download_archive", "download_metadata", "extract", "demo_mirror"}
 
 
+@pytest.mark.workflow
 def test_nothing_to_do_after_a_finished_run(workdir):
     assert planned_jobs(run(workdir, "-n", *SHARD_TARGETS)) == {}
 
 
+@pytest.mark.workflow
 def test_changing_a_clean_parameter_reruns_clean_and_what_follows(workdir):
     jobs = rerun_plan(workdir, {"clean": {"val_fraction": 0.3}})
     assert jobs.get("clean") == 1 and jobs.get("plan_shards") == 1
     assert not UPSTREAM_OF_CLEAN & set(jobs)
 
 
+@pytest.mark.workflow
 def test_a_new_image_size_is_sharded_once_beside_the_old_shards(workdir):
     new = [target.replace("32px", "48px") for target in SHARD_TARGETS]
     jobs = rerun_plan(workdir, {"shards": {"image_size": 48}}, new)
@@ -149,6 +155,7 @@ def content_digest(path, without=()) -> str:
     return digest.hexdigest()[:16]
 
 
+@pytest.mark.workflow
 def test_the_data_files_are_as_recorded(workdir):
     made = sorted(
         str(p.relative_to(workdir)) for p in (workdir / "results/datasets/nih/shards/32px-raw").rglob("*.tfrecord")
@@ -161,6 +168,7 @@ def test_the_data_files_are_as_recorded(workdir):
     assert {path: content_digest(workdir / path) for path in WITH_THE_ADDED_COLUMNS} == WITH_THE_ADDED_COLUMNS
 
 
+@pytest.mark.workflow
 def test_shards_of_the_tiny_run(workdir):
     import json
 
@@ -172,11 +180,13 @@ def test_shards_of_the_tiny_run(workdir):
     assert total == len(pd.read_parquet(workdir / "results/datasets/nih/images.parquet"))
 
 
+@pytest.mark.workflow
 def test_one_step_alone_is_a_snakemake_target(workdir):
     proc = run(workdir, "-n", "-f", "results/datasets/nih/shards/32px-raw/val/manifest.json")
     assert planned_jobs(proc) == {"shard_manifest": 1}
 
 
+@pytest.mark.workflow
 def test_a_second_run_in_the_same_folder_is_refused_and_the_first_finishes(tmp_path):
     import signal
     import time
