@@ -170,6 +170,7 @@ def test_monitoring_is_seeded_the_same_inputs_give_the_same_report(demo_run, tmp
         calibration=paths.NIH_CALIBRATION.format(run="mean4"),
         features=[paths.FEATURES.format(run=m, dataset=site) for m in members],
         nih_features=[paths.FEATURES.format(run=m, dataset="nih") for m in members],
+        ood_reference=paths.OOD_REFERENCE.format(run="mean4"),
         table=paths.DATASET_TABLE.format(dataset=site),
         nih_table=paths.DATASET_TABLE.format(dataset="nih"),
         ingest_report=paths.INGEST_REPORT.format(dataset=site),
@@ -198,7 +199,9 @@ def test_demo_bad_images_are_listed_and_skipped(demo_run):
 
 def test_demo_report_and_app_are_ready(demo_run):
     html = (demo_run / f"results/runs/{REFERENCE}/datasets/nih/report.html").read_text()
-    assert "not medical advice" in html and 'id="localisation"' in html
+    explained = (demo_run / f"results/runs/{REFERENCE}/datasets/nih/explanation.html").read_text()
+    assert "not medical advice" in html and 'href="explanation.html"' in html
+    assert "not medical advice" in explained and 'id="localisation"' in explained
     assert (demo_run / f"results/runs/{REFERENCE}/datasets/nih/thresholds.json").exists()
     assert planned_jobs(run(demo_run, "-n", "app")) == {"app": 1}
 

@@ -50,6 +50,7 @@ def test_adding_a_run_trains_and_evaluates_that_run_only(demo_run):
     assert jobs == {
         "train": 1, "convert": 1, "score": COLLECTIONS, "calibrate": SITES, "evaluate": COLLECTIONS,
         "monitor": EXTERNAL, "leaderboard": 1, "model_card": 1, "export": 1, "all": 1,
+        "ood_reference": 1, "explain": 1, "expert_labels": 1,  # its reference, NIH's Grad-CAM, the expert labels
     }  # fmt: skip
 
 
@@ -60,6 +61,7 @@ def test_changing_one_runs_learning_rate_reruns_it_its_ensemble_and_the_leaderbo
     assert jobs == {
         "train": 1, "convert": 1, "score": COLLECTIONS, "ensemble": COLLECTIONS, "calibrate": 2 * SITES,
         "evaluate": 2 * COLLECTIONS, "monitor": 2 * EXTERNAL, "leaderboard": 1, "model_card": 2, "export": 1, "all": 1,
+        "ood_reference": 2, "explain": 1, "expert_labels": 2,  # the run's and its ensemble's; Grad-CAM: the run's
     }  # fmt: skip
 
 
@@ -70,7 +72,7 @@ def test_changing_the_starting_run_retrains_the_fine_tune_too(demo_run):
     assert jobs == {
         "train": 3, "convert": 3, "score": 3 * COLLECTIONS, "ensemble": len(ENSEMBLES) * COLLECTIONS,
         "calibrate": runs * SITES, "evaluate": runs * COLLECTIONS, "monitor": runs * EXTERNAL, "leaderboard": 1,
-        "model_card": runs, "export": 3, "all": 1,
+        "model_card": runs, "export": 3, "all": 1, "ood_reference": runs, "explain": 3, "expert_labels": runs,
     }  # fmt: skip
 
 
@@ -82,6 +84,7 @@ def test_changing_only_the_fine_tune_leaves_its_starting_run_alone(demo_run):
     assert jobs == {  # the fine-tune and `mixed`, the ensemble that holds it
         "train": 1, "convert": 1, "score": COLLECTIONS, "ensemble": COLLECTIONS, "calibrate": 2 * SITES,
         "evaluate": 2 * COLLECTIONS, "monitor": 2 * EXTERNAL, "leaderboard": 1, "model_card": 2, "export": 1, "all": 1,
+        "ood_reference": 2, "explain": 1, "expert_labels": 2,  # the run's and its ensemble's; Grad-CAM: the run's
     }  # fmt: skip
 
 
@@ -107,6 +110,9 @@ def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
         "model_card": 2,
         "export": 1,
         "all": 1,
+        "ood_reference": 2,
+        "explain": 1,
+        "expert_labels": 2,
     }
 
 

@@ -33,6 +33,8 @@ def test_the_matrix_is_planned_one_job_per_step_run_and_collection(tmp_path):
         # Every run on each site: NIH and the split collection (calibrated on its val); the unsplit ones have none.
         "calibrate": runs * 2, "evaluate": runs * collections, "model_card": runs,
         "monitor": runs * (collections - 1),  # every run watched on each collection but NIH
+        "ood_reference": runs,  # each run's reference to watch with (an ensemble's: its members' embeddings)
+        "explain": len(TRAINED), "expert_labels": runs,  # NIH's Grad-CAM (a network's) and expert labels
         "export": len(TRAINED), "leaderboard": 1, "all": 1,
     }  # fmt: skip
 
