@@ -103,7 +103,6 @@ rule evaluate:
         paths.benchmark("evaluate")
     conda:
         "../envs/evaluate.yaml"
-    threads: workflow.cores
     resources:
         mem_mb=16000,
         runtime=180,
