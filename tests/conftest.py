@@ -202,7 +202,9 @@ def workflow_run(tmp_path_factory):
 
     def build(wd):
         (wd / "test.yaml").write_text(yaml.safe_dump(workflow_config(), sort_keys=False))
-        run(wd)
+        # The run's scoring, Grad-CAM and export jobs are a few seconds each, most of it importing
+        # TensorFlow: one thread each lets two overlap instead of each taking both cores in turn.
+        run(wd, "--set-threads", "score=1", "explain=1", "export=1")
 
     kept = os.environ.get("CXR14_TEST_WORKFLOW_RUN")  # a finished run of this config, to iterate on its tests
     if kept:
