@@ -27,6 +27,15 @@ EVERY_CALIBRATION = {
 }  # fmt: skip
 
 
+# One trained run retrained, with the one ensemble that holds it: everything after training for both
+# (Grad-CAM for the trained run alone).
+ONE_RUN_AND_ITS_ENSEMBLE = {
+    "train": 1, "convert": 1, "score": COLLECTIONS, "ensemble": COLLECTIONS, "calibrate": 2 * SITES,
+    "evaluate": 2 * COLLECTIONS, "monitor": 2 * EXTERNAL, "leaderboard": 1, "model_card": 2, "export": 1, "all": 1,
+    "ood_reference": 2, "explain": 1, "expert_labels": 2,
+}  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def demo_run(workflow_run):
     return workflow_run
@@ -58,11 +67,7 @@ def test_changing_one_runs_learning_rate_reruns_it_its_ensemble_and_the_leaderbo
     """cnn_80px (a member of mean4, not of mixed). (The demo changed cnn_focal's; here the focal-loss run
     is a sweep's, and a sweep's run changed is a run of another name.)"""
     jobs = plan(demo_run, {"runs": {"cnn_80px": {"train": {"learning_rate": 0.004}}}})
-    assert jobs == {
-        "train": 1, "convert": 1, "score": COLLECTIONS, "ensemble": COLLECTIONS, "calibrate": 2 * SITES,
-        "evaluate": 2 * COLLECTIONS, "monitor": 2 * EXTERNAL, "leaderboard": 1, "model_card": 2, "export": 1, "all": 1,
-        "ood_reference": 2, "explain": 1, "expert_labels": 2,  # the run's and its ensemble's; Grad-CAM: the run's
-    }  # fmt: skip
+    assert jobs == ONE_RUN_AND_ITS_ENSEMBLE
 
 
 def test_changing_the_starting_run_retrains_the_fine_tune_too(demo_run):
@@ -81,11 +86,7 @@ def test_changing_only_the_fine_tune_leaves_its_starting_run_alone(demo_run):
     tuned = config["runs"]["cnn_site"]
     tuned["train"]["learning_rate"] = 0.001
     jobs = plan(demo_run, {"runs": {**config["runs"], "cnn_site": tuned}})
-    assert jobs == {  # the fine-tune and `mixed`, the ensemble that holds it
-        "train": 1, "convert": 1, "score": COLLECTIONS, "ensemble": COLLECTIONS, "calibrate": 2 * SITES,
-        "evaluate": 2 * COLLECTIONS, "monitor": 2 * EXTERNAL, "leaderboard": 1, "model_card": 2, "export": 1, "all": 1,
-        "ood_reference": 2, "explain": 1, "expert_labels": 2,  # the run's and its ensemble's; Grad-CAM: the run's
-    }  # fmt: skip
+    assert jobs == ONE_RUN_AND_ITS_ENSEMBLE  # the fine-tune and `mixed`, the ensemble that holds it
 
 
 def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
@@ -97,23 +98,8 @@ def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
     assert shards == sum(len(list((nih / s).glob("*.tfrecord"))) for s in ("train", "val", "test")) + sum(
         len(list((site / s).glob("*.tfrecord"))) for s in ("val", "test")
     ) + sum(len(list(folder.glob("*.tfrecord"))) for folder in folders)
-    assert jobs == {
-        "shard_manifest": 3 + 2 + 1 + 1,  # NIH's splits, the site's val and test, the unsplit collections' one group
-        "train": 1,
-        "convert": 1,
-        "score": COLLECTIONS,
-        "ensemble": COLLECTIONS,
-        "calibrate": 2 * SITES,
-        "evaluate": 2 * COLLECTIONS,
-        "monitor": 2 * EXTERNAL,
-        "leaderboard": 1,
-        "model_card": 2,
-        "export": 1,
-        "all": 1,
-        "ood_reference": 2,
-        "explain": 1,
-        "expert_labels": 2,
-    }
+    # NIH's splits, the site's val and test, the unsplit collections' one group; then the run and its ensemble.
+    assert jobs == {"shard_manifest": 3 + 2 + 1 + 1, **ONE_RUN_AND_ITS_ENSEMBLE}
 
 
 def test_changing_the_calibration_method_recalibrates_without_retraining(demo_run):

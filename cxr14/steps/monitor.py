@@ -89,7 +89,7 @@ def monitor(
         "ood": {
             "method": "Mahalanobis distance to the NIH training embeddings (Ledoit-Wolf covariance)",
             "reference_images": int(len(by_split[REFERENCE]["image_index"])),
-            "quantile": settings.quantile,
+            "quantile": reference["quantile"],  # the one its threshold is (the ood_reference step's)
             "threshold": reference["threshold"],
             "share": float(np.mean(distance > reference["threshold"])),
             "nih_test_share": float(np.mean(nih_distance > reference["threshold"])),

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 from .fingerprint import NAME, PACKAGE, modules
 
@@ -62,13 +63,14 @@ def after(graph: dict[str, set[str]], rules: set[str]) -> set[str]:
     return seen - {"all"}
 
 
-def package_modules() -> list[str]:
-    """Every module of the package, by name (cxr14.metrics, cxr14.formats.chexpert, ...)."""
-    found = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-        found.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
-    return sorted(found)
+def package_modules() -> dict[str, Path]:
+    """Every module of the package by name (cxr14.metrics, cxr14.formats, ...), in name order: its
+    source file, relative to the repository."""
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path.relative_to(REPO)
+    return dict(sorted(found.items()))
 
 
 def reruns(graph: dict[str, set[str]]) -> dict[str, tuple[set[str], set[str]]]:
@@ -92,11 +94,10 @@ def table(graph: dict[str, set[str]]) -> str:
     """The markdown table of `reruns`, one row per module, in the package's order."""
     order = _order()
     rows = ["| a change to | is the code of | and so also reruns |", "|---|---|---|"]
+    paths = package_modules()
     for module, (direct, rerun) in reruns(graph).items():
         rerun = rerun - direct
-        path = module.replace(".", "/") + (
-            ".py" if not (PACKAGE.parent / module.replace(".", "/")).is_dir() else "/__init__.py"
-        )
+        path = paths[module].as_posix()
         steps = ", ".join(f"`{r}`" for r in order if r in direct) or "no step"
         everything = ", ".join(f"`{r}`" for r in order if r in rerun) or ("nothing" if not direct else "no other step")
         rows.append(f"| `{path}` | {steps} | {everything} |")
