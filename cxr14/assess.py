@@ -212,6 +212,7 @@ def judge(
     members: list[str] | None = None,
     nih: pd.DataFrame | None = None,
     site: dict | None = None,
+    expected: pd.Series | None = None,
 ) -> tuple[dict, dict]:
     """A run's judgement on collection `dataset`: its `rows` (a predictions table's judged rows, the
     scores as the run made them: NIH's official test split, a split collection's test split, another's
@@ -219,9 +220,11 @@ def judge(
     `findings` the collection labels (`collection`: what made it, its ingest or cleaning report).
     Optional: the run's NIH test rows `nih`, judged beside these (another collection); `site`, a site's
     own calibration beside NIH's ({"rows", "calibration", "thresholds" or None, and what to say of how
-    it was fitted}: `own_site` or `local_site`). Returns (the result, JSON-ready and checked against the
-    schema; what the report's figures draw)."""
-    about = {"run": run, "dataset": dataset, "collection": collection, "split": split, "members": members}
+    it was fitted}: `own_site` or `local_site`); `expected`, the images of the collection's table that
+    should have been judged (those without a score are counted and named: `left_out`). Returns (the
+    result, JSON-ready and checked against the schema; what the report's figures draw)."""
+    about = {"run": run, "dataset": dataset, "collection": collection, "split": split, "members": members,
+             "left_out": left_out(expected, rows)}  # fmt: skip
     if not findings:
         result = {**about, "labelled": False, "images": int(len(rows)), "patients": int(rows.patient_id.nunique())}
         return validate(json_safe(result)), {}
@@ -311,6 +314,19 @@ def judge(
         drawn["site_reliability"] = compared.pop("reliability")
         result["recalibration"] = {**compared, **site}
     return validate(json_safe(result)), drawn
+
+
+LEFT_OUT_NAMED = 20  # the left-out images a result names (all are counted)
+
+
+def left_out(expected: pd.Series | None, rows: pd.DataFrame) -> dict | None:
+    """The images of the collection's table meant for this judgement that have no score (an image the
+    shard step could not decode is skipped there, and listed in its bad-images file): counted, the first
+    `LEFT_OUT_NAMED` named, so a report's image count and its data table's can be told apart."""
+    if expected is None:
+        return None
+    missing = sorted(set(expected.astype(str)) - set(rows.image_index.astype(str)))
+    return {"expected": int(expected.nunique()), "images": len(missing), "named": missing[:LEFT_OUT_NAMED]}
 
 
 def own_site(rows: pd.DataFrame, calibration: dict, thresholds: dict) -> dict:

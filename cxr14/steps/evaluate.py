@@ -85,7 +85,10 @@ def evaluate(
             site = own_site(rows, *sites[dataset])
         elif recalibrate > 0:
             site = local_site(rows, calibration, recalibrate, seed, calibration_method, min_positives)
-    split = NIH_SPLIT if on_nih else ("test split" if described.get("policy", {}).get("split") else "every image")
+    split_collection = bool(described.get("policy", {}).get("split"))
+    split = NIH_SPLIT if on_nih else ("test split" if split_collection else "every image")
+    images = pd.read_parquet(table)
+    expected = images.image_index[images.split == "test"] if on_nih or split_collection else images.image_index
     result, drawn = judge(
         rows,
         run=run,
@@ -100,10 +103,11 @@ def evaluate(
         members=members,
         nih=None if on_nih else prediction_table.read(nih_predictions, "test"),
         site=site,
+        expected=expected,
     )
     write_json(result, evaluation)
     title = f"cxr14 evaluation: run {run}" if on_nih else f"cxr14 external validation: run {run} on {dataset}"
-    render(result, drawn, pd.read_parquet(table), report, figures, title=title, model_card=model_card, pages=pages,
+    render(result, drawn, images, report, figures, title=title, model_card=model_card, pages=pages,
            metric_labels=METRIC_LABELS)  # fmt: skip
     if not result["labelled"]:
         log.info("%s on %s: no labels, nothing to judge (see its monitoring report)", run, dataset)
