@@ -213,6 +213,7 @@ def judge(
     nih: pd.DataFrame | None = None,
     site: dict | None = None,
     expected: pd.Series | None = None,
+    synthetic: bool = False,
 ) -> tuple[dict, dict]:
     """A run's judgement on collection `dataset`: its `rows` (a predictions table's judged rows, the
     scores as the run made them: NIH's official test split, a split collection's test split, another's
@@ -221,10 +222,11 @@ def judge(
     Optional: the run's NIH test rows `nih`, judged beside these (another collection); `site`, a site's
     own calibration beside NIH's ({"rows", "calibration", "thresholds" or None, and what to say of how
     it was fitted}: `own_site` or `local_site`); `expected`, the images of the collection's table that
-    should have been judged (those without a score are counted and named: `left_out`). Returns (the
-    result, JSON-ready and checked against the schema; what the report's figures draw)."""
+    should have been judged (those without a score are counted and named: `left_out`). `synthetic`: the
+    scores are of the demo's phantom images (said on every page; no published figures beside them).
+    Returns (the result, JSON-ready and checked against the schema; what the report's figures draw)."""
     about = {"run": run, "dataset": dataset, "collection": collection, "split": split, "members": members,
-             "left_out": left_out(expected, rows)}  # fmt: skip
+             "left_out": left_out(expected, rows), "synthetic": synthetic}  # fmt: skip
     if not findings:
         result = {**about, "labelled": False, "images": int(len(rows)), "patients": int(rows.patient_id.nunique())}
         return validate(json_safe(result)), {}
@@ -298,7 +300,7 @@ def judge(
         "subgroups": subgroups(judged, thresholds["max_f1"], n_boot, seed, findings=findings),
         "tta": tta_section(rows, n_boot, seed, findings),
     }
-    if dataset in PUBLISHED:
+    if dataset in PUBLISHED and not synthetic:
         result["published"] = {
             name: {"auroc": dict(zip(FINDINGS, vals)), "mean_auroc": float(np.mean(vals))}
             for name, vals in PUBLISHED[dataset].items()

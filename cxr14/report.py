@@ -294,6 +294,7 @@ def render(m: dict, drawn: dict, table: pd.DataFrame, out_html, figures_dir, tit
         "pages": pages or {},
         "metric_labels": metric_labels or {},
         "model_card": model_card and os.path.relpath(model_card, folder),
+        "synthetic": m.get("synthetic", False),
         "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
     if not m["labelled"]:
@@ -327,7 +328,7 @@ def render(m: dict, drawn: dict, table: pd.DataFrame, out_html, figures_dir, tit
     return Path(out_html)
 
 
-def render_explanation(explained: dict, out_html, title: str) -> Path:
+def render_explanation(explained: dict, out_html, title: str, synthetic: bool = False) -> Path:
     """A trained run's explanations on NIH test (the `explain` step): Grad-CAM galleries and the
     localisation against the NIH boxes, one self-contained HTML page."""
     figs = Figures(None)
@@ -339,6 +340,7 @@ def render_explanation(explained: dict, out_html, title: str) -> Path:
         .render(
             title=title,
             disclaimer=DISCLAIMER,
+            synthetic=synthetic,
             e=explained,
             figs=figs.embedded,
             gallery=gallery,
@@ -350,12 +352,12 @@ def render_explanation(explained: dict, out_html, title: str) -> Path:
     return Path(out_html)
 
 
-def render_expert_labels(expert: dict, out_html, title: str) -> Path:
+def render_expert_labels(expert: dict, out_html, title: str, synthetic: bool = False) -> Path:
     """The run's AUROC against the expert labels beside the NLP ones (the `expert_labels` step)."""
     html = (
         templates()
         .get_template("expert_labels.html.j2")
-        .render(title=title, disclaimer=DISCLAIMER, e=expert,
+        .render(title=title, disclaimer=DISCLAIMER, synthetic=synthetic, e=expert,
                 created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"))
     )  # fmt: skip
     with atomic(out_html) as staged:

@@ -119,6 +119,7 @@ rule evaluate:
         seed=collection_setting("seed"),
         calibration_method=config["calibration"]["method"],
         min_positives=config["calibration"]["min_positives"],
+        synthetic=DEMO,
         code=package_code("evaluate"),
     script:
         "../scripts/evaluate.py"
@@ -153,6 +154,7 @@ rule explain:
     params:
         settings=run_settings("evaluate"),
         run="{run}",
+        synthetic=DEMO,
         code=package_code("explain"),
     script:
         "../scripts/explain.py"
@@ -178,6 +180,7 @@ rule expert_labels:
         runtime=10,
     params:
         run="{run}",
+        synthetic=DEMO,
         code=package_code("expert_labels"),
     script:
         "../scripts/expert_labels.py"

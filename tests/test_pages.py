@@ -28,3 +28,21 @@ def test_images_without_a_score_are_counted_and_named_in_the_result_and_on_the_p
     )  # fmt: skip
     assert whole["left_out"]["images"] == 0
     assert templates().get_template("left_out.html.j2").render(m=whole).strip() == ""
+
+
+def test_a_judgement_of_phantom_data_says_so_and_draws_no_published_figures(tmp_path):
+    """Every page made from the demo's phantom data says so at the top, and the NIH report does not
+    chart its phantom AUROC beside CheXNet's."""
+    from conftest import fixed_points, synthetic_predictions
+
+    nih = synthetic_predictions(tmp_path / "nih.parquet", seed=1, noise=0.2, images=120)
+    test = nih[nih.split == "test"].reset_index(drop=True)
+    common = dict(run="cnn", dataset="nih", collection={}, split="official test split", findings=list(FINDINGS),
+                  calibration=None, thresholds=fixed_points(0.4), n_boot=20, seed=0)  # fmt: skip
+    real, _ = assess.judge(test, **common)
+    phantom, _ = assess.judge(test, synthetic=True, **common)
+    assert "published" in real and not real["synthetic"]
+    assert "published" not in phantom and phantom["synthetic"]
+    notice = templates().get_template("notices.html.j2")
+    assert 'id="synthetic"' in notice.render(disclaimer="d", synthetic=True)
+    assert 'id="synthetic"' not in notice.render(disclaimer="d", synthetic=False)

@@ -53,6 +53,7 @@ def evaluate(
     seed: int,
     calibration_method: str,
     min_positives: int,
+    synthetic: bool = False,
 ) -> dict:
     """A run's `predictions` on collection `dataset`, judged, to `evaluation` (metrics JSON, of the one
     schema) and the HTML `report` with its `figures/`.
@@ -62,7 +63,8 @@ def evaluate(
     site); `table` and `collection`: the collection's table and its cleaning or ingest report. On an
     unsplit collection, `recalibrate`, `seed`, `calibration_method` and `min_positives` for a local
     calibration. `members`: an ensemble's runs; `pages`: {link: title} of the pages beside the report
-    (the monitoring report, NIH's Grad-CAM and expert labels), linked from it, as is the `model_card`."""
+    (the monitoring report, NIH's Grad-CAM and expert labels), linked from it, as is the `model_card`.
+    `synthetic`: the collection is the demo's phantom data (every page says so)."""
     sites = {}
     for c, t in zip(calibrations, operating_points, strict=True):
         fitted = json.loads(Path(c).read_text())
@@ -104,6 +106,7 @@ def evaluate(
         nih=None if on_nih else prediction_table.read(nih_predictions, "test"),
         site=site,
         expected=expected,
+        synthetic=synthetic,
     )
     write_json(result, evaluation)
     title = f"cxr14 evaluation: run {run}" if on_nih else f"cxr14 external validation: run {run} on {dataset}"

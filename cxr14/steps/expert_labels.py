@@ -17,12 +17,12 @@ from ..report import render_expert_labels
 log = logging.getLogger(__name__)
 
 
-def expert_labels(*, predictions, calibration, labels, comparison, page, run: str) -> dict:
+def expert_labels(*, predictions, calibration, labels, comparison, page, run: str, synthetic: bool = False) -> dict:
     """The run's NIH test `predictions` (calibrated with its NIH `calibration`) against the expert
     `labels` (Google 2019) beside the NIH ones, to `comparison` (JSON) and `page` (HTML)."""
     numbers = json_safe({"run": run, **expert_comparison(_nih_test(predictions, calibration), labels)})
     write_json(numbers, comparison)
-    render_expert_labels(numbers, page, title=f"cxr14 expert labels: run {run} on NIH test")
+    render_expert_labels(numbers, page, title=f"cxr14 expert labels: run {run} on NIH test", synthetic=synthetic)
     log.info("%s: against the expert labels on %d NIH test images", run, numbers["images"])
     return numbers
 

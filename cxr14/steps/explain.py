@@ -36,6 +36,7 @@ def explain(
     settings: EvaluateSettings,
     run: str,
     threads: int | None = None,
+    synthetic: bool = False,
 ) -> dict:
     """A trained run's `model` on NIH test (the shards of `test_manifest`; its `predictions` calibrated
     with its NIH `calibration`): Grad-CAM of the most confident true and false positives and false
@@ -51,7 +52,8 @@ def explain(
     explained = explaining.explain(model, test_manifest, test, points, boxes, settings.gallery_k, settings.batch_size)
     numbers = json_safe({"run": run, "model": explained["model"], "localisation": explained["localisation"]})
     write_json(numbers, explanation)
-    render_explanation(explained, page, title=f"cxr14 Grad-CAM and localisation: run {run} on NIH test")
+    render_explanation(explained, page, title=f"cxr14 Grad-CAM and localisation: run {run} on NIH test",
+                       synthetic=synthetic)  # fmt: skip
     log.info("%s: Grad-CAM of %d picks, %d boxed findings", run, len(explained["gallery"]),
              len(explained["localisation"] or {}))  # fmt: skip
     return numbers
