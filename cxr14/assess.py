@@ -54,7 +54,7 @@ def subgroups(test: pd.DataFrame, thresholds: dict[str, float], n_boot: int, see
     CI, and the underdiagnosis rate (Seyyed-Kalantari et al. 2021): the share of images with a
     positive finding that the run calls "no finding" (no score at or above its operating point in
     `thresholds`), with a CI; per kind, the gap between its highest and lowest rate, with a CI
-    (`_gap`). One set of replicates (patients of the whole table) serves every group, so the groups'
+    (`underdiagnosis_gap`). One set of replicates (patients of the whole table) serves every group, so the groups'
     rates move together in each replicate, as the gap's CI needs.
     Only `findings` count (an external collection's labelled ones)."""
     y, p = prediction_table.arrays(test, findings)
@@ -92,7 +92,7 @@ def subgroups(test: pd.DataFrame, thresholds: dict[str, float], n_boot: int, see
                 "underdiagnosis": rate,
                 "underdiagnosis_ci": _interval(rates[str(value)]),
             }
-        out[kind] = {"groups": out[kind], "underdiagnosis_gap": _gap(out[kind], rates)}
+        out[kind] = {"groups": out[kind], "underdiagnosis_gap": underdiagnosis_gap(out[kind], rates)}
     return out
 
 
@@ -106,7 +106,7 @@ def _interval(reps: np.ndarray, level: float = 0.95) -> list[float]:
     return [float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha))]
 
 
-def _gap(groups: dict, rates: dict, level: float = 0.95) -> dict | None:
+def underdiagnosis_gap(groups: dict, rates: dict, level: float = 0.95) -> dict | None:
     """The highest minus the lowest underdiagnosis rate of a kind's groups (those with a rate): two
     different groups, also where rates tie (then a gap of 0, `tied`). Its CI is simultaneous over
     every pair of groups, so choosing the pair on the same data does not narrow it (the winner's

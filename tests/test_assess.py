@@ -131,7 +131,7 @@ def test_a_new_metric_is_one_function_and_shows_in_every_report(tmp_path, monkey
 
 
 def _gap_of_groups(seed: int, true_rates, patients=200, images_each=3, n_boot=200) -> tuple[dict, float]:
-    """A kind's underdiagnosis gap (`assess._gap`) on patients drawn into groups of the given true
+    """A kind's underdiagnosis gap (`assess.underdiagnosis_gap`) on patients drawn into groups of the given true
     rates (each image with a finding missed at its group's rate), and the true gap."""
     from cxr14 import metrics
 
@@ -145,7 +145,7 @@ def _gap_of_groups(seed: int, true_rates, patients=200, images_each=3, n_boot=20
         mask = group == g
         groups[str(g)] = {"underdiagnosis": float(missed[mask].mean())}
         rates[str(g)] = (weights[:, mask] * missed[mask]).sum(axis=1) / weights[:, mask].sum(axis=1)
-    return assess._gap(groups, rates), max(true_rates) - min(true_rates)
+    return assess.underdiagnosis_gap(groups, rates), max(true_rates) - min(true_rates)
 
 
 @pytest.mark.parametrize("true_rates", [[0.3] * 4, [0.25, 0.3, 0.3, 0.35]])
@@ -160,7 +160,7 @@ def test_the_underdiagnosis_gap_ci_covers_the_true_gap_despite_choosing_its_grou
 
 def test_tied_underdiagnosis_rates_are_a_gap_of_0_between_two_groups_not_f_minus_f():
     """Every image with a finding caught in both sexes: rates tie at 0, and the page said "F minus F
-    = 0.0 %" (`_gap` took one group as both ends); now two groups, a gap of 0, and the page says so."""
+    = 0.0 %" (main's `_gap` took one group as both ends); now two groups, a gap of 0, and the page says so."""
     from cxr14 import prediction_table
     from cxr14.report import templates
 
