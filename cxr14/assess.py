@@ -53,8 +53,9 @@ def subgroups(test: pd.DataFrame, thresholds: dict[str, float], n_boot: int, see
     """Per sex, age band and view: counts, AUROC per finding, the mean AUROC with a patient-bootstrap
     CI, and the underdiagnosis rate (Seyyed-Kalantari et al. 2021): the share of images with a
     positive finding that the run calls "no finding" (no score at or above its operating point in
-    `thresholds`), with a CI; per kind, the gap between its highest and lowest rate, with a CI. One
-    set of replicates (patients of the whole table) serves every group, so the gap's CI is paired.
+    `thresholds`), with a CI; per kind, the gap between its highest and lowest rate, with a CI
+    (`underdiagnosis_gap`). One set of replicates (patients of the whole table) serves every group, so the groups'
+    rates move together in each replicate, as the gap's CI needs.
     Only `findings` count (an external collection's labelled ones)."""
     y, p = prediction_table.arrays(test, findings)
     weights = metrics.patient_bootstrap_weights(test.patient_id.to_numpy(), n_boot, seed)
@@ -91,7 +92,7 @@ def subgroups(test: pd.DataFrame, thresholds: dict[str, float], n_boot: int, see
                 "underdiagnosis": rate,
                 "underdiagnosis_ci": _interval(rates[str(value)]),
             }
-        out[kind] = {"groups": out[kind], "underdiagnosis_gap": _gap(out[kind], rates)}
+        out[kind] = {"groups": out[kind], "underdiagnosis_gap": underdiagnosis_gap(out[kind], rates)}
     return out
 
 
@@ -105,15 +106,33 @@ def _interval(reps: np.ndarray, level: float = 0.95) -> list[float]:
     return [float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha))]
 
 
-def _gap(groups: dict, rates: dict) -> dict | None:
-    """The highest minus the lowest underdiagnosis rate of a kind's groups (those with a rate), with
-    the CI of that same pair's difference over the shared replicates."""
+def underdiagnosis_gap(groups: dict, rates: dict, level: float = 0.95) -> dict | None:
+    """The highest minus the lowest underdiagnosis rate of a kind's groups (those with a rate): two
+    different groups, also where rates tie (then a gap of 0, `tied`). Its CI is simultaneous over
+    every pair of groups, so choosing the pair on the same data does not narrow it (the winner's
+    curse of bootstrapping the pair picked on the point estimates): c is the `level` quantile, over
+    the patient-bootstrap replicates, of the range (max minus min, groups chosen in each replicate)
+    of the groups' rates less their point rates; every pair's difference then lies within c of its
+    point with probability `level`, and so does the largest, the gap: [max(0, gap - c), gap + c].
+    Valid at a true gap of 0 too, where a percentile interval of max - min never reaches 0."""
     known = {g: s["underdiagnosis"] for g, s in groups.items() if np.isfinite(s["underdiagnosis"])}
     if len(known) < 2:
         return None
-    high, low = max(known, key=known.get), min(known, key=known.get)
-    diff = rates[high] - rates[low]
-    return {"highest": high, "lowest": low, "gap": known[high] - known[low], "ci": _interval(diff)}
+    ordered = sorted(known, key=known.get)  # stable: tied groups keep the table's order
+    low, high = ordered[0], ordered[-1]
+    gap = known[high] - known[low]
+    centred = np.column_stack([np.asarray(rates[g], np.float64) - known[g] for g in ordered])
+    enough = np.isfinite(centred).sum(axis=1) >= 2  # a replicate with fewer groups has no range
+    spread = np.nanmax(centred[enough], axis=1) - np.nanmin(centred[enough], axis=1) if enough.any() else []
+    half = float(np.quantile(spread, level)) if len(spread) else float("nan")
+    return {
+        "highest": high,
+        "lowest": low,
+        "gap": gap,
+        "tied": bool(gap == 0),
+        "ci": [max(0.0, gap - half), gap + half] if np.isfinite(half) else [float("nan")] * 2,
+        "ci_method": "simultaneous over the groups' pairs (patient bootstrap)",
+    }
 
 
 def expert_comparison(test: pd.DataFrame, expert_csv) -> dict | None:

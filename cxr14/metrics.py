@@ -330,26 +330,48 @@ def bootstrap_reps(y: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.
     return reps
 
 
-def _diff_summary(point: float, reps: np.ndarray, level: float) -> dict:
-    """A difference with its percentile CI and two p-values. `p`: the two-sided Wald test on the
-    bootstrap standard error (point / SD of the replicates), which can go as low as the data say, so
-    a Holm adjustment over a family of 60 tests can still find a difference; `p_percentile`: how often
-    the replicates fall on the other side of 0, doubled, never below 1 / replicates (with 200 of
-    them and 60 tests, Holm could never get it under 0.05)."""
-    from scipy.stats import norm
+def percentile_interval(reps: np.ndarray, level: float = 0.95) -> list[float]:
+    """The equal-tailed percentile interval of bootstrap replicates (NaN ones skipped) as order
+    statistics: [r_(j), r_(B+1-j)] of the B sorted replicates, j = ceil((1 - level) / 2 * (B + 1)) - 1,
+    the interval `bootstrap_p` inverts, so that it excludes 0 exactly when that p is below 1 - level.
+    NaNs when no replicate is left, or too few to make such an interval (j < 1: B < 2 / (1 - level) - 1,
+    39 at 95 %)."""
+    reps = np.sort(np.asarray(reps, np.float64)[np.isfinite(reps)])
+    j = int(np.ceil(round((1 - level) / 2 * (len(reps) + 1), 9))) - 1  # rounded: 1 - 0.95 is not 0.05
+    if j < 1:
+        return [float("nan")] * 2
+    return [float(reps[j - 1]), float(reps[len(reps) - j])]
 
+
+def bootstrap_p(reps: np.ndarray) -> tuple[float, float]:
+    """(p, its floor) of the two-sided test of "no difference" by inverting the percentile interval of
+    the same replicates: the smallest alpha whose `percentile_interval` at level 1 - alpha excludes 0,
+    2 (c + 1) / (B + 1) with c the replicates on the smaller side of 0 (ties with 0 on both). Never
+    below its floor 2 / (B + 1), the bootstrap's resolution: at the floor no replicate crossed 0 and
+    the p is "at most" that. NaNs without replicates."""
+    reps = np.asarray(reps, np.float64)
     reps = reps[np.isfinite(reps)]
-    if not np.isfinite(point) or not len(reps):
-        return {"diff": float("nan"), "ci": [float("nan")] * 2, "p": float("nan"), "p_percentile": float("nan")}
-    alpha = (1 - level) / 2
-    percentile = 2 * min(np.mean(reps <= 0), np.mean(reps >= 0))
-    se = float(np.std(reps, ddof=1)) if len(reps) > 1 else 0.0
-    wald = float(2 * norm.sf(abs(point) / se)) if se > 0 else float(point == 0)
+    if not len(reps):
+        return float("nan"), float("nan")
+    crossing = min(int((reps <= 0).sum()), int((reps >= 0).sum()))
+    floor = 2.0 / (len(reps) + 1)
+    return float(min(1.0, (crossing + 1) * floor)), float(floor)
+
+
+def _diff_summary(point: float, reps: np.ndarray, level: float) -> dict:
+    """A difference with its CI and p from one method, the same replicates: the percentile interval
+    (`percentile_interval`) and the p that inverts it (`bootstrap_p`), so the CI excludes 0 exactly
+    when p < 1 - level. `p_floor`: the smallest p the replicates can give (2 / (B + 1)); a p at its
+    floor reads "p <= p_floor" (no replicate crossed 0), never a smaller number."""
+    p, floor = bootstrap_p(reps)
+    if not np.isfinite(point):
+        p = floor = float("nan")
     return {
         "diff": float(point),
-        "ci": [float(np.quantile(reps, alpha)), float(np.quantile(reps, 1 - alpha))],
-        "p": wald,
-        "p_percentile": float(min(1.0, max(percentile, 1.0 / len(reps)))),
+        "ci": percentile_interval(reps, level) if np.isfinite(point) else [float("nan")] * 2,
+        "p": p,
+        "p_floor": floor,
+        "replicates": int(np.isfinite(reps).sum()),
     }
 
 
@@ -364,7 +386,7 @@ def paired_bootstrap(
 ) -> dict:
     """AUROC(a) - AUROC(b) per column and for the mean over columns, with the same patient resample
     applied to both models in each replicate (a paired bootstrap): {"per_column": [..], "mean": {..}},
-    each {"diff", "ci", "p"}."""
+    each `_diff_summary`'s {"diff", "ci", "p", "p_floor", "replicates"}."""
     weights = patient_bootstrap_weights(patients, n_boot, seed)
     return _difference((y, score_a, weights), (y, score_b, weights), level)
 
@@ -403,30 +425,47 @@ def _difference(a: tuple, b: tuple, level: float) -> dict:
     return {"per_column": per_column, "mean": mean}
 
 
-def delong(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray) -> dict:
-    """DeLong's test for two correlated AUROCs on the same images (DeLong et al. 1988, in the fast
-    form of Sun & Xu 2014): {"diff", "z", "p"}; NaN when a class is missing."""
+def delong(y: np.ndarray, score_a: np.ndarray, score_b: np.ndarray, patients: np.ndarray) -> dict:
+    """DeLong's test for two correlated AUROCs on the same images, clustered by patient (Obuchowski
+    1997): {"diff", "se", "z", "p"}; NaN when a class is missing or fewer than two patients hold it.
+
+    The structural components (placement values, DeLong et al. 1988, in the rank form of Sun & Xu
+    2014) of the difference are summed per patient before their variance is taken, so that the many
+    images of one patient count as one draw, as the patient bootstrap counts them; with one image per
+    patient it is DeLong's own test. Per image, 9 images a patient would make it far too sure."""
     from scipy.stats import norm, rankdata
 
+    nan = dict.fromkeys(("diff", "se", "z", "p"), float("nan"))
     keep = _labelled_rows(y)
-    y, score_a, score_b = np.asarray(y)[keep].astype(bool), np.asarray(score_a)[keep], np.asarray(score_b)[keep]
+    y = np.asarray(y)[keep].astype(bool)
+    _, cluster = np.unique(np.asarray(patients)[keep], return_inverse=True)
     m, n = int(y.sum()), int((~y).sum())
     if m == 0 or n == 0:
-        return {"diff": float("nan"), "z": float("nan"), "p": float("nan")}
-    v10, v01, auc = [], [], []
-    for s in (np.asarray(score_a, np.float64), np.asarray(score_b, np.float64)):
+        return nan
+    v10, v01, auc = np.zeros(m), np.zeros(n), []  # the difference's structural components
+    for sign, s in ((1.0, score_a), (-1.0, score_b)):
+        s = np.asarray(s, np.float64)[keep]
         pos, neg = s[y], s[~y]
         tz, tx, ty = rankdata(np.r_[pos, neg]), rankdata(pos), rankdata(neg)  # midranks
         auc.append((tz[:m].sum() - m * (m + 1) / 2) / (m * n))
-        v10.append((tz[:m] - tx) / n)  # structural components of the positives
-        v01.append(1.0 - (tz[m:] - ty) / m)  # and of the negatives
-    s10, s01 = np.cov(np.vstack(v10)), np.cov(np.vstack(v01))
-    var = (s10[0, 0] + s10[1, 1] - 2 * s10[0, 1]) / m + (s01[0, 0] + s01[1, 1] - 2 * s01[0, 1]) / n
+        v10 += sign * (tz[:m] - tx) / n  # each positive's share of negatives it outranks
+        v01 += sign * (1.0 - (tz[m:] - ty) / m)  # each negative's share of positives that outrank it
     diff = auc[0] - auc[1]
+    clusters = cluster.max() + 1
+    # Per patient: its components' sum less what its positives (negatives) would give at the mean.
+    e10 = np.bincount(cluster[y], v10, clusters) - np.bincount(cluster[y], minlength=clusters) * diff
+    e01 = np.bincount(cluster[~y], v01, clusters) - np.bincount(cluster[~y], minlength=clusters) * diff
+    with_pos, with_neg = np.unique(cluster[y]).size, np.unique(cluster[~y]).size
+    if with_pos < 2 or with_neg < 2:
+        return nan | {"diff": float(diff)}
+    s10 = with_pos / (with_pos - 1) / m * (e10**2).sum()
+    s01 = with_neg / (with_neg - 1) / n * (e01**2).sum()
+    s11 = clusters / (clusters - 1) * (e10 * e01).sum()
+    var = s10 / m + s01 / n + 2 * s11 / (m * n)
     if var <= 0:
-        return {"diff": float(diff), "z": float("nan"), "p": 1.0 if diff == 0 else float("nan")}
+        return nan | {"diff": float(diff), "se": 0.0, "p": 1.0 if diff == 0 else float("nan")}
     z = diff / np.sqrt(var)
-    return {"diff": float(diff), "z": float(z), "p": float(2 * norm.sf(abs(z)))}
+    return {"diff": float(diff), "se": float(np.sqrt(var)), "z": float(z), "p": float(2 * norm.sf(abs(z)))}
 
 
 def holm(pvalues) -> list[float]:
@@ -440,3 +479,30 @@ def holm(pvalues) -> list[float]:
         running = max(running, min(1.0, (len(order) - rank) * p[i]))
         out[i] = running
     return out.tolist()
+
+
+def gatekept_holm(primary, secondary, alpha: float = 0.05) -> dict:
+    """The leaderboard's verdicts in two families, a serial gatekeeping procedure: the primary family
+    (one p per run: its mean AUROC against the reference) Holm-adjusted over the runs; each run's
+    secondary family (its per-finding p's) Holm-adjusted over that run's findings alone, and tested
+    only where the run's primary test rejected at `alpha` (the gate). Under the null of no run
+    differing, nothing is rejected on the page more often than `alpha`; adding a run changes the
+    other runs' primary adjustment only, never their findings' families.
+
+    primary: (R,) p-values; secondary: (R, K). Returns arrays: "primary_holm" (R,), "primary_reject"
+    (R,) bool, "gate_open" (R,) bool, "secondary_holm" (R, K), NaN behind a closed gate, and
+    "secondary_reject" (R, K) bool; a test rejects where its adjusted p < alpha."""
+    primary = np.asarray(primary, np.float64).reshape(-1)
+    secondary = np.asarray(secondary, np.float64).reshape(len(primary), -1)
+    primary_holm = np.asarray(holm(primary))
+    gate_open = np.nan_to_num(primary_holm, nan=1.0) < alpha
+    secondary_holm = np.full(secondary.shape, np.nan)
+    for run in np.flatnonzero(gate_open):
+        secondary_holm[run] = holm(secondary[run])
+    return {
+        "primary_holm": primary_holm,
+        "primary_reject": gate_open.copy(),
+        "gate_open": gate_open,
+        "secondary_holm": secondary_holm,
+        "secondary_reject": np.nan_to_num(secondary_holm, nan=1.0) < alpha,
+    }

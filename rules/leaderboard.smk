@@ -1,10 +1,13 @@
-# Every run side by side, each compared with the reference run (paired patient bootstrap, DeLong).
+# Every run side by side, each compared with the reference run on its calibrated scores (paired patient
+# bootstrap; DeLong clustered by patient), its verdicts in two families (runs; each run's findings).
 
 
 rule leaderboard:
     input:
         evaluations=expand(on_nih(paths.METRICS), run=RUNS),
         predictions=expand(on_nih(paths.PREDICTIONS), run=RUNS),
+        # Each run's NIH calibration: its comparisons are on the calibrated scores its rows judge.
+        calibrations=expand(paths.NIH_CALIBRATION, run=RUNS),
         summaries=expand(paths.TRAINING_SUMMARY, run=TRAINED),
         reports=expand(on_nih(paths.REPORT), run=RUNS),
         external_evaluations=expand(paths.METRICS, run=RUNS, dataset=EXTERNAL),

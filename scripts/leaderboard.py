@@ -8,6 +8,6 @@ from cxr14.workflow.step import run
 run(
     leaderboard,
     snakemake,  # noqa: F821
-    per_run=["evaluations", "predictions", "summaries", "reports"],
+    per_run=["evaluations", "predictions", "calibrations", "summaries", "reports"],
     per_dataset=["external_evaluations", "external_predictions", "external_reports", "monitors", "monitor_reports"],
 )

@@ -550,15 +550,16 @@ def fixed_points(value: float = 0.5, site: str = "nih") -> dict:
     }  # fmt: skip
 
 
-def judged_on_nih(predictions, members=None, n_boot=20) -> dict:
+def judged_on_nih(predictions, members=None, n_boot=20, calibration=None) -> dict:
     """A run's judgement on NIH (as the evaluate step writes it) of a synthetic predictions table's test
-    rows, uncalibrated, at `fixed_points()`."""
+    rows, with `calibration` (none by default), at `fixed_points()`."""
     from cxr14.assess import judge
     from cxr14.constants import FINDINGS
 
     test = predictions[predictions.split == "test"].reset_index(drop=True)
     m, _ = judge(test, run="run", dataset="nih", collection={}, split="official test split", findings=list(FINDINGS),
-                 calibration=None, thresholds=fixed_points(), n_boot=n_boot, seed=0, members=members)  # fmt: skip
+                 calibration=calibration, thresholds=fixed_points(), n_boot=n_boot, seed=0,
+                 members=members)  # fmt: skip
     return m
 
 

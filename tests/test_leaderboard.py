@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.metrics import roc_auc_score
 
 from conftest import judged_on_nih, synthetic_external_predictions, synthetic_predictions
@@ -22,17 +23,30 @@ def _monitored(path, domain_auroc: float) -> dict:
 
 
 def _board(
-    tmp_path, runs: dict, settings: dict, groups: dict, site: dict | None = None, starts_from=None, labelled=True
+    tmp_path,
+    runs: dict,
+    settings: dict,
+    groups: dict,
+    site: dict | None = None,
+    starts_from=None,
+    labelled=True,
+    calibrations: dict | None = None,
+    n_boot: int = 1000,
+    seeds: dict | None = None,
 ):
     """The leaderboard of runs {name: noise of its synthetic predictions}, the first the reference;
     `site`: {name: noise} of each run's predictions on an external collection "site" (without labels
-    unless `labelled`); `starts_from`: the fine-tunes' starting runs."""
+    unless `labelled`); `starts_from`: the fine-tunes' starting runs; `calibrations`: {run: its NIH
+    calibration} (none by default), which its evaluation judges with; `seeds`: {run: the seed of its
+    noise} (its place in `runs` by default). 1,000 replicates: enough for Holm in a family of 14."""
     paths, external = {}, {key: {} for key in ("external_evaluations", "external_predictions", "external_reports",
                                                "monitors", "monitor_reports")}  # fmt: skip
+    calibrations = calibrations or {}
     for k, (run, noise) in enumerate(runs.items()):
-        pred = synthetic_predictions(tmp_path / f"{run}.parquet", k, noise)
-        m = judged_on_nih(pred)
+        pred = synthetic_predictions(tmp_path / f"{run}.parquet", (seeds or {}).get(run, k), noise)
+        m = judged_on_nih(pred, calibration=calibrations.get(run))
         (tmp_path / f"{run}.json").write_text(json.dumps(m))
+        (tmp_path / f"{run}.calibration.json").write_text(json.dumps(calibrations.get(run)))
         (tmp_path / f"{run}.summary.json").write_text(
             json.dumps({"seconds_this_run": 10.0, "epochs_run": 3, "epochs_this_run": 3, "train_images": 100})
         )
@@ -67,6 +81,7 @@ def _board(
     return leaderboard.leaderboard(
         evaluations={r: tmp_path / f"{r}.json" for r in runs},
         predictions={r: tmp_path / f"{r}.parquet" for r in runs},
+        calibrations={r: tmp_path / f"{r}.calibration.json" for r in runs},
         summaries={r: tmp_path / f"{r}.summary.json" for r in runs},
         reports=paths,
         **external,
@@ -77,7 +92,7 @@ def _board(
         reference=next(iter(runs)),
         starts_from=starts_from or {},
         model_cards={r: tmp_path / r / "model_card.html" for r in runs},
-        n_boot=200,
+        n_boot=n_boot,
         seed=0,
     )
 
@@ -158,30 +173,97 @@ def test_repeats_and_a_collection_together_spread_the_nih_scores(tmp_path):
     assert f'data-sort="{nih.mean()}"' in (tmp_path / "lb.html").read_text()
 
 
-def test_a_cell_is_coloured_by_the_holm_adjusted_decision_and_never_by_the_unadjusted_ci(tmp_path):
+COMPARISON_ROW = re.compile(
+    r'<tr><td>([^<]*)</td><td class="text">(primary|secondary)</td><td data-sort="[^"]*"( class="(?:better|worse)")?>'
+    r'[^<]*</td><td>([^<]*)</td>\s*<td data-sort="([^"]*)">[^<]*</td><td data-sort="([^"]*)">([^<]*)</td>'
+)
+
+
+def _comparison_rows(html: str) -> dict:
+    """run -> [(test, family, coloured, CI text, p, adjusted p or 1, adjusted p's cell)] of the page's
+    per-run comparison tables."""
+    out = {}
+    for part in html.split('id="comparisons"', 1)[1].split('<h3 id="compare-')[1:]:
+        out[part.split('"', 1)[0]] = COMPARISON_ROW.findall(part)
+    return out
+
+
+def test_a_cell_is_coloured_by_its_familys_holm_adjusted_decision_and_never_by_the_unadjusted_ci(tmp_path):
     """The page's one verdict per comparison: a cell is green or red exactly where the Holm-adjusted p
-    (over every test on the page) is below 0.05, whatever the unadjusted CI beside it says; with the
-    Wald p on the bootstrap SE, a clear difference survives Holm even at 200 replicates and 30 tests
-    (a percentile p floored at 1/200 could not: 30 x 0.005 = 0.15)."""
-    _board(tmp_path, {"ref": 0.35, "clear": 0.15, "close": 0.33}, {r: {} for r in ("ref", "clear", "close")}, {})
+    of its family is below 0.05, whatever the unadjusted CI beside it says; a run whose mean AUROC
+    shows no difference has its findings gated (no verdict, "gated"), and each table names its family."""
+    runs = {"ref": 0.35, "clear": 0.15, "close": 0.34}
+    _board(tmp_path, runs, {r: {} for r in runs}, {})
     csv = pd.read_csv(tmp_path / "lb.csv").set_index("run")
     html = (tmp_path / "lb.html").read_text()
     for run in ("clear", "close"):
         row = html.split(f'id="run-{run}"', 1)[1].split("</tr>", 1)[0]
         decided = csv.loc[run, "p_holm"] < 0.05
         assert ('class="better"' in row or 'class="worse"' in row) == decided, (run, csv.loc[run, "p_holm"])
-    assert csv.loc["clear", "p_holm"] < 0.05 and csv.loc["clear", "diff_ci_low"] > 0
-    # In the per-finding tables too: every coloured cell has its adjusted p below 0.05, and some cell whose
-    # unadjusted CI excludes 0 stays uncoloured (the multiplicity the CI does not account for).
-    cells = re.findall(r'<td data-sort="[^"]*"( class="(?:better|worse)")?>[^<]*</td><td>([^<]*)</td>\s*'
-                       r'<td data-sort="[^"]*">[^<]*</td><td data-sort="([^"]*)">',
-                       html.split('id="comparisons"', 1)[1])  # fmt: skip
-    assert cells, "no per-finding comparison rows found"
-    for coloured, ci, p_holm in cells:
-        assert bool(coloured) == (float(p_holm) < 0.05), (coloured, ci, p_holm)
-    assert any(
-        not coloured and (float(ci.split("–")[0]) > 0 or float(ci.split("–")[1]) < 0) for coloured, ci, _ in cells
+    assert csv.loc["clear", "p_holm"] < 0.05 and csv.loc["close", "p_holm"] >= 0.05
+    assert "Primary family" in html and "Secondary families" in html and "Holm over the 2 runs" in html
+    rows = _comparison_rows(html)
+    assert [len(rows[run]) for run in ("clear", "close")] == [15, 15]
+    for run, tests in rows.items():
+        assert [family for _, family, *_ in tests] == ["primary"] + ["secondary"] * 14
+        for name, _, coloured, _, _, adjusted, shown in tests:
+            assert bool(coloured) == (shown != "gated" and float(adjusted) < 0.05), (run, name, shown)
+    assert all(shown == "gated" for *_, shown in rows["close"][1:])  # its mean shows no difference
+    assert any(not coloured for _, _, coloured, *_ in rows["clear"][1:]) and any(c for _, _, c, *_ in rows["clear"][1:])
+
+
+def test_a_runs_verdicts_do_not_change_when_unrelated_runs_join(tmp_path):
+    """Main's one Holm family held every test of every run: with 5 runs the headline needed
+    p < 0.05/60 and each run's findings were adjusted for the other runs'. Now the families are the
+    runs' means, and each run's own findings: four more runs like the reference leave the clear
+    run's per-finding adjusted p's and verdicts as they were."""
+    two = {"ref": 0.35, "clear": 0.15}
+    six = two | {f"same{k}": 0.35 for k in range(4)}
+    (tmp_path / "two").mkdir(), (tmp_path / "six").mkdir()
+    _board(tmp_path / "two", two, {r: {} for r in two}, {})
+    _board(
+        tmp_path / "six",
+        six,
+        {r: {} for r in six},
+        {},
+        seeds={"ref": 0, "clear": 1} | {f"same{k}": 2 + k for k in range(4)},
     )
+    before = _comparison_rows((tmp_path / "two" / "lb.html").read_text())["clear"]
+    after = _comparison_rows((tmp_path / "six" / "lb.html").read_text())
+    assert after["clear"][1:] == before[1:]  # the findings: the same adjusted p's and colours
+    assert after["clear"][0][2] and before[0][2]  # its mean AUROC better in both
+    assert not any(coloured for run in after if run.startswith("same") for _, _, coloured, *_ in after[run])
+
+
+def test_every_comparisons_ci_excludes_0_exactly_where_its_p_is_below_005(tmp_path):
+    """One method for the CI and the p of each comparison, mean and findings, so they agree on every
+    row (main printed percentile CIs excluding 0 beside Wald p-values of 0.10-0.21)."""
+    noise = {"ref": 0.3, "a": 0.25, "b": 0.33, "c": 0.4, "d": 0.2}
+    tables = {
+        run: synthetic_predictions(tmp_path / f"{run}.parquet", k, sd) for k, (run, sd) in enumerate(noise.items())
+    }
+    tests = {run: t[t.split == "test"].sort_values("image_index", ignore_index=True) for run, t in tables.items()}
+    compared = leaderboard.compare(tests, leaderboard.against(tests, "ref"), 1000, 0)
+    rows = [(run, name, t) for run, c in compared.items() for name, t in c["tests"].items()]
+    assert len(rows) == 60
+    for run, name, t in rows:
+        excludes = t["ci"][0] > 0 or t["ci"][1] < 0
+        assert excludes == (t["p"] < 0.05), (run, name, t["ci"], t["p"])
+    assert any(t["p"] < 0.05 for *_, t in rows) and any(t["p"] >= 0.05 for *_, t in rows)
+
+
+def test_delta_is_on_the_same_calibrated_scores_as_the_rows(tmp_path):
+    """The rows' AUROCs are on each run's calibrated scores; Δ was on the raw ones. With an isotonic
+    map (steps: tied scores) the two differ, and Δ must be the difference of the rows' figures."""
+    steps = {"method": "isotonic", "x": [-40.0, -1.0, -0.99, 40.0], "y": [0.2, 0.2, 0.6, 0.6]}
+    coarse = {"method": "isotonic", "shared": [], "findings": dict.fromkeys(FINDINGS, steps)}
+    runs = {"ref": 0.3, "other": 0.3}
+    _board(tmp_path, runs, {r: {} for r in runs}, {}, calibrations={"ref": coarse})
+    csv = pd.read_csv(tmp_path / "lb.csv").set_index("run")
+    raw = synthetic_predictions(tmp_path / "raw.parquet", 0, 0.3)
+    assert judged_on_nih(raw)["mean_auroc"] != pytest.approx(csv.loc["ref", "mean_auroc"], abs=0.01)  # the map matters
+    rows_difference = csv.loc["other", "mean_auroc"] - csv.loc["ref", "mean_auroc"]
+    assert csv.loc["other", "diff_vs_reference"] == pytest.approx(rows_difference, abs=1e-5)
 
 
 def test_a_collection_without_labels_has_its_shift_and_no_auroc_on_the_board(tmp_path):

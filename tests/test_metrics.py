@@ -68,14 +68,41 @@ def _delong_by_definition(y, a, b):
 
 
 def test_delong_matches_its_definition_with_ties():
+    """With one image per patient the clustered test is DeLong's own."""
     rng = np.random.default_rng(3)
     y = rng.random(300) < 0.3
     a = np.round(y + rng.normal(0, 1.0, 300), 1)  # rounding makes ties
     b = np.round(y + rng.normal(0, 1.4, 300), 1)
     diff, z = _delong_by_definition(y, a, b)
-    got = metrics.delong(y, a, b)
+    got = metrics.delong(y, a, b, np.arange(300))
     assert got["diff"] == pytest.approx(diff) and got["z"] == pytest.approx(z)
     assert 0 < got["p"] < 1
+
+
+def _clustered(seed, patients=150, per_patient=9):
+    """Images of patients with a patient effect in the labels and in both runs' scores, each run's own
+    too (9 images a patient, as on NIH test): what makes an image-level test too sure."""
+    rng = np.random.default_rng(seed)
+    patient = np.repeat(np.arange(patients), per_patient)
+    effect = rng.normal(0, 1.5, patients)[patient]
+    y = rng.random(len(patient)) < 1 / (1 + np.exp(-(effect - 1)))
+    a = y + effect + rng.normal(0, 1.0, patients)[patient] + rng.normal(0, 0.5, len(patient))
+    b = y + effect + rng.normal(0, 1.3, patients)[patient] + rng.normal(0, 0.5, len(patient))
+    return y, a, b, patient
+
+
+def test_delong_is_clustered_by_patient_and_agrees_with_the_patient_bootstrap():
+    """Obuchowski's clustered DeLong: its SE is the paired patient bootstrap's (within 10 %), not the
+    image-level one (which counts 9 images of a patient as 9 draws: a quarter narrower here)."""
+    y, a, b, patient = _clustered(0)
+    clustered = metrics.delong(y, a, b, patient)
+    per_image = metrics.delong(y, a, b, np.arange(len(y)))
+    reps = metrics.bootstrap_reps(y[:, None], a[:, None], metrics.patient_bootstrap_weights(patient, 2000, 1))
+    reps -= metrics.bootstrap_reps(y[:, None], b[:, None], metrics.patient_bootstrap_weights(patient, 2000, 1))
+    bootstrap_se = float(np.std(reps, ddof=1))
+    assert clustered["diff"] == pytest.approx(per_image["diff"])
+    assert clustered["se"] == pytest.approx(bootstrap_se, rel=0.1)
+    assert per_image["se"] < 0.8 * clustered["se"]
 
 
 def test_paired_bootstrap_agrees_with_delong_and_is_paired():
@@ -85,12 +112,55 @@ def test_paired_bootstrap_agrees_with_delong_and_is_paired():
     a = y + rng.normal(0, 0.8, (n, 1))
     b = y + rng.normal(0, 2.5, (n, 1))
     boot = metrics.paired_bootstrap(y, a, b, np.arange(n) // 2, n_boot=1000, seed=0)
-    dl = metrics.delong(y[:, 0], a[:, 0], b[:, 0])
+    dl = metrics.delong(y[:, 0], a[:, 0], b[:, 0], np.arange(n) // 2)
     assert boot["mean"]["diff"] == pytest.approx(dl["diff"])
     assert boot["mean"]["ci"][0] > 0 and boot["mean"]["p"] < 0.05 and dl["p"] < 0.05
     # A run against itself: the paired differences are exactly 0 in every replicate.
     same = metrics.paired_bootstrap(y, a, a, np.arange(n), n_boot=100, seed=0)
     assert same["mean"]["diff"] == 0 and same["mean"]["ci"] == [0, 0] and same["mean"]["p"] == 1.0
+
+
+@pytest.mark.parametrize("n_boot", [39, 200, 999, 1000, 1999])
+def test_a_comparisons_ci_excludes_0_exactly_when_its_p_is_below_005(n_boot):
+    """One method for both: the p inverts the percentile interval of the same replicates, so "the 95 %
+    CI excludes 0" and "p < 0.05" never disagree (main printed percentile CIs excluding 0 beside Wald
+    p-values of 0.10-0.21), at any number of replicates and any shift of them, 0 itself included."""
+    rng = np.random.default_rng(n_boot)
+    base = rng.standard_t(3, n_boot)
+    for shift in np.linspace(-4, 4, 161):
+        reps = np.round(base + shift, 1)  # rounded: replicates exactly at 0 too
+        summary = metrics._diff_summary(float(np.median(reps)), reps, 0.95)
+        lo, hi = summary["ci"]
+        assert (lo > 0 or hi < 0) == (summary["p"] < 0.05), (n_boot, shift, summary)
+        assert summary["p"] >= summary["p_floor"] == pytest.approx(2 / (n_boot + 1))
+
+
+def test_a_bootstrap_p_never_goes_below_what_its_replicates_resolve():
+    """No replicate on the other side of 0: p is the floor 2 / (B + 1), flagged, not an extrapolation."""
+    reps = np.linspace(0.01, 0.05, 200)
+    summary = metrics._diff_summary(0.03, reps, 0.95)
+    assert summary["p"] == summary["p_floor"] == pytest.approx(2 / 201) and summary["replicates"] == 200
+    # Too few replicates for a 95 % percentile interval: none, and no p below 0.05 either.
+    few = metrics._diff_summary(0.03, reps[:30], 0.95)
+    assert np.isnan(few["ci"]).all() and few["p"] > 0.05
+
+
+def test_the_verdict_families_are_a_primary_holm_over_runs_and_a_gated_holm_per_run():
+    """Each run's mean AUROC in one family (Holm over runs); its findings in their own family (Holm
+    over its 14), tested only behind its primary rejection; a run's verdicts do not change when an
+    unrelated run joins (main's one family of every test of every run made them)."""
+    primary = [0.001, 0.2]
+    findings = np.full((2, 14), 0.5)
+    findings[0, :3] = [0.001, 0.003, 0.04]
+    findings[1, 0] = 0.0001  # behind a closed gate: never rejected
+    out = metrics.gatekept_holm(primary, findings)
+    assert out["primary_holm"] == pytest.approx([0.002, 0.2]) and list(out["gate_open"]) == [True, False]
+    assert out["secondary_holm"][0, :3] == pytest.approx([0.014, 0.039, 0.48])
+    assert np.isnan(out["secondary_holm"][1]).all() and not out["secondary_reject"][1].any()
+    assert list(np.flatnonzero(out["secondary_reject"][0])) == [0, 1]
+    # Four more runs with nothing to show: the first run's findings keep their adjusted p's.
+    more = metrics.gatekept_holm(primary + [0.6] * 4, np.vstack([findings, np.full((4, 14), 0.6)]))
+    assert more["primary_reject"][0] and more["secondary_holm"][0] == pytest.approx(out["secondary_holm"][0])
 
 
 def test_holm_by_hand():

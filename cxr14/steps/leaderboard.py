@@ -1,6 +1,9 @@
 """The leaderboard: every run side by side, and each compared with the reference run on the same
-test images with a paired patient bootstrap (the same patients resampled for both runs in each
-replicate) and, per finding, DeLong's test as a second opinion; Holm's correction over the family."""
+test images and the same calibrated scores as its row, with a paired patient bootstrap (the same
+patients resampled for both runs in each replicate; its CI and the p that inverts it) and, per
+finding, DeLong's test clustered by patient as a second opinion. Verdicts in two families
+(`judge_families`): each run's mean AUROC against the reference, Holm over the runs; each run's
+findings, Holm over its own, tested only where its mean AUROC differs."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics, prediction_table
+from ..calibration import calibrated
 from ..constants import DISCLAIMER, FINDINGS
 from ..files import atomic
 from ..prediction_table import EXTERNAL
@@ -26,6 +30,7 @@ def leaderboard(
     *,
     evaluations: dict,
     predictions: dict,
+    calibrations: dict,
     summaries: dict,
     reports: dict,
     external_evaluations: dict,
@@ -44,8 +49,10 @@ def leaderboard(
     seed: int,
 ) -> pd.DataFrame:
     """Step `leaderboard`: `csv` and the self-contained, sortable `html`, one row per run in the order
-    of `evaluations`. Each input is {run: file}: `evaluations` (metrics JSON), `predictions` and
-    `reports` of every run; `summaries` (training) of the trained runs only. `flat_settings`: each run's
+    of `evaluations`. Each input is {run: file}: `evaluations` (metrics JSON), `predictions`,
+    `calibrations` (its NIH calibration, which its evaluations judge every collection with: the
+    comparisons use the same calibrated scores) and `reports` of every run; `summaries` (training) of
+    the trained runs only. `flat_settings`: each run's
     settings as {"section.key": value}, for the 'differs from the reference' column. The `external_*`
     inputs are {dataset: {run: file}}: each run's evaluation, predictions and report on each external
     collection, which add a column group per collection (its mean AUROC over the findings it labels,
@@ -58,8 +65,9 @@ def leaderboard(
     runs = list(evaluations)
     by_run = {run: json.loads(Path(path).read_text()) for run, path in evaluations.items()}
     trained_summaries = {run: json.loads(Path(path).read_text()) for run, path in summaries.items()}
-    tests = {run: prediction_table.read(path, "test") for run, path in predictions.items()}
-    comparisons = compare(tests, against(tests, reference), n_boot, seed)
+    maps = {run: json.loads(Path(path).read_text()) for run, path in calibrations.items()}
+    tests = {run: calibrated(prediction_table.read(path, "test"), maps[run]) for run, path in predictions.items()}
+    comparisons = judge_families(compare(tests, against(tests, reference), n_boot, seed))
     rows = [
         _row(
             run,
@@ -74,11 +82,11 @@ def leaderboard(
         for run in runs
     ]
     collections = {
-        dataset: external(evaluations_of, external_predictions[dataset], reference, n_boot, seed)
+        dataset: external(evaluations_of, external_predictions[dataset], maps, reference, n_boot, seed)
         for dataset, evaluations_of in external_evaluations.items()
     }
     unlabelled = [d for d, by_run in collections.items() if not _labelled({r: f["metrics"] for r, f in by_run.items()})]
-    fine_tunes = fine_tune_gains(tests, external_predictions, starts_from, n_boot, seed, unlabelled)
+    fine_tunes = fine_tune_gains(tests, external_predictions, maps, starts_from, n_boot, seed, unlabelled)
     for row in rows:
         row["starts_from"] = starts_from.get(row["run"])
         for dataset, on_collection in collections.items():
@@ -113,9 +121,10 @@ def against(tables: dict, reference: str) -> dict[str, str]:
 
 
 def compare(tests: dict[str, pd.DataFrame], pairs: dict[str, str], n_boot: int, seed: int) -> dict:
-    """run -> its comparison with the run `pairs` names for it on the test images both scored: the
-    paired-bootstrap difference in mean AUROC and per finding (CI, p), DeLong per finding, and
-    Holm-adjusted p-values over every test of every pair (the family the page reports)."""
+    """run -> its comparison with the run `pairs` names for it on the test images both scored (each
+    table's scores as its row's figures use them: calibrated): the paired-bootstrap difference in
+    mean AUROC and per finding (`metrics.paired_bootstrap`: CI, p, p_floor) and, per finding, the
+    clustered DeLong p. No verdicts: `judge_families` gives them."""
     out = {}
     for run, other in pairs.items():
         test, ref = tests[run], tests[other]
@@ -123,35 +132,57 @@ def compare(tests: dict[str, pd.DataFrame], pairs: dict[str, str], n_boot: int, 
         a = test.set_index("image_index").loc[both.image_index]
         b = ref.set_index("image_index").loc[both.image_index]
         (y, score_b), (_, score_a) = prediction_table.arrays(b), prediction_table.arrays(a)
-        boot = metrics.paired_bootstrap(y, score_a, score_b, b.patient_id.to_numpy(), n_boot, seed)
-        per_finding = {}
-        for j, finding in enumerate(FINDINGS):
-            per_finding[finding] = {
-                **boot["per_column"][j],
-                "delong_p": metrics.delong(y[:, j], score_a[:, j], score_b[:, j])["p"],
-            }
-        tests_ = {"mean AUROC": {**boot["mean"], "delong_p": float("nan")}, **per_finding}  # DeLong is per finding
+        patients = b.patient_id.to_numpy()
+        boot = metrics.paired_bootstrap(y, score_a, score_b, patients, n_boot, seed)
+        delong = [metrics.delong(y[:, j], score_a[:, j], score_b[:, j], patients)["p"] for j in range(len(FINDINGS))]
+        per_finding = {f: {**boot["per_column"][j], "delong_p": delong[j]} for j, f in enumerate(FINDINGS)}
+        tests_ = {PRIMARY: {**boot["mean"], "delong_p": float("nan")}, **per_finding}  # DeLong is per finding
         out[run] = {"images": int(len(both)), "patients": int(b.patient_id.nunique()), "tests": tests_}
-    family = [(run, name) for run, c in out.items() for name in c["tests"]]
-    adjusted = metrics.holm([out[run]["tests"][name]["p"] for run, name in family])
-    for (run, name), p in zip(family, adjusted):
-        test = out[run]["tests"][name]
-        test["p_holm"] = p
-        test["excludes_0"] = bool(np.isfinite(test["ci"][0]) and (test["ci"][0] > 0 or test["ci"][1] < 0))
-        # The one verdict the page colours: the Holm-adjusted test over the whole family at 0.05, its
-        # direction the sign of the difference (the unadjusted CI is shown beside it, not decided on).
-        test["verdict"] = ("better" if test["diff"] > 0 else "worse") if np.isfinite(p) and p < ALPHA else None
     return out
 
 
-def external(evaluations: dict, predictions: dict, reference: str, n_boot: int, seed: int) -> dict:
+PRIMARY = "mean AUROC"  # each comparison's primary test; the findings' are secondary
+
+
+def judge_families(comparisons: dict, alpha: float = ALPHA) -> dict:
+    """`comparisons` (`compare`'s) with each test's family, its Holm-adjusted p and its verdict, by
+    `metrics.gatekept_holm`: the primary family, every run's mean AUROC (Holm over the runs); the
+    secondary, per run, its findings (Holm over that run's alone), tested only where its primary test
+    rejected ("gated" otherwise: no verdict). A verdict is the sign of the difference where the
+    adjusted p < `alpha`; "excludes_0": whether the unadjusted CI does (exactly when p < 0.05)."""
+    runs = list(comparisons)
+    if not runs:
+        return comparisons
+    findings = [name for name in comparisons[runs[0]]["tests"] if name != PRIMARY]
+    decided = metrics.gatekept_holm(
+        [comparisons[run]["tests"][PRIMARY]["p"] for run in runs],
+        [[comparisons[run]["tests"][name]["p"] for name in findings] for run in runs],
+        alpha,
+    )
+    for i, run in enumerate(runs):
+        tests = comparisons[run]["tests"]
+        adjusted = {PRIMARY: decided["primary_holm"][i], **dict(zip(findings, decided["secondary_holm"][i]))}
+        for name, test in tests.items():
+            p = float(adjusted[name])
+            test["family"] = "primary" if name == PRIMARY else "secondary"
+            test["gated"] = name != PRIMARY and not decided["gate_open"][i]
+            test["p_holm"] = p
+            test["excludes_0"] = bool(np.isfinite(test["ci"][0]) and (test["ci"][0] > 0 or test["ci"][1] < 0))
+            # The one verdict the page colours, from the adjusted p of the test's family.
+            test["verdict"] = ("better" if test["diff"] > 0 else "worse") if np.isfinite(p) and p < alpha else None
+    return comparisons
+
+
+def external(evaluations: dict, predictions: dict, maps: dict, reference: str, n_boot: int, seed: int) -> dict:
     """run -> its figures on one external collection (mean AUROC over the findings it labels, the
-    drop from NIH) and its paired comparison with `reference` on the collection's images."""
+    drop from NIH) and its paired comparison with `reference` on the collection's images, each run's
+    scores through its NIH calibration `maps[run]` (as its evaluation there judges them); the
+    collection's comparisons are families of their own (`judge_families`)."""
     by_run = {run: json.loads(Path(path).read_text()) for run, path in evaluations.items()}
     if not _labelled(by_run):
         return {run: {"metrics": m, "comparison": None} for run, m in by_run.items()}
-    tables = {run: prediction_table.read(path, EXTERNAL) for run, path in predictions.items()}
-    comparisons = compare(tables, against(tables, reference), n_boot, seed)
+    tables = {run: calibrated(prediction_table.read(path, EXTERNAL), maps[run]) for run, path in predictions.items()}
+    comparisons = judge_families(compare(tables, against(tables, reference), n_boot, seed))
     return {run: {"metrics": m, "comparison": comparisons.get(run)} for run, m in by_run.items()}
 
 
@@ -161,21 +192,22 @@ def _labelled(by_run: dict) -> bool:
 
 
 def fine_tune_gains(
-    tests: dict, external_predictions: dict, starts_from: dict, n_boot: int, seed: int, unlabelled=()
+    tests: dict, external_predictions: dict, maps: dict, starts_from: dict, n_boot: int, seed: int, unlabelled=()
 ) -> dict:
     """fine-tune -> {"nih" or dataset: its paired comparison with its starting run there}: what it
-    gained on the collections (but the `unlabelled` ones) and what it gave up on NIH test (Holm within
-    each)."""
+    gained on the collections (but the `unlabelled` ones) and what it gave up on NIH test (`tests`,
+    calibrated already), each run's scores through its NIH calibration `maps[run]`; the fine-tunes on
+    each are families of their own (`judge_families`)."""
     if not starts_from:
         return {}
     out: dict = {}
     tables = {"nih": tests} | {
-        dataset: {run: prediction_table.read(path, EXTERNAL) for run, path in by_run.items()}
+        dataset: {run: calibrated(prediction_table.read(path, EXTERNAL), maps[run]) for run, path in by_run.items()}
         for dataset, by_run in external_predictions.items()
         if dataset not in unlabelled
     }
     for where, by_run in tables.items():
-        for run, comparison in compare(by_run, starts_from, n_boot, seed).items():
+        for run, comparison in judge_families(compare(by_run, starts_from, n_boot, seed)).items():
             out.setdefault(run, {})[where] = comparison
     return out
 
@@ -252,7 +284,7 @@ def _row(run, m, summary, settings, reference, comparison, report, model_card) -
         and round(summary["train_images"] * summary["epochs_this_run"] / max(summary["seconds_this_run"], 1e-9), 1),
         "report": report,
         "model_card": model_card,
-        **dict.fromkeys(["diff_vs_reference", "diff_ci_low", "diff_ci_high", "p_bootstrap", "p_holm"]),
+        **dict.fromkeys(["diff_vs_reference", "diff_ci_low", "diff_ci_high", "p_bootstrap", "p_floor", "p_holm"]),
     }
     if comparison:
         mean = comparison["tests"]["mean AUROC"]
@@ -262,6 +294,7 @@ def _row(run, m, summary, settings, reference, comparison, report, model_card) -
                 "diff_ci_low": mean["ci"][0],
                 "diff_ci_high": mean["ci"][1],
                 "p_bootstrap": mean["p"],
+                "p_floor": mean["p_floor"],
                 "p_holm": mean["p_holm"],
             }
         )
@@ -282,7 +315,7 @@ def _render(
     fine_tunes: dict,
 ) -> None:
     env = templates()
-    env.filters["p"] = lambda v: (f"{v:.3f}" if v >= 0.001 else "<0.001") if known(v) else "–"
+    env.filters["p"] = _p
     env.filters["num"] = lambda v: f"{v:g}" if known(v) else "–"
     records = table.astype(object).where(table.notna(), None).to_dict("records")
     page = env.get_template("leaderboard.html.j2").render(
@@ -295,8 +328,25 @@ def _render(
         reference=reference,
         n_boot=n_boot,
         n_tests=sum(len(c["tests"]) for c in comparisons.values()),
+        min_boot=_replicates_needed(len(comparisons)),
         disclaimer=DISCLAIMER,
         created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
     with atomic(html) as staged:
         staged.write_text(page)
+
+
+def _p(value, floor=None) -> str:
+    """A p-value for the page: "≤ floor" where it sits at the bootstrap's resolution (no replicate
+    crossed 0), so no smaller number is implied than the replicates resolve."""
+    if not known(value):
+        return "–"
+    if known(floor) and value <= floor:
+        return f"≤{floor:.2g}"
+    return f"{value:.3f}" if value >= 0.001 else f"{value:.1e}"
+
+
+def _replicates_needed(runs: int, alpha: float = ALPHA) -> int:
+    """The fewest bootstrap replicates B with which Holm can reject in the larger family (the runs',
+    or a run's 14 findings): its smallest adjusted p, family size x 2 / (B + 1), below `alpha`."""
+    return int(np.floor(2 * max(len(FINDINGS), runs) / alpha))
