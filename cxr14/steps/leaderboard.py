@@ -102,7 +102,8 @@ def leaderboard(
     with atomic(csv) as staged:
         table.to_csv(staged, index=False, float_format="%.6g")
     spread = repeat_spread(groups, by_run)
-    _render(table, comparisons, spread, reference, n_boot, html, collections, fine_tunes)
+    synthetic = any(m.get("synthetic") for m in by_run.values())  # the demo's phantom data
+    _render(table, comparisons, spread, reference, n_boot, html, collections, fine_tunes, synthetic)
     log.info(
         "leaderboard of %d runs against %s: %d paired comparisons",
         len(runs),
@@ -313,6 +314,7 @@ def _render(
     html,
     collections: dict,
     fine_tunes: dict,
+    synthetic: bool,
 ) -> None:
     env = templates()
     env.filters["p"] = _p
@@ -330,6 +332,7 @@ def _render(
         n_tests=sum(len(c["tests"]) for c in comparisons.values()),
         min_boot=_replicates_needed(len(comparisons)),
         disclaimer=DISCLAIMER,
+        synthetic=synthetic,
         created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     )
     with atomic(html) as staged:

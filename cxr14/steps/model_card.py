@@ -77,6 +77,7 @@ def model_card(
         findings=FINDINGS,
         metric_labels=METRIC_LABELS,
         disclaimer=DISCLAIMER,
+        synthetic=m.get("synthetic", False),  # said in the card's text, so on its page too
     )
     with atomic(card) as staged:
         staged.write_text(text)
