@@ -9,7 +9,7 @@ from cxr14 import ood, shift
 from cxr14.intensity import BINS
 
 PATIENTS, IMAGES, DIMS, FINDINGS = 50, 10, 8, 3
-SETTINGS = {"sample_images": 1000, "permutations": 200, "folds": 5, "n_boot": 200, "alpha": 0.01}
+SETTINGS = {"sample_images": 1000, "permutations": 200, "folds": 2, "n_boot": 200, "alpha": 0.01}
 
 
 def _clustered(seed: int, moved: float = 0.0, side: str = "a"):
@@ -37,18 +37,19 @@ def test_two_samples_of_one_patient_clustered_population_are_not_flagged(draw):
     effect is what the tests must not mistake for a shift."""
     a, b = _clustered(2 * draw), _clustered(2 * draw + 1, side="b")
     got = _compare(a, b)
-    assert got["mmd"]["p"] > 0.05 and got["domain"]["ci"][0] < 0.5, got
+    assert got["mmd"]["p"] > 0.05 and got["domain"]["p"] > 0.05 and not got["flags"]["embeddings"], got
     assert got["ks"]["p_bonferroni"] > SETTINGS["alpha"] and not got["shifted"], got
     assert got["patients"] == [PATIENTS, PATIENTS] and got["images"] == [PATIENTS * IMAGES] * 2
     by_image = shift.mmd_test(a[0], b[0], SETTINGS["permutations"], seed=0)
-    classified = shift.domain_classifier(a[0], b[0], 5, seed=0, n_boot=200)
+    classified = shift.domain_classifier(a[0], b[0], 2, seed=0, n_boot=200)
     assert by_image["p"] < 0.01 or classified["ci"][0] > 0.5  # what ignoring the patients gives
 
 
 def test_a_shift_of_the_patients_is_flagged_by_every_detector():
     got = _compare(_clustered(0), _clustered(1, moved=0.8, side="b"))
     assert got["shifted"] and got["flags"] == {"embeddings": True, "predictions": True}, got
-    assert got["mmd"]["p"] < 0.01 and got["domain"]["ci"][0] > 0.6 and got["ks"]["p_bonferroni"] < 0.01
+    assert got["mmd"]["p"] < 0.01 and got["domain"]["p"] < 0.01 and got["domain"]["ci"][0] > 0.6
+    assert got["ks"]["p_bonferroni"] < 0.01
 
 
 def test_ks_compares_one_image_per_patient_and_is_scipys_there():
