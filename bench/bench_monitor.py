@@ -1,7 +1,8 @@
 """The monitor step's statistics at full scale, each timed on its own: a run with DenseNet121's 1024-wide
 embeddings, its NIH reference (2000 train images), NIH val (11,212) and test (25,596) against a site of
-25,596 images; the schema's defaults for the samples (1000 a side), dimensions (32), permutations (1000),
-folds (5) and bootstrap (1000). Random embeddings: the time does not depend on their values.
+25,596 images, 9 images per patient; the schema's defaults for the samples (1000 a side, whole patients),
+dimensions (32), permutations (1000), folds (2) and bootstrap (1000). Random embeddings: the time does
+not depend on their values.
 
     .venv/bin/python bench/bench_monitor.py
 """
@@ -23,7 +24,8 @@ def main() -> None:
     rng = np.random.default_rng(0)
     width, sample = 1024, 1000
     train, val, test, site = (rng.normal(size=(n, width)).astype(np.float32) for n in (2000, 11212, 25596, 25596))
-    probabilities = rng.uniform(size=(25596, 14))
+    patients = {name: np.arange(len(x)) // 9 for name, x in (("val", val), ("test", test), ("site", site))}
+    probabilities = {name: rng.uniform(size=(len(patients[name]), 14)) for name in patients}
     timed = {}
 
     def clock(name, work):
@@ -32,18 +34,26 @@ def main() -> None:
         timed[name] = time.perf_counter() - start
         return result
 
-    reference = clock("OOD reference (Ledoit-Wolf on 2000 x 1024, NIH val's 99th percentile)",
-                      lambda: ood.fit_reference(train, val, 0.99))  # fmt: skip
+    reference = clock("OOD reference (Ledoit-Wolf on 2000 x 1024, a patient half of NIH val's 99th percentile)",
+                      lambda: ood.fit_reference(train, val, 0.99, val_patients=patients["val"], seed=0))  # fmt: skip
     clock("distances of 25,596 site + 25,596 NIH test images",
           lambda: (ood.mahalanobis(reference, site), ood.mahalanobis(reference, test)))  # fmt: skip
     project = clock("PCA to 32 components (fitted on the reference)", lambda: shift.projection(train, 32))
-    a, b = project(test[:sample]), project(site[:sample])
-    clock("MMD, 1000 permutations, 1000 a side (x2: site and NIH val)",
-          lambda: [shift.mmd_test(a, b, 1000, 0) for _ in range(2)])  # fmt: skip
-    clock("domain classifier, 5 folds + 1000 bootstrap (x2)",
-          lambda: [shift.domain_classifier(a, b, 5, 0, 1000) for _ in range(2)])  # fmt: skip
+    projected = {"val": project(val), "test": project(test), "site": project(site)}
+    half = shift.patient_halves(patients["val"], 0)
+
+    def against(x: str, y: str, x_rows=slice(None), y_rows=slice(None)) -> dict:
+        return shift.compare(
+            projected[x][x_rows], projected[y][y_rows], patients[x][x_rows], patients[y][y_rows],
+            p_x=probabilities[x][x_rows], p_y=probabilities[y][y_rows], sample_images=sample, permutations=1000,
+            folds=2, n_boot=1000, seed=0, alpha=0.01,
+        )  # fmt: skip
+
+    clock("two-sample tests (MMD, domain classifier, 14 KS), NIH val against the site, its own half and NIH test",
+          lambda: [against("val", "site"), against("val", "val", half, ~half), against("val", "test")])  # fmt: skip
     clock("label-free AUROC estimate, 14 findings x 25,596 images (x2: site and NIH test)",
-          lambda: [metrics.expected_auroc(probabilities[:, j]) for j in range(14) for _ in range(2)])  # fmt: skip
+          lambda: [metrics.expected_auroc(probabilities[k][:, j]) for j in range(14)
+                   for k in ("site", "test")])  # fmt: skip
     print("| statistic | seconds |")
     print("|---|---:|")
     for name, seconds in timed.items():

@@ -142,9 +142,10 @@ class Analysis:
         if not predictor.unlike(distance):
             return ""
         return (
-            f"**⚠ This image is {predictor.UNLIKE}** (its distance from the NIH training images in the "
-            f"model's features, {distance:.1f}, is past the {100 * predictor.reference['quantile']:g}th "
-            "percentile of NIH validation images'): its findings below mean less than usual.\n\n"
+            f"**⚠ This image is {predictor.UNLIKE}** (its distance from the model's training images "
+            f"({predictor.reference.get('training_data', 'nih')}) in its features, {distance:.1f}, is past the "
+            f"{100 * predictor.reference['quantile']:g}th percentile of their validation images'): its findings "
+            "below mean less than usual.\n\n"
         )
 
     def analyse(self, file, run: str, site: str | None = None):

@@ -9,15 +9,26 @@ from __future__ import annotations
 import numpy as np
 
 
-def fit_reference(train: np.ndarray, val: np.ndarray, quantile: float) -> dict:
-    """The out-of-distribution reference of a run: the mean and Ledoit-Wolf shrunk precision of its NIH
-    training embeddings, and the threshold, the `quantile` of NIH val's distances to them (so about
-    1 - quantile of images like NIH val's are past it)."""
+def fit_reference(train: np.ndarray, val: np.ndarray, quantile: float, *, val_patients, seed: int) -> dict:
+    """The out-of-distribution reference of a run: the mean and Ledoit-Wolf shrunk precision of its
+    training embeddings `train`, and the threshold, the `quantile` of the distances of one seeded
+    patient-disjoint half of `val` (`shift.patient_halves` of `val_patients`). The other half is the
+    yardstick: its share past the threshold (`heldout_share`) is what images like val's give when the
+    threshold was not fitted on them (about 1 - quantile; on its own images a quantile is past by
+    construction). `threshold_images` says how many images the quantile rests on."""
     from sklearn.covariance import LedoitWolf
+
+    from .shift import patient_halves
 
     fitted = LedoitWolf().fit(np.asarray(train, np.float64))
     reference = {"mean": fitted.location_, "precision": fitted.precision_, "quantile": quantile}
-    reference["threshold"] = float(np.quantile(mahalanobis(reference, val), quantile))
+    distances = mahalanobis(reference, val)
+    fitted_on = patient_halves(val_patients, seed)
+    reference["threshold"] = float(np.quantile(distances[fitted_on], quantile))
+    reference["threshold_images"] = int(fitted_on.sum())
+    reference["heldout_images"] = int((~fitted_on).sum())
+    reference["heldout_share"] = float(np.mean(distances[~fitted_on] > reference["threshold"]))
+    reference["training_images"] = int(len(train))
     return reference
 
 
@@ -33,7 +44,8 @@ def load_reference(path) -> dict:
     """The out-of-distribution reference of a run (the `ood_reference` step's)."""
     with np.load(path, allow_pickle=False) as stored:
         found = {k: stored[k] for k in stored.files}
-    return found | {"threshold": float(found["threshold"]), "quantile": float(found["quantile"])}
+    scalars = {k: v.item() for k, v in found.items() if v.ndim == 0 and v.dtype.kind in "fiuU"}
+    return found | scalars
 
 
 LEGACY_REFERENCE = "reference_"  # the reference's arrays in a features file scored before ood_reference was a step

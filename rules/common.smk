@@ -243,6 +243,44 @@ def network_files(pattern):
     )
 
 
+def training_sources(run):
+    """The collections a run learnt from (`train.data`; an ensemble's: its members', in order): what
+    its out-of-distribution reference is fitted on."""
+    trained = [RUNS[member] for member in RUNS[run].members] or [RUNS[run]]
+    return list(
+        dict.fromkeys(
+            source
+            for each in trained
+            for source in cxr14_settings.sources(each.train.data)
+        )
+    )
+
+
+# The split collections some run trains on: every run embeds their training images too (as NIH's),
+# so a fine-tune's reference, and an ensemble's with a fine-tune in it, are its own training data.
+TRAINING_COLLECTIONS = sorted(
+    {source for run in TRAINED for source in training_sources(run)} - {NIH}
+)
+
+
+def reference_manifest(wildcards):
+    """The training shards whose embeddings the score step keeps for the out-of-distribution
+    reference: NIH's, and those of a collection some run trains on."""
+    if wildcards.dataset == NIH or wildcards.dataset in TRAINING_COLLECTIONS:
+        return manifest(wildcards.dataset, wildcards.run, "train")
+    return []
+
+
+def reference_files(pattern):
+    """A run's file (features, predictions) on each collection it learnt from, one per network (an
+    ensemble's members'), collection by collection."""
+    return lambda wildcards: [
+        pattern.format(run=network, dataset=source)
+        for source in training_sources(wildcards.run)
+        for network in RUNS[wildcards.run].members or [wildcards.run]
+    ]
+
+
 def starting_model(wildcards):
     """A fine-tune's starting model (`train.init`); none for a new one."""
     start = RUNS[wildcards.run].starts_from

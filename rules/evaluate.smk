@@ -10,10 +10,9 @@ rule score:
         # The run's model as ONNX: what `evaluate.engine` onnx (or auto, on a job without a GPU) scores with.
         onnx=paths.CONVERTED,
         manifests=scored_manifests,
-        # On NIH: the training shards whose embeddings the run's out-of-distribution reference is fitted on.
-        reference=lambda wildcards: (
-            manifest(NIH, wildcards.run, "train") if wildcards.dataset == NIH else []
-        ),
+        # On NIH and a collection a run trains on: the training shards whose embeddings the run's
+        # out-of-distribution reference is fitted on.
+        reference=reference_manifest,
     output:
         predictions=paths.PREDICTIONS,
         features=paths.FEATURES,

@@ -1,12 +1,20 @@
-# Each run's out-of-distribution reference, fitted on its NIH features; then each run watched on each
-# external collection, labelled or not: is it like the NIH data the run was trained and validated on?
-# Image headers and intensities, two-sample tests on the run's embeddings (an ensemble's: its members' side by side), an out-of-distribution share, prediction
-# shift and a label-free AUROC estimate, each beside NIH val against NIH test.
+# Each run's out-of-distribution reference, fitted on the embeddings of its own training data (NIH's;
+# a fine-tune's: its site's); then each run watched on each external collection, labelled or not: is
+# it like the NIH data the run was calibrated on? Image headers and intensities, two-sample tests on the
+# run's embeddings (an ensemble's: its members' side by side) and predictions against NIH val, an
+# out-of-distribution share, and a label-free AUROC estimate; the yardstick of no shift is two
+# patient-disjoint halves of NIH val, NIH test (an enriched split) the known shift.
 
 
 rule ood_reference:
     input:
-        features=network_files(on_nih(paths.FEATURES)),
+        # The run's training data (a fine-tune's: its site's): the embeddings of its training images,
+        # and its val images' (their patients from the predictions) that set the threshold.
+        features=reference_files(paths.FEATURES),
+        predictions=lambda wildcards: [
+            paths.PREDICTIONS.format(run=wildcards.run, dataset=source)
+            for source in training_sources(wildcards.run)
+        ],
     output:
         reference=paths.OOD_REFERENCE,
     log:
@@ -20,6 +28,8 @@ rule ood_reference:
         runtime=30,
     params:
         quantile=config["monitor"]["quantile"],
+        seed=config["monitor"]["seed"],
+        sources=lambda wildcards: training_sources(wildcards.run),
         code=package_code("ood_reference"),
     script:
         "../scripts/ood_reference.py"
@@ -30,6 +40,13 @@ rule monitor:
         predictions=paths.PREDICTIONS,
         nih_predictions=on_nih(paths.PREDICTIONS),
         calibration=paths.NIH_CALIBRATION,
+        # The run's calibration fitted at this collection, where it is a site (split): what the
+        # label-free AUROC estimate holds with.
+        site_calibration=lambda wildcards: (
+            paths.CALIBRATION.format(**wildcards)
+            if COLLECTIONS[wildcards.dataset].is_site
+            else []
+        ),
         features=network_files(paths.FEATURES),
         nih_features=network_files(on_nih(paths.FEATURES)),
         ood_reference=paths.OOD_REFERENCE,
