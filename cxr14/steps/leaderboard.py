@@ -231,7 +231,7 @@ def _external_row(dataset: str, figures: dict) -> dict:
 
 
 def _shift_row(dataset: str, m: dict) -> dict:
-    """A run's shift on a collection (its monitor step's): told from NIH test by the domain classifier,
+    """A run's shift on a collection (its monitor step's): told from NIH val by the domain classifier,
     the share of images past the out-of-distribution threshold, and whether it is flagged."""
     domain = m["features"]["domain"]
     return {

@@ -60,7 +60,7 @@ def engine_for(engine: str) -> tuple[str, str]:
     return ("keras", f"{len(gpus)} GPU(s) visible") if gpus else ("onnx", "no GPU visible")
 
 
-REFERENCE = "train"  # the split of the NIH training images whose features are the run's reference
+REFERENCE = "train"  # the split of the training images whose features are a run's OOD reference
 
 
 def score(
@@ -82,8 +82,8 @@ def score(
     `predictions` (Parquet): the images of `manifests[k]` as split `splits[k]` (NIH's val and test;
     an external collection's test split or all of it, as `external`). With `tta`, test-time
     augmented, with the plain scores beside them. `features` (npz) gets each scored image's embedding
-    and pixel statistics, and on NIH those of the first `reference_images` of the `reference` (train)
-    shards, in shard order, as split `train`: what the `ood_reference` step fits the run's
+    and pixel statistics, and, on a collection some run trains on (NIH, or a fine-tune's site), those
+    of the first `reference_images` of the `reference` (train) shards, in shard order, as split `train`: what the `ood_reference` step fits the run's
     out-of-distribution reference on. `engine`: keras, onnx (the `onnx` model, converted from `model`
     by the `convert` step) or auto (`engine_for`)."""
     if len(manifests) != len(splits):
