@@ -151,14 +151,14 @@ def workflow_config() -> dict:
     config = yaml.safe_load((REPO / "config/demo.yaml").read_text())
     config["archive_catalog"] = {i: {"images": 70} for i in range(1, 13)}
     config["shards"] = {"image_size": 64, "images_per_shard": 1000}  # one shard per split: fewer TF-importing jobs
-    config["train"].update({"epochs": 8, "deterministic": True})  # val mean AUROC ~0.98 by epoch 6
+    config["train"].update({"epochs": 6, "deterministic": True})  # val mean AUROC ~0.98 by epoch 6
     config["evaluate"].update({"n_boot": 50, "gallery_k": 1})
     config["demo"]["site_patients"] = 150
     fine_tune = config["runs"]["cnn_site"]
     fine_tune["train"].update({"init": REPEAT})
     # The fine-tune takes the GPU path (mixed precision over two simulated GPUs, the global batch the
     # CPU runs' 32) through every step of `rule all`.
-    fine_tune["train"].update({"simulate_gpus": 2, "batch_size": 16})
+    fine_tune["train"].update({"simulate_gpus": 2, "batch_size": 16, "epochs": 5})  # 1 head-only, 4 all
     config["runs"] = {
         "cnn": {"repeats": 2},  # seeds 42 (train.seed) and 43
         "cnn_80px": config["runs"]["cnn_80px"],
