@@ -17,6 +17,7 @@ import argparse
 import functools
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,7 +132,9 @@ def label_free(p: np.ndarray) -> float:
 def comparison_family(tables: dict, pairs: dict, n_boot: int, seed: int) -> dict:
     """The leaderboard's comparisons (each run against its pair, Holm over the family): per run, per
     test name ("mean AUROC" or a finding), {"verdict", "p" (unadjusted), "delong_p"}."""
-    found = leaderboard.compare(tables, pairs, n_boot, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # DeLong on a finding with one positive: NaN, as it says
+        found = leaderboard.compare(tables, pairs, n_boot, seed)
     return {run: {name: {k: t[k] for k in ("verdict", "p", "delong_p")} for name, t in c["tests"].items()}
             for run, c in found.items()}  # fmt: skip
 
