@@ -362,6 +362,7 @@ class Summary:
     se: float  # its Monte Carlo SE (over replicates, each replicate's mean one observation)
     bound: str
     passed: bool | None
+    worst: str = ""  # where a replicate's outcome is one per finding: the finding furthest from the promise
 
 
 def summarise(name: str, outcomes: list, coverage_bound: float = COVERAGE_BOUND) -> Summary:
@@ -372,17 +373,27 @@ def summarise(name: str, outcomes: list, coverage_bound: float = COVERAGE_BOUND)
     per_replicate = np.array([np.nanmean(o) for o in outcomes])
     value = float(np.nanmean(np.concatenate(outcomes)))
     se = float(np.nanstd(per_replicate) / np.sqrt(len(outcomes)))
+    worst = _worst(check, outcomes)
     if name in UNBOUNDED or check.kind == "power":
-        return Summary(value, se, "—", None)
+        return Summary(value, se, "—", None, worst)
     if check.kind == "type-I":
         limit = check.nominal + 3 * np.sqrt(check.nominal * (1 - check.nominal) / len(outcomes))
-        return Summary(value, se, f"<= {limit:.3f}", value <= limit)
+        return Summary(value, se, f"<= {limit:.3f}", value <= limit, worst)
     if check.kind == "coverage":
-        return Summary(value, se, f">= {coverage_bound:.2f}", value >= coverage_bound)
+        return Summary(value, se, f">= {coverage_bound:.2f}", value >= coverage_bound, worst)
     if check.kind == "share":
         limit = check.nominal + 3 * se
-        return Summary(value, se, f"<= {limit:.4f}", value <= limit)
-    return Summary(value, se, f"within +-{BIAS_BOUND}", abs(value) <= BIAS_BOUND)
+        return Summary(value, se, f"<= {limit:.4f}", value <= limit, worst)
+    return Summary(value, se, f"within +-{BIAS_BOUND}", abs(value) <= BIAS_BOUND, worst)
+
+
+def _worst(check: Check, outcomes: list) -> str:
+    """The finding furthest from the promise, where every replicate has one outcome per finding."""
+    if {len(o) for o in outcomes} != {len(FINDINGS)}:
+        return ""
+    per_finding = np.nanmean(np.stack(outcomes), axis=0)
+    at = int(np.argmin(per_finding) if check.kind == "coverage" else np.argmax(np.abs(per_finding)))
+    return f"{FINDINGS[at]} {per_finding[at]:+.3f}" if check.kind == "bias" else f"{FINDINGS[at]} {per_finding[at]:.3f}"
 
 
 def table(results: dict[str, tuple[int, Summary]]) -> str:
@@ -392,7 +403,8 @@ def table(results: dict[str, tuple[int, Summary]]) -> str:
         check = CHECKS[name]
         what = {"type-I": "type-I", "coverage": "coverage", "power": "power", "share": "share", "bias": "mean error"}
         passed = "—" if s.passed is None else ("yes" if s.passed else "**no**")
-        rows.append(f"| {check.statistic} | {check.truth} | {replicates} | {what[check.kind]} {s.value:.3f} | "
+        worst = f" (worst: {s.worst})" if s.worst else ""
+        rows.append(f"| {check.statistic} | {check.truth} | {replicates} | {what[check.kind]} {s.value:.3f}{worst} | "
                     f"{s.se:.3f} | {s.bound} | {passed} |")  # fmt: skip
     return "\n".join(rows)
 
