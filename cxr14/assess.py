@@ -49,6 +49,9 @@ def operating_points(test: pd.DataFrame, chosen: dict, weights: np.ndarray) -> d
     return out
 
 
+GAP_MIN_PATIENTS = 10  # patients with a finding a group needs to enter the underdiagnosis gap
+
+
 def subgroups(test: pd.DataFrame, thresholds: dict[str, float], n_boot: int, seed: int, findings=FINDINGS) -> dict:
     """Per sex, age band and view: counts, AUROC per finding, the mean AUROC with a patient-bootstrap
     CI, and the underdiagnosis rate (Seyyed-Kalantari et al. 2021): the share of images with a
@@ -89,6 +92,7 @@ def subgroups(test: pd.DataFrame, thresholds: dict[str, float], n_boot: int, see
                 "mean_auroc": float(np.mean(np.asarray(aurocs)[valid])) if valid.any() else float("nan"),
                 "mean_auroc_ci": _interval(mean_reps),
                 "with_finding": int(sick[mask].sum()),
+                "patients_with_finding": int(test.patient_id[mask & sick].nunique()),
                 "underdiagnosis": rate,
                 "underdiagnosis_ci": _interval(rates[str(value)]),
             }
@@ -114,8 +118,13 @@ def underdiagnosis_gap(groups: dict, rates: dict, level: float = 0.95) -> dict |
     the patient-bootstrap replicates, of the range (max minus min, groups chosen in each replicate)
     of the groups' rates less their point rates; every pair's difference then lies within c of its
     point with probability `level`, and so does the largest, the gap: [max(0, gap - c), gap + c].
-    Valid at a true gap of 0 too, where a percentile interval of max - min never reaches 0."""
-    known = {g: s["underdiagnosis"] for g, s in groups.items() if np.isfinite(s["underdiagnosis"])}
+    Valid at a true gap of 0 too, where a percentile interval of max - min never reaches 0.
+    Only groups with at least `GAP_MIN_PATIENTS` patients with a finding are compared (`compared`): a
+    rate of a handful of patients is 0 or 1 in nearly every replicate, so its bootstrap spread says
+    nothing of its uncertainty, and that group would set the gap (an age band of 3 children: a CI that
+    covered the true gap 2 times in 3 in simulation, docs/statistics.md); the others are named (`too_few`)."""
+    rated = {g: s for g, s in groups.items() if np.isfinite(s["underdiagnosis"])}
+    known = {g: s["underdiagnosis"] for g, s in rated.items() if s["patients_with_finding"] >= GAP_MIN_PATIENTS}
     if len(known) < 2:
         return None
     ordered = sorted(known, key=known.get)  # stable: tied groups keep the table's order
@@ -132,6 +141,8 @@ def underdiagnosis_gap(groups: dict, rates: dict, level: float = 0.95) -> dict |
         "tied": bool(gap == 0),
         "ci": [max(0.0, gap - half), gap + half] if np.isfinite(half) else [float("nan")] * 2,
         "ci_method": "simultaneous over the groups' pairs (patient bootstrap)",
+        "compared": list(known),
+        "too_few": [g for g in rated if g not in known],
     }
 
 

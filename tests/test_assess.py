@@ -143,7 +143,7 @@ def _gap_of_groups(seed: int, true_rates, patients=200, images_each=3, n_boot=20
     groups, rates = {}, {}
     for g in range(len(true_rates)):
         mask = group == g
-        groups[str(g)] = {"underdiagnosis": float(missed[mask].mean())}
+        groups[str(g)] = {"underdiagnosis": float(missed[mask].mean()), "patients_with_finding": len(set(patient[mask]))}
         rates[str(g)] = (weights[:, mask] * missed[mask]).sum(axis=1) / weights[:, mask].sum(axis=1)
     return assess.underdiagnosis_gap(groups, rates), max(true_rates) - min(true_rates)
 
@@ -175,3 +175,16 @@ def test_tied_underdiagnosis_rates_are_a_gap_of_0_between_two_groups_not_f_minus
     assert {gap["highest"], gap["lowest"]} == {"F", "M"} and gap["gap"] == 0 and gap["tied"]
     page = templates().get_template("subgroups.html.j2").render(m={"subgroups": sections}, subgroup_findings=[])
     assert "F minus F" not in page and "no gap by sex" in page
+
+
+def test_a_group_of_a_handful_of_patients_is_named_not_compared_in_the_gap():
+    """A rate of three patients is 0 or 1 in nearly every replicate, so its bootstrap spread says
+    nothing and it would set the gap (the age band CI covered 0.68 in simulation): such a group is named
+    beside the gap, not in it."""
+    groups = {"a": {"underdiagnosis": 0.2, "patients_with_finding": 50},
+              "b": {"underdiagnosis": 0.3, "patients_with_finding": 40},
+              "c": {"underdiagnosis": 1.0, "patients_with_finding": 3}}  # fmt: skip
+    rates = {g: np.full(100, s["underdiagnosis"]) + np.linspace(-0.05, 0.05, 100) for g, s in groups.items()}
+    gap = assess.underdiagnosis_gap(groups, rates)
+    assert (gap["highest"], gap["lowest"]) == ("b", "a") and gap["gap"] == pytest.approx(0.1)
+    assert gap["compared"] == ["a", "b"] and gap["too_few"] == ["c"]

@@ -73,13 +73,17 @@ def test_mmd_permutations_move_whole_patients():
         assert (per_patient == per_patient[:, :1]).all() and per_patient[:, 0].sum() == PATIENTS
 
 
-def test_patient_sample_takes_whole_patients_and_halves_share_none():
+def test_patient_sample_spreads_over_as_many_patients_as_it_can_and_halves_share_none():
+    """One image of every patient before a second of any: the evidence grows with the patients."""
     patients = np.repeat(np.arange(40), np.arange(1, 41))  # 1 to 40 images each
+    picked = shift.sample(len(patients), 30, seed=3, patients=patients)
+    assert len(picked) == 30 and len(set(patients[picked])) == 30 and (np.diff(picked) > 0).all()
     picked = shift.sample(len(patients), 200, seed=3, patients=patients)
     assert len(picked) == 200 and (np.diff(picked) > 0).all()
     counts = np.bincount(patients[picked], minlength=40)
-    cut = [p for p in np.unique(patients[picked]) if counts[p] != p + 1]
-    assert len(cut) <= 1  # every drawn patient whole, but the last one cut at the size
+    whole = np.arange(1, 41) <= counts.max() - 1  # patients with fewer images than the most drawn of one
+    assert (counts[whole] == np.arange(1, 41)[whole]).all() and counts.max() - counts[~whole].min() <= 1
+    np.testing.assert_array_equal(picked, shift.sample(len(patients), 200, seed=3, patients=patients))
     first = shift.patient_halves(patients, seed=0)
     assert not set(patients[first]) & set(patients[~first])
     assert abs(len(set(patients[first])) - 20) <= 1
