@@ -38,6 +38,7 @@ METHODS = ("temperature", "platt", "isotonic")
 
 
 SHARED = "shared_temperature"  # the map of a finding with too few val positives for its own
+UNLABELLED = "unlabelled"  # no map: nobody in val labels the finding there
 
 
 def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
@@ -64,23 +65,35 @@ def fit(y, z, method: str, min_positives: int, offset: float = 0.0) -> dict:
     out = {"positives": positives, "negatives": negatives, "val_log_loss_before": _log_loss(y, sigmoid(z))}
     target = _targets(y)
     if method == "temperature":
-        temperature, intercept = _temperature_and_intercept(target, z - offset)
-        out.update(method="temperature", offset=float(offset), temperature=temperature, intercept=intercept)
+        (log_t, intercept), bounds = _temperature_and_intercept(target, z - offset)
+        out.update(method="temperature", offset=float(offset), temperature=float(np.exp(log_t)), intercept=intercept)
+        stopped = _at_bound([log_t, intercept], bounds, ("log temperature", "intercept"))
     elif method == "platt":
+        bounds = [(1e-6, BOUND), (-BOUND, BOUND)]
         best = minimize(
-            lambda ab: _log_loss(target, sigmoid(ab[0] * z + ab[1])),
-            x0=[1.0, 0.0],
-            method="L-BFGS-B",
-            bounds=[(1e-6, None), (None, None)],
+            lambda ab: _log_loss(target, sigmoid(ab[0] * z + ab[1])), x0=[1.0, 0.0], method="L-BFGS-B", bounds=bounds
         )
         out.update(method="platt", a=float(best.x[0]), b=float(best.x[1]))
+        stopped = _at_bound(best.x, bounds, ("a", "b"))
     elif method == "isotonic":
         from sklearn.isotonic import IsotonicRegression
 
-        iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(z, y)
+        # Clipped to [1/(n+1), n/(n+1)]: a step of 0 or 1 would be a logit of -+34.5 (at 1e-15), which
+        # would outvote every other member of an ensemble that averages calibrated logits.
+        edge = 1.0 / (len(y) + 1)
+        iso = IsotonicRegression(y_min=edge, y_max=1 - edge, out_of_bounds="clip").fit(z, y)
         out.update(method="isotonic", x=iso.X_thresholds_.tolist(), y=iso.y_thresholds_.tolist())
+        stopped = False
     else:
         raise ValueError(f"calibration method must be one of {METHODS}, not {method!r}")
+    if stopped:  # a map at the optimiser's edge is not the data's: the shared map takes the finding
+        return {
+            "method": "none",
+            "positives": positives,
+            "negatives": negatives,
+            "at_bound": True,
+            "why": f"its own {method} fit stopped at the optimiser's bound ({stopped})",
+        }
     out["val_log_loss_after"] = _log_loss(y, apply_one(out, z))
     return out
 
@@ -93,109 +106,190 @@ def _targets(y: np.ndarray) -> np.ndarray:
     return np.where(y > 0, (positives + 1) / (positives + 2), 1 / (negatives + 2))
 
 
-def _temperature_and_intercept(target: np.ndarray, z: np.ndarray) -> tuple[float, float]:
-    """The T and b of sigmoid(z / T + b) with the least log-loss against `target`, fitted together."""
+def _temperature_and_intercept(target: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, list]:
+    """The log T and b of sigmoid(z / T + b) with the least log-loss against `target`, fitted together,
+    and the optimiser's bounds."""
     from scipy.optimize import minimize
 
+    bounds = [(-6, 6), (-BOUND, BOUND)]
     best = minimize(
         lambda tb: _log_loss(target, sigmoid(z / np.exp(tb[0]) + tb[1])),
         x0=[0.0, 0.0],
         method="L-BFGS-B",
-        bounds=[(-6, 6), (-20, 20)],
+        bounds=bounds,
     )
-    return float(np.exp(best.x[0])), float(best.x[1])
+    return best.x, bounds
 
 
-def _temperature(target: np.ndarray, z: np.ndarray) -> float:
-    """The T of sigmoid(z / T) with the least log-loss against `target`."""
-    from scipy.optimize import minimize_scalar
-
-    best = minimize_scalar(
-        lambda log_t: _log_loss(target, sigmoid(z / np.exp(log_t))), bounds=(-6, 6), method="bounded"
-    )
-    return float(np.exp(best.x))
+def _at_bound(values, bounds, names) -> str:
+    """The parameters that sit on their optimiser bound, named with their values ("" for none)."""
+    hit = [f"{name} {v:+.3f}" for name, v, edges in zip(names, values, bounds) if np.isclose(edges, v).any()]
+    return ", ".join(hit)
 
 
-def shared(fitted: dict, val: pd.DataFrame, offsets: dict[str, float], min_positives: int) -> tuple[dict, float]:
+PRIOR_SD = 1.0  # logit: how far a site's calibration in the large may sit from the transferred map's, a priori
+LOG_TEMPERATURE_SD = 2.0  # a weak prior on log T, so that a separable pool still gives a finite temperature
+BOUND = 20.0  # |intercept| the bounded own-map optimiser stops at: a fit there is not kept
+
+
+def _joint(ys, zs, references, prior_sd: float) -> tuple[float, np.ndarray]:
+    """One temperature T and one intercept per finding, fitted together by penalised maximum
+    likelihood (a MAP fit) on every finding's labels: sigmoid(z_f / T + b_f), z_f its offset-free
+    logits. Each b_f has a Gaussian prior N(c_f(T), prior_sd^2), c_f(T) = mean(r_f) - mean(z_f) / T:
+    the intercept at which the map's mean logit is the reference map's r_f on the same images (the
+    transferred map's calibration in the large), so a finding with few positives keeps it unless its
+    labels say otherwise. Fitted jointly, a site's shift of a finding as a whole goes to its intercept,
+    not to T (pooled without intercepts a -1.2 logit shift at a true T = 1 gives T = 0.68).
+    Returns (T, the intercepts)."""
+    from scipy.optimize import minimize
+
+    k = len(ys)
+    mean_z = np.array([z.mean() if len(z) else 0.0 for z in zs])
+    mean_r = np.array([r.mean() if len(r) else 0.0 for r in references])
+    y, z = np.concatenate(ys), np.concatenate(zs)
+    which = np.repeat(np.arange(k), [len(v) for v in ys])
+    precision = 1.0 / prior_sd**2
+
+    def objective(theta):
+        u, b = theta[0], theta[1:]
+        inv_t = np.exp(-u)
+        scaled = z * inv_t
+        eta = scaled + b[which]
+        p = sigmoid(eta)
+        centre = mean_r - mean_z * inv_t
+        gap = b - centre
+        loss = np.logaddexp(0, eta).sum() - (y * eta).sum() + 0.5 * precision * (gap**2).sum()
+        loss += 0.5 * u**2 / LOG_TEMPERATURE_SD**2
+        residual = p - y
+        grad_b = np.bincount(which, weights=residual, minlength=k) + precision * gap
+        grad_u = -(residual * scaled).sum() - precision * (gap * mean_z * inv_t).sum() + u / LOG_TEMPERATURE_SD**2
+        return loss, np.r_[grad_u, grad_b]
+
+    start = np.r_[0.0, mean_r - mean_z]
+    best = minimize(objective, start, jac=True, method="L-BFGS-B")
+    return float(np.exp(best.x[0])), best.x[1:]
+
+
+def _reference_logits(transferred: dict | None, finding: str, z: np.ndarray, offset: float) -> np.ndarray:
+    """What the map falls back to without labels: the transferred map's calibrated logits (NIH's, at a
+    site), or the logits with the class-weight offset taken out (on the site a run was trained for)."""
+    if transferred is not None and transferred["findings"][finding]["method"] not in (UNLABELLED, "none"):
+        return apply_logit(transferred["findings"][finding], z)
+    return z - offset
+
+
+def shared(
+    fitted: dict,
+    val: pd.DataFrame,
+    offsets: dict[str, float],
+    min_positives: int,
+    transferred: dict | None = None,
+    prior_sd: float = PRIOR_SD,
+) -> tuple[dict, float]:
     """`fitted` with each finding fitted "none" (too few val positives) given the shared map: its own
-    class-weight offset removed, one temperature for all findings, fitted on every finding's labelled
-    val images pooled (1.0 when even the pool is too small), then an intercept of its own. Returns
-    (the maps, that temperature).
-
-    The intercept is the one thing a handful of positives can pin: the finding's calibration in the
-    large, fitted on its own val labels with Platt's smoothed targets (so none or all positive still
-    gives a finite shift towards what was seen). At a new site that is most of the miscalibration
-    (another scanner and prevalence move a finding's scores as a whole); on NIH it is about 0."""
+    class-weight offset removed, one temperature for all findings and an intercept per finding, fitted
+    jointly on every labelled finding's val images (`_joint`), the intercept shrunk towards the
+    `transferred` map's calibration in the large (NIH's calibration at a site; the offset-free logits
+    without one) with its posterior SD. A finding nobody in val labels gets no map (`UNLABELLED`):
+    its probability there is unknown, and no decision is made on it. Returns (the maps, T)."""
     labels = {f: val[prediction_table.label(f)].to_numpy(np.float64) for f in FINDINGS}
     logits = prediction_table.logits(val)
     # A collection that does not say (-1) is not a negative. (`metrics.labelled` spelt out: importing
     # metrics here would make every step that reads a predictions table depend on its code.)
     known = {f: labels[f] >= 0 for f in FINDINGS}
-    ys = np.concatenate([labels[f][known[f]] for f in FINDINGS])
-    zs = np.concatenate([logits[known[f], k] - offsets[f] for k, f in enumerate(FINDINGS)])
-    positives, negatives = int(ys.sum()), int(len(ys) - ys.sum())
-    temperature = _temperature(_targets(ys), zs) if min(positives, negatives) >= min_positives else 1.0
+    labelled = [f for f in FINDINGS if known[f].any()]
+    column = {f: k for k, f in enumerate(FINDINGS)}
+    ys = [labels[f][known[f]] for f in labelled]
+    zs = [logits[known[f], column[f]] - offsets[f] for f in labelled]
+    references = [
+        _reference_logits(transferred, f, logits[known[f], column[f]], offsets[f]) for f in labelled
+    ]
+    temperature, intercepts = _joint(ys, zs, references, prior_sd) if labelled else (1.0, np.zeros(0))
+    towards = f"{transferred.get('site', 'nih')}'s map" if transferred else "the offset-free logits"
     out = dict(fitted)
-    for k, f in enumerate(FINDINGS):
+    for f in FINDINGS:
         params = fitted[f]
+        if not known[f].any():
+            out[f] = {
+                "method": UNLABELLED,
+                "positives": 0,
+                "negatives": 0,
+                "reason": "no val image is labelled for it here, so it gets no map and no decision at this site",
+            }
+            continue
         if params["method"] != "none":
             continue
-        y, z = labels[f][known[f]], (logits[known[f], k] - offsets[f]) / temperature
-        intercept = _intercept(y, z) if len(y) else 0.0
+        j = labelled.index(f)
+        z, reference = zs[j] / temperature, references[j]
+        centre = float(reference.mean() - z.mean())
+        intercept = float(intercepts[j])
+        p = sigmoid(z + intercept)
+        sd = float(1.0 / np.sqrt((p * (1 - p)).sum() + 1.0 / prior_sd**2))  # Laplace, given T
+        why = params.get("why", f"fewer than {min_positives} of each for a map of its own")
         out[f] = {
             "method": SHARED,
             "offset": float(offsets[f]),
             "temperature": temperature,
             "intercept": intercept,
+            "intercept_sd": sd,
+            "prior": {"centre": centre, "sd": prior_sd, "towards": towards},
             "positives": params["positives"],
             "negatives": params["negatives"],
-            "reason": f"{params['positives']} val positives and {params['negatives']} negatives; fewer than "
-            f"{min_positives} of each for a map of its own, "
+            "at_bound": bool(params.get("at_bound", False)),
+            "reason": f"{params['positives']} val positives and {params['negatives']} negatives; {why}, "
             f"so its class-weight offset ({offsets[f]:+.3f} in logit) is removed, the temperature shared across "
-            f"findings ({temperature:.3f}, fitted on {positives} positive and {negatives} negative val labels of all "
-            f"findings pooled) is applied, and its own intercept ({intercept:+.3f}, its calibration in the large "
-            "on its val labels)",
+            f"findings ({temperature:.3f}, fitted jointly with one intercept per finding) is applied, and its own "
+            f"intercept ({intercept:+.3f} ± {sd:.3f}), shrunk towards {towards} ({centre:+.3f}, prior SD "
+            f"{prior_sd:g})",
         }
     return out, temperature
 
 
-def fit_table(rows: pd.DataFrame, method: str, min_positives: int, offsets: dict[str, float]) -> dict:
+def fit_table(
+    rows: pd.DataFrame,
+    method: str,
+    min_positives: int,
+    offsets: dict[str, float],
+    transferred: dict | None = None,
+    prior_sd: float = PRIOR_SD,
+) -> dict:
     """The one fitter: every finding's map fitted on the labelled `rows` of a predictions table (a
-    site's val split, or the part of a collection a local recalibration is fitted on), those with too
-    few positives given the shared map. {"method", "min_positives", "shared": the findings on the shared
-    map, "shared_temperature", "findings": {finding: its map}}."""
+    site's val split, or the part of a collection a local recalibration is fitted on); those with too
+    few positives (or an own fit at the optimiser's bound) get the shared map, shrunk towards the
+    `transferred` calibration (NIH's, at another site) with prior SD `prior_sd`; those nobody labels,
+    none. No finding keeps its raw logits (and so its class-weight offset). {"method",
+    "min_positives", "offsets", "shared": the findings on the shared map, "at_bound", "unlabelled",
+    "shared_temperature", "prior_sd", "findings": {finding: its map}}."""
     logits = prediction_table.logits(rows)
     fitted = {}
     for k, f in enumerate(FINDINGS):
         y = rows[prediction_table.label(f)].to_numpy()
         known = y >= 0  # a collection's unlabelled images say nothing either way (`metrics.labelled`)
         fitted[f] = fit(y[known], logits[known, k], method, min_positives, offsets[f])
-    skipped = [f for f, v in fitted.items() if v["method"] == "none"]
-    fitted, temperature = shared(fitted, rows, offsets, min_positives)
+    fitted, temperature = shared(fitted, rows, offsets, min_positives, transferred, prior_sd)
     return {
         "method": method,
         "min_positives": min_positives,
-        "shared": skipped,  # every other finding has a map of its own
+        "offsets": {f: float(offsets[f]) for f in FINDINGS},
+        "shared": [f for f, v in fitted.items() if v["method"] == SHARED],  # every other finding has its own map
+        "at_bound": [f for f, v in fitted.items() if v.get("at_bound")],
+        "unlabelled": [f for f, v in fitted.items() if v["method"] == UNLABELLED],
         "shared_temperature": temperature,
+        "prior_sd": prior_sd,
+        "transferred_from": transferred.get("site", "nih") if transferred else None,
         "findings": fitted,
     }
 
 
-def _intercept(y: np.ndarray, z: np.ndarray) -> float:
-    """The b of sigmoid(z + b) with the least log-loss against Platt's targets of `y`."""
-    from scipy.optimize import minimize_scalar
-
-    target = _targets(y)
-    return float(minimize_scalar(lambda b: _log_loss(target, sigmoid(z + b)), bounds=(-20, 20), method="bounded").x)
-
-
 def apply_logit(params: dict, z) -> np.ndarray:
-    """One finding's map applied to logits `z`: the calibrated logits (float64). An isotonic map's
-    steps are probabilities, clipped at 1e-15 from 0 and 1 before their logit."""
+    """One finding's map applied to logits `z`: the calibrated logits (float64); NaN where the finding
+    has no map (`UNLABELLED`). An isotonic map's steps are probabilities, kept off 0 and 1 by its fit."""
     z = np.asarray(z, np.float64)
     method = params["method"]
-    if method == "none":
+    if method == "none":  # (only in a calibration written before every finding got a map)
         return z
+    if method == UNLABELLED:
+        return np.full(z.shape, np.nan)
     if method in ("temperature", SHARED):  # (a map written before the intercept has none)
         return (z - params["offset"]) / params["temperature"] + params.get("intercept", 0.0)
     if method == "platt":
