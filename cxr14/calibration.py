@@ -69,10 +69,12 @@ def fit(y, z, method: str, min_positives: int, offset: float = 0.0) -> dict:
         out.update(method="temperature", offset=float(offset), temperature=float(np.exp(log_t)), intercept=intercept)
         stopped = _at_bound([log_t, intercept], bounds, ("log temperature", "intercept"))
     elif method == "platt":
+        def objective(ab):
+            loss, d = _cross_entropy(target, ab[0] * z + ab[1])
+            return loss, np.array([(d * z).sum(), d.sum()])
+
         bounds = [(1e-6, BOUND), (-BOUND, BOUND)]
-        best = minimize(
-            lambda ab: _log_loss(target, sigmoid(ab[0] * z + ab[1])), x0=[1.0, 0.0], method="L-BFGS-B", bounds=bounds
-        )
+        best = minimize(objective, x0=[1.0, 0.0], jac=True, method="L-BFGS-B", bounds=bounds)
         out.update(method="platt", a=float(best.x[0]), b=float(best.x[1]))
         stopped = _at_bound(best.x, bounds, ("a", "b"))
     elif method == "isotonic":
@@ -106,18 +108,26 @@ def _targets(y: np.ndarray) -> np.ndarray:
     return np.where(y > 0, (positives + 1) / (positives + 2), 1 / (negatives + 2))
 
 
+def _cross_entropy(target: np.ndarray, eta: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean log-loss of logits `eta` against `target`, and its derivative in each eta, computed on the
+    logits (no clipped probabilities: a clipped loss is flat where the sigmoid saturates, so the
+    optimiser would stop where it started, at logits 40 away from the truth, and call that a fit)."""
+    n = len(eta)
+    return float((np.logaddexp(0, eta) - target * eta).sum() / n), (sigmoid(eta) - target) / n
+
+
 def _temperature_and_intercept(target: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, list]:
     """The log T and b of sigmoid(z / T + b) with the least log-loss against `target`, fitted together,
     and the optimiser's bounds."""
     from scipy.optimize import minimize
 
+    def objective(tb):
+        scaled = z * np.exp(-tb[0])
+        loss, d = _cross_entropy(target, scaled + tb[1])
+        return loss, np.array([-(d * scaled).sum(), d.sum()])
+
     bounds = [(-6, 6), (-BOUND, BOUND)]
-    best = minimize(
-        lambda tb: _log_loss(target, sigmoid(z / np.exp(tb[0]) + tb[1])),
-        x0=[0.0, 0.0],
-        method="L-BFGS-B",
-        bounds=bounds,
-    )
+    best = minimize(objective, x0=[0.0, 0.0], jac=True, method="L-BFGS-B", bounds=bounds)
     return best.x, bounds
 
 
@@ -127,47 +137,68 @@ def _at_bound(values, bounds, names) -> str:
     return ", ".join(hit)
 
 
-PRIOR_SD = 1.0  # logit: how far a site's calibration in the large may sit from the transferred map's, a priori
+PRIOR_SD = 0.5  # logit: how far a site's calibration in the large may sit from the transferred map's, a priori
 LOG_TEMPERATURE_SD = 2.0  # a weak prior on log T, so that a separable pool still gives a finite temperature
 BOUND = 20.0  # |intercept| the bounded own-map optimiser stops at: a fit there is not kept
 
 
-def _joint(ys, zs, references, prior_sd: float) -> tuple[float, np.ndarray]:
+def _joint(ys, zs, references, shrunk, prior_sd: float) -> tuple[float, np.ndarray, np.ndarray]:
     """One temperature T and one intercept per finding, fitted together by penalised maximum
     likelihood (a MAP fit) on every finding's labels: sigmoid(z_f / T + b_f), z_f its offset-free
-    logits. Each b_f has a Gaussian prior N(c_f(T), prior_sd^2), c_f(T) = mean(r_f) - mean(z_f) / T:
-    the intercept at which the map's mean logit is the reference map's r_f on the same images (the
-    transferred map's calibration in the large), so a finding with few positives keeps it unless its
-    labels say otherwise. Fitted jointly, a site's shift of a finding as a whole goes to its intercept,
-    not to T (pooled without intercepts a -1.2 logit shift at a true T = 1 gives T = 0.68).
-    Returns (T, the intercepts)."""
+    logits. Each `shrunk` b_f (a finding with few positives or negatives) has a Gaussian prior
+    N(c_f(T), prior_sd^2), where c_f(T) is the intercept at which
+    the map's mean probability on the finding's images is the reference map's r_f (the transferred
+    map's calibration in the large): a finding with few positives keeps it unless its labels say
+    otherwise. Fitted jointly, a site's shift of a finding as a whole goes to its intercept, not to T
+    (pooled without intercepts, a -1.2 logit shift at a true T = 1 gives T far from 1).
+    Returns (T, the intercepts, their prior centres at T)."""
     from scipy.optimize import minimize
+    from scipy.special import expit, log_expit, logsumexp
 
     k = len(ys)
-    mean_z = np.array([z.mean() if len(z) else 0.0 for z in zs])
-    mean_r = np.array([r.mean() if len(r) else 0.0 for r in references])
     y, z = np.concatenate(ys), np.concatenate(zs)
     which = np.repeat(np.arange(k), [len(v) for v in ys])
-    precision = 1.0 / prior_sd**2
+    groups = [np.flatnonzero(which == j) for j in range(k)]
+    log_expected = np.array([logsumexp(log_expit(r)) for r in references])
+    precision = np.where(shrunk, 1.0 / prior_sd**2, 0.0)  # the others' labels pin their intercepts
+
+    def centres(scaled):
+        """c_f with sum sigmoid(scaled + c_f) = the reference's expected positives (Newton on the log of
+        the sums, in log space so that logits far out do not underflow), and dc_f/d(log T)."""
+        c, slope = np.empty(k), np.empty(k)
+        for j, rows in enumerate(groups):
+            s = scaled[rows]
+            c[j] = log_expected[j] - logsumexp(log_expit(s))
+            for _ in range(100):
+                log_p = log_expit(s + c[j])
+                total = logsumexp(log_p)
+                share = np.exp(log_p - total)  # each image's part of the expected positives
+                step = (total - log_expected[j]) / max(float(share @ expit(-(s + c[j]))), 1e-300)
+                c[j] -= step
+                if abs(step) < 1e-12:
+                    break
+            log_w = log_expit(s + c[j]) + log_expit(-(s + c[j]))  # p (1 - p): implicit differentiation
+            w = np.exp(log_w - logsumexp(log_w))
+            slope[j] = -(w @ s)
+        return c, slope
 
     def objective(theta):
         u, b = theta[0], theta[1:]
-        inv_t = np.exp(-u)
-        scaled = z * inv_t
+        scaled = z * np.exp(-u)
         eta = scaled + b[which]
-        p = sigmoid(eta)
-        centre = mean_r - mean_z * inv_t
+        centre, slope = centres(scaled)
         gap = b - centre
-        loss = np.logaddexp(0, eta).sum() - (y * eta).sum() + 0.5 * precision * (gap**2).sum()
+        loss = np.logaddexp(0, eta).sum() - (y * eta).sum() + 0.5 * (precision * gap**2).sum()
         loss += 0.5 * u**2 / LOG_TEMPERATURE_SD**2
-        residual = p - y
+        residual = expit(eta) - y
         grad_b = np.bincount(which, weights=residual, minlength=k) + precision * gap
-        grad_u = -(residual * scaled).sum() - precision * (gap * mean_z * inv_t).sum() + u / LOG_TEMPERATURE_SD**2
+        grad_u = -(residual * scaled).sum() + (precision * gap * slope).sum() + u / LOG_TEMPERATURE_SD**2
         return loss, np.r_[grad_u, grad_b]
 
-    start = np.r_[0.0, mean_r - mean_z]
+    start = np.r_[0.0, centres(z)[0]]
     best = minimize(objective, start, jac=True, method="L-BFGS-B")
-    return float(np.exp(best.x[0])), best.x[1:]
+    temperature = float(np.exp(best.x[0]))
+    return temperature, best.x[1:], centres(z / temperature)[0]
 
 
 def _reference_logits(transferred: dict | None, finding: str, z: np.ndarray, offset: float) -> np.ndarray:
@@ -204,7 +235,8 @@ def shared(
     references = [
         _reference_logits(transferred, f, logits[known[f], column[f]], offsets[f]) for f in labelled
     ]
-    temperature, intercepts = _joint(ys, zs, references, prior_sd) if labelled else (1.0, np.zeros(0))
+    few = [min(int(y.sum()), int(len(y) - y.sum())) < min_positives for y in ys]
+    temperature, intercepts, centres = _joint(ys, zs, references, few, prior_sd) if labelled else (1.0, [], [])
     towards = f"{transferred.get('site', 'nih')}'s map" if transferred else "the offset-free logits"
     out = dict(fitted)
     for f in FINDINGS:
@@ -220,11 +252,13 @@ def shared(
         if params["method"] != "none":
             continue
         j = labelled.index(f)
-        z, reference = zs[j] / temperature, references[j]
-        centre = float(reference.mean() - z.mean())
-        intercept = float(intercepts[j])
+        z, centre, intercept = zs[j] / temperature, float(centres[j]), float(intercepts[j])
         p = sigmoid(z + intercept)
-        sd = float(1.0 / np.sqrt((p * (1 - p)).sum() + 1.0 / prior_sd**2))  # Laplace, given T
+        prior = {"centre": centre, "sd": prior_sd, "towards": towards} if few[j] else None
+        sd = float(1.0 / np.sqrt((p * (1 - p)).sum() + (1.0 / prior_sd**2 if few[j] else 0.0)))  # Laplace, given T
+        shrinking = (
+            f"shrunk towards {towards} ({centre:+.3f}, prior SD {prior_sd:g})" if few[j] else "from its own labels"
+        )
         why = params.get("why", f"fewer than {min_positives} of each for a map of its own")
         out[f] = {
             "method": SHARED,
@@ -232,15 +266,14 @@ def shared(
             "temperature": temperature,
             "intercept": intercept,
             "intercept_sd": sd,
-            "prior": {"centre": centre, "sd": prior_sd, "towards": towards},
+            "prior": prior,
             "positives": params["positives"],
             "negatives": params["negatives"],
             "at_bound": bool(params.get("at_bound", False)),
             "reason": f"{params['positives']} val positives and {params['negatives']} negatives; {why}, "
             f"so its class-weight offset ({offsets[f]:+.3f} in logit) is removed, the temperature shared across "
             f"findings ({temperature:.3f}, fitted jointly with one intercept per finding) is applied, and its own "
-            f"intercept ({intercept:+.3f} ± {sd:.3f}), shrunk towards {towards} ({centre:+.3f}, prior SD "
-            f"{prior_sd:g})",
+            f"intercept ({intercept:+.3f} ± {sd:.3f}), {shrinking}",
         }
     return out, temperature
 
