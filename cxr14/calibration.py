@@ -366,6 +366,32 @@ def calibrated(table: pd.DataFrame, calibration: dict | None) -> pd.DataFrame:
     return out
 
 
+def caveats(calibration: dict | None, points: dict | None, site: str) -> dict[str, str]:
+    """Per finding, what its probability or decision at `site` rests on where a reader must be told,
+    from the site's calibration.json and thresholds.json (either None): no map and no decision (the
+    site does not label it), a map on too few val positives (the shared map) or whose own fit stopped
+    at an optimiser bound, no operating point (and why), or one chosen on too few val positives. What
+    `cxr14 predict`, the app and the model card print beside a finding."""
+    out = {}
+    for f in FINDINGS:
+        fitted = (calibration or {}).get("findings", {}).get(f, {})
+        if fitted.get("method") == UNLABELLED:
+            out[f] = f"not labelled at site {site}: no probability and no decision"
+            continue
+        said = []
+        if fitted.get("at_bound"):
+            said.append("its own map stopped at an optimiser bound")
+        if fitted.get("method") == SHARED:
+            said.append(f"shared map ({fitted['positives']} val positives)")
+        if points is not None and points["max_f1"].get(f, 0.5) is None:
+            said.append(f"no operating point ({points.get('reasons', {}).get('max_f1', {}).get(f) or 'none chosen'})")
+        elif points is not None and f in points.get("few_positives", []):
+            said.append(f"operating point chosen on {points['val_positives'][f]} val positives")
+        if said:
+            out[f] = ", ".join(said)
+    return out
+
+
 def loss_offsets(summary: dict | None) -> dict[str, float]:
     """Per finding, log(w_pos / w_neg) of a run trained with the class-weighted loss (from its training
     summary); 0 for another loss, or an ensemble (no summary), whose members may differ."""

@@ -51,30 +51,11 @@ class Site:
     points: dict | None = None  # the whole thresholds.json: why a point is missing, what it rests on
 
     def caveats(self) -> dict[str, str]:
-        """Per finding, what its probability or decision at this site rests on where a reader must be
-        told: no map and no decision (the site does not label it), a map or operating point fitted on
-        too few val positives (or stopped at an optimiser bound), no operating point (and why)."""
-        from .calibration import SHARED, UNLABELLED
+        """Per finding, what its probability or decision here rests on where a reader must be told
+        (`calibration.caveats`)."""
+        from .calibration import caveats
 
-        out = {}
-        for f in FINDINGS:
-            said = []
-            fitted = (self.calibration or {}).get("findings", {}).get(f, {})
-            if fitted.get("method") == UNLABELLED:
-                out[f] = f"not labelled at site {self.name}: no probability and no decision"
-                continue
-            if fitted.get("at_bound"):
-                said.append("its own map stopped at an optimiser bound")
-            if fitted.get("method") == SHARED:
-                said.append(f"shared map ({fitted['positives']} val positives)")
-            if self.thresholds is not None and self.thresholds.get(f, 0.5) is None:
-                reason = ((self.points or {}).get("reasons", {}).get("max_f1", {}).get(f)) or "none chosen"
-                said.append(f"no operating point ({reason})")
-            elif f in (self.points or {}).get("few_positives", []):
-                said.append(f"operating point chosen on {self.points['val_positives'][f]} val positives")
-            if said:
-                out[f] = "; ".join(said)
-        return out
+        return caveats(self.calibration, self.thresholds and self.points, self.name)
 
     def describe(self) -> str:
         """In plain words, which calibration and thresholds are in use."""
