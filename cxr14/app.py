@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .calibration import SHARED
 from .constants import DISCLAIMER, FINDINGS, NIH
 from .images import DEFAULT_MAX_MB, DEFAULT_MAX_MEGAPIXELS, BadImage, read_gray
 from .inference import Predictor, UnknownSite, nih_first, served
@@ -116,6 +117,7 @@ class Analysis:
             what = "**These are the model's own probabilities, not calibrated** (the run has no calibration)."
         base = predictor.base_rate(site) or {}
         caveats = used.caveats()
+        fitted = used.calibration["findings"] if used.calibration else {}
         decided = dict(zip(FINDINGS, predictor.decisions(probs, site)))
         lines = [
             what,
@@ -128,6 +130,8 @@ class Analysis:
             name = FINDINGS[k]
             rate = f"{base[name]:.3f}" if name in base else "–"
             shown = f"{probs[k]:.3f}" if np.isfinite(probs[k]) else "–"
+            if fitted.get(name, {}).get("method") == SHARED:
+                shown += " (shared temperature and its own intercept: too few val positives for its own map)"
             mark = {True: "▲", False: "", None: "–"}[decided[name]]
             lines.append(f"| {name} | {shown} | {rate} | {mark} | {caveats.get(name, '')} |")
         return "\n".join(lines)

@@ -74,7 +74,8 @@ def fit(y, z, method: str, min_positives: int, offset: float = 0.0) -> dict:
             return loss, np.array([(d * z).sum(), d.sum()])
 
         bounds = [(1e-6, BOUND), (-BOUND, BOUND)]
-        best = minimize(objective, x0=[1.0, 0.0], jac=True, method="L-BFGS-B", bounds=bounds)
+        options = {"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000}
+        best = minimize(objective, x0=[1.0, 0.0], jac=True, method="L-BFGS-B", bounds=bounds, options=options)
         out.update(method="platt", a=float(best.x[0]), b=float(best.x[1]))
         stopped = _at_bound(best.x, bounds, ("a", "b"))
     elif method == "isotonic":
@@ -126,8 +127,9 @@ def _temperature_and_intercept(target: np.ndarray, z: np.ndarray) -> tuple[np.nd
         loss, d = _cross_entropy(target, scaled + tb[1])
         return loss, np.array([-(d * scaled).sum(), d.sum()])
 
-    bounds = [(-6, 6), (-BOUND, BOUND)]
-    best = minimize(objective, x0=[0.0, 0.0], jac=True, method="L-BFGS-B", bounds=bounds)
+    bounds = [(-LOG_T_BOUND, LOG_T_BOUND), (-BOUND, BOUND)]
+    options = {"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000}  # a narrow spread of logits is a flat valley
+    best = minimize(objective, x0=[0.0, 0.0], jac=True, method="L-BFGS-B", bounds=bounds, options=options)
     return best.x, bounds
 
 
@@ -139,12 +141,15 @@ def _at_bound(values, bounds, names) -> str:
 
 PRIOR_SD = 0.5  # logit: how far a site's calibration in the large may sit from the transferred map's, a priori
 LOG_TEMPERATURE_SD = 2.0  # a weak prior on log T, so that a separable pool still gives a finite temperature
-BOUND = 20.0  # |intercept| the bounded own-map optimiser stops at: a fit there is not kept
+# The own-map optimiser's bounds: wide, so that the optimum of a well-posed fit (Platt's targets keep
+# even a separable val split finite) lies inside them; a fit that still stops at one is not kept.
+BOUND = 1000.0  # |intercept|, and Platt's largest slope
+LOG_T_BOUND = 12.0  # |log temperature|
 
 
 def _joint(ys, zs, references, shrunk, prior_sd: float) -> tuple[float, np.ndarray, np.ndarray]:
     """One temperature T and one intercept per finding, fitted together by penalised maximum
-    likelihood (a MAP fit) on every finding's labels: sigmoid(z_f / T + b_f), z_f its offset-free
+    likelihood (a MAP fit) on every finding's labels (Platt's targets): sigmoid(z_f / T + b_f), z_f its offset-free
     logits. Each `shrunk` b_f (a finding with few positives or negatives) has a Gaussian prior
     N(c_f(T), prior_sd^2), where c_f(T) is the intercept at which
     the map's mean probability on the finding's images is the reference map's r_f (the transferred
@@ -156,7 +161,7 @@ def _joint(ys, zs, references, shrunk, prior_sd: float) -> tuple[float, np.ndarr
     from scipy.special import expit, log_expit, logsumexp
 
     k = len(ys)
-    y, z = np.concatenate(ys), np.concatenate(zs)
+    y, z = np.concatenate([_targets(v) for v in ys]), np.concatenate(zs)  # (Platt's: a separable finding stays finite)
     which = np.repeat(np.arange(k), [len(v) for v in ys])
     groups = [np.flatnonzero(which == j) for j in range(k)]
     log_expected = np.array([logsumexp(log_expit(r)) for r in references])
@@ -196,7 +201,9 @@ def _joint(ys, zs, references, shrunk, prior_sd: float) -> tuple[float, np.ndarr
         return loss, np.r_[grad_u, grad_b]
 
     start = np.r_[0.0, centres(z)[0]]
-    best = minimize(objective, start, jac=True, method="L-BFGS-B")
+    # Tight tolerances: a val split with a narrow spread of logits is a flat valley along log T.
+    options = {"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000}
+    best = minimize(objective, start, jac=True, method="L-BFGS-B", options=options)
     temperature = float(np.exp(best.x[0]))
     return temperature, best.x[1:], centres(z / temperature)[0]
 
@@ -218,8 +225,8 @@ def shared(
     prior_sd: float = PRIOR_SD,
 ) -> tuple[dict, float]:
     """`fitted` with each finding fitted "none" (too few val positives) given the shared map: its own
-    class-weight offset removed, one temperature for all findings and an intercept per finding, fitted
-    jointly on every labelled finding's val images (`_joint`), the intercept shrunk towards the
+    class-weight offset removed, one temperature for all such findings and an intercept per finding,
+    fitted jointly on their val images (`_joint`), the intercept shrunk towards the
     `transferred` map's calibration in the large (NIH's calibration at a site; the offset-free logits
     without one) with its posterior SD. A finding nobody in val labels gets no map (`UNLABELLED`):
     its probability there is unknown, and no decision is made on it. Returns (the maps, T)."""
@@ -228,7 +235,10 @@ def shared(
     # A collection that does not say (-1) is not a negative. (`metrics.labelled` spelt out: importing
     # metrics here would make every step that reads a predictions table depend on its code.)
     known = {f: labels[f] >= 0 for f in FINDINGS}
-    labelled = [f for f in FINDINGS if known[f].any()]
+    # The findings without a map of their own, fitted together: their temperature borrows strength
+    # across them (a finding with a map of its own, which may be as sharp as a separable val split
+    # makes it, does not set the others' temperature).
+    labelled = [f for f in FINDINGS if known[f].any() and fitted[f]["method"] == "none"]
     column = {f: k for k, f in enumerate(FINDINGS)}
     ys = [labels[f][known[f]] for f in labelled]
     zs = [logits[known[f], column[f]] - offsets[f] for f in labelled]
@@ -237,6 +247,7 @@ def shared(
     ]
     few = [min(int(y.sum()), int(len(y) - y.sum())) < min_positives for y in ys]
     temperature, intercepts, centres = _joint(ys, zs, references, few, prior_sd) if labelled else (1.0, [], [])
+    pooled = f"fitted jointly with one intercept per finding on the {len(labelled)} findings without a map of their own"
     towards = f"{transferred.get('site', 'nih')}'s map" if transferred else "the offset-free logits"
     out = dict(fitted)
     for f in FINDINGS:
@@ -272,7 +283,7 @@ def shared(
             "at_bound": bool(params.get("at_bound", False)),
             "reason": f"{params['positives']} val positives and {params['negatives']} negatives; {why}, "
             f"so its class-weight offset ({offsets[f]:+.3f} in logit) is removed, the temperature shared across "
-            f"findings ({temperature:.3f}, fitted jointly with one intercept per finding) is applied, and its own "
+            f"findings ({temperature:.3f}, {pooled}) is applied, and its own "
             f"intercept ({intercept:+.3f} ± {sd:.3f}), {shrinking}",
         }
     return out, temperature

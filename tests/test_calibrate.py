@@ -258,23 +258,29 @@ def test_a_finding_without_val_positives_keeps_the_transferred_calibration_in_th
     assert 0 < params["intercept_sd"] < params["prior"]["sd"]
 
 
-def test_an_own_fit_at_the_optimisers_bound_is_not_kept():
-    """Logits 40 below the truth: the own temperature fit would stop at the intercept's bound (+20),
-    a map that is the optimiser's, not the data's (and on clipped probabilities the fit would not move
-    at all). The finding gets the shared map instead, fitted without bounds (a few-positive intercept
-    has a prior, so every problem there has an optimum), the JSON names it, and its probabilities are
-    near the truth."""
+def test_an_own_fit_is_never_kept_at_an_optimisers_bound():
+    """Two ways a site's own fit used to stop at the intercept's bound (exactly +20) and keep it: a
+    val split the model separates perfectly within a narrow band of logits, and logits 40 below the
+    truth (where, on clipped probabilities, the fit did not move at all). Fitted on the logits with
+    wide bounds, both optima lie inside them; a fit that still stops at a bound (logits 1,500 out) is
+    not kept but given the shared map, which has no bounds, and the JSON names it."""
+    z = np.linspace(-1.9, -1.82, 96)
+    separable = calibration.fit((z > -1.86).astype(float), z, "temperature", 10)
+    assert separable["method"] == "temperature" and separable["intercept"] > 20
+    shown = calibration.apply_one(separable, z)
+    assert shown[z < -1.87].max() < 0.1 and shown[z > -1.85].min() > 0.9  # what val says, not a wall at +20
     rng = np.random.default_rng(1)
     truth = rng.normal(-2.0, 2.0, (2000, len(calibration.FINDINGS)))
-    rows = _site_rows(truth, _labels(truth, rng), shift=-40.0)
-    fitted = calibration.fit_table(rows, "temperature", 10, dict.fromkeys(calibration.FINDINGS, 0.0))
-    for k, f in enumerate(calibration.FINDINGS):
-        params = fitted["findings"][f]
-        shown = calibration.apply_one(params, truth[:, k] - 40.0)
-        assert shown.mean() == pytest.approx(calibration.sigmoid(truth[:, k]).mean(), rel=0.15), f
-        assert not np.isclose(abs(params["intercept"]), calibration.BOUND), f
-        assert params["method"] == (calibration.SHARED if f in fitted["at_bound"] else "temperature"), f
-    assert len(fitted["at_bound"]) >= 3
+    labels = _labels(truth, rng)
+    for shift in (-40.0, -1500.0):
+        fitted = calibration.fit_table(_site_rows(truth, labels, shift), "temperature", 10, dict.fromkeys(calibration.FINDINGS, 0.0))
+        for k, f in enumerate(calibration.FINDINGS):
+            params = fitted["findings"][f]
+            shown = calibration.apply_one(params, truth[:, k] + shift)
+            assert shown.mean() == pytest.approx(calibration.sigmoid(truth[:, k]).mean(), rel=0.15), (shift, f)
+            assert not np.isclose(abs(params["intercept"]), [20.0, calibration.BOUND]).any(), (shift, f)
+        assert (fitted["at_bound"] == []) == (shift == -40.0), shift
+        assert all(fitted["findings"][f]["method"] == calibration.SHARED for f in fitted["at_bound"])
 
 
 def test_isotonic_steps_are_clipped_before_their_logit():

@@ -114,7 +114,7 @@ def operating_points(val: pd.DataFrame, calibration: dict, site: str, targets: d
         "val_negatives": negatives,
         "min_positives": min_positives,
         "few_positives": few,
-        "targets": dict(targets),
+        "targets": {name: value for name, value in targets.items() if value is not None},  # (confidence: when set)
         "chosen_on": f"{site} val",
         "site": site,
         "val_images": int(len(val)),
