@@ -16,11 +16,15 @@ no offset taken out. Both are strictly increasing, so AUROC is unchanged; isoton
 monotone but flattens ties.
 
 A finding with too few validation positives (or negatives) for a map of its own still loses the part
-of the miscalibration that needs no data, its class-weight offset, borrows strength from the others (a
-temperature shared across findings, fitted on every finding's val labels pooled, each with its own
-offset removed) and gets the one parameter its few labels can pin, its calibration in the large (an
-intercept). The JSON and the report name those findings (`shared`). Unlabelled val images (-1: a
-collection that does not say) are left out of every fit.
+of the miscalibration that needs no data, its class-weight offset, and gets the shared map: one
+temperature for all such findings, fitted jointly with an intercept per finding (pooled without
+intercepts, a site's shift of a finding as a whole would be taken for a temperature), each intercept
+shrunk towards the transferred map's calibration in the large (NIH's map at another site; the
+offset-free logits on NIH) by a Gaussian prior, with its posterior SD. An own fit that stops at an
+optimiser bound is not kept either. A finding that no val image labels gets no map at all (`UNLABELLED`:
+its probability is NaN there, and no decision is made on it). The JSON and the report name those
+findings (`shared`, `at_bound`, `unlabelled`). Unlabelled val images (-1: a collection that does not
+say) are left out of every fit.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ def fit(y, z, method: str, min_positives: int, offset: float = 0.0) -> dict:
         out.update(method="temperature", offset=float(offset), temperature=float(np.exp(log_t)), intercept=intercept)
         stopped = _at_bound([log_t, intercept], bounds, ("log temperature", "intercept"))
     elif method == "platt":
+
         def objective(ab):
             loss, d = _cross_entropy(target, ab[0] * z + ab[1])
             return loss, np.array([(d * z).sum(), d.sum()])
@@ -242,9 +247,7 @@ def shared(
     column = {f: k for k, f in enumerate(FINDINGS)}
     ys = [labels[f][known[f]] for f in labelled]
     zs = [logits[known[f], column[f]] - offsets[f] for f in labelled]
-    references = [
-        _reference_logits(transferred, f, logits[known[f], column[f]], offsets[f]) for f in labelled
-    ]
+    references = [_reference_logits(transferred, f, logits[known[f], column[f]], offsets[f]) for f in labelled]
     few = [min(int(y.sum()), int(len(y) - y.sum())) < min_positives for y in ys]
     temperature, intercepts, centres = _joint(ys, zs, references, few, prior_sd) if labelled else (1.0, [], [])
     pooled = f"fitted jointly with one intercept per finding on the {len(labelled)} findings without a map of their own"

@@ -249,7 +249,9 @@ def test_a_finding_without_val_positives_keeps_the_transferred_calibration_in_th
     truth = rng.normal(-4.5, 1.0, (200, len(calibration.FINDINGS)))
     labels = _labels(truth, rng)
     labels[:, 0] = 0
-    fitted = calibration.fit_table(_site_rows(truth, labels), "temperature", 10, dict.fromkeys(calibration.FINDINGS, 0.0))
+    fitted = calibration.fit_table(
+        _site_rows(truth, labels), "temperature", 10, dict.fromkeys(calibration.FINDINGS, 0.0)
+    )
     params = fitted["findings"][calibration.FINDINGS[0]]
     assert params["method"] == calibration.SHARED and params["positives"] == 0
     test = rng.normal(-4.5, 1.0, 100_000)
@@ -273,7 +275,9 @@ def test_an_own_fit_is_never_kept_at_an_optimisers_bound():
     truth = rng.normal(-2.0, 2.0, (2000, len(calibration.FINDINGS)))
     labels = _labels(truth, rng)
     for shift in (-40.0, -1500.0):
-        fitted = calibration.fit_table(_site_rows(truth, labels, shift), "temperature", 10, dict.fromkeys(calibration.FINDINGS, 0.0))
+        fitted = calibration.fit_table(
+            _site_rows(truth, labels, shift), "temperature", 10, dict.fromkeys(calibration.FINDINGS, 0.0)
+        )
         for k, f in enumerate(calibration.FINDINGS):
             params = fitted["findings"][f]
             shown = calibration.apply_one(params, truth[:, k] + shift)

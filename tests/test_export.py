@@ -216,7 +216,9 @@ def test_an_export_that_differs_fails_and_leaves_no_report(evaluated, tmp_path):
     table.loc[moved, f"p_{finding}"] = np.float32(sigmoid(z - 1.5e-3 / slope))
     table.to_parquet(tmp_path / "moved.parquet", index=False)
     name = table.loc[moved, "image_index"]
-    with pytest.raises(ParityError, match=rf"scores: {name} {finding} differs .*\(site (nih|hospital)\) by \d\.\d\de-0[234]"):
+    with pytest.raises(
+        ParityError, match=rf"scores: {name} {finding} differs .*\(site (nih|hospital)\) by \d\.\d\de-0[234]"
+    ):
         export_evaluated(root, tmp_path / "export", predictions=tmp_path / "moved.parquet")
     assert not (tmp_path / "export/parity.json").exists() and not (tmp_path / "export/serving.json").exists()
 

@@ -60,7 +60,8 @@ def model_card(
     for c, t in zip(calibrations, thresholds, strict=True):
         fitted = json.loads(Path(c).read_text())
         points = json.loads(Path(t).read_text())
-        sites[fitted["site"]] = {"calibration": fitted, "thresholds": points, "caveats": caveats(fitted, points, fitted["site"]),
+        said = caveats(fitted, points, fitted["site"])  # what a finding's map or point rests on
+        sites[fitted["site"]] = {"calibration": fitted, "thresholds": points, "caveats": said,
                                  "calibration_file": str(c), "thresholds_file": str(t)}  # fmt: skip
     text = env.get_template("model_card.md.j2").render(
         run=run,
