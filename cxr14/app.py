@@ -101,7 +101,6 @@ class Analysis:
     def findings_markdown(predictor: Predictor, probs, site: str | None = None) -> str:
         used = predictor.site(site)
         cut = used.thresholds
-        above = set(predictor.above(probs, site))
         rule = (
             f"the operating points chosen on {used.name}'s validation split"
             if cut
@@ -117,23 +116,24 @@ class Analysis:
         else:
             what = "**These are the model's own probabilities, not calibrated** (the run has no calibration)."
         base = predictor.base_rate(site) or {}
+        caveats = used.caveats()
         fitted = used.calibration["findings"] if used.calibration else {}
+        decided = dict(zip(FINDINGS, predictor.decisions(probs, site)))
         lines = [
             what,
-            f"Findings at or above {rule} are marked **▲**.",
+            f"Findings at or above {rule} are marked **▲**; – : no decision at this site (see the note).",
             "",
-            "| finding | probability | base rate | above operating point |",
-            "|---|---:|---:|:-:|",
+            "| finding | probability | base rate | above operating point | note |",
+            "|---|---:|---:|:-:|---|",
         ]
-        for k in np.argsort(-probs):
+        for k in np.argsort(-np.nan_to_num(probs, nan=-1.0)):
             name = FINDINGS[k]
             rate = f"{base[name]:.3f}" if name in base else "–"
-            shared = (
-                " (shared temperature and its own intercept: too few val positives for its own map)"
-                if fitted.get(name, {}).get("method") == SHARED
-                else ""
-            )
-            lines.append(f"| {name} | {probs[k]:.3f}{shared} | {rate} | {'▲' if name in above else ''} |")
+            shown = f"{probs[k]:.3f}" if np.isfinite(probs[k]) else "–"
+            if fitted.get(name, {}).get("method") == SHARED:
+                shown += " (shared temperature and its own intercept: too few val positives for its own map)"
+            mark = {True: "▲", False: "", None: "–"}[decided[name]]
+            lines.append(f"| {name} | {shown} | {rate} | {mark} | {caveats.get(name, '')} |")
         return "\n".join(lines)
 
     @staticmethod
@@ -170,7 +170,7 @@ class Analysis:
         with self._locks[run]:
             logits, distance = predictor.scored(prepared[None])
             probs = predictor.calibrated(logits, site)[0]
-            top = FINDINGS[int(np.argmax(probs))]
+            top = FINDINGS[int(np.argmax(np.nan_to_num(probs, nan=-1.0)))]  # (no map at the site: NaN)
             overlay = predictor.explain(prepared, top, DISPLAY_SIZE)
         return (
             self.describe(run, answered=True),

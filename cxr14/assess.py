@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics, prediction_table
-from .calibration import calibrated, fit_table
+from .calibration import PRIOR_SD, SHARED, UNLABELLED, calibrated, fit_table
 from .constants import FINDINGS, NIH
 from .engines import TTA_VIEWS
 from .files import json_safe
@@ -41,7 +41,8 @@ PUBLISHED = {NIH: PUBLISHED_NIH}
 
 def operating_points(test: pd.DataFrame, chosen: dict, weights: np.ndarray) -> dict:
     """The test figures (with patient-bootstrap CIs from `weights`) at each operating point `chosen`
-    on val ({rule: {finding: threshold}}, the calibrate step's thresholds.json)."""
+    on val ({rule: {finding: threshold or None}}, the calibrate step's thresholds.json): None where no
+    point was chosen."""
     out = {}
     for name in FINDINGS:
         y, s = test[prediction_table.label(name)].to_numpy(), test[prediction_table.score(name)].to_numpy()
@@ -290,8 +291,13 @@ def judge(
             # site can trust it (on NIH test, where the calibration was meant to hold, the yardstick).
             "auroc_estimate": estimate,
             "auroc_estimate_error": estimate - here["auroc"][j],
-            "calibration": {"method": maps.get(f, {}).get("method", "none"), **transfer(yj, pj, raw)},
+            "calibration": {
+                "method": maps.get(f, {}).get("method", "none"),
+                "note": map_note(maps.get(f)),
+                **transfer(yj, pj, raw),
+            },
             "operating_points": metrics.at_points(yj, pj, thresholds, f, weights[:, known]),
+            "operating_points_notes": point_notes(thresholds, f),
         }
         if nih is not None:
             per_finding[f] |= {
@@ -321,13 +327,14 @@ def judge(
             "shared": [f for f in calibration["shared"] if f in findings] if calibration else [],
             "shared_temperature": calibration.get("shared_temperature") if calibration else None,
             "min_positives": calibration.get("min_positives") if calibration else None,
+            "at_bound": [f for f in calibration.get("at_bound", []) if f in findings] if calibration else [],
             "before": metrics.bootstrap_calibration(y, raw_p, patients, n_boot, seed),
             "after": metrics.bootstrap_calibration(y, p, patients, n_boot, seed),
             "auroc_max_change": float(np.nanmax(change)) if np.isfinite(change).any() else None,
         },
         "thresholds_chosen_on": thresholds.get("chosen_on", "nih val"),
         "operating_point_targets": thresholds.get("targets"),
-        "subgroups": subgroups(judged, thresholds["max_f1"], n_boot, seed, findings=findings),
+        "subgroups": subgroups(judged, called(thresholds["max_f1"]), n_boot, seed, findings=findings),
         "tta": tta_section(rows, n_boot, seed, findings),
     }
     if dataset in PUBLISHED and not synthetic:
@@ -374,9 +381,11 @@ def local_site(
     split_seed: int,
     method: str,
     min_positives: int,
+    prior_sd: float = PRIOR_SD,
 ) -> dict:
     """On a collection without splits: a calibration fitted (by `calibration.fit_table`, the fitter of
-    the calibrate step, with the NIH calibration's class-weight offsets) on a patient-wise `fraction` of
+    the calibrate step, with the run's class-weight offsets, few-positive findings shrunk towards the
+    NIH `calibration` with prior SD `prior_sd`) on a patient-wise `fraction` of
     its `rows` (seeded), to report the rest with the NIH calibration and with the local one side by
     side: `judge`'s `site`."""
     ids = np.unique(rows.patient_id.to_numpy())
@@ -384,8 +393,9 @@ def local_site(
     fitting = rows.patient_id.isin(chosen).to_numpy()
     if fitting.all() or not fitting.any():
         raise ValueError(f"recalibrate={fraction} leaves no patient on one side ({len(ids)} patients)")
-    offsets = {f: calibration["findings"][f].get("offset", 0.0) for f in FINDINGS}
-    local = fit_table(rows[fitting], method, min_positives, offsets)
+    # The run's class-weight offsets, whatever NIH's maps are (a Platt map has none of its own to read).
+    offsets = calibration.get("offsets") or {f: calibration["findings"][f].get("offset", 0.0) for f in FINDINGS}
+    local = fit_table(rows[fitting], method, min_positives, offsets, calibration, prior_sd)
     return {
         "rows": rows[~fitting],
         "calibration": local,
@@ -396,6 +406,38 @@ def local_site(
         "fit_patients": int(len(chosen)),
         "fit_images": int(fitting.sum()),
     }
+
+
+def point_notes(chosen: dict, finding: str) -> dict[str, str]:
+    """What a finding's operating points rest on, per rule, where a reader must be told ({} when
+    nothing needs saying): why a rule has no point (no val positives, a target no threshold meets), or
+    that it was chosen on fewer val positives than the calibration's `min_positives` (a max-F1 point
+    on 2 positives). `chosen`: a thresholds.json (older ones carry no reasons: {})."""
+    notes = {}
+    positives = chosen.get("val_positives", {}).get(finding)
+    few = finding in chosen.get("few_positives", [])
+    for rule in metrics.OPERATING_RULES:
+        if chosen[rule].get(finding) is None:
+            notes[rule] = chosen.get("reasons", {}).get(rule, {}).get(finding, "no operating point was chosen")
+        elif few:
+            notes[rule] = (
+                f"chosen on only {positives} val positives (fewer than {chosen['min_positives']}): "
+                "its test sensitivity may be far from val's"
+            )
+    return notes
+
+
+def map_note(fitted: dict | None) -> str | None:
+    """What a finding's calibration map rests on, where a reader must be told: the shared map (too few
+    val positives), an own fit that stopped at the optimiser's bound, or no map at all."""
+    if not fitted or fitted["method"] not in (SHARED, UNLABELLED) and not fitted.get("at_bound"):
+        return None
+    return fitted.get("reason")
+
+
+def called(chosen: dict[str, float | None]) -> dict[str, float]:
+    """Max-F1 thresholds to call findings by, a finding without an operating point never called."""
+    return {f: np.inf if t is None else t for f, t in chosen.items()}
 
 
 def transfer(y: np.ndarray, p: np.ndarray, raw: np.ndarray) -> dict:
@@ -439,6 +481,7 @@ def site_beside_nih(
         yj = y[known, j]
         per_finding[f] = {
             "method": site["findings"][f]["method"],
+            "note": map_note(site["findings"][f]),
             **{name: transfer(yj, p[known, j], raw[known, j]) for name, p in by.items()},
         }
         reliability[f] = metrics.reliability(yj, by["site"][known, j]) if len(yj) else None
@@ -446,6 +489,7 @@ def site_beside_nih(
             per_finding[f]["operating_points"] = metrics.at_points(
                 yj, by["site"][known, j], site_thresholds, f, weights[:, known]
             )
+            per_finding[f]["operating_points_notes"] = point_notes(site_thresholds, f)
     return {
         "fitted_on": site.get("fitted_on", "the collection"),
         "method": site["method"],

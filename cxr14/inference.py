@@ -15,11 +15,18 @@ from .images import resize
 from .paths import CALIBRATION, MODEL, OOD_REFERENCE, OPERATING_POINTS, RUN, dataset_of
 
 
-def load_thresholds(path) -> dict[str, float] | None:
-    """The val-chosen max-F1 operating points written by the calibrate step, when present."""
+def load_thresholds(path) -> dict | None:
+    """The operating points written by the calibrate step (its thresholds.json), when present."""
     if path is None or not Path(path).is_file():
         return None
-    return {f: float(v) for f, v in json.loads(Path(path).read_text())["max_f1"].items()}
+    return json.loads(Path(path).read_text())
+
+
+def max_f1(points: dict | None) -> dict[str, float | None] | None:
+    """The max-F1 thresholds of a thresholds.json, a finding without one None."""
+    if points is None:
+        return None
+    return {f: None if v is None else float(v) for f, v in points["max_f1"].items()}
 
 
 def load_calibration(path, model_path) -> dict | None:
@@ -40,7 +47,15 @@ class Site:
 
     name: str
     calibration: dict | None
-    thresholds: dict[str, float] | None
+    thresholds: dict[str, float | None] | None
+    points: dict | None = None  # the whole thresholds.json: why a point is missing, what it rests on
+
+    def caveats(self) -> dict[str, str]:
+        """Per finding, what its probability or decision here rests on where a reader must be told
+        (`calibration.caveats`)."""
+        from .calibration import caveats
+
+        return caveats(self.calibration, self.thresholds and self.points, self.name)
 
     def describe(self) -> str:
         """In plain words, which calibration and thresholds are in use."""
@@ -102,15 +117,16 @@ class Predictor:
             if sites:
                 raise NoTrainedRun(f"{model_path}: an ONNX model's operating points and calibration are its {SERVING}")
             serving = exported(model_path)
-            self.sites = {name: Site(name, given["calibration"], given["operating_points"])
+            self.sites = {name: Site(name, given["calibration"], given["operating_points"],
+                                     given.get("operating_points_by_rule"))
                           for name, given in serving["sites"].items()}  # fmt: skip
             self.engine = OnnxEngine(model_path, tta=bool(serving["tta"]))
             self.info = serving["model"]
         else:
-            self.sites = {
-                name: Site(name, load_calibration(calibration, model_path), load_thresholds(thresholds))
-                for name, (calibration, thresholds) in (sites or {}).items()
-            }
+            self.sites = {}
+            for name, (calibration, thresholds) in (sites or {}).items():
+                points = load_thresholds(thresholds)
+                self.sites[name] = Site(name, load_calibration(calibration, model_path), max_f1(points), points)
             tta = any(s.calibration and s.calibration["tta"] for s in self.sites.values())
             self.engine = KerasEngine(model_path, tta)
             self.info = self.engine.info
@@ -179,9 +195,19 @@ class Predictor:
         return self.calibrated(self.scores(batch), site)
 
     def above(self, probs: np.ndarray, site: str | None = None) -> list[str]:
-        """Findings at or above the site's operating point (0.5 where none was chosen)."""
-        cut = self.site(site).thresholds or {}
-        return [f for f, p in zip(FINDINGS, probs) if p >= cut.get(f, 0.5)]
+        """Findings at or above the site's operating point (0.5 without operating points at all)."""
+        return [f for f, called in zip(FINDINGS, self.decisions(probs, site)) if called]
+
+    def decisions(self, probs: np.ndarray, site: str | None = None) -> list[bool | None]:
+        """Per finding whether it is called (at or above the site's operating point; 0.5 without any),
+        or None where no decision is made: no operating point was chosen for it on the site's val
+        split, or the site has no map for it (it does not label it)."""
+        cut = self.site(site).thresholds
+        out = []
+        for f, p in zip(FINDINGS, probs):
+            t = 0.5 if cut is None else cut.get(f, 0.5)
+            out.append(None if t is None or not np.isfinite(p) else bool(p >= t))
+        return out
 
     def base_rate(self, site: str | None = None) -> dict[str, float] | None:
         """Each finding's prevalence in the training data, when the calibration records it."""

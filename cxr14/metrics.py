@@ -142,24 +142,71 @@ def bootstrap_auroc(
 OPERATING_RULES = ("max_f1", "youden", "sensitivity", "specificity")  # how an operating point is chosen
 
 
-def thresholds(y: np.ndarray, score: np.ndarray, sensitivity: float = 0.9, specificity: float = 0.9) -> dict:
-    """Operating points on one finding, each a threshold (positive: score >= threshold): maximum F1,
-    maximum Youden's J, the highest threshold whose sensitivity reaches `sensitivity`, and the lowest
-    whose specificity reaches `specificity` (just above 1 when only calling nothing positive does)."""
-    if y.min() == y.max():
-        return dict.fromkeys(OPERATING_RULES, 0.5)
-    precision, recall, thr = precision_recall_curve(y, score)
-    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)[:-1]
-    fpr, tpr, roc_thr = roc_curve(y, score, drop_intermediate=False)
-    j = tpr - fpr
-    finite = np.isfinite(roc_thr)
-    roc_thr = np.where(finite, roc_thr, np.nextafter(max(1.0, float(np.max(score))), np.inf))
+def thresholds(
+    y: np.ndarray,
+    score: np.ndarray,
+    sensitivity: float = 0.9,
+    specificity: float = 0.9,
+    confidence: float | None = None,
+) -> dict:
+    """Operating points on one finding, each a threshold (positive: score >= threshold) or None: maximum
+    F1, maximum Youden's J, the highest threshold whose sensitivity reaches `sensitivity`, and the
+    lowest whose specificity reaches `specificity` (just above the top score when only calling nothing
+    positive does). Every rule is None without both classes (`no_point_reason` says why).
+
+    Targets are met in counts (at least ceil(target x positives) true positives), never by comparing
+    float rates, where 1 - 0.9 < 0.1 would reject a specificity of exactly 0.9. With `confidence`
+    (e.g. 0.95) a target is met only where the one-sided Clopper-Pearson lower bound of the val rate
+    reaches it; None where no threshold does (a handful of positives cannot show 90 %)."""
+    y = np.asarray(y).astype(bool)
+    score = np.asarray(score, np.float64)
+    if no_point_reason(y) is not None:
+        return dict.fromkeys(OPERATING_RULES)
+    cut, tp, fp = _counts(y, score)  # calling score >= cut[i] positive gives tp[i], fp[i]
+    positives, negatives = int(y.sum()), int((~y).sum())
+    tn = negatives - fp
+    f1 = 2 * tp / (2 * tp + fp + (positives - tp))
+    youden = tp / positives - fp / negatives
+    sensitive = np.flatnonzero(_meets(tp, positives, sensitivity, confidence))
+    specific = np.flatnonzero(_meets(tn, negatives, specificity, confidence))
     return {
-        "max_f1": float(thr[int(np.argmax(f1))]),
-        "youden": float(roc_thr[finite][int(np.argmax(j[finite]))]),
-        "sensitivity": float(roc_thr[int(np.argmax(tpr >= sensitivity))]),
-        "specificity": float(roc_thr[int(np.flatnonzero(fpr <= 1 - specificity).max())]),
+        "max_f1": float(cut[int(np.argmax(f1))]),
+        "youden": float(cut[1 + int(np.argmax(youden[1:]))]),  # (calling nothing is no point)
+        "sensitivity": float(cut[sensitive.min()]) if len(sensitive) else None,
+        "specificity": float(cut[specific.max()]) if len(specific) else None,
     }
+
+
+def no_point_reason(y: np.ndarray) -> str | None:
+    """Why a finding gets no operating point from these labels (None: it gets them)."""
+    positives, negatives = int(np.sum(y)), int(len(y) - np.sum(y))
+    if positives and negatives:
+        return None
+    if not positives and not negatives:
+        return "no val image is labelled for it"
+    return f"{positives} val positives and {negatives} negatives: no threshold can be chosen without both"
+
+
+def _counts(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every distinct threshold, from a point above the top score (nothing called) down to the lowest
+    score (everything called), with the true and false positives (whole counts) calling score >= it."""
+    order = np.argsort(-score, kind="mergesort")
+    s, hit = score[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # the last image of each tied score
+    tp, fp = np.cumsum(hit)[last], np.cumsum(~hit)[last]
+    above = np.nextafter(max(1.0, float(s[0])), np.inf)
+    return np.r_[above, s[last]], np.r_[0, tp], np.r_[0, fp]
+
+
+def _meets(hits: np.ndarray, total: int, target: float, confidence: float | None) -> np.ndarray:
+    """Whether `hits` of `total` reach the rate `target`: in whole counts, or (with `confidence`) by
+    the one-sided Clopper-Pearson lower bound of the rate."""
+    if confidence is None:
+        return hits >= np.ceil(target * total - 1e-9 * total)
+    from scipy.stats import beta
+
+    lower = np.where(hits > 0, beta.ppf(1 - confidence, np.maximum(hits, 1), total - hits + 1), 0.0)
+    return lower >= target
 
 
 def at_threshold(y: np.ndarray, score: np.ndarray, threshold: float, weights: np.ndarray | None = None) -> dict:
@@ -201,10 +248,12 @@ def at_threshold(y: np.ndarray, score: np.ndarray, threshold: float, weights: np
 
 def at_points(y: np.ndarray, score: np.ndarray, points: dict, finding: str, weights: np.ndarray | None) -> dict:
     """`at_threshold` at each rule's operating point of `finding` (`points`: a thresholds.json,
-    {rule: {finding: threshold}}); None for every rule where no image is labelled."""
+    {rule: {finding: threshold}}); None for every rule where no image is labelled or no point was
+    chosen (a finding without val positives)."""
     if not len(y):
         return dict.fromkeys(OPERATING_RULES)
-    return {rule: at_threshold(y, score, points[rule][finding], weights) for rule in OPERATING_RULES}
+    chosen = {rule: points[rule].get(finding) for rule in OPERATING_RULES}
+    return {rule: None if t is None else at_threshold(y, score, t, weights) for rule, t in chosen.items()}
 
 
 def bin_edges(score: np.ndarray, bins: int = 10, adaptive: bool = False) -> np.ndarray:

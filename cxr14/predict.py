@@ -36,7 +36,10 @@ def expand(paths: list[str]) -> list[Path]:
 # p_<finding>: the calibrated probability (the model's own when the run has no calibration);
 # raw_<finding>: the model's own probability; logit_<finding>: its logit, what the calibration maps;
 # base_rate_<finding>: its prevalence in the training data;
-# findings: those at or above the site's val-chosen operating point.
+# findings: those at or above the site's val-chosen operating point;
+# undecided: those the site makes no decision on (no operating point, or it does not label them: their
+# p_ is blank too); caveats: per finding, what its probability or decision rests on where it matters
+# (a map or point fitted on too few val positives, or at an optimiser bound; why a point is missing).
 CSV_COLUMNS = [
     "path",
     "image",
@@ -46,6 +49,8 @@ CSV_COLUMNS = [
     *[f"logit_{f}" for f in FINDINGS],
     *[f"base_rate_{f}" for f in FINDINGS],
     "findings",
+    "undecided",
+    "caveats",
     "ood_distance",  # from the NIH training embeddings (blank: not checked, e.g. an ONNX model)
     "unlike_training",  # yes: past the run's out-of-distribution threshold (NIH val's 99th percentile)
 ]
@@ -72,6 +77,10 @@ def predict_files(
     errors, done, unusual = [], 0, []
     base_rate = predictor.base_rate(site)
     base_rates = [f"{base_rate[f]:.6f}" if base_rate else "" for f in FINDINGS]
+    used = predictor.site(site)
+    caveats = "; ".join(f"{f}: {why}" for f, why in used.caveats().items())
+    if caveats:
+        log.warning("site %s: %s", used.name, caveats)
     with atomic(out_csv) as staged, open(staged, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)
@@ -91,16 +100,19 @@ def predict_files(
             distances = [None] * len(batch) if distances is None else distances
             for path, prepared, p, z, d in zip(names, batch, probs, logits, distances):
                 unlike = predictor.unlike(d)
+                decided = predictor.decisions(p, site)
                 writer.writerow(
                     [
                         str(path),
                         path.name,
-                        predictor.site(site).name,
-                        *[f"{v:.6f}" for v in p],
+                        used.name,
+                        *[f"{v:.6f}" if np.isfinite(v) else "" for v in p],
                         *[f"{v:.6f}" for v in sigmoid(z)],
                         *[f"{v:.6f}" for v in z],
                         *base_rates,
-                        "|".join(predictor.above(p, site)),
+                        "|".join(f for f, called in zip(FINDINGS, decided) if called),
+                        "|".join(f for f, called in zip(FINDINGS, decided) if called is None),
+                        caveats,
                         "" if d is None else f"{d:.4f}",
                         {None: "", True: "yes", False: "no"}[unlike],
                     ]
@@ -119,7 +131,7 @@ def predict_files(
 def _save_gradcam(predictor, prepared, probs, path: Path) -> None:
     import cv2
 
-    top = FINDINGS[int(np.argmax(probs))]
+    top = FINDINGS[int(np.argmax(np.nan_to_num(probs, nan=-1.0)))]  # (a finding without a map is NaN)
     cv2.imwrite(str(path), predictor.explain(prepared, top)[..., ::-1])
 
 

@@ -11,6 +11,9 @@ rule calibrate:
         summary=lambda wildcards: (
             [] if RUNS[wildcards.run].is_ensemble else paths.TRAINING_SUMMARY
         ),
+        # At another site, the run's NIH calibration: a finding with few val positives there is
+        # shrunk towards its map.
+        transferred=unless_nih(paths.NIH_CALIBRATION),
     output:
         calibration=paths.CALIBRATION,
         thresholds=paths.OPERATING_POINTS,

@@ -208,3 +208,118 @@ def test_a_sites_small_val_split_fixes_its_calibration_in_the_large_and_ignores_
         seen = labels.to_numpy() >= 0
         assert abs(on_val[seen, j].mean() - labels[seen].mean()) < 0.03, f
     assert np.mean(errors) < 0.05
+
+
+def _site_rows(truth: np.ndarray, labels: np.ndarray, shift: float = 0.0, split: str = "val"):
+    """A predictions table whose logits are the true logits moved by `shift` (another scanner)."""
+    import pandas as pd
+
+    from cxr14 import prediction_table
+
+    meta = {"split": split, "image_index": [f"{split}{k:05d}.png" for k in range(len(truth))]}
+    return pd.DataFrame(meta).join(prediction_table.frame({}, labels, truth + shift))
+
+
+def _labels(truth: np.ndarray, rng) -> np.ndarray:
+    return (rng.random(truth.shape) < calibration.sigmoid(truth)).astype(np.int8)
+
+
+def test_the_shared_temperature_is_fitted_jointly_with_an_intercept_per_finding():
+    """A site whose logits sit 1.2 lower than the truth, at a true temperature of 1, with every finding
+    on the shared map: fitted jointly with one intercept per finding, T comes out at 1 (pooled without
+    intercepts, the shift is taken for a temperature: 1.65 here), and a rare finding is shown at its
+    true rate."""
+    rng = np.random.default_rng(0)
+    truth = rng.normal(np.linspace(-4, 0, len(calibration.FINDINGS)), 1.5, (3000, len(calibration.FINDINGS)))
+    rows = _site_rows(truth, _labels(truth, rng), shift=-1.2)
+    fitted = calibration.fit_table(rows, "temperature", 2000, dict.fromkeys(calibration.FINDINGS, 0.0))
+    assert fitted["shared"] == list(calibration.FINDINGS)
+    assert fitted["shared_temperature"] == pytest.approx(1.0, abs=0.05)
+    rare = calibration.FINDINGS[0]  # true logits around -4
+    shown = calibration.apply_one(fitted["findings"][rare], truth[:, 0] - 1.2)
+    assert shown.mean() == pytest.approx(calibration.sigmoid(truth[:, 0]).mean(), rel=0.2)
+
+
+def test_a_finding_without_val_positives_keeps_the_transferred_calibration_in_the_large():
+    """0 positives in 200 val images of a finding whose true rate is 1.8 % and whose transferred map
+    (here: the logits themselves) is right. The intercept is shrunk towards that map, with its
+    posterior SD reported, so the probabilities stay within 2x of the truth (an unshrunk intercept on
+    Platt's targets puts them 3.7x too low)."""
+    rng = np.random.default_rng(0)
+    truth = rng.normal(-4.5, 1.0, (200, len(calibration.FINDINGS)))
+    labels = _labels(truth, rng)
+    labels[:, 0] = 0
+    fitted = calibration.fit_table(
+        _site_rows(truth, labels), "temperature", 10, dict.fromkeys(calibration.FINDINGS, 0.0)
+    )
+    params = fitted["findings"][calibration.FINDINGS[0]]
+    assert params["method"] == calibration.SHARED and params["positives"] == 0
+    test = rng.normal(-4.5, 1.0, 100_000)
+    assert calibration.apply_one(params, test).mean() > 0.5 * calibration.sigmoid(test).mean()
+    assert abs(params["intercept"] - params["prior"]["centre"]) < 1.5 * params["prior"]["sd"]
+    assert 0 < params["intercept_sd"] < params["prior"]["sd"]
+
+
+def test_an_own_fit_is_never_kept_at_an_optimisers_bound():
+    """Two ways a site's own fit used to stop at the intercept's bound (exactly +20) and keep it: a
+    val split the model separates perfectly within a narrow band of logits, and logits 40 below the
+    truth (where, on clipped probabilities, the fit did not move at all). Fitted on the logits with
+    wide bounds, both optima lie inside them; a fit that still stops at a bound (logits 1,500 out) is
+    not kept but given the shared map, which has no bounds, and the JSON names it."""
+    z = np.linspace(-1.9, -1.82, 96)
+    separable = calibration.fit((z > -1.86).astype(float), z, "temperature", 10)
+    assert separable["method"] == "temperature" and separable["intercept"] > 20
+    shown = calibration.apply_one(separable, z)
+    assert shown[z < -1.87].max() < 0.1 and shown[z > -1.85].min() > 0.9  # what val says, not a wall at +20
+    rng = np.random.default_rng(1)
+    truth = rng.normal(-2.0, 2.0, (2000, len(calibration.FINDINGS)))
+    labels = _labels(truth, rng)
+    for shift in (-40.0, -1500.0):
+        fitted = calibration.fit_table(
+            _site_rows(truth, labels, shift), "temperature", 10, dict.fromkeys(calibration.FINDINGS, 0.0)
+        )
+        for k, f in enumerate(calibration.FINDINGS):
+            params = fitted["findings"][f]
+            shown = calibration.apply_one(params, truth[:, k] + shift)
+            assert shown.mean() == pytest.approx(calibration.sigmoid(truth[:, k]).mean(), rel=0.15), (shift, f)
+            assert not np.isclose(abs(params["intercept"]), [20.0, calibration.BOUND]).any(), (shift, f)
+        assert (fitted["at_bound"] == []) == (shift == -40.0), shift
+        assert all(fitted["findings"][f]["method"] == calibration.SHARED for f in fitted["at_bound"])
+
+
+def test_isotonic_steps_are_clipped_before_their_logit():
+    """A val split the model separates perfectly gives isotonic steps of 0 and 1: unclipped, logits of
+    -+34.5 that outvote any other ensemble member; clipped to [1/(n+1), n/(n+1)], at most log(n)."""
+    z = np.linspace(-3, 3, 200)
+    fitted = calibration.fit((z > 0).astype(float), z, "isotonic", 10)
+    logits = calibration.apply_logit(fitted, np.linspace(-10, 10, 50))
+    assert np.abs(logits).max() == pytest.approx(np.log(200), abs=1e-6)
+
+
+def test_no_finding_keeps_its_class_weight_offset_and_an_unlabelled_one_gets_no_map():
+    """A weighted-loss run calibrated by Platt on NIH (whose maps carry no offset of their own), then
+    fitted locally on a site (`assess.local_site`): the few-positive findings' shared map still takes
+    the run's offsets out (the calibration's `offsets`) and is shrunk towards NIH's map, so none is
+    shown at the inflated raw rate; no finding is left on its raw logits ("none"); and a finding
+    nobody at the site labels gets no map (NaN: no probability, no decision) rather than one fitted on
+    nothing."""
+    from cxr14 import assess
+
+    rng = np.random.default_rng(2)
+    offsets = dict.fromkeys(calibration.FINDINGS, 5.0)
+    truth = rng.normal(-3.0, 1.0, (4000, len(calibration.FINDINGS)))
+    nih = calibration.fit_table(_site_rows(truth + 5.0, _labels(truth, rng)), "platt", 10, offsets)
+    assert all(nih["findings"][f]["method"] == "platt" for f in calibration.FINDINGS)
+    small = rng.normal(-3.0, 1.0, (300, len(calibration.FINDINGS)))
+    labels = _labels(small, rng)
+    labels[:, -1] = -1  # Hernia: the site does not say
+    site = _site_rows(small + 5.0, labels)
+    site["patient_id"] = site.image_index.str[:8]
+    local = assess.local_site(site, nih, 0.5, 0, "platt", 10)["calibration"]
+    for k, f in enumerate(calibration.FINDINGS):
+        shown = calibration.apply_one(local["findings"][f], truth[:, k] + 5.0)
+        # An unlabelled Hernia fitted on nothing with the offset left in shows 0.50 against a true 0.07.
+        assert np.isnan(shown).all() or shown.mean() < 2 * calibration.sigmoid(truth[:, k]).mean(), f
+    assert "none" not in {v["method"] for v in local["findings"].values()}
+    assert local["unlabelled"] == ["Hernia"] and local["offsets"] == offsets
+    assert np.isnan(calibration.apply_one(local["findings"]["Hernia"], np.zeros(3))).all()

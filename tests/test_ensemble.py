@@ -106,16 +106,44 @@ def test_an_ensemble_of_calibrated_members_is_as_well_calibrated_as_they_are(tmp
     old_ece, old_auroc = ece_and_auroc(
         tmp_path / "old.parquet", _calibrate(tmp_path, "old", tmp_path / "old.parquet", None)
     )
-    assert ens_ece <= member_ece + 0.02 and ens_ece <= old_ece + 0.005, (ens_ece, member_ece, old_ece)
+    # (Within 0.01 of the old design after calibration: with the shared map fitted jointly, a 120-image
+    # val split now takes most of the raw mean's inflation out too; before calibration, below, it cannot.)
+    assert ens_ece <= member_ece + 0.02 and ens_ece <= old_ece + 0.01, (ens_ece, member_ece, old_ece)
     assert ens_auroc >= old_auroc - 0.002, (ens_auroc, old_auroc)
     # Before any map of its own, the mean of calibrated members is calibrated already; the mean of raw
     # probabilities keeps the members' inflation, which a 120-image val split must then take out.
     before, _ = ece_and_auroc(tmp_path / "ens.parquet", None)
     raw_before, _ = ece_and_auroc(tmp_path / "old.parquet", None)
     assert before <= member_ece + 0.03 and raw_before > before + 0.05, (before, member_ece, raw_before)
-    # The members' calibrations did the work: what the ensemble's own map moves at logit 0 is a small part
-    # of the class-weight offsets the members took out (2.9 in logit for the rarest findings).
-    assert np.abs(apply_logits(json.loads(own.read_text()), np.zeros((1, 14)))).max() < 0.5
+    # The members' calibrations did the work: what the ensemble's own map moves its test scores by (mean
+    # absolute change in logit, per finding) is a small part of the class-weight offsets the members
+    # took out (2.9 in logit for the rarest findings).
+    scores = prediction_table.logits(prediction_table.read(tmp_path / "ens.parquet", "test"))
+    moved = np.abs(apply_logits(json.loads(own.read_text()), scores) - scores).mean(axis=0)
+    assert moved.max() < 0.5, moved
+
+
+def test_an_isotonic_member_does_not_veto_the_others(tmp_path):
+    """A member calibrated by isotonic regression on a val split it separates perfectly has steps of 0
+    and 1; clipped to [1/(n+1), n/(n+1)] they enter the ensemble's mean logit at most log(n) out, so
+    another member's confident call still counts (unclipped: -34.5, which outvoted a +6 call by far)."""
+    from cxr14 import calibration
+
+    z = np.linspace(-3, 3, 200)
+    isotonic = calibration.fit((z > 0).astype(float), z, "isotonic", 10)
+    confident = {"method": "temperature", "offset": 0.0, "temperature": 1.0}
+    frame = synthetic_predictions(tmp_path / "a.parquet", 1, 0.2, images=20)
+    meta, labels = frame.drop(columns=[c for c in frame if c[:2] in ("z_", "p_", "y_")]), frame[prediction_table.LABELS]
+    for name, z_member in (("a", -5.0), ("b", 6.0)):  # a: below the isotonic map's every step; b: a confident call
+        member = prediction_table.frame(meta.to_dict("list"), labels.to_numpy(), np.full((20, len(FINDINGS)), z_member))
+        prediction_table.write(member, tmp_path / f"{name}.parquet")
+    for name, fitted in (("a", isotonic), ("b", confident)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"findings": dict.fromkeys(FINDINGS, fitted)}))
+    ensemble(member_predictions={n: tmp_path / f"{n}.parquet" for n in "ab"},
+             member_calibrations={n: tmp_path / f"{n}.json" for n in "ab"}, predictions=tmp_path / "e.parquet",
+             weights=None)  # fmt: skip
+    mean = prediction_table.logits(prediction_table.read(tmp_path / "e.parquet"))
+    np.testing.assert_allclose(mean, (6.0 - np.log(200)) / 2, rtol=1e-6)  # 0.35: both members count
 
 
 def _calibrate(tmp_path, name, predictions, summary):

@@ -165,7 +165,10 @@ def test_the_external_report_judges_only_what_the_collection_labels(tmp_path):
     assert m["mean_auroc"] == pytest.approx(np.mean([m["findings"][f]["auroc"] for f in LABELLED]))
     r = m["recalibration"]
     assert r["fit_images"] + r["report_images"] == len(ext) and r["fit_patients"] == round(0.3 * 60)
-    assert set(r["findings"]["Effusion"]) == {"method", "nih", "site"} and "30% of the collection" in r["fitted_on"]
+    assert (
+        set(r["findings"]["Effusion"]) == {"method", "note", "nih", "site"}
+        and "30% of the collection" in r["fitted_on"]
+    )
     assert set(m["subgroups"]) == {"sex", "age", "view"}
     assert {"F", "M"} == set(m["subgroups"]["sex"]["groups"])
     html = (out / "report.html").read_text()

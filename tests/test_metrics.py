@@ -250,3 +250,46 @@ def test_the_label_free_auroc_estimate_is_the_mean_auroc_of_labels_drawn_from_th
     # Probabilities that do not hold (a site's shift): the estimate is of the probabilities, not the truth.
     y = rng.random(len(p)) < 0.5
     assert metrics.expected_auroc(p) > 0.75 and roc_auc_score(y, p) == pytest.approx(0.5, abs=0.12)
+
+
+def test_operating_point_targets_are_met_in_counts_not_float_differences():
+    """10 negatives: a specificity of exactly 0.9 (9 of 10) meets a 0.9 target, though 1 - 0.9 is
+    0.09999999999999998 < 0.1 as floats; likewise 9 of 10 positives meet a sensitivity of 0.9."""
+    y = np.r_[np.zeros(10), np.ones(10)].astype(int)
+    score = np.r_[np.arange(10) / 10, 0.05 + np.arange(10) / 10]  # interleaved: each cut trades one for one
+    chosen = metrics.thresholds(y, score, sensitivity=0.9, specificity=0.9)
+    negatives, positives = score[y == 0], score[y == 1]
+    assert (negatives < chosen["specificity"]).sum() == 9 and chosen["specificity"] == pytest.approx(0.85)
+    assert (positives >= chosen["sensitivity"]).sum() == 9 and chosen["sensitivity"] == pytest.approx(0.15)
+
+
+def test_a_finding_without_val_positives_gets_no_operating_point_and_the_reason():
+    """No positive (or no negative) on val: no rule can be chosen, and none is made up (it was 0.5)."""
+    for y in (np.zeros(50, int), np.ones(50, int)):
+        assert metrics.thresholds(y, np.linspace(0, 1, 50)) == dict.fromkeys(metrics.OPERATING_RULES)
+        assert "val positives" in metrics.no_point_reason(y)
+    assert metrics.no_point_reason(np.zeros(0)) == "no val image is labelled for it"
+    assert metrics.no_point_reason(np.array([0, 1])) is None
+    # Applied on test, a rule without a point gives no figures rather than figures at 0.5.
+    points = {rule: {"Hernia": None} for rule in metrics.OPERATING_RULES}
+    assert metrics.at_points(np.array([0, 1]), np.array([0.2, 0.9]), points, "Hernia", None) == dict.fromkeys(
+        metrics.OPERATING_RULES
+    )
+
+
+def test_a_sensitivity_target_can_be_met_at_a_lower_confidence_bound():
+    """With `confidence`, the target must hold for the one-sided Clopper-Pearson lower bound of the val
+    rate: 9 of 10 positives (0.90) does not show 0.9 with 95 % confidence, all 40 of 40 (lower bound
+    0.928) does; 2 positives can never show it, so there is no point."""
+    from scipy.stats import beta
+
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(200), np.ones(40)].astype(int)
+    score = np.r_[rng.normal(0, 1, 200), rng.normal(2, 1, 40)]
+    plain = metrics.thresholds(y, score, 0.9, 0.9)
+    bounded = metrics.thresholds(y, score, 0.9, 0.9, confidence=0.95)
+    caught = (score[y == 1] >= bounded["sensitivity"]).sum()
+    assert bounded["sensitivity"] < plain["sensitivity"]
+    assert beta.ppf(0.05, caught, 40 - caught + 1) >= 0.9 > beta.ppf(0.05, caught - 1, 40 - caught + 2)
+    two = metrics.thresholds(np.array([0, 0, 0, 1, 1]), np.arange(5.0), 0.9, 0.5, confidence=0.95)
+    assert two["sensitivity"] is None and two["max_f1"] is not None

@@ -95,3 +95,48 @@ def test_predict_cli_takes_a_run_by_name(served, workdir_with_runs, tmp_path):
     )
     assert proc.returncode == 2 and not (tmp_path / "q.csv").exists()
     assert "cxr14 predict: run 'zz' has no trained model" in proc.stderr and "trained runs: a48, b32" in proc.stderr
+
+
+def test_a_site_makes_no_decision_on_a_finding_it_does_not_label_and_flags_few_positives(served, tmp_path):
+    """A site whose val split never labels Hernia (-1 throughout) and has 2 Fibrosis positives: its
+    calibrate step gives Hernia no map and no operating point, so `cxr14 predict --site` neither calls
+    it nor shows a probability, and says why; Fibrosis's max-F1 point, chosen on 2 val positives, is
+    flagged in every row."""
+    import json
+
+    from cxr14 import prediction_table
+    from cxr14.inference import Predictor
+    from cxr14.predict import predict_files
+    from cxr14.steps import calibrate
+
+    rng = np.random.default_rng(3)
+    truth = rng.normal(-1.0, 1.5, (300, len(FINDINGS)))
+    labels = (rng.random(truth.shape) < 1 / (1 + np.exp(-truth))).astype(np.int8)
+    labels[:, FINDINGS.index("Hernia")] = -1
+    fibrosis = FINDINGS.index("Fibrosis")
+    labels[:, fibrosis] = 0
+    labels[:2, fibrosis] = 1
+    val = pd.DataFrame({"split": "val", "image_index": [f"v{k:04d}.png" for k in range(300)]})
+    val.join(prediction_table.frame({}, labels, truth)).to_parquet(tmp_path / "site.parquet", index=False)
+    pd.DataFrame({"split": "train", **{f: [0, 1] for f in FINDINGS}}).to_parquet(tmp_path / "images.parquet")
+    calibrate.calibrate(
+        predictions=tmp_path / "site.parquet", table=tmp_path / "images.parquet", summary=None,
+        calibration=tmp_path / "calibration.json", thresholds=tmp_path / "thresholds.json", site="site",
+        method="temperature", min_positives=10, tta=False, targets={"sensitivity": 0.9, "specificity": 0.9},
+    )  # fmt: skip
+    points = json.loads((tmp_path / "thresholds.json").read_text())
+    assert points["max_f1"]["Hernia"] is None and "no val image is labelled" in points["reasons"]["max_f1"]["Hernia"]
+    assert points["few_positives"] == ["Fibrosis"] and points["val_positives"]["Fibrosis"] == 2
+
+    root, _ = served
+    predictor = Predictor(root / "model.keras", {"site": (tmp_path / "calibration.json", tmp_path / "thresholds.json")})
+    images = sorted((root / "images/images_01").glob("*.png"))[:3]
+    done, errors = predict_files(predictor, images, tmp_path / "p.csv", batch_size=2, progress=False, site="site")
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert done == 3 and not errors and len(rows) == 3
+    for r in rows:
+        assert r["p_Hernia"] == "" and "Hernia" not in r["findings"].split("|")
+        assert r["undecided"] == "Hernia"
+        assert "Hernia: not labelled at site site" in r["caveats"]
+        assert "Fibrosis: shared map (2 val positives), operating point chosen on 2 val positives" in r["caveats"]
+        assert float(r["p_Mass"]) >= 0  # every other finding has its probability

@@ -161,7 +161,10 @@ class Parity:
         own = np.abs(np.asarray(got[OUTPUT], np.float64) - want[OUTPUT])
         self.probability = max(self.probability, float(own.max()))
         for site, calibration in self.sites.items():
-            diff = np.abs(apply(calibration, logits) - want[site])
+            mine = apply(calibration, logits)  # NaN for a finding the site has no map for, on both sides
+            diff = np.where(
+                np.isnan(mine) & np.isnan(want[site]), 0.0, np.nan_to_num(np.abs(mine - want[site]), nan=np.inf)
+            )
             if diff.max() > self.calibrated or self.image is None:
                 row, col = np.unravel_index(diff.argmax(), diff.shape)
                 self.calibrated, self.site = float(diff.max()), site

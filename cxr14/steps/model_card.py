@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from ..assess import METRIC_LABELS
+from ..calibration import caveats
 from ..constants import DISCLAIMER, FINDINGS, NIH
 from ..files import atomic
 from ..report import templates
@@ -58,7 +59,9 @@ def model_card(
     sites = {}
     for c, t in zip(calibrations, thresholds, strict=True):
         fitted = json.loads(Path(c).read_text())
-        sites[fitted["site"]] = {"calibration": fitted, "thresholds": json.loads(Path(t).read_text()),
+        points = json.loads(Path(t).read_text())
+        said = caveats(fitted, points, fitted["site"])  # what a finding's map or point rests on
+        sites[fitted["site"]] = {"calibration": fitted, "thresholds": points, "caveats": said,
                                  "calibration_file": str(c), "thresholds_file": str(t)}  # fmt: skip
     text = env.get_template("model_card.md.j2").render(
         run=run,
@@ -70,6 +73,7 @@ def model_card(
         sites=sites,
         thresholds=sites[NIH]["thresholds"],
         thresholds_file=sites[NIH]["thresholds_file"],
+        nih_caveats=sites[NIH]["caveats"],
         card_file=str(card),
         calibration=sites[NIH]["calibration"],
         config=yaml.safe_dump(config, sort_keys=False, default_flow_style=False).strip(),
