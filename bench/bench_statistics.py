@@ -104,9 +104,10 @@ def calibration_point(y, p) -> dict[str, float]:
 
 
 def operating_points(y, p) -> dict[str, np.ndarray]:
-    """Per rule, the 14 thresholds chosen on val, as the calibrate step chooses them."""
+    """Per rule, the 14 thresholds chosen on val, as the calibrate step chooses them (NaN: no point)."""
     chosen = [metrics.thresholds(y[:, j], p[:, j]) for j in range(y.shape[1])]
-    return {rule: np.array([c[rule] for c in chosen]) for rule in metrics.OPERATING_RULES}
+    return {rule: np.array([np.nan if c[rule] is None else c[rule] for c in chosen], np.float64)
+            for rule in metrics.OPERATING_RULES}  # fmt: skip
 
 
 def rate_cis(y, p, threshold, patients, n_boot, seed) -> dict[str, np.ndarray]:

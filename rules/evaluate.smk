@@ -118,6 +118,7 @@ rule evaluate:
         seed=collection_setting("seed"),
         calibration_method=config["calibration"]["method"],
         min_positives=config["calibration"]["min_positives"],
+        prior_sd=config["calibration"]["prior_sd"],
         synthetic=DEMO,
         code=package_code("evaluate"),
     script:

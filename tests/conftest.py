@@ -744,6 +744,7 @@ def evaluate_spots(root):
         seed=0,
         calibration_method="temperature",
         min_positives=5,
+        prior_sd=defaults("calibration")["prior_sd"],
         settings=settings_of(EvaluateSettings, n_boot=50, gallery_k=1, tta=True),
     )
     # What only NIH has: the trained network's Grad-CAM and its localisation against the boxes.

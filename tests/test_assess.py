@@ -143,7 +143,8 @@ def _gap_of_groups(seed: int, true_rates, patients=200, images_each=3, n_boot=20
     groups, rates = {}, {}
     for g in range(len(true_rates)):
         mask = group == g
-        groups[str(g)] = {"underdiagnosis": float(missed[mask].mean()), "patients_with_finding": len(set(patient[mask]))}
+        groups[str(g)] = {"underdiagnosis": float(missed[mask].mean()),
+                          "patients_with_finding": len(set(patient[mask]))}  # fmt: skip
         rates[str(g)] = (weights[:, mask] * missed[mask]).sum(axis=1) / weights[:, mask].sum(axis=1)
     return assess.underdiagnosis_gap(groups, rates), max(true_rates) - min(true_rates)
 

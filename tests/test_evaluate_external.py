@@ -27,7 +27,7 @@ from cxr14.constants import FINDINGS
 from cxr14.engines import KerasEngine
 from cxr14.images import write_dicom
 from cxr14.prediction_table import EXTERNAL
-from cxr14.settings import EvaluateSettings
+from cxr14.settings import EvaluateSettings, defaults
 from cxr14.shard_io import UNSPLIT
 from cxr14.steps import shards
 from cxr14.steps.evaluate import evaluate
@@ -261,7 +261,8 @@ def _judge(tmp_path, predictions, collection: dict, **given) -> dict:
     table.to_parquet(tmp_path / "table.parquet")
     out = tmp_path / "report"
     own = [given.pop(key) for key in ("site_calibration", "site_thresholds") if key in given]
-    settings = {"recalibrate": 0, "seed": 0, "calibration_method": "temperature", "min_positives": 5, **given}
+    settings = {"recalibrate": 0, "seed": 0, "calibration_method": "temperature", "min_positives": 5,
+                "prior_sd": defaults("calibration")["prior_sd"], **given}  # fmt: skip
     return evaluate(
         predictions=predictions, nih_predictions=tmp_path / "nih.parquet",
         calibrations=[tmp_path / "calibration.json", *own[:1]],

@@ -53,6 +53,7 @@ def evaluate(
     seed: int,
     calibration_method: str,
     min_positives: int,
+    prior_sd: float,
     synthetic: bool = False,
 ) -> dict:
     """A run's `predictions` on collection `dataset`, judged, to `evaluation` (metrics JSON, of the one
@@ -61,8 +62,8 @@ def evaluate(
     `nih_predictions`: the run's NIH scores (its test split is judged beside another collection's);
     `calibrations` and `operating_points`: every site's (NIH's first; the collection's own when it is a
     site); `table` and `collection`: the collection's table and its cleaning or ingest report. On an
-    unsplit collection, `recalibrate`, `seed`, `calibration_method` and `min_positives` for a local
-    calibration. `members`: an ensemble's runs; `pages`: {link: title} of the pages beside the report
+    unsplit collection, `recalibrate`, `seed`, `calibration_method`, `min_positives` and `prior_sd` for
+    a local calibration. `members`: an ensemble's runs; `pages`: {link: title} of the pages beside the report
     (the monitoring report, NIH's Grad-CAM and expert labels), linked from it, as is the `model_card`.
     `synthetic`: the collection is the demo's phantom data (every page says so)."""
     sites = {}
@@ -86,7 +87,7 @@ def evaluate(
         if dataset in sites:
             site = own_site(rows, *sites[dataset])
         elif recalibrate > 0:
-            site = local_site(rows, calibration, recalibrate, seed, calibration_method, min_positives)
+            site = local_site(rows, calibration, recalibrate, seed, calibration_method, min_positives, prior_sd)
     split_collection = bool(described.get("policy", {}).get("split"))
     split = NIH_SPLIT if on_nih else ("test split" if split_collection else "every image")
     images = pd.read_parquet(table)

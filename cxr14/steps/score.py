@@ -83,9 +83,9 @@ def score(
     an external collection's test split or all of it, as `external`). With `tta`, test-time
     augmented, with the plain scores beside them. `features` (npz) gets each scored image's embedding
     and pixel statistics, and, on a collection some run trains on (NIH, or a fine-tune's site), those
-    of the first `reference_images` of the `reference` (train) shards, in shard order, as split `train`: what the `ood_reference` step fits the run's
-    out-of-distribution reference on. `engine`: keras, onnx (the `onnx` model, converted from `model`
-    by the `convert` step) or auto (`engine_for`)."""
+    of the first `reference_images` of the `reference` (train) shards, in shard order, as split
+    `train`: what the `ood_reference` step fits the run's out-of-distribution reference on. `engine`:
+    keras, onnx (the `onnx` model, converted from `model` by the `convert` step) or auto (`engine_for`)."""
     if len(manifests) != len(splits):
         raise ValueError(f"{len(manifests)} manifests for the splits {splits}")
     use_threads(threads)
