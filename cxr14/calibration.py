@@ -134,7 +134,10 @@ def _temperature_and_intercept(target: np.ndarray, z: np.ndarray) -> tuple[np.nd
 
     bounds = [(-LOG_T_BOUND, LOG_T_BOUND), (-BOUND, BOUND)]
     options = {"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000}  # a narrow spread of logits is a flat valley
-    best = minimize(objective, x0=[0.0, 0.0], jac=True, method="L-BFGS-B", bounds=bounds, options=options)
+    # Started at T = 1 and the intercept that gets the calibration in the large about right, so logits
+    # far from the truth (a site's scanner) do not cost the optimiser a long walk from b = 0.
+    start = np.clip(logit(np.mean(target)) - np.median(z), -BOUND, BOUND)
+    best = minimize(objective, x0=[0.0, start], jac=True, method="L-BFGS-B", bounds=bounds, options=options)
     return best.x, bounds
 
 
@@ -205,7 +208,10 @@ def _joint(ys, zs, references, shrunk, prior_sd: float) -> tuple[float, np.ndarr
         grad_u = -(residual * scaled).sum() + (precision * gap * slope).sum() + u / LOG_TEMPERATURE_SD**2
         return loss, np.r_[grad_u, grad_b]
 
-    start = np.r_[0.0, centres(z)[0]]
+    # Started at T = 1, a shrunk intercept at its prior's centre, another where its labels' calibration
+    # in the large is about right (logits far from the truth would otherwise be a long walk).
+    own = np.array([logit(np.mean(y[rows])) - np.median(z[rows]) for rows in groups])
+    start = np.r_[0.0, np.where(shrunk, centres(z)[0], own)]
     # Tight tolerances: a val split with a narrow spread of logits is a flat valley along log T.
     options = {"ftol": 1e-15, "gtol": 1e-10, "maxiter": 2000}
     best = minimize(objective, start, jac=True, method="L-BFGS-B", options=options)
