@@ -255,6 +255,12 @@ def shared(
     zs = [logits[known[f], column[f]] - offsets[f] for f in labelled]
     references = [_reference_logits(transferred, f, logits[known[f], column[f]], offsets[f]) for f in labelled]
     few = [min(int(y.sum()), int(len(y) - y.sum())) < min_positives for y in ys]
+    owned = [f for f in FINDINGS if known[f].any() and fitted[f]["method"] != "none"]
+    shifts = [
+        _shift_in_the_large(labels[f][known[f]], _reference_logits(transferred, f, logits[known[f], column[f]], offsets[f]))
+        for f in owned
+    ]
+    prior_sd = _prior_sd(prior_sd, shifts)
     temperature, intercepts, centres = _joint(ys, zs, references, few, prior_sd) if labelled else (1.0, [], [])
     pooled = f"fitted jointly with one intercept per finding on the {len(labelled)} findings without a map of their own"
     towards = f"{transferred.get('site', 'nih')}'s map" if transferred else "the offset-free logits"
@@ -295,7 +301,26 @@ def shared(
             f"findings ({temperature:.3f}, {pooled}) is applied, and its own "
             f"intercept ({intercept:+.3f} ± {sd:.3f}), {shrinking}",
         }
-    return out, temperature
+    return out, temperature, prior_sd
+
+
+def _shift_in_the_large(y: np.ndarray, reference: np.ndarray) -> float:
+    """How far, in logit, the reference map's calibration in the large is from a finding's val labels
+    (Platt's targets): the b of sigmoid(reference + b) with the least log-loss."""
+    from scipy.optimize import minimize_scalar
+
+    target = _targets(y)
+    return float(minimize_scalar(lambda b: _cross_entropy(target, reference + b)[0], bounds=(-BOUND, BOUND),
+                                 method="bounded").x)  # fmt: skip
+
+
+def _prior_sd(floor: float, shifts: list[float]) -> float:
+    """The prior SD of a few-positive finding's intercept about the transferred map's: at least `floor`,
+    and at least the root mean square of the shifts the site's well-labelled findings show (an
+    empirical-Bayes spread). Where the transferred map holds for the findings the site can check, a
+    finding with few positives keeps it; where the site moves every finding by logits (another scanner,
+    another prevalence), the prior says so and a few positives are heard."""
+    return float(max(floor, np.sqrt(np.mean(np.square(shifts))))) if shifts else float(floor)
 
 
 def fit_table(
@@ -319,7 +344,7 @@ def fit_table(
         y = rows[prediction_table.label(f)].to_numpy()
         known = y >= 0  # a collection's unlabelled images say nothing either way (`metrics.labelled`)
         fitted[f] = fit(y[known], logits[known, k], method, min_positives, offsets[f])
-    fitted, temperature = shared(fitted, rows, offsets, min_positives, transferred, prior_sd)
+    fitted, temperature, used_sd = shared(fitted, rows, offsets, min_positives, transferred, prior_sd)
     return {
         "method": method,
         "min_positives": min_positives,
@@ -328,7 +353,8 @@ def fit_table(
         "at_bound": [f for f, v in fitted.items() if v.get("at_bound")],
         "unlabelled": [f for f, v in fitted.items() if v["method"] == UNLABELLED],
         "shared_temperature": temperature,
-        "prior_sd": prior_sd,
+        "prior_sd": used_sd,  # at least the configured one (`_prior_sd`)
+        "prior_sd_floor": prior_sd,
         "transferred_from": transferred.get("site", "nih") if transferred else None,
         "findings": fitted,
     }

@@ -323,3 +323,20 @@ def test_no_finding_keeps_its_class_weight_offset_and_an_unlabelled_one_gets_no_
     assert "none" not in {v["method"] for v in local["findings"].values()}
     assert local["unlabelled"] == ["Hernia"] and local["offsets"] == offsets
     assert np.isnan(calibration.apply_one(local["findings"]["Hernia"], np.zeros(3))).all()
+
+
+def test_a_site_that_moves_every_finding_widens_the_prior_of_its_few_positive_ones():
+    """Where the site's well-labelled findings show the transferred map is logits off, a finding with
+    one val positive is not held to that map (the demo site's Pneumonia: NIH's map called it on 92 %
+    of images; shrunk with SD 0.5 its test ECE was 0.32): the prior's SD is the findings' spread."""
+    rng = np.random.default_rng(3)
+    truth = rng.normal(-1.0, 1.5, (1500, len(calibration.FINDINGS)))
+    labels = _labels(truth, rng)
+    labels[:, 0] = 0
+    labels[:1, 0] = 1  # one positive: the shared map, its intercept shrunk
+    offsets = dict.fromkeys(calibration.FINDINGS, 0.0)
+    narrow, wide = (calibration.fit_table(_site_rows(truth, labels, shift), "temperature", 10, offsets, prior_sd=0.5)
+                    for shift in (0.0, -3.0))  # fmt: skip
+    assert narrow["prior_sd"] == narrow["prior_sd_floor"] == 0.5
+    assert wide["prior_sd"] == pytest.approx(3.0, abs=0.3) and wide["prior_sd_floor"] == 0.5
+    assert wide["findings"][calibration.FINDINGS[0]]["prior"]["sd"] == wide["prior_sd"]
