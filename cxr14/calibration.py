@@ -256,10 +256,8 @@ def shared(
     references = [_reference_logits(transferred, f, logits[known[f], column[f]], offsets[f]) for f in labelled]
     few = [min(int(y.sum()), int(len(y) - y.sum())) < min_positives for y in ys]
     owned = [f for f in FINDINGS if known[f].any() and fitted[f]["method"] != "none"]
-    shifts = [
-        _shift_in_the_large(labels[f][known[f]], _reference_logits(transferred, f, logits[known[f], column[f]], offsets[f]))
-        for f in owned
-    ]
+    references_owned = {f: _reference_logits(transferred, f, logits[known[f], column[f]], offsets[f]) for f in owned}
+    shifts = [_shift_in_the_large(labels[f][known[f]], references_owned[f]) for f in owned]
     prior_sd = _prior_sd(prior_sd, shifts)
     temperature, intercepts, centres = _joint(ys, zs, references, few, prior_sd) if labelled else (1.0, [], [])
     pooled = f"fitted jointly with one intercept per finding on the {len(labelled)} findings without a map of their own"

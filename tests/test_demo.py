@@ -91,9 +91,11 @@ def test_demo_external_site_is_judged_beside_nih(demo_run):
     for manifest in (demo_run / "results/datasets/site/shards").glob("*/*/manifest.json"):
         assert json.loads(manifest.read_text())["images"] == (table.split == manifest.parent.name).sum()
     assert {m.parent.name for m in (demo_run / "results/datasets/site/shards").glob("80px-raw/*/manifest.json")} == {
+        "train",
         "val",
         "test",
-    }  # every run is calibrated on the val split and judged on the test split; only the fine-tune trains
+    }  # every run is calibrated on the val split and judged on the test split; the fine-tune trains on the
+    # train split, whose embeddings every run keeps (the fine-tune's ensembles' references are of them)
     for run_name in RUNS:
         m = json.loads((demo_run / f"results/runs/{run_name}/datasets/site/metrics.json").read_text())
         assert list(m["findings"]) == ingested["labelled_findings"] and m["images"] == len(test)
@@ -342,3 +344,22 @@ def test_the_saved_model_loads_the_way_keras_users_load_it(demo_run, load):
     code += "; import numpy as np; print(m.predict(np.zeros((1, 64, 64, 1)), verbose=0).shape)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=demo_run)
     assert proc.returncode == 0 and "(1, 14)" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_every_page_of_the_demo_says_it_is_made_from_phantom_data(demo_run):
+    """Every HTML page the demo makes says at the top that its figures come from phantom images, and the
+    NIH report draws no published figures beside them (#39: its 0.998 was charted beside CheXNet's 0.841)."""
+    pages = sorted((demo_run / "results").rglob("*.html"))
+    assert len(pages) > 50
+    for page in pages:
+        assert 'id="synthetic"' in page.read_text(), page
+    for card in (demo_run / "results/runs").glob("*/model_card.md"):
+        assert "**Synthetic data.**" in card.read_text(), card
+    report = (demo_run / f"results/runs/{REFERENCE}/datasets/nih/report.html").read_text()
+    assert 'id="comparison"' not in report and "CheXNet" not in report
+    m = json.loads((demo_run / f"results/runs/{REFERENCE}/datasets/nih/metrics.json").read_text())
+    assert m["synthetic"] and "published" not in m
+    # A test image the shard step skipped (the truncated PNG, where it falls in test) is counted and named.
+    skipped = open(demo_run / "results/datasets/nih/shards/64px-raw/test/bad_images.tsv").read().splitlines()[1:]
+    assert m["left_out"]["images"] == len(skipped) and ('id="left-out"' in report) == bool(skipped)
+    assert sorted(m["left_out"]["named"]) == sorted(line.split("\t")[0] for line in skipped)

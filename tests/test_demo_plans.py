@@ -24,6 +24,9 @@ EVERY_CALIBRATION = {
     "monitor": len(RUNS) * EXTERNAL, "leaderboard": 1, "model_card": len(RUNS), "export": len(TRAINED), "all": 1,
     # NIH's Grad-CAM (at the operating points calibrate chose) and the expert-label comparison.
     "explain": len(TRAINED), "expert_labels": len(RUNS),
+    # An ensemble's reference reads its predictions (made from its members' calibrated logits) for the
+    # patients of the val images that set its threshold.
+    "ood_reference": len(ENSEMBLES),
 }  # fmt: skip
 
 
@@ -96,10 +99,12 @@ def test_changing_one_runs_image_size_shards_that_size_once(demo_run):
     site = demo_run / "results/datasets/site/shards/80px-raw"
     folders = [demo_run / f"results/datasets/{name}/shards/80px-raw/images" for name in ("site_images", "site_all")]
     assert shards == sum(len(list((nih / s).glob("*.tfrecord"))) for s in ("train", "val", "test")) + sum(
-        len(list((site / s).glob("*.tfrecord"))) for s in ("val", "test")
+        len(list((site / s).glob("*.tfrecord"))) for s in ("train", "val", "test")
     ) + sum(len(list(folder.glob("*.tfrecord"))) for folder in folders)
-    # NIH's splits, the site's val and test, the unsplit collections' one group; then the run and its ensemble.
-    assert jobs == {"shard_manifest": 3 + 2 + 1 + 1, **ONE_RUN_AND_ITS_ENSEMBLE}
+    # NIH's splits, the site's (its train split: a run trains on the site, so every run keeps the embeddings of
+    # its training images, for the references of the fine-tune's ensembles), the unsplit collections' one
+    # group; then the run and its ensemble.
+    assert jobs == {"shard_manifest": 3 + 3 + 1 + 1, **ONE_RUN_AND_ITS_ENSEMBLE}
 
 
 def test_changing_the_calibration_method_recalibrates_without_retraining(demo_run):
@@ -209,8 +214,9 @@ def source_copy(tmp_path_factory, workflow_run):
                 "return np.asarray(y) >= 0",
                 "return np.asarray(y) >= 0.0",
             ),
-            # calibrate chooses its operating points with metrics, and the ensembles average calibrated scores
-            EVERY_CALIBRATION,
+            # calibrate chooses its operating points with metrics, and the ensembles average calibrated scores;
+            # every reference splits its val patients with the monitor's statistics (shift, on metrics)
+            {**EVERY_CALIBRATION, "ood_reference": len(RUNS)},
         ),
         # The calibration maths (a change of code, not of behaviour): calibrate and what follows it, no
         # shard, training, conversion or scoring job.

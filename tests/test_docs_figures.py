@@ -134,4 +134,4 @@ def test_the_leaderboards_comparisons_and_replicates(demo_run):
     config = yaml.safe_load((demo_run / "test.yaml").read_text())
     assert config["leaderboard"]["n_boot"] == int(n_boot)
     assert f"{comparisons}</b> comparisons" in (demo_run / "results/leaderboard.html").read_text()
-    _said("docs/experiments.md", rf"{comparisons}/{n_boot} = {int(comparisons) / int(n_boot):g} or more")
+    _said("docs/experiments.md", rf"the smallest p it can show is 2/{int(n_boot) + 1} = {2 / (int(n_boot) + 1):.4f}")
