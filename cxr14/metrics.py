@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy import sparse
 from scipy.special import expit, logit
 from scipy.stats import t as student_t
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
@@ -298,6 +299,20 @@ def patients_of(weights: np.ndarray) -> np.ndarray:
     return np.unique(key, return_inverse=True)[1]
 
 
+def jackknife_variance(hits: np.ndarray, patient: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """The delete-one-patient jackknife variance of the share of `hits` among images clustered by
+    `patient`: (C - 1) / C times the sum over the C patients of the squared change of the share when
+    that patient is left out; with each patient's hits and images (NaN variance without two patients)."""
+    hits = np.asarray(hits, np.float64)
+    _, cluster = np.unique(patient, return_inverse=True)
+    m = np.bincount(cluster).astype(np.float64)
+    a = np.bincount(cluster, weights=hits, minlength=len(m))
+    if len(m) < 2:
+        return float("nan"), a, m
+    n, rate = m.sum(), a.sum() / m.sum()
+    return (len(m) - 1) / len(m) * float((((a - rate * m) / (n - m)) ** 2).sum()), a, m
+
+
 def clustered_wilson(hits: np.ndarray, patient: np.ndarray, level: float = 0.95) -> list[float]:
     """A CI of a proportion of images (`hits` of them, boolean) clustered by `patient` (codes): Wilson's
     score interval at the effective sample size n p (1 - p) / v, v the delete-one-patient jackknife
@@ -310,13 +325,10 @@ def clustered_wilson(hits: np.ndarray, patient: np.ndarray, level: float = 0.95)
     rests on a few patients, and that interval covered the population sensitivity 0.874 and
     specificity 0.893 of the time in simulation (docs/statistics.md); this one 0.96 and 0.94."""
     hits = np.asarray(hits, bool)
-    _, cluster = np.unique(patient, return_inverse=True)
-    m = np.bincount(cluster).astype(np.float64)
+    jackknife, a, m = jackknife_variance(hits, patient)
     if len(m) < 2:
         return [float("nan")] * 2
-    a = np.bincount(cluster, weights=hits.astype(np.float64), minlength=len(m))
     n, rate = m.sum(), hits.mean()
-    jackknife = (len(m) - 1) / len(m) * float((((a - rate * m) / (n - m)) ** 2).sum())
     effective = min(n, rate * (1 - rate) / jackknife) if jackknife > 0 else n**2 / float((m**2).sum())
     rarer = min(int((a > 0).sum()), int((a < m).sum()))
     df = min(len(m) - 1, max(rarer - 1, 1)) if rarer else np.inf  # none: Kish's size is the whole story
@@ -385,7 +397,13 @@ def bootstrap_calibration(
     Every replicate's figures are weighted sums over images, so all of them come from one matrix
     product of the replicate weights (n_boot, n) with a per-image design (n, findings x terms): per
     finding and bin, the image's score minus its label where it falls in that bin (each bin's gap),
-    its squared error (Brier) and whether it is labelled (the denominator)."""
+    its squared error (Brier) and whether it is labelled (the denominator).
+
+    The CI is the percentile interval of the replicates rescaled about the point to the spread of the
+    delete-one-patient jackknife (the same product, each patient's sums taken out in turn): the patient
+    bootstrap's spread of the ECE is 0.87 of its true spread on NIH-shaped patients (a sum of absolute
+    bin gaps is not smooth), the jackknife's 0.98, and the ECE CI covered 0.91 against 0.935 rescaled
+    (docs/statistics.md); the bootstrap keeps the interval's shape, the jackknife sets its width."""
     k = y.shape[1]
     y, score = np.asarray(y), np.asarray(score, np.float64)
     schemes = (("ece", False), ("ece_adaptive", True))
@@ -412,14 +430,22 @@ def bootstrap_calibration(
         out["brier"] = (sums[:, :, -2] / total).mean(axis=1)
         return out
 
-    point = figures(design.sum(axis=0, keepdims=True))
+    total = design.sum(axis=0, keepdims=True)
+    point = figures(total)
     weights = patient_bootstrap_weights(patients, n_boot, seed)
     reps = figures(np.concatenate([w @ design for w in np.array_split(weights, max(1, n_boot // 100))]))
+    _, patient = np.unique(patients, return_inverse=True)
+    by_patient = sparse.csr_matrix((np.ones(len(patient)), (patient, np.arange(len(patient))))) @ design
+    left_out = figures(total - by_patient)  # each patient left out in turn: the jackknife
     alpha = (1 - level) / 2
-    return {
-        name: {"mean": float(point[name][0]), "ci": [float(np.quantile(reps[name], q)) for q in (alpha, 1 - alpha)]}
-        for name in point
-    }
+    out = {}
+    for name in point:
+        spread = np.sqrt((len(by_patient) - 1) / len(by_patient) * np.sum((left_out[name] - point[name][0]) ** 2))
+        own = np.std(reps[name], ddof=1)
+        scale = spread / own if own > 0 and np.isfinite(spread) else 1.0
+        ends = point[name][0] + (np.quantile(reps[name], [alpha, 1 - alpha]) - point[name][0]) * scale
+        out[name] = {"mean": float(point[name][0]), "ci": [float(v) for v in ends]}
+    return out
 
 
 def curves(y: np.ndarray, score: np.ndarray) -> dict:
