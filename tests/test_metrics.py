@@ -371,3 +371,31 @@ def test_a_difference_on_fewer_than_ten_patients_with_a_positive_has_no_ci_and_n
     other = s + np.random.default_rng(9).normal(0, 0.5, len(s))
     enough = metrics.paired_bootstrap(y[:, None], s[:, None], other[:, None], patient, n_boot=200, seed=0)
     assert np.isfinite(enough["per_column"][0]["ci"]).all() and np.isfinite(enough["per_column"][0]["p"])
+
+
+def test_the_jackknife_aurocs_are_the_aurocs_with_each_patient_left_out():
+    """The closed form (each patient's pairs taken out) against leaving the patient out by weight, with
+    ties, unlabelled images and patients holding both classes."""
+    rng = np.random.default_rng(1)
+    patient = rng.integers(0, 40, 300)
+    y = (rng.random((300, 3)) < 0.3).astype(int)
+    y[rng.random(300) < 0.1, 2] = -1
+    s = np.round(y + rng.normal(0, 1, (300, 3)), 1)  # rounded: ties within and across patients
+    code = np.unique(patient, return_inverse=True)[1]
+    by_weight = [[metrics.weighted_auroc(y[:, j], s[:, j], (code != p) * 1.0) for j in range(3)] for p in range(40)]
+    np.testing.assert_allclose(metrics.leave_one_patient_out_auroc(y, s, code), by_weight, rtol=0, atol=1e-14)
+
+
+def test_the_mean_auroc_ci_has_the_jackknifes_width_and_the_bootstraps_shape():
+    """The patient bootstrap's spread of the mean AUROC is 0.91 of the true one on NIH-shaped patients
+    (the percentile CI covered 0.92): its percentile interval is rescaled about the point to the
+    delete-one-patient jackknife's spread. By hand from the replicates and the leave-one-out AUROCs."""
+    y, s, patient = _clustered_finding(patients_with_positive=40, seed=5)
+    y, s = np.c_[y, y[::-1]], np.c_[s, s[::-1]]
+    boot = metrics.bootstrap_auroc(y, s, patient, n_boot=300, seed=0)
+    reps = metrics.bootstrap_reps(y, s, metrics.patient_bootstrap_weights(patient, 300, 0)).mean(axis=1)
+    left_out = metrics.leave_one_patient_out_auroc(y, s, patient).mean(axis=1)
+    point, count = boot["mean_auroc"], len(left_out)
+    scale = np.sqrt((count - 1) / count * ((left_out - point) ** 2).sum()) / reps.std(ddof=1)
+    want = point + (np.quantile(reps, [0.025, 0.975]) - point) * scale
+    assert boot["mean_ci"] == pytest.approx(want.tolist()) and abs(scale - 1) > 0.01
