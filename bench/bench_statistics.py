@@ -182,8 +182,12 @@ def _underdiagnosis(sample: simulation.Sample, thresholds: dict) -> dict:
 
 
 def covers(ci: np.ndarray, truth) -> np.ndarray:
+    """1 where a CI covers the truth, 0 where it does not, NaN where none is printed (not estimable: too
+    few patients with a positive, `metrics.MIN_CI_PATIENTS`): coverage counts the printed CIs only,
+    and the table says how many were printed."""
     ci = np.asarray(ci, np.float64).reshape(-1, 2)
-    return (ci[:, 0] <= truth) & (truth <= ci[:, 1])
+    hit = ((ci[:, 0] <= truth) & (truth <= ci[:, 1])).astype(np.float64)
+    return np.where(np.isfinite(ci).all(axis=1), hit, np.nan)
 
 
 def monitor_verdicts(a, b, sizes: Sizes, seed: int) -> dict[str, bool]:
@@ -363,6 +367,7 @@ class Summary:
     bound: str
     passed: bool | None
     worst: str = ""  # where a replicate's outcome is one per finding: the finding furthest from the promise
+    printed: float = 1.0  # of a CI: the share of its outcomes where one was printed (the rest not estimable)
 
 
 def summarise(name: str, outcomes: list, coverage_bound: float = COVERAGE_BOUND) -> Summary:
@@ -370,9 +375,12 @@ def summarise(name: str, outcomes: list, coverage_bound: float = COVERAGE_BOUND)
     rate at alpha over these replicates), coverage >= `coverage_bound`, the OOD share <= its nominal +
     3 SE, the label-free estimate's mean error within +-BIAS_BOUND."""
     check = CHECKS[name]
-    per_replicate = np.array([np.nanmean(o) for o in outcomes])
-    value = float(np.nanmean(np.concatenate(outcomes)))
-    se = float(np.nanstd(per_replicate) / np.sqrt(len(outcomes)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a replicate where no CI was printed: NaN
+        per_replicate = np.array([np.nanmean(o) for o in outcomes])
+    pooled = np.concatenate(outcomes)
+    value = float(np.nanmean(pooled))
+    se = float(np.nanstd(per_replicate) / np.sqrt(np.isfinite(per_replicate).sum()))
     worst = _worst(check, outcomes)
     if name in UNBOUNDED or check.kind == "power":
         return Summary(value, se, "—", None, worst)
@@ -380,7 +388,8 @@ def summarise(name: str, outcomes: list, coverage_bound: float = COVERAGE_BOUND)
         limit = check.nominal + 3 * np.sqrt(check.nominal * (1 - check.nominal) / len(outcomes))
         return Summary(value, se, f"<= {limit:.3f}", value <= limit, worst)
     if check.kind == "coverage":
-        return Summary(value, se, f">= {coverage_bound:.2f}", value >= coverage_bound, worst)
+        printed = float(np.isfinite(pooled).mean())
+        return Summary(value, se, f">= {coverage_bound:.2f}", value >= coverage_bound, worst, printed)
     if check.kind == "share":
         limit = check.nominal + 3 * se
         return Summary(value, se, f"<= {limit:.4f}", value <= limit, worst)
@@ -391,8 +400,10 @@ def _worst(check: Check, outcomes: list) -> str:
     """The finding furthest from the promise, where every replicate has one outcome per finding."""
     if {len(o) for o in outcomes} != {len(FINDINGS)}:
         return ""
-    per_finding = np.nanmean(np.stack(outcomes), axis=0)
-    at = int(np.argmin(per_finding) if check.kind == "coverage" else np.argmax(np.abs(per_finding)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a finding never printed: NaN, and skipped
+        per_finding = np.nanmean(np.stack(outcomes), axis=0)
+    at = int(np.nanargmin(per_finding) if check.kind == "coverage" else np.nanargmax(np.abs(per_finding)))
     return f"{FINDINGS[at]} {per_finding[at]:+.3f}" if check.kind == "bias" else f"{FINDINGS[at]} {per_finding[at]:.3f}"
 
 
@@ -403,7 +414,9 @@ def table(results: dict[str, tuple[int, Summary]]) -> str:
         check = CHECKS[name]
         what = {"type-I": "type-I", "coverage": "coverage", "power": "power", "share": "share", "bias": "mean error"}
         passed = "—" if s.passed is None else ("yes" if s.passed else "**no**")
-        worst = f" (worst: {s.worst})" if s.worst else ""
+        notes = [f"printed {100 * s.printed:.0f} %"] if s.printed < 1 else []
+        notes += [f"worst: {s.worst}"] if s.worst else []
+        worst = f" ({'; '.join(notes)})" if notes else ""
         rows.append(f"| {check.statistic} | {check.truth} | {replicates} | {what[check.kind]} {s.value:.3f}{worst} | "
                     f"{s.se:.3f} | {s.bound} | {passed} |")  # fmt: skip
     return "\n".join(rows)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy import sparse
+from scipy.special import expit, logit
+from scipy.stats import t as student_t
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
 
@@ -110,33 +113,139 @@ def patient_bootstrap_weights(patients: np.ndarray, n_boot: int, seed: int) -> n
     return weights
 
 
+MIN_CI_PATIENTS = 10  # patients a finding's positives (and its negatives) must span for its AUROC CI
+
+
 def bootstrap_auroc(
     y: np.ndarray, score: np.ndarray, patients: np.ndarray, n_boot: int, seed: int, level: float = 0.95
 ) -> dict:
-    """Point AUROC per column and percentile CIs from a bootstrap that resamples patients.
+    """Point AUROC per column, with CIs from a bootstrap that resamples patients.
 
-    y, score: (n, k). Returns {"auroc": [k], "ci": [[lo, hi]] * k, "mean_auroc", "mean_ci"}; the mean's
-    CI comes from the same replicates (the mean over findings of each replicate).
+    y, score: (n, k). Returns {"auroc": [k], "ci": [[lo, hi]] * k, "mean_auroc", "mean_ci"}. A
+    finding's CI is `logit_interval` of its replicates; it is NaN (not estimable) where fewer than
+    `MIN_CI_PATIENTS` patients have a positive or a negative: with a handful of patients carrying
+    the positives no interval covers as it says (the percentile one covered Hernia's population AUROC
+    0.66 of the time in simulation, docs/statistics.md). The mean's CI comes from the same replicates
+    (the mean over findings of each replicate), as `jackknife_scaled_interval` (0.94 in the same
+    simulation, the plain percentile interval 0.92).
     """
     y, score = np.atleast_2d(y.T).T, np.atleast_2d(score.T).T
     k = y.shape[1]
     point = np.array([weighted_auroc(y[:, j], score[:, j]) for j in range(k)])
     reps = bootstrap_reps(y, score, patient_bootstrap_weights(patients, n_boot, seed))
-    alpha = (1 - level) / 2
+    patients = np.asarray(patients)
+    estimable = _enough_patients(y, patients)
     ci = [
-        [float(np.nanquantile(reps[:, j], alpha)), float(np.nanquantile(reps[:, j], 1 - alpha))]
-        if np.isfinite(reps[:, j]).any()
+        logit_interval(point[j], reps[:, j], np.unique(patients[y[:, j] == 1]).size, level)
+        if estimable[j]
         else [float("nan")] * 2
         for j in range(k)
     ]
     valid = np.isfinite(point)
-    mean_reps = np.nanmean(reps[:, valid], axis=1) if valid.any() else np.full(n_boot, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a replicate without positives is NaN, and skipped
+        mean_reps = np.nanmean(reps[:, valid], axis=1) if valid.any() else np.full(n_boot, np.nan)
+    mean = float(np.mean(point[valid])) if valid.any() else float("nan")
+    code = np.unique(patients, return_inverse=True)[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a finding whose one patient with a positive is left out
+        left_out = np.nanmean(leave_one_patient_out_auroc(y, score, code)[:, valid], axis=1) if valid.any() else []
     return {
         "auroc": point.tolist(),
         "ci": ci,
-        "mean_auroc": float(np.mean(point[valid])) if valid.any() else float("nan"),
-        "mean_ci": [float(np.nanquantile(mean_reps, alpha)), float(np.nanquantile(mean_reps, 1 - alpha))],
+        "mean_auroc": mean,
+        "mean_ci": jackknife_scaled_interval(mean, mean_reps, left_out, level),
     }
+
+
+def jackknife_scaled_interval(point: float, reps: np.ndarray, left_out: np.ndarray, level: float = 0.95) -> list[float]:
+    """The percentile interval of bootstrap replicates `reps`, rescaled about `point` to the spread of
+    the delete-one-patient jackknife (`left_out`: the figure with each patient left out in turn): the
+    bootstrap keeps the interval's shape, the jackknife sets its width. On NIH-shaped patients (one has
+    184 images) the patient bootstrap's spread is too small, 0.87 of the true spread for the ECE and
+    0.91 for the mean AUROC, the jackknife's 0.98 and 1.04 (docs/statistics.md). NaNs without two
+    finite replicates; unscaled without a jackknife spread."""
+    reps = np.asarray(reps, np.float64)
+    reps = reps[np.isfinite(reps)]
+    if not np.isfinite(point) or len(reps) < 2:
+        return [float("nan")] * 2
+    left_out = np.asarray(left_out, np.float64)
+    left_out = left_out[np.isfinite(left_out)]
+    spread = np.sqrt((len(left_out) - 1) / len(left_out) * np.sum((left_out - point) ** 2)) if len(left_out) > 1 else 0
+    own = np.std(reps, ddof=1)
+    scale = spread / own if own > 0 and spread > 0 else 1.0
+    ends = point + (np.quantile(reps, [(1 - level) / 2, (1 + level) / 2]) - point) * scale
+    return [float(v) for v in ends]
+
+
+def leave_one_patient_out_auroc(y: np.ndarray, score: np.ndarray, patient: np.ndarray) -> np.ndarray:
+    """(patients, k) AUROC of each column with each patient's images left out in turn (the delete-one-
+    patient jackknife), in closed form: a patient's images take out the pairs they are in, those of
+    its positives (the negatives each beats), of its negatives (the positives beating each), less its
+    own positive-negative pairs, counted twice. NaN where a class would be left empty. `patient`: codes
+    0..P-1 (`np.unique(..., return_inverse=True)`)."""
+    patients = int(patient.max()) + 1
+    out = np.full((patients, y.shape[1]), np.nan)
+    for j in range(y.shape[1]):
+        keep = labelled(y[:, j])
+        positive, s, code = y[keep, j] == 1, np.asarray(score[keep, j], np.float64), patient[keep]
+        m, n = int(positive.sum()), int((~positive).sum())
+        if not (m and n):
+            continue
+        rank = np.unique(s, return_inverse=True)[1]  # ties share a rank
+        pos_rank, neg_rank = np.sort(rank[positive]), np.sort(rank[~positive])
+        beaten = _below_and_half_ties(neg_rank, rank[positive])  # negatives each positive beats
+        beating = m - _below_and_half_ties(pos_rank, rank[~positive])  # positives beating each negative
+        # A patient's own pairs: its negatives' (patient, rank) keys, sorted, searched by its positives'.
+        width = int(rank.max()) + 2
+        own_neg = np.sort(code[~positive] * width + rank[~positive])
+        key = code[positive] * width + rank[positive]
+        below = np.searchsorted(own_neg, key, "left") - np.searchsorted(own_neg, code[positive] * width, "left")
+        tied = np.searchsorted(own_neg, key, "right") - np.searchsorted(own_neg, key, "left")
+        own = np.bincount(code[positive], below + 0.5 * tied, patients)
+        taken = np.bincount(code[positive], beaten, patients) + np.bincount(code[~positive], beating, patients) - own
+        m_p, n_p = np.bincount(code[positive], minlength=patients), np.bincount(code[~positive], minlength=patients)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, j] = np.where((m_p < m) & (n_p < n), (beaten.sum() - taken) / ((m - m_p) * (n - n_p)), np.nan)
+    return out
+
+
+def _below_and_half_ties(sorted_values: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per value: how many of `sorted_values` lie below it, plus half of those equal to it."""
+    left, right = np.searchsorted(sorted_values, values, "left"), np.searchsorted(sorted_values, values, "right")
+    return left + 0.5 * (right - left)
+
+
+def _enough_patients(y: np.ndarray, patient: np.ndarray) -> np.ndarray:
+    """Per column of labels `y`, whether its positives and its negatives each span at least
+    `MIN_CI_PATIENTS` patients (`patient`: one code per row)."""
+    return np.array(
+        [
+            min(np.unique(patient[labelled(y[:, j]) & (y[:, j] == c)]).size for c in (0, 1)) >= MIN_CI_PATIENTS
+            for j in range(y.shape[1])
+        ]
+    )
+
+
+def logit_interval(point: float, reps: np.ndarray, clusters: int, level: float = 0.95) -> list[float]:
+    """A CI of an AUROC (or a mean of AUROCs) from its patient-bootstrap replicates: normal on the logit
+    scale, point +- t * SD of the replicates' logits, with `clusters` - 1 degrees of freedom (the
+    patients that carry the variance: for one finding, those with a positive), mapped back.
+
+    Why not the replicates' percentiles: an AUROC near 1 is skewed, and the percentile interval of a
+    patient bootstrap is too narrow and off-centre there (it covered 0.926 of population AUROCs where
+    20 or more patients carry a finding's positives, 0.910 over all findings); this one covers 0.94-0.95
+    in the same simulation and stays inside (0, 1). Values are held 1e-6 from the ends (a replicate of
+    AUROC 1 has no finite logit). NaNs without two finite replicates."""
+    reps = np.asarray(reps, np.float64)
+    reps = reps[np.isfinite(reps)]
+    if not np.isfinite(point) or len(reps) < 2 or clusters < 2:
+        return [float("nan")] * 2
+    end = 1e-6
+    spread = float(np.std(logit(np.clip(reps, end, 1 - end)), ddof=1))
+    half = student_t.ppf(0.5 + level / 2, clusters - 1) * spread
+    centre = logit(np.clip(point, end, 1 - end))
+    return [float(expit(centre - half)), float(expit(centre + half))]
 
 
 OPERATING_RULES = ("max_f1", "youden", "sensitivity", "specificity")  # how an operating point is chosen
@@ -211,7 +320,8 @@ def _meets(hits: np.ndarray, total: int, target: float, confidence: float | None
 
 def at_threshold(y: np.ndarray, score: np.ndarray, threshold: float, weights: np.ndarray | None = None) -> dict:
     """Confusion counts and the usual rates when `score >= threshold` is called positive; with
-    bootstrap `weights` (n_boot, n), each rate's 95% percentile interval as `<rate>_ci`."""
+    patient-bootstrap `weights` (n_boot, n), each rate's 95% CI as `<rate>_ci` (`clustered_wilson`,
+    by the patients the weights resample)."""
     pred = score >= threshold
     y = y.astype(bool)
     tp, fp = int(np.sum(pred & y)), int(np.sum(pred & ~y))
@@ -234,16 +344,60 @@ def at_threshold(y: np.ndarray, score: np.ndarray, threshold: float, weights: np
         "f1": ratio(2 * tp, 2 * tp + fp + fn),
     }
     if weights is not None:
-        cells = np.stack([pred & y, pred & ~y, ~pred & y, ~pred & ~y], axis=1).astype(np.float64)
-        wtp, wfp, wfn, wtn = (weights @ cells).T
-        with np.errstate(invalid="ignore", divide="ignore"):
-            reps = {"precision": wtp / (wtp + wfp), "sensitivity": wtp / (wtp + wfn),
-                    "specificity": wtn / (wtn + wfp), "npv": wtn / (wtn + wfn)}  # fmt: skip
-        for name, values in reps.items():
-            values = values[np.isfinite(values)]
-            interval = [np.quantile(values, 0.025), np.quantile(values, 0.975)] if len(values) else [np.nan] * 2
-            out[f"{name}_ci"] = [float(v) for v in interval]
+        patient = patients_of(weights)
+        for name, (trials, hits) in {"precision": (pred, y), "sensitivity": (y, pred),
+                                     "specificity": (~y, ~pred), "npv": (~pred, ~y)}.items():  # fmt: skip
+            out[f"{name}_ci"] = clustered_wilson(hits[trials], patient[trials], level=0.95)
     return out
+
+
+def patients_of(weights: np.ndarray) -> np.ndarray:
+    """Patient codes recovered from patient-bootstrap `weights` (n_boot, n): the images of one patient
+    share their column (its draws), two patients' columns differ in some replicate (over 64 replicates
+    two patients draw alike with a chance of about 1e-33). Lets a function that is handed the weights
+    alone (`at_threshold`) cluster by patient; patients merged by chance would only widen a CI."""
+    head = np.asarray(weights[:64], np.int64)
+    key = np.random.default_rng(0).integers(1, 2**31, size=len(head)) @ head  # exact integer sums
+    return np.unique(key, return_inverse=True)[1]
+
+
+def jackknife_variance(hits: np.ndarray, patient: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """The delete-one-patient jackknife variance of the share of `hits` among images clustered by
+    `patient`: (C - 1) / C times the sum over the C patients of the squared change of the share when
+    that patient is left out; with each patient's hits and images (NaN variance without two patients)."""
+    hits = np.asarray(hits, np.float64)
+    _, cluster = np.unique(patient, return_inverse=True)
+    m = np.bincount(cluster).astype(np.float64)
+    a = np.bincount(cluster, weights=hits, minlength=len(m))
+    if len(m) < 2:
+        return float("nan"), a, m
+    n, rate = m.sum(), a.sum() / m.sum()
+    return (len(m) - 1) / len(m) * float((((a - rate * m) / (n - m)) ** 2).sum()), a, m
+
+
+def clustered_wilson(hits: np.ndarray, patient: np.ndarray, level: float = 0.95) -> list[float]:
+    """A CI of a proportion of images (`hits` of them, boolean) clustered by `patient` (codes): Wilson's
+    score interval at the effective sample size n p (1 - p) / v, v the delete-one-patient jackknife
+    variance of the proportion, with a t quantile of (patients with the rarer outcome - 1) degrees of
+    freedom, since only those patients inform v. Where every image agrees (v = 0), the effective
+    size is Kish's (sum m)^2 / sum m^2 of the patients' image counts m (as if each patient's images
+    all agreed), with the normal quantile. NaNs without two patients.
+
+    Why not the patient bootstrap's percentile interval: at the operating points a rate near 0 or 1
+    rests on a few patients, and that interval covered the population sensitivity 0.874 and
+    specificity 0.893 of the time in simulation (docs/statistics.md); this one 0.96 and 0.94."""
+    hits = np.asarray(hits, bool)
+    jackknife, a, m = jackknife_variance(hits, patient)
+    if len(m) < 2:
+        return [float("nan")] * 2
+    n, rate = m.sum(), hits.mean()
+    effective = min(n, rate * (1 - rate) / jackknife) if jackknife > 0 else n**2 / float((m**2).sum())
+    rarer = min(int((a > 0).sum()), int((a < m).sum()))
+    df = min(len(m) - 1, max(rarer - 1, 1)) if rarer else np.inf  # none: Kish's size is the whole story
+    q = float(student_t.ppf(0.5 + level / 2, df))
+    centre = (rate + q**2 / (2 * effective)) / (1 + q**2 / effective)
+    half = q * np.sqrt(rate * (1 - rate) / effective + q**2 / (4 * effective**2)) / (1 + q**2 / effective)
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
 
 
 def at_points(y: np.ndarray, score: np.ndarray, points: dict, finding: str, weights: np.ndarray | None) -> dict:
@@ -305,7 +459,11 @@ def bootstrap_calibration(
     Every replicate's figures are weighted sums over images, so all of them come from one matrix
     product of the replicate weights (n_boot, n) with a per-image design (n, findings x terms): per
     finding and bin, the image's score minus its label where it falls in that bin (each bin's gap),
-    its squared error (Brier) and whether it is labelled (the denominator)."""
+    its squared error (Brier) and whether it is labelled (the denominator).
+
+    The CI is `jackknife_scaled_interval`, the jackknife from the same design (each patient's sums taken
+    out in turn): the plain percentile interval covered the ECE 0.91 of the time in simulation, this one
+    0.935 (docs/statistics.md)."""
     k = y.shape[1]
     y, score = np.asarray(y), np.asarray(score, np.float64)
     schemes = (("ece", False), ("ece_adaptive", True))
@@ -332,12 +490,18 @@ def bootstrap_calibration(
         out["brier"] = (sums[:, :, -2] / total).mean(axis=1)
         return out
 
-    point = figures(design.sum(axis=0, keepdims=True))
+    total = design.sum(axis=0, keepdims=True)
+    point = figures(total)
     weights = patient_bootstrap_weights(patients, n_boot, seed)
     reps = figures(np.concatenate([w @ design for w in np.array_split(weights, max(1, n_boot // 100))]))
-    alpha = (1 - level) / 2
+    _, patient = np.unique(patients, return_inverse=True)
+    by_patient = sparse.csr_matrix((np.ones(len(patient)), (patient, np.arange(len(patient))))) @ design
+    left_out = figures(total - by_patient)  # each patient left out in turn: the jackknife
     return {
-        name: {"mean": float(point[name][0]), "ci": [float(np.quantile(reps[name], q)) for q in (alpha, 1 - alpha)]}
+        name: {
+            "mean": float(point[name][0]),
+            "ci": jackknife_scaled_interval(point[name][0], reps[name], left_out[name], level),
+        }
         for name in point
     }
 
@@ -407,17 +571,18 @@ def bootstrap_p(reps: np.ndarray) -> tuple[float, float]:
     return float(min(1.0, (crossing + 1) * floor)), float(floor)
 
 
-def _diff_summary(point: float, reps: np.ndarray, level: float) -> dict:
+def _diff_summary(point: float, reps: np.ndarray, level: float, estimable: bool = True) -> dict:
     """A difference with its CI and p from one method, the same replicates: the percentile interval
     (`percentile_interval`) and the p that inverts it (`bootstrap_p`), so the CI excludes 0 exactly
     when p < 1 - level. `p_floor`: the smallest p the replicates can give (2 / (B + 1)); a p at its
-    floor reads "p <= p_floor" (no replicate crossed 0), never a smaller number."""
+    floor reads "p <= p_floor" (no replicate crossed 0), never a smaller number. Not `estimable`
+    (too few patients carry the positives): no CI and no p, the difference alone."""
     p, floor = bootstrap_p(reps)
-    if not np.isfinite(point):
+    if not (np.isfinite(point) and estimable):
         p = floor = float("nan")
     return {
         "diff": float(point),
-        "ci": percentile_interval(reps, level) if np.isfinite(point) else [float("nan")] * 2,
+        "ci": percentile_interval(reps, level) if np.isfinite(point) and estimable else [float("nan")] * 2,
         "p": p,
         "p_floor": floor,
         "replicates": int(np.isfinite(reps).sum()),
@@ -456,13 +621,19 @@ def independent_bootstrap(
 
 
 def _difference(a: tuple, b: tuple, level: float) -> dict:
-    """Per column and mean-over-columns AUROC(a) - AUROC(b), each side (labels, scores, replicate weights)."""
+    """Per column and mean-over-columns AUROC(a) - AUROC(b), each side (labels, scores, replicate weights).
+    A column whose positives or negatives span fewer than `MIN_CI_PATIENTS` patients on either side
+    has no CI and no p (`_diff_summary`): the percentile interval covered Hernia's true difference
+    0.73 of the time in simulation with its 2-6 patients; 0.935 over the findings with 10 or more.
+    The mean's replicates still take every finding."""
     (ya, sa, wa), (yb, sb, wb) = a, b
     reps_a, reps_b = bootstrap_reps(ya, sa, wa), bootstrap_reps(yb, sb, wb)
     point_a = np.array([weighted_auroc(ya[:, j], sa[:, j]) for j in range(ya.shape[1])])
     point_b = np.array([weighted_auroc(yb[:, j], sb[:, j]) for j in range(yb.shape[1])])
+    estimable = _enough_patients(ya, patients_of(wa)) & _enough_patients(yb, patients_of(wb))
     per_column = [
-        _diff_summary(point_a[j] - point_b[j], reps_a[:, j] - reps_b[:, j], level) for j in range(ya.shape[1])
+        _diff_summary(point_a[j] - point_b[j], reps_a[:, j] - reps_b[:, j], level, estimable[j])
+        for j in range(ya.shape[1])
     ]
     valid = np.isfinite(point_a) & np.isfinite(point_b)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():

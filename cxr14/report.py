@@ -42,8 +42,9 @@ def roc_grid(curves, m):
         c = curves[name]
         ax.plot([0, 1], [0, 1], color="0.8", lw=1)
         if c["fpr"] is not None:
-            lo, hi = m["findings"][name]["auroc_ci"]
-            ax.plot(c["fpr"], c["tpr"], lw=1.5, label=f"AUROC {c['auroc']:.3f}\n[{lo:.3f}, {hi:.3f}]")
+            lo, hi = m["findings"][name]["auroc_ci"]  # None where too few patients have a positive
+            interval = f"[{lo:.3f}, {hi:.3f}]" if known(lo) and known(hi) else "no CI: too few patients"
+            ax.plot(c["fpr"], c["tpr"], lw=1.5, label=f"AUROC {c['auroc']:.3f}\n{interval}")
             ax.legend(loc="lower right", fontsize=7)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("1 - specificity", fontsize=7)

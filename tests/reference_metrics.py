@@ -14,7 +14,8 @@ def bootstrap_calibration_loop(
     y: np.ndarray, score: np.ndarray, patients: np.ndarray, n_boot: int, seed: int, bins: int = 10, level: float = 0.95
 ) -> dict:
     """Mean over findings of ECE (equal-width and adaptive bins) and Brier score, each with a
-    percentile CI from a bootstrap that resamples patients (the bins stay those of the sample)."""
+    percentile CI from a bootstrap that resamples patients (the bins stay those of the sample),
+    rescaled to the delete-one-patient jackknife's spread, one replicate at a time."""
     k = y.shape[1]
     keep = [_labelled_rows(y[:, j]) for j in range(k)]
     ys = [y[keep[j], j].astype(np.float64) for j in range(k)]
@@ -35,11 +36,20 @@ def bootstrap_calibration_loop(
 
     point = means(None)
     reps = [means(w) for w in patient_bootstrap_weights(patients, n_boot, seed)]
+    left_out = [means((patients != one).astype(np.float64)) for one in np.unique(patients)]  # the jackknife
     alpha = (1 - level) / 2
+
+    def rescaled(name):
+        """The percentile interval rescaled about the point to the jackknife's spread."""
+        values, jack = np.array([r[name] for r in reps]), np.array([r[name] for r in left_out])
+        spread = np.sqrt((len(jack) - 1) / len(jack) * ((jack - point[name]) ** 2).sum())
+        scale = spread / values.std(ddof=1)
+        return [float(point[name] + (np.quantile(values, q) - point[name]) * scale) for q in (alpha, 1 - alpha)]
+
     return {
         name: {
             "mean": float(point[name]),
-            "ci": [float(np.quantile([r[name] for r in reps], q)) for q in (alpha, 1 - alpha)],
+            "ci": rescaled(name),
         }
         for name in point
     }
