@@ -81,6 +81,7 @@ rule monitor:
         root=collection_setting("root"),
         nih_root=COLLECTIONS[NIH].root,
         members=lambda wildcards: RUNS[wildcards.run].members or None,
+        synthetic=DEMO,
         code=package_code("monitor"),
     script:
         "../scripts/monitor.py"

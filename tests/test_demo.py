@@ -186,6 +186,7 @@ def test_monitoring_is_seeded_the_same_inputs_give_the_same_report(demo_run, tmp
         root=yaml.safe_load((demo_run / "test.yaml").read_text())["datasets"][site]["root"],
         nih_root=paths.EXTRACT,
         members=members,
+        synthetic=True,
     )
     written = json.loads((demo_run / paths.MONITORING.format(run="mean4", dataset=site)).read_text())
     # (to the last digit but BLAS's: its sums run in another order on another number of threads)

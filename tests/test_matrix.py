@@ -22,10 +22,11 @@ def test_the_matrix_is_planned_one_job_per_step_run_and_collection(tmp_path):
         "demo_mirror": 1, "demo_site": 1, "download_archive": 12, "download_metadata": 5, "extract": 12,
         "clean": 1, "ingest": 3,
         "plan_shards": collections,
-        # NIH's three splits at 64 and 80 px; the site's three at 64 px (the fine-tune trains on its train
-        # and val, all validate on test) and val and test at 80 px (calibrated and validated on them);
-        # site_images' and site_all's one group of every image at each size.
-        "shard_manifest": 3 * 2 + 3 + 2 + 2 + 2,
+        # NIH's three splits at 64 and 80 px; the site's three at each size (the fine-tune trains on its
+        # train and val; every run is calibrated on val, validated on test and keeps the embeddings of the
+        # train split, which its fine-tune's ensembles' references are of); site_images' and site_all's
+        # one group of every image at each size.
+        "shard_manifest": 3 * 2 + 3 * 2 + 2 + 2,
         "train": len(TRAINED),
         "convert": len(TRAINED),
         "score": len(TRAINED) * collections,

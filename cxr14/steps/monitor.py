@@ -59,6 +59,7 @@ def monitor(
     nih_root: str,
     site_calibration=None,
     members: list[str] | None = None,
+    synthetic: bool = False,
 ) -> dict:
     """Run `run` on collection `dataset`: its `predictions` and `features` (the run's, or for an ensemble
     its `members`' embeddings side by side) against NIH val's in its `nih_predictions` and
@@ -66,7 +67,8 @@ def monitor(
     probabilities calibrated with its NIH `calibration` (and the collection's own, `site_calibration`,
     where it is a site); image headers read from a sample of the collection's `table` (under `root`)
     and of NIH's `nih_table` (under `nih_root`). A split collection is watched on its test split (the
-    images its own calibration was not fitted on). To `monitoring` (JSON) and the HTML `report`."""
+    images its own calibration was not fitted on). To `monitoring` (JSON) and the HTML `report`, which
+    says so at the top when the data are the demo's phantom images (`synthetic`)."""
     collection = json.loads(Path(ingest_report).read_text())
     fitted = json.loads(Path(calibration).read_text())
     here, nih = ood.joined_features(features), ood.joined_features(nih_features)
@@ -90,6 +92,7 @@ def monitor(
         "run": run,
         "dataset": dataset,
         "members": members,
+        "synthetic": synthetic,
         "labelled": bool(collection["labelled_findings"]),
         "labelled_findings": collection["labelled_findings"],
         "images": int(len(site)),
@@ -363,8 +366,8 @@ def render(m: dict, drawn: dict, out_html) -> Path:
         ax.legend(fontsize=7)
     figs.add("shift", fig)
     html = templates().get_template("monitor.html.j2").render(
-        title=f"cxr14 monitoring: run {m['run']} on {m['dataset']}", disclaimer=DISCLAIMER, m=m, findings=FINDINGS,
-        figs=figs.embedded,
+        title=f"cxr14 monitoring: run {m['run']} on {m['dataset']}", disclaimer=DISCLAIMER,
+        synthetic=m.get("synthetic"), m=m, findings=FINDINGS, figs=figs.embedded,
     )  # fmt: skip
     with atomic(out_html) as staged:
         staged.write_text(html)
