@@ -88,7 +88,7 @@ def model_card(
     page = (
         templates()
         .get_template("model_card.html.j2")
-        .render(title=f"Model card: run {run}", body=_html(text), disclaimer=DISCLAIMER)
+        .render(title=f"Model card: run {run}", body=_html(text), disclaimer=DISCLAIMER, synthetic=m.get("synthetic"))
     )
     with atomic(html) as staged:
         staged.write_text(page)
