@@ -204,9 +204,11 @@ def compare(
     """Every test of two samples, side x the reference, on all of each side's rows: embeddings `x`, `y`
     (a seeded patient sample of `sample_images` per side: MMD, domain classifier) and, when given, the
     calibrated probabilities `p_x`, `p_y` of the same rows (per-finding KS, one image per patient).
-    `shifted`: the MMD p and the domain classifier's permutation p both below alpha / detectors (the
-    classifier corroborates the MMD), or the KS test's Bonferroni p below alpha / detectors, where
-    detectors is the number of the two asked (1 or 2): the flag's false-alarm rate stays at most alpha."""
+    `shifted`: the MMD p below alpha / detectors, or the KS test's Bonferroni p below alpha / detectors,
+    where detectors is the number of the two asked (1 or 2): the flag's false-alarm rate stays at most
+    alpha. The domain classifier is reported beside the MMD (an AUROC says how far apart the two are)
+    but does not gate the flag: requiring both halved the power for no gain in false alarms (a shift
+    of 0.5 in simulation: 0.23 with both, 0.57 with the MMD alone, at the same level; docs/statistics.md)."""
     x_patients, y_patients = _or_rows(x_patients, len(x)), _or_rows(y_patients, len(y))
     at_x = sample(len(x), sample_images, seed, x_patients)
     at_y = sample(len(y), sample_images, seed + 1, y_patients)
@@ -219,7 +221,7 @@ def compare(
     }
     out["patients"] = out["mmd"]["patients"]
     level = alpha / detectors
-    flags = {"embeddings": bool(out["mmd"]["p"] < level and out["domain"]["p"] < level)}
+    flags = {"embeddings": bool(out["mmd"]["p"] < level)}
     if p_x is not None:
         out["ks"] = ks_test(p_x, p_y, seed, x_patients, y_patients)
         flags["predictions"] = bool(out["ks"]["p_bonferroni"] < alpha / detectors)
