@@ -245,7 +245,8 @@ def logit_interval(point: float, reps: np.ndarray, clusters: int, level: float =
     spread = float(np.std(logit(np.clip(reps, end, 1 - end)), ddof=1))
     half = student_t.ppf(0.5 + level / 2, clusters - 1) * spread
     centre = logit(np.clip(point, end, 1 - end))
-    return [float(expit(centre - half)), float(expit(centre + half))]
+    # An AUROC of exactly 0 or 1 lies past its held logit: the interval reaches it.
+    return [float(min(point, expit(centre - half))), float(max(point, expit(centre + half)))]
 
 
 OPERATING_RULES = ("max_f1", "youden", "sensitivity", "specificity")  # how an operating point is chosen

@@ -207,8 +207,9 @@ def compare(
     `shifted`: the MMD p below alpha / detectors, or the KS test's Bonferroni p below alpha / detectors,
     where detectors is the number of the two asked (1 or 2): the flag's false-alarm rate stays at most
     alpha. The domain classifier is reported beside the MMD (an AUROC says how far apart the two are)
-    but does not gate the flag: requiring both halved the power for no gain in false alarms (a shift
-    of 0.5 in simulation: 0.23 with both, 0.57 with the MMD alone, at the same level; docs/statistics.md)."""
+    but does not gate the flag: requiring both cut the power to a fifth, for no gain in false alarms (a shift
+    of 0.5 in simulation, 500 images a side: 0.12 with both, 0.60 with the MMD alone, at the same level;
+    bench/README.md)."""
     x_patients, y_patients = _or_rows(x_patients, len(x)), _or_rows(y_patients, len(y))
     at_x = sample(len(x), sample_images, seed, x_patients)
     at_y = sample(len(y), sample_images, seed + 1, y_patients)

@@ -399,3 +399,14 @@ def test_the_mean_auroc_ci_has_the_jackknifes_width_and_the_bootstraps_shape():
     scale = np.sqrt((count - 1) / count * ((left_out - point) ** 2).sum()) / reps.std(ddof=1)
     want = point + (np.quantile(reps, [0.025, 0.975]) - point) * scale
     assert boot["mean_ci"] == pytest.approx(want.tolist()) and abs(scale - 1) > 0.01
+
+
+def test_an_auroc_ci_holds_its_point_also_at_an_auroc_of_one():
+    """A finding the model separates perfectly (the demo's phantoms) has an AUROC of 1: its logit CI,
+    centred 1e-6 from the end, must still reach 1 (the report's error bar was negative and failed)."""
+    from cxr14 import metrics
+
+    lo, hi = metrics.logit_interval(1.0, np.array([1.0, 0.999, 0.998, 1.0]), clusters=20)
+    assert lo < 1.0 and hi == 1.0
+    lo, hi = metrics.logit_interval(0.8, np.array([0.78, 0.8, 0.83, 0.79]), clusters=20)
+    assert lo < 0.8 < hi
