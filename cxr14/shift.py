@@ -74,23 +74,30 @@ def mmd_test(x: np.ndarray, y: np.ndarray, permutations: int, seed: int, x_patie
     is the median distance between the pooled points (Gretton et al. 2012), the unbiased MMD² and its
     permutation p-value: (1 + permutations at least as large) / (1 + permutations). The permutations
     move whole patients between the sides (`x_patients`, `y_patients`: each row's patient; without
-    them every row is a patient of its own), so a patient's likeness to itself is no evidence of shift."""
+    them every row is a patient of its own), so a patient's likeness to itself is no evidence of shift.
+    The within-side sums leave out pairs of one patient's images (their denominators count the pairs of
+    two patients): a site with several images a patient against a reference of one each would otherwise
+    look unlike it by its patients' self-likeness alone, which no relabelling of whole patients takes
+    back (the statistic is the U-statistic over pairs of different patients)."""
     z = np.concatenate([x, y]).astype(np.float64)
     squared = np.sum(z**2, axis=1)
     d2 = np.maximum(squared[:, None] + squared[None, :] - 2 * z @ z.T, 0)
     bandwidth2 = float(np.median(d2[np.triu_indices(len(z), 1)])) or 1.0
     kernel = np.exp(-d2 / (2 * bandwidth2))
-    np.fill_diagonal(kernel, 0.0)
     groups, n_x = _groups(_or_rows(x_patients, len(x)), _or_rows(y_patients, len(y)))
+    kernel[groups[:, None] == groups[None, :]] = 0.0  # the diagonal and every pair of one patient's images
     labels = _patient_permutations(groups, n_x, permutations, seed)
     n = labels.sum(axis=1)  # side x's images under each relabelling (whole patients move)
     m = len(z) - n
+    others = np.bincount(groups)[groups] - 1.0  # each image's same-patient partners (always on its side)
+    same_x = labels @ others
     weighted = labels @ kernel  # row p: each point's kernel sum over permutation p's x side
     inside_x = np.sum(weighted * labels, axis=1)
     across = np.sum(weighted, axis=1) - inside_x
     inside_y = kernel.sum() - 2 * across - inside_x
     with np.errstate(invalid="ignore", divide="ignore"):
-        stats = inside_x / (n * (n - 1)) + inside_y / (m * (m - 1)) - 2 * across / (n * m)
+        stats = (inside_x / (n * (n - 1) - same_x) + inside_y / (m * (m - 1) - (others.sum() - same_x))
+                 - 2 * across / (n * m))  # fmt: skip
     stats = np.nan_to_num(stats, nan=-np.inf)  # a relabelling that leaves one image on a side
     return {
         "mmd2": float(stats[0]),

@@ -248,3 +248,18 @@ def test_a_fine_tunes_reference_is_its_own_training_data(tmp_path):
     assert from_site["ood"]["threshold_images"] + from_site["ood"]["yardstick_images"] == 160
     assert from_site["ood"]["few_threshold_images"]  # the 90th percentile of 80 images: 8 past it
     assert "few images for that percentile" in (tmp_path / "monitor.html").read_text()
+
+
+def test_a_site_of_several_images_a_patient_against_one_image_a_patient_has_uniform_p_values():
+    """One population: a site of 50 patients x 10 images against a reference of 500 patients x 1 image.
+    With each patient's self-likeness in the site's within-side kernel sum (pairs no relabelling of whole
+    patients separates), the observed MMD sat among the smallest of its relabellings: p piled up near 1
+    (median 0.9 over these draws), a test that cannot see a shift at such a site. Over pairs of
+    different patients the p-values are uniform, as a valid test's are under no shift."""
+    found = []
+    for seed in range(12):
+        site, _, site_patients = _clustered(seed)
+        rng = np.random.default_rng(seed + 100)
+        reference = rng.normal(size=(500, DIMS)) + 0.5 * rng.normal(size=(500, DIMS))
+        found.append(shift.mmd_test(site, reference, 200, seed, site_patients, np.arange(500))["p"])
+    assert min(found) > 0.01 and 0.25 < np.median(found) < 0.75, np.round(found, 3)
